@@ -1,0 +1,3 @@
+from orchestrator_core.cli import main
+
+main()

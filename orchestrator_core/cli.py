@@ -1,0 +1,217 @@
+"""The ``mender-orchestrator`` command line.
+
+The Mender client's Update Module drives ``install``, ``resume`` and ``rollback`` with exact
+arguments and reads their exit codes (SPEC 7.4); the inventory script runs
+``show-inventory`` on every poll, so start-up is kept cheap: heavy modules are imported inside
+the commands that need them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from orchestrator_core import __version__
+from orchestrator_core.errors import OrchestratorError, ValidationErrors
+
+log = logging.getLogger("mender_orchestrator.cli")
+
+
+@dataclass
+class Options:
+    log_level: str | None
+    topology_components: Path | None
+
+
+def _fail(exc: OrchestratorError) -> NoReturn:
+    problems = exc.problems if isinstance(exc, ValidationErrors) else [exc.message]
+    for problem in problems:
+        log.error("%s", problem)
+    raise SystemExit(exc.exit_code)
+
+
+class Session:
+    """Config and Topology, loaded on first use by the commands that need them."""
+
+    def __init__(self, options: Options) -> None:
+        from orchestrator_core import config as config_module
+        from orchestrator_core import log as log_module
+
+        log_module.setup(options.log_level or "info")
+        self.config = config_module.load_config()
+        if options.log_level is None:
+            log_module.setup(self.config.log_level)
+        for warning in self.config.warnings:
+            log.warning("%s", warning)
+        self.options = options
+
+    @property
+    def components_file(self) -> Path | None:
+        # priority: the command-line option, then the env variable, then the config option;
+        # the last two are already merged by load_config
+        return self.options.topology_components or self.config.topology_components
+
+    def topology(self) -> Any:
+        from orchestrator_core.topology import load_topology
+
+        return load_topology(self.config.topology_file, self.components_file)
+
+
+def session(ctx: click.Context) -> Session:
+    options: Options = ctx.find_object(Options)  # type: ignore[assignment]
+    try:
+        return Session(options)
+    except OrchestratorError as exc:
+        _fail(exc)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mender-orchestrator")
+@click.option(
+    "--log-level",
+    type=click.Choice(["trace", "debug", "info", "warning", "error", "fatal"], case_sensitive=False),
+    help="Log verbosity on stderr (overrides the LogLevel option).",
+)
+@click.option(
+    "-t",
+    "--topology-components",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="File holding the Topology's components list (split Topology).",
+)
+@click.pass_context
+def cli(ctx: click.Context, log_level: str | None, topology_components: Path | None) -> None:
+    """Update every Component of a System to a Manifest, or roll all of them back."""
+    ctx.obj = Options(log_level.lower() if log_level else None, topology_components)
+
+
+def _print_discovery(results: list[Any], lines: list[str]) -> None:
+    from orchestrator_core.discovery import Failed
+
+    for line in lines:
+        click.echo(line)
+    failures = [r for r in results if isinstance(r, Failed)]
+    for failure in failures:
+        log.error("%s", failure.message)
+    if failures:
+        raise SystemExit(1)
+
+
+@cli.command("show-provides")
+@click.pass_context
+def show_provides(ctx: click.Context) -> None:
+    """Print every Component's Provides as <component_type>.<id>.<key>=<value>."""
+    from orchestrator_core.discovery import discover
+    from orchestrator_core.provides import provides_lines
+
+    s = session(ctx)
+    try:
+        topology = s.topology()
+    except OrchestratorError as exc:
+        _fail(exc)
+    results = discover(
+        topology.components, s.config.data_dir, s.config.interface_timeout_seconds
+    )
+    _print_discovery(results, provides_lines(results))
+
+
+@cli.command("show-inventory")
+@click.pass_context
+def show_inventory(ctx: click.Context) -> None:
+    """Print inventory key=value lines for the Mender inventory script."""
+    from orchestrator_core import manifest_store
+    from orchestrator_core.discovery import discover
+    from orchestrator_core.provides import inventory_lines
+
+    s = session(ctx)
+    try:
+        topology = s.topology()
+    except OrchestratorError as exc:
+        _fail(exc)
+    results = discover(
+        topology.components,
+        s.config.data_dir,
+        s.config.interface_timeout_seconds,
+        with_inventory=True,
+    )
+    name = manifest_store.current_name(s.config.manifest_store)
+    _print_discovery(results, inventory_lines(topology.system_type, name, results))
+
+
+@cli.command("validate")
+@click.argument("manifest", required=False, type=click.Path(path_type=Path))
+@click.pass_context
+def validate(ctx: click.Context, manifest: Path | None) -> None:
+    """Check the config, the Topology and (if given) MANIFEST together; list every problem."""
+    from orchestrator_core.validation import validate_all
+
+    options: Options = ctx.find_object(Options)  # type: ignore[assignment]
+    from orchestrator_core import log as log_module
+
+    log_module.setup(options.log_level or "info")
+    report = validate_all(options.topology_components, manifest)
+    for line in report.lines:
+        click.echo(line)
+    for problem in report.problems:
+        log.error("%s", problem)
+    if report.problems:
+        raise SystemExit(2)
+
+
+@cli.command("drivers")
+@click.pass_context
+def drivers_command(ctx: click.Context) -> None:
+    """List each Topology interface, what it resolves to, and every installed driver."""
+    from orchestrator_core import drivers
+
+    s = session(ctx)
+    problems = 0
+    try:
+        topology = s.topology()
+    except OrchestratorError as exc:
+        log.error("%s", exc.message)
+        topology = None
+        problems += 1
+    if topology is not None:
+        click.echo(f"Topology {topology.path} (system_type {topology.system_type}):")
+        for component in topology.components:
+            try:
+                found = drivers.resolve(component.interface, s.config.data_dir)
+                click.echo(
+                    f"  {component.component_type}: interface {component.interface} -> "
+                    f"{found.kind} {found.target}"
+                )
+            except OrchestratorError as exc:
+                click.echo(f"  {component.component_type}: interface {component.interface} -> NOT FOUND")
+                log.error("%s", exc.message)
+                problems += 1
+    click.echo(f"Executable Interfaces in {drivers.interfaces_dir(s.config.data_dir)}:")
+    for name in drivers.installed_executables(s.config.data_dir) or ["(none)"]:
+        click.echo(f"  {name}")
+    click.echo(f"In-process drivers (entry-point group {drivers.DRIVER_GROUP}):")
+    for name, target in sorted(drivers.installed_drivers().items()):
+        click.echo(f"  {name} = {target}")
+    if problems:
+        raise SystemExit(2)
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="mender-orchestrator", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        raise SystemExit(130) from None
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except OrchestratorError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except BrokenPipeError:
+        sys.stderr.close()
+        raise SystemExit(1) from None

@@ -1,0 +1,120 @@
+"""What a driver is handed when the engine calls one of its hooks.
+
+These types are the whole contract between the core and a driver: a driver package imports
+them (and ``hookimpl``) from here and nothing else from the core's internals.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Component:
+    """One entry of the Topology's ``components`` list."""
+
+    component_type: str
+    interface: str
+    interface_args: tuple[str, ...] = ()
+    position: int = 0  # index in the Topology list, so messages can point at the entry
+
+    @property
+    def label(self) -> str:
+        """How messages name the Component before its ID is known."""
+        return f"{self.component_type}[{self.position}] (interface {self.interface})"
+
+
+class RebootNeed(enum.Enum):
+    """Answer of the ``NeedsArtifactReboot`` query."""
+
+    NO = "No"
+    YES = "Yes"
+    AUTOMATIC = "Automatic"
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    """The parts of an Artifact's header a driver may need (already verified)."""
+
+    name: str
+    group: str | None
+    payload_type: str | None
+    provides: Mapping[str, str | tuple[str, ...]] = field(default_factory=dict)
+    # header-info + type-info + meta-data, as parsed JSON, for drivers that want more
+    header_info: Mapping[str, Any] = field(default_factory=dict)
+    type_info: Mapping[str, Any] = field(default_factory=dict)
+    meta_data: Mapping[str, Any] = field(default_factory=dict)
+    files: tuple[tuple[str, int], ...] = ()  # payload (name, size), in Artifact order
+
+
+class PayloadFile(Protocol):
+    """One payload file as it streams past; bytes are checked against the manifest.
+
+    ``read`` raises ``ArtifactError`` when the file's checksum does not match once it has
+    been read to its end.
+    """
+
+    name: str
+    size: int
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+class PayloadFeed(Protocol):
+    """The payload of one Artifact during ``Download``, readable once, front to back."""
+
+    @property
+    def consumed(self) -> bool:
+        """True once a reader has started taking the payload."""
+        ...
+
+    def files(self) -> Iterator[PayloadFile]:
+        """The payload files, one at a time; each must be read to its end before the next."""
+        ...
+
+    def whole_artifact(self) -> Iterator[bytes]:
+        """The complete ``.mender`` file as chunks (``NeedsUnpackedArtifact: No``).
+
+        Still verified: the checksums are checked as the chunks go past.
+        """
+        ...
+
+
+@dataclass
+class InterfaceContext:
+    """The argument of every hook: who is being called, where, and with what."""
+
+    component: Component
+    log: logging.Logger | logging.LoggerAdapter[logging.Logger]
+    timeout_seconds: float
+    component_id: str | None = None
+    work_dir: Path | None = None  # the File API directory; None outside a deployment
+    artifact: ArtifactInfo | None = None  # the Artifact being installed, during a deployment
+    payload: PayloadFeed | None = None  # set during Download only
+    hook: Any = None  # the Component's pluggy hook relay, for driver-specific hookspecs
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def deadline(self) -> float:
+        """``time.monotonic()`` value after which the call must give up."""
+        return self.started + self.timeout_seconds
+
+    @property
+    def files_dir(self) -> Path:
+        """``files/`` of the File API directory: payload stored for Interfaces that did not stream."""
+        if self.work_dir is None:
+            raise RuntimeError("files_dir is only defined during a deployment")
+        return self.work_dir / "files"
+
+    @property
+    def name(self) -> str:
+        """How messages name the Component once the ID is known."""
+        if self.component_id is None:
+            return self.component.label
+        return f"{self.component.component_type}/{self.component_id} (interface {self.component.interface})"

@@ -1,0 +1,90 @@
+"""Ask every Component who it is and what it runs (Identity, Provides, Inventory).
+
+Used by ``show-provides``, ``show-inventory`` and the deployment plan. Components are asked in
+parallel, so a System's query time is that of its slowest Interface, not their sum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator_core import drivers
+from orchestrator_core.context import Component
+from orchestrator_core.drivers import ComponentDriver
+from orchestrator_core.errors import OrchestratorError
+from orchestrator_core.log import component_logger
+
+MAX_PARALLEL_QUERIES = 32
+
+
+@dataclass(frozen=True)
+class Discovered:
+    component: Component
+    driver: ComponentDriver
+    component_id: str
+    provides: dict[str, str]
+    inventory: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.component.component_type}.{self.component_id}"
+
+
+@dataclass(frozen=True)
+class Failed:
+    component: Component
+    message: str
+
+
+def _ask(
+    component: Component, data_dir: Path, timeout: float, with_inventory: bool
+) -> Discovered | Failed:
+    try:
+        driver = drivers.load(component, data_dir)
+        log = component_logger(component.label)
+        component_id = driver.identity(driver.context(log=log, timeout_seconds=timeout))
+        named = f"{component.component_type}/{component_id} (interface {component.interface})"
+        log = component_logger(named)
+        ctx = driver.context(log=log, timeout_seconds=timeout, component_id=component_id)
+        provides = driver.provides(ctx)
+        inventory = tuple(driver.inventory(ctx)) if with_inventory else ()
+    except OrchestratorError as exc:
+        return Failed(component, f"{component.label}: {exc.message}")
+    return Discovered(component, driver, component_id, provides, inventory)
+
+
+def discover(
+    components: Sequence[Component],
+    data_dir: Path,
+    timeout_seconds: float,
+    with_inventory: bool = False,
+) -> list[Discovered | Failed]:
+    """Results in Topology order; Components sharing a type and an ID are both failed."""
+    if len(components) == 1:
+        results = [_ask(components[0], data_dir, timeout_seconds, with_inventory)]
+    else:
+        workers = min(MAX_PARALLEL_QUERIES, len(components)) or 1
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(
+                pool.map(
+                    lambda c: _ask(c, data_dir, timeout_seconds, with_inventory), components
+                )
+            )
+    seen: dict[tuple[str, str], Component] = {}
+    for index, result in enumerate(results):
+        if not isinstance(result, Discovered):
+            continue
+        key = (result.component.component_type, result.component_id)
+        if key in seen:
+            first = seen[key]
+            results[index] = Failed(
+                result.component,
+                f"{result.component.label}: Identity id={result.component_id} is also the id of "
+                f"{first.label}; Component IDs must be unique within a component_type",
+            )
+        else:
+            seen[key] = result.component
+    return results

@@ -1,0 +1,227 @@
+"""Which driver updates a Component, and the per-Component plugin manager that calls it.
+
+Resolution of a Topology ``interface: NAME`` (SPEC 9):
+
+1. an executable file ``<data dir>/interfaces/v1/NAME``: wrapped by the ``exec`` driver
+   (the Mender way, so an integrator's file always takes effect);
+2. else an in-process driver registered under NAME in the entry-point group
+   ``mender_orchestrator.drivers``, loaded with stevedore;
+3. else a ``DriverNotFound`` error listing both kinds of what is available.
+
+A driver entry point names a factory: ``factory(component: Component) -> object``, returning
+an object whose methods are marked with ``orchestrator_core.hookspecs.hookimpl``. It may carry
+an ``extra_hookspecs`` attribute (a module or class of ``hookspec``-marked functions) for
+extension points of its own, which plugins from the entry-point group
+``mender_orchestrator.plugins`` implement. The factory validates ``component.interface_args``
+and raises ``ConfigError`` naming the bad argument.
+
+Entry points are only scanned when some interface is not an executable, so the common
+all-executables System starts without importing stevedore.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from orchestrator_core import hookspecs
+from orchestrator_core.context import Component, InterfaceContext, RebootNeed
+from orchestrator_core.errors import ConfigError, DriverNotFound, InterfaceError
+
+DRIVER_GROUP = "mender_orchestrator.drivers"
+PLUGIN_GROUP = "mender_orchestrator.plugins"
+
+log = logging.getLogger("mender_orchestrator.drivers")
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What one Topology ``interface`` name resolves to."""
+
+    interface: str
+    kind: str  # "executable" or "driver"
+    target: str  # the executable's path, or the entry point's "module:attr"
+
+
+def interfaces_dir(data_dir: Path) -> Path:
+    return data_dir / "interfaces" / "v1"
+
+
+def installed_executables(data_dir: Path) -> list[str]:
+    directory = interfaces_dir(data_dir)
+    if not directory.is_dir():
+        return []
+    return sorted(
+        p.name for p in directory.iterdir() if p.is_file() and os.access(p, os.X_OK)
+    )
+
+
+def installed_drivers() -> dict[str, str]:
+    """Every registered in-process driver: name -> ``module:attr``."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=DRIVER_GROUP)}
+
+
+def resolve(interface: str, data_dir: Path) -> Resolution:
+    executable = interfaces_dir(data_dir) / interface
+    if "/" in interface or interface in ("", ".", ".."):
+        raise DriverNotFound(f"interface name {interface!r} is not a plain file name")
+    if executable.is_file():
+        if not os.access(executable, os.X_OK):
+            raise DriverNotFound(
+                f"Interface {interface!r}: {executable} exists but is not executable "
+                f"(chmod +x it, or remove it to use an in-process driver)"
+            )
+        return Resolution(interface, "executable", str(executable))
+    drivers = installed_drivers()
+    if interface in drivers:
+        return Resolution(interface, "driver", drivers[interface])
+    raise DriverNotFound(
+        f"Interface {interface!r} not found: no executable {executable} and no driver "
+        f"{interface!r} in the entry-point group {DRIVER_GROUP}. "
+        f"Executables available: {', '.join(installed_executables(data_dir)) or 'none'}; "
+        f"drivers available: {', '.join(sorted(drivers)) or 'none'}"
+    )
+
+
+def _load_driver_factory(name: str) -> Callable[[Component], object]:
+    from stevedore import driver
+
+    try:
+        manager = driver.DriverManager(namespace=DRIVER_GROUP, name=name, invoke_on_load=False)
+    except Exception as exc:  # stevedore wraps import errors of the vendor package
+        raise DriverNotFound(f"driver {name!r} could not be loaded: {exc}") from exc
+    factory: Callable[[Component], object] = manager.driver
+    return factory
+
+
+_global_plugins: list[object] | None = None
+
+
+def global_plugins() -> list[object]:
+    """Plugins from ``mender_orchestrator.plugins`` (vendor extensions), loaded once."""
+    global _global_plugins
+    if _global_plugins is None:
+        from stevedore import extension
+
+        def _failed(_manager: object, entry_point: Any, exc: BaseException) -> None:
+            log.warning("plugin %s could not be loaded: %s", entry_point.name, exc)
+
+        manager = extension.ExtensionManager(
+            namespace=PLUGIN_GROUP, invoke_on_load=False, on_load_failure_callback=_failed
+        )
+        _global_plugins = [ext.plugin for ext in manager]
+    return _global_plugins
+
+
+class ComponentDriver:
+    """A Component's plugin manager, plus the protocol rules applied to its answers."""
+
+    def __init__(
+        self,
+        component: Component,
+        resolution: Resolution,
+        plugin: object,
+        extra_plugins: Iterable[object] = (),
+    ) -> None:
+        self.component = component
+        self.resolution = resolution
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        extra_specs = getattr(plugin, "extra_hookspecs", None)
+        if extra_specs is not None:
+            self.pm.add_hookspecs(extra_specs)
+        self.pm.register(plugin, name="driver")
+        for extra in extra_plugins:
+            if not self.pm.is_registered(extra):
+                self.pm.register(extra)
+
+    @property
+    def hook(self) -> Any:
+        return self.pm.hook
+
+    def context(self, **fields: Any) -> InterfaceContext:
+        fields.setdefault("hook", self.pm.hook)
+        return InterfaceContext(component=self.component, **fields)
+
+    # ---- queries, with the protocol's defaults and checks
+
+    def identity(self, ctx: InterfaceContext) -> str:
+        answer = self.pm.hook.identity(ctx=ctx)
+        if not answer:
+            raise InterfaceError(f"{ctx.name}: the Identity query gave no id")
+        return str(answer)
+
+    def provides(self, ctx: InterfaceContext) -> dict[str, str]:
+        answer: dict[str, str] | None = self.pm.hook.provides(ctx=ctx)
+        if answer is None:
+            answer = {}
+        result = dict(answer)
+        device_type = result.pop("device_type", None)
+        if device_type is not None and device_type != self.component.component_type:
+            ctx.log.warning(
+                "%s reports device_type=%s but its component_type is %s; "
+                "the component_type wins",
+                ctx.name,
+                device_type,
+                self.component.component_type,
+            )
+        version_keys = (f"rootfs-image.{self.component.interface}.version", "rootfs-image.version")
+        if not any(key in result for key in version_keys):
+            raise InterfaceError(
+                f"{ctx.name}: the Provides query did not report "
+                f"{version_keys[0]} (or {version_keys[1]} for the system device); "
+                f"without it no Artifact can be deployed to this Component"
+            )
+        return result
+
+    def inventory(self, ctx: InterfaceContext) -> list[tuple[str, str]]:
+        answer = self.pm.hook.inventory(ctx=ctx)
+        return list(answer or [])
+
+    def needs_unpacked_artifact(self, ctx: InterfaceContext) -> bool:
+        answer = self.pm.hook.needs_unpacked_artifact(ctx=ctx)
+        return True if answer is None else bool(answer)
+
+    def provide_payload_file_sizes(self, ctx: InterfaceContext) -> bool:
+        return bool(self.pm.hook.provide_payload_file_sizes(ctx=ctx))
+
+    def needs_artifact_reboot(self, ctx: InterfaceContext) -> RebootNeed:
+        answer = self.pm.hook.needs_artifact_reboot(ctx=ctx)
+        return RebootNeed.NO if answer is None else RebootNeed(answer)
+
+    def supports_rollback(self, ctx: InterfaceContext) -> bool:
+        return bool(self.pm.hook.supports_rollback(ctx=ctx))
+
+    # ---- states
+
+    def run_state(self, state: str, ctx: InterfaceContext) -> None:
+        """Run a state hook by its snake_case name; raises ``InterfaceError`` on failure."""
+        getattr(self.pm.hook, state)(ctx=ctx)
+
+
+def load(component: Component, data_dir: Path) -> ComponentDriver:
+    """Resolve and instantiate the driver for one Component."""
+    resolution = resolve(component.interface, data_dir)
+    if resolution.kind == "executable":
+        from orchestrator_core.exec_driver import ExecDriver
+
+        return ComponentDriver(component, resolution, ExecDriver(component, Path(resolution.target)))
+    factory = _load_driver_factory(component.interface)
+    try:
+        plugin = factory(component)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(
+            f"{component.label}: driver {component.interface!r} refused its interface_args "
+            f"{list(component.interface_args)}: {exc}"
+        ) from exc
+    return ComponentDriver(component, resolution, plugin, global_plugins())

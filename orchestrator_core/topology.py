@@ -1,0 +1,125 @@
+"""The Topology: which Components exist and which Interface updates each (SPEC 2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator_core.context import Component
+from orchestrator_core.errors import ConfigError, ValidationErrors
+from orchestrator_core.yamlfile import load_mapping, type_name
+
+API_VERSION = "mender/v1"
+TOP_LEVEL_FIELDS = ("api_version", "kind", "system_type", "components")
+COMPONENT_FIELDS = ("component_type", "interface", "interface_args")
+
+
+@dataclass(frozen=True)
+class Topology:
+    path: Path
+    system_type: str
+    components: tuple[Component, ...]
+    components_path: Path | None = None  # the split components file, when used
+
+    @property
+    def component_types(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(c.component_type for c in self.components))
+
+
+def _check_header(data: dict[str, Any], path: Path, kind: str, problems: list[str]) -> None:
+    if data.get("api_version") != API_VERSION:
+        problems.append(
+            f"{path}: field api_version must be {API_VERSION!r}, got {data.get('api_version')!r}"
+        )
+    if data.get("kind") != kind:
+        problems.append(f"{path}: field kind must be {kind!r}, got {data.get('kind')!r}")
+
+
+def _parse_components(value: Any, source: Path, problems: list[str]) -> tuple[Component, ...]:
+    if not isinstance(value, list) or not value:
+        problems.append(
+            f"{source}: field components must be a non-empty list of components, "
+            f"got {type_name(value)}"
+        )
+        return ()
+    components = []
+    for index, entry in enumerate(value):
+        where = f"{source}: components[{index}]"
+        if not isinstance(entry, dict):
+            problems.append(f"{where}: expected a mapping with component_type, got {type_name(entry)}")
+            continue
+        for unknown in sorted(set(entry) - set(COMPONENT_FIELDS), key=str):
+            problems.append(
+                f"{where}: unknown field {unknown!r}; expected {', '.join(COMPONENT_FIELDS)}"
+            )
+        component_type = entry.get("component_type")
+        if not isinstance(component_type, str) or not component_type.strip():
+            problems.append(
+                f"{where}.component_type: expected a non-empty string, got {type_name(component_type)}"
+            )
+            continue
+        interface = entry.get("interface", component_type)
+        if not isinstance(interface, str) or not interface or "/" in interface:
+            problems.append(
+                f"{where}.interface: expected an Interface name (no '/'), got {interface!r}"
+            )
+            continue
+        args = entry.get("interface_args", [])
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            problems.append(
+                f"{where}.interface_args: expected a list of strings (quote numbers), got {args!r}"
+            )
+            continue
+        components.append(Component(component_type, interface, tuple(args), index))
+    return tuple(components)
+
+
+def load_topology(topology_file: Path, components_file: Path | None) -> Topology:
+    """Read the Topology, and the split components file when one is named.
+
+    The components list must be in exactly one place (SPEC 2).
+    """
+    data = load_mapping(topology_file, "Topology")
+    problems: list[str] = []
+    _check_header(data, topology_file, "topology", problems)
+    for unknown in sorted(set(data) - set(TOP_LEVEL_FIELDS), key=str):
+        problems.append(
+            f"{topology_file}: unknown field {unknown!r}; expected {', '.join(TOP_LEVEL_FIELDS)}"
+        )
+    system_type = data.get("system_type")
+    if not isinstance(system_type, str) or not system_type.strip():
+        problems.append(
+            f"{topology_file}: field system_type: expected a non-empty string, "
+            f"got {type_name(system_type)}"
+        )
+
+    components: tuple[Component, ...] = ()
+    if components_file is not None:
+        if "components" in data:
+            problems.append(
+                f"{topology_file}: has a components list, and a split components file "
+                f"{components_file} is also named; the list must be in exactly one place"
+            )
+        else:
+            split = load_mapping(components_file, "Topology components file")
+            for unknown in sorted(set(split) - {"components"}, key=str):
+                problems.append(
+                    f"{components_file}: unknown field {unknown!r}; a split components file "
+                    f"holds only 'components'"
+                )
+            components = _parse_components(split.get("components"), components_file, problems)
+    elif "components" not in data:
+        problems.append(
+            f"{topology_file}: no components list, and no split components file is named "
+            f"(--topology-components, MENDER_ORCHESTRATOR_TOPOLOGY_COMPONENTS_FILE or the "
+            f"TopologyComponents option)"
+        )
+    else:
+        components = _parse_components(data["components"], topology_file, problems)
+
+    if problems:
+        raise ValidationErrors(problems)
+    if not isinstance(system_type, str):  # for the type checker: problems caught it above
+        raise ConfigError(f"{topology_file}: invalid system_type")
+    return Topology(topology_file, system_type, components, components_file)
