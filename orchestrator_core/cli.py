@@ -74,7 +74,9 @@ def session(ctx: click.Context) -> Session:
 @click.version_option(__version__, prog_name="mender-orchestrator")
 @click.option(
     "--log-level",
-    type=click.Choice(["trace", "debug", "info", "warning", "error", "fatal"], case_sensitive=False),
+    type=click.Choice(
+        ["trace", "debug", "info", "warning", "error", "fatal"], case_sensitive=False
+    ),
     help="Log verbosity on stderr (overrides the LogLevel option).",
 )
 @click.option(
@@ -113,9 +115,7 @@ def show_provides(ctx: click.Context) -> None:
         topology = s.topology()
     except OrchestratorError as exc:
         _fail(exc)
-    results = discover(
-        topology.components, s.config.data_dir, s.config.interface_timeout_seconds
-    )
+    results = discover(topology.components, s.config.data_dir, s.config.interface_timeout_seconds)
     _print_discovery(results, provides_lines(results))
 
 
@@ -186,7 +186,9 @@ def drivers_command(ctx: click.Context) -> None:
                     f"{found.kind} {found.target}"
                 )
             except OrchestratorError as exc:
-                click.echo(f"  {component.component_type}: interface {component.interface} -> NOT FOUND")
+                click.echo(
+                    f"  {component.component_type}: interface {component.interface} -> NOT FOUND"
+                )
                 log.error("%s", exc.message)
                 problems += 1
     click.echo(f"Executable Interfaces in {drivers.interfaces_dir(s.config.data_dir)}:")
@@ -215,3 +217,170 @@ def main() -> None:
     except BrokenPipeError:
         sys.stderr.close()
         raise SystemExit(1) from None
+
+
+# --------------------------------------------------------------------------- deployments
+
+STOP_STATES = (
+    "Download",
+    "ArtifactInstall",
+    "ArtifactReboot",
+    "ArtifactVerifyReboot",
+    "ArtifactCommit",
+    "ArtifactRollback",
+    "ArtifactRollbackReboot",
+    "ArtifactVerifyRollbackReboot",
+    "ArtifactFailure",
+    "Cleanup",
+)
+
+stop_before_option = click.option(
+    "--stop-before",
+    "stop_before",
+    multiple=True,
+    type=click.Choice(STOP_STATES),
+    help="Save progress and exit just before the System would enter this state (repeatable).",
+)
+exit_on_reboot_option = click.option(
+    "--exit-on-reboot",
+    is_flag=True,
+    help="Exit with status 4 instead of rebooting when a system reboot is needed.",
+)
+
+
+def _report(result: Any) -> NoReturn:
+    if result.exit_code in (0, 4):
+        log.info("%s", result.message)
+    else:
+        log.error("%s", result.message)
+    raise SystemExit(result.exit_code)
+
+
+def _plan_for(s: Session, manifest_path: Path) -> Any:
+    from orchestrator_core.manifest import load_manifest
+    from orchestrator_core.planner import make_plan
+
+    topology = s.topology()
+    return make_plan(s.config, topology, load_manifest(manifest_path))
+
+
+@cli.command("install")
+@stop_before_option
+@exit_on_reboot_option
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.pass_context
+def install_command(
+    ctx: click.Context, stop_before: tuple[str, ...], exit_on_reboot: bool, manifest: Path
+) -> None:
+    """Move the System to MANIFEST, group by group; roll everything back on failure."""
+    from orchestrator_core import engine
+
+    s = session(ctx)
+    try:
+        plan = _plan_for(s, manifest)
+        manifest_bytes = manifest.read_bytes()
+        result = engine.install(
+            s.config,
+            plan,
+            manifest_bytes,
+            engine.RunOptions(frozenset(stop_before), exit_on_reboot, "install"),
+        )
+    except OrchestratorError as exc:
+        _fail(exc)
+    _report(result)
+
+
+@cli.command("resume")
+@stop_before_option
+@exit_on_reboot_option
+@click.pass_context
+def resume_command(ctx: click.Context, stop_before: tuple[str, ...], exit_on_reboot: bool) -> None:
+    """Continue the deployment in progress (after a stop or a reboot)."""
+    from orchestrator_core import engine
+
+    s = session(ctx)
+    try:
+        result = engine.resume(
+            s.config, engine.RunOptions(frozenset(stop_before), exit_on_reboot, "resume")
+        )
+    except OrchestratorError as exc:
+        _fail(exc)
+    _report(result)
+
+
+@cli.command("rollback")
+@stop_before_option
+@exit_on_reboot_option
+@click.pass_context
+def rollback_command(
+    ctx: click.Context, stop_before: tuple[str, ...], exit_on_reboot: bool
+) -> None:
+    """Roll the whole System back from the deployment in progress."""
+    from orchestrator_core import engine
+
+    s = session(ctx)
+    try:
+        result = engine.resume(
+            s.config, engine.RunOptions(frozenset(stop_before), exit_on_reboot, "rollback")
+        )
+    except OrchestratorError as exc:
+        _fail(exc)
+    _report(result)
+
+
+@cli.command("plan")
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.pass_context
+def plan_command(ctx: click.Context, manifest: Path) -> None:
+    """Print what installing MANIFEST would do, changing nothing."""
+    from orchestrator_core.planner import describe
+
+    s = session(ctx)
+    try:
+        plan = _plan_for(s, manifest)
+    except OrchestratorError as exc:
+        _fail(exc)
+    for line in describe(plan):
+        click.echo(line)
+
+
+@cli.command("status")
+@click.pass_context
+def status_command(ctx: click.Context) -> None:
+    """Show the deployment in progress, or the last one, per Component and state."""
+    from orchestrator_core.journal import Journal
+    from orchestrator_core.report import status_lines
+
+    s = session(ctx)
+    if not s.config.journal_path.exists():
+        click.echo("no deployment has run on this System")
+        return
+    journal = Journal(s.config.journal_path)
+    try:
+        row = journal.in_progress() or journal.latest()
+        if row is None:
+            click.echo("no deployment has run on this System")
+            return
+        for line in status_lines(journal, row):
+            click.echo(line)
+    finally:
+        journal.close()
+
+
+@cli.command("history")
+@click.pass_context
+def history_command(ctx: click.Context) -> None:
+    """List past deployments from the journal."""
+    from orchestrator_core.journal import Journal
+    from orchestrator_core.report import history_lines
+
+    s = session(ctx)
+    if not s.config.journal_path.exists():
+        click.echo("no deployment has run on this System")
+        return
+    journal = Journal(s.config.journal_path)
+    try:
+        for line in history_lines(journal):
+            click.echo(line)
+    finally:
+        journal.close()

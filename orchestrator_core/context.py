@@ -107,7 +107,7 @@ class InterfaceContext:
 
     @property
     def files_dir(self) -> Path:
-        """``files/`` of the File API directory: payload stored for Interfaces that did not stream."""
+        """``files/`` of the File API directory: payload the Interface did not stream itself."""
         if self.work_dir is None:
             raise RuntimeError("files_dir is only defined during a deployment")
         return self.work_dir / "files"
@@ -117,4 +117,5 @@ class InterfaceContext:
         """How messages name the Component once the ID is known."""
         if self.component_id is None:
             return self.component.label
-        return f"{self.component.component_type}/{self.component_id} (interface {self.component.interface})"
+        component = self.component
+        return f"{component.component_type}/{self.component_id} (interface {component.interface})"

@@ -69,9 +69,7 @@ def discover(
         workers = min(MAX_PARALLEL_QUERIES, len(components)) or 1
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = list(
-                pool.map(
-                    lambda c: _ask(c, data_dir, timeout_seconds, with_inventory), components
-                )
+                pool.map(lambda c: _ask(c, data_dir, timeout_seconds, with_inventory), components)
             )
     seen: dict[tuple[str, str], Component] = {}
     for index, result in enumerate(results):

@@ -57,9 +57,7 @@ def installed_executables(data_dir: Path) -> list[str]:
     directory = interfaces_dir(data_dir)
     if not directory.is_dir():
         return []
-    return sorted(
-        p.name for p in directory.iterdir() if p.is_file() and os.access(p, os.X_OK)
-    )
+    return sorted(p.name for p in directory.iterdir() if p.is_file() and os.access(p, os.X_OK))
 
 
 def installed_drivers() -> dict[str, str]:
@@ -95,7 +93,7 @@ def _load_driver_factory(name: str) -> Callable[[Component], object]:
     from stevedore import driver
 
     try:
-        manager = driver.DriverManager(namespace=DRIVER_GROUP, name=name, invoke_on_load=False)
+        manager: Any = driver.DriverManager(namespace=DRIVER_GROUP, name=name, invoke_on_load=False)
     except Exception as exc:  # stevedore wraps import errors of the vendor package
         raise DriverNotFound(f"driver {name!r} could not be loaded: {exc}") from exc
     factory: Callable[[Component], object] = manager.driver
@@ -114,7 +112,7 @@ def global_plugins() -> list[object]:
         def _failed(_manager: object, entry_point: Any, exc: BaseException) -> None:
             log.warning("plugin %s could not be loaded: %s", entry_point.name, exc)
 
-        manager = extension.ExtensionManager(
+        manager: Any = extension.ExtensionManager(
             namespace=PLUGIN_GROUP, invoke_on_load=False, on_load_failure_callback=_failed
         )
         _global_plugins = [ext.plugin for ext in manager]
@@ -167,8 +165,7 @@ class ComponentDriver:
         device_type = result.pop("device_type", None)
         if device_type is not None and device_type != self.component.component_type:
             ctx.log.warning(
-                "%s reports device_type=%s but its component_type is %s; "
-                "the component_type wins",
+                "%s reports device_type=%s but its component_type is %s; the component_type wins",
                 ctx.name,
                 device_type,
                 self.component.component_type,
@@ -213,7 +210,9 @@ def load(component: Component, data_dir: Path) -> ComponentDriver:
     if resolution.kind == "executable":
         from orchestrator_core.exec_driver import ExecDriver
 
-        return ComponentDriver(component, resolution, ExecDriver(component, Path(resolution.target)))
+        return ComponentDriver(
+            component, resolution, ExecDriver(component, Path(resolution.target))
+        )
     factory = _load_driver_factory(component.interface)
     try:
         plugin = factory(component)

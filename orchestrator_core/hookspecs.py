@@ -180,4 +180,3 @@ def artifact_source_open(artifact_name: str, config: object) -> tuple[BinaryIO, 
     open binary stream and a human-readable description of where it came from (for
     messages). ``config`` is the ``orchestrator_core.config.Config`` in force.
     """
-

@@ -65,7 +65,9 @@ def _parse_entry(
             f"{MAX_ORDER}, got {order!r}"
         )
         return None
-    return ComponentTypeEntry(component_type, values["artifact_name"], values["artifact_path"], order)
+    return ComponentTypeEntry(
+        component_type, values["artifact_name"], values["artifact_path"], order
+    )
 
 
 def load_manifest(path: Path) -> Manifest:
@@ -78,7 +80,9 @@ def load_manifest(path: Path) -> Manifest:
     if data.get("kind") != "manifest":
         problems.append(f"{path}: field kind must be 'manifest', got {data.get('kind')!r}")
     for unknown in sorted(set(data) - set(TOP_LEVEL_FIELDS), key=str):
-        problems.append(f"{path}: unknown field {unknown!r}; expected {', '.join(TOP_LEVEL_FIELDS)}")
+        problems.append(
+            f"{path}: unknown field {unknown!r}; expected {', '.join(TOP_LEVEL_FIELDS)}"
+        )
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
         problems.append(f"{path}: field name: expected a non-empty string, got {type_name(name)}")

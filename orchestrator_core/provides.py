@@ -8,7 +8,7 @@ from orchestrator_core.discovery import Discovered, Failed
 
 
 def provides_lines(results: Sequence[Discovered | Failed]) -> list[str]:
-    lines = []
+    lines: list[str] = []
     for result in results:
         if isinstance(result, Discovered):
             values = dict(result.provides, device_type=result.component.component_type)
@@ -25,7 +25,7 @@ def inventory_lines(
         lines.append(f"manifest_name={manifest_name}")
     found = [r for r in results if isinstance(r, Discovered)]
     lines.extend(sorted(f"components={r.prefix}" for r in found))
-    per_component = []
+    per_component: list[str] = []
     for result in found:
         per_component.extend(f"{result.prefix}.{key}={value}" for key, value in result.inventory)
     lines.extend(sorted(per_component))

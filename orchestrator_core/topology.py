@@ -47,7 +47,9 @@ def _parse_components(value: Any, source: Path, problems: list[str]) -> tuple[Co
     for index, entry in enumerate(value):
         where = f"{source}: components[{index}]"
         if not isinstance(entry, dict):
-            problems.append(f"{where}: expected a mapping with component_type, got {type_name(entry)}")
+            problems.append(
+                f"{where}: expected a mapping with component_type, got {type_name(entry)}"
+            )
             continue
         for unknown in sorted(set(entry) - set(COMPONENT_FIELDS), key=str):
             problems.append(
@@ -56,7 +58,8 @@ def _parse_components(value: Any, source: Path, problems: list[str]) -> tuple[Co
         component_type = entry.get("component_type")
         if not isinstance(component_type, str) or not component_type.strip():
             problems.append(
-                f"{where}.component_type: expected a non-empty string, got {type_name(component_type)}"
+                f"{where}.component_type: expected a non-empty string, "
+                f"got {type_name(component_type)}"
             )
             continue
         interface = entry.get("interface", component_type)

@@ -24,18 +24,18 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
     loader.flatten_mapping(node)
     result: dict[Any, Any] = {}
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=True)
         if key in result:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark
             )
-        result[key] = loader.construct_object(value_node, deep=True)  # type: ignore[no-untyped-call]
+        result[key] = loader.construct_object(value_node, deep=True)
     return result
 
 
 _StrictLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,  # type: ignore[arg-type]
+    _construct_mapping,
 )
 
 
@@ -51,7 +51,9 @@ def load_mapping(path: Path, what: str) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{what} {path} cannot be read: {exc.strerror}") from None
     if len(raw) > MAX_YAML_BYTES:
-        raise ConfigError(f"{what} {path} is larger than {MAX_YAML_BYTES} bytes; refusing to parse it")
+        raise ConfigError(
+            f"{what} {path} is larger than {MAX_YAML_BYTES} bytes; refusing to parse it"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -72,12 +74,21 @@ def parse_mapping(text: str, source: str, what: str) -> dict[str, Any]:
         raise ConfigError(f"{what} {source}: invalid YAML: {exc}") from None
     if not isinstance(data, dict):
         found = "an empty file" if data is None else f"a {type(data).__name__}"
-        raise ConfigError(f"{what} {source}: expected a YAML mapping at the top level, found {found}")
+        raise ConfigError(
+            f"{what} {source}: expected a YAML mapping at the top level, found {found}"
+        )
     return data
 
 
 def type_name(value: Any) -> str:
     """How messages describe a YAML value's type."""
-    names = {str: "a string", int: "a number", float: "a number", bool: "a boolean",
-             list: "a list", dict: "a mapping", type(None): "nothing (null)"}
+    names = {
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        bool: "a boolean",
+        list: "a list",
+        dict: "a mapping",
+        type(None): "nothing (null)",
+    }
     return names.get(type(value), type(value).__name__)

@@ -1,0 +1,34 @@
+# Two entry points do all the set-up on a fresh machine:
+#   make demo   builds .venv from nothing and runs the virtual System demo
+#   make test   builds .venv from nothing and runs lint, type checks and the whole test suite
+# (.ci/run installs the Debian packages the tests need first, then runs `make test`.)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml drivers/canbus/pyproject.toml drivers/i2c/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]' -e drivers/canbus -e drivers/i2c
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check orchestrator_core
+	$(BIN)/mypy orchestrator_core
+
+test: lint
+	@# pytest exits 5 when it collected no test: that must fail loudly, not pass
+	$(BIN)/pytest -p no:cacheprovider; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
+clean:
+	rm -rf $(VENV)

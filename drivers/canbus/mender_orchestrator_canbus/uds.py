@@ -1,0 +1,362 @@
+"""A UDS tester session on one ECU, built from python-can, can-isotp and udsoncan.
+
+``UdsSession`` opens the bus for the length of one hook call and offers the handful of
+operations flashing needs. Every request goes through ``_call``, which applies the hook's
+deadline and turns udsoncan/can-isotp/python-can exceptions into ``InterfaceError`` messages
+naming the service (with its bytes) and the NRC, so a user sees what the ECU refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any, BinaryIO, TypeVar
+
+import can
+import isotp
+import udsoncan
+from orchestrator_core.errors import InterfaceError, InterfaceTimeout
+from udsoncan.client import Client
+from udsoncan.connections import PythonIsoTpConnection
+from udsoncan.exceptions import (
+    InvalidResponseException,
+    NegativeResponseException,
+    TimeoutException,
+    UnexpectedResponseException,
+)
+from udsoncan.services import DiagnosticSessionControl, ECUReset
+
+from mender_orchestrator_canbus.args import DriverSettings
+
+T = TypeVar("T")
+
+ACTIVE_SESSION_DID = 0xF186  # ISO 14229-1 activeDiagnosticSessionDataIdentifier
+_MAX_PDU = 0xFFFF  # the largest request or response we accept over ISO-TP
+
+_log = logging.getLogger(__name__)
+
+
+class NoAnswer(InterfaceError):
+    """The ECU did not answer in time: the one failure worth retrying."""
+
+
+class TextCodec(udsoncan.DidCodec):
+    """A DID holding text of any length (versions and serial numbers differ per ECU);
+    fixed-size records padded with NUL, space or 0xFF are trimmed."""
+
+    def encode(self, *did_value: Any) -> bytes:
+        return str(did_value[0]).encode("ascii")
+
+    def decode(self, did_payload: bytes) -> Any:
+        return did_payload.rstrip(b"\x00\xff ").decode("ascii", errors="replace")
+
+    def __len__(self) -> int:
+        raise udsoncan.DidCodec.ReadAllRemainingData
+
+
+class UdsSession:
+    """An open tester connection to one ECU; use as a context manager."""
+
+    def __init__(
+        self,
+        settings: DriverSettings,
+        who: str,
+        deadline: float,
+        log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+    ) -> None:
+        self.settings = settings
+        self.who = who
+        self.deadline = deadline
+        self.log = log
+        self._bus: can.BusABC | None = None
+        self._notifier: can.Notifier | None = None
+        self._client: Client | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> UdsSession:
+        link = self.settings.link
+        try:
+            self._bus = link.open_bus()
+        except Exception as exc:  # python-can raises backend-specific errors (OSError, ...)
+            raise InterfaceError(
+                f"{self.who}: cannot open the CAN bus ({link.describe()}): {exc}"
+            ) from exc
+        self._notifier = can.Notifier(self._bus, [], timeout=0.05)
+        stack = isotp.NotifierBasedCanStack(
+            self._bus,
+            self._notifier,
+            address=link.isotp_address(),
+            params=link.isotp_params(timeout=self.settings.p2_timeout, max_frame_size=_MAX_PDU),
+            error_handler=lambda error: _log.debug("%s: ISO-TP: %s", self.who, error),
+        )
+        config = dict(udsoncan.configs.default_client_config)
+        config.update(
+            p2_timeout=self.settings.p2_timeout,
+            p2_star_timeout=self.settings.p2_star_timeout,
+            # our timeouts are the integrator's, not whatever the ECU advertises
+            use_server_timing=False,
+            server_address_format=self.settings.address_format,
+            server_memorysize_format=self.settings.memorysize_format,
+            data_identifiers={
+                self.settings.version_did: TextCodec(),
+                self.settings.version_write_did: TextCodec(),
+                self.settings.serial_did: TextCodec(),
+                self.settings.bank_did: udsoncan.DidCodec("B"),
+                ACTIVE_SESSION_DID: udsoncan.DidCodec("B"),
+            },
+        )
+        self._client = Client(PythonIsoTpConnection(stack), config=config)  # type: ignore[arg-type]
+        self._client.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._notifier is not None:
+            self._notifier.stop()
+        if self._bus is not None:
+            self._bus.shutdown()
+
+    @property
+    def client(self) -> Client:
+        assert self._client is not None, "UdsSession used outside its with-block"
+        return self._client
+
+    # ------------------------------------------------------------------ one request
+
+    def _call(self, what: str, request: Callable[[], T]) -> T:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise InterfaceTimeout(f"{self.who}: the Interface timeout expired before {what}")
+        self.client.set_config("request_timeout", remaining)
+        try:
+            return request()
+        except NegativeResponseException as exc:
+            code = exc.response.code
+            raise InterfaceError(
+                f"{self.who}: {what} failed: the ECU answered NRC {code:#04x} "
+                f"{exc.response.code_name}{_hint(code)}"
+            ) from None
+        except (TimeoutException, isotp.BlockingSendFailure) as exc:
+            if time.monotonic() >= self.deadline:
+                raise InterfaceTimeout(
+                    f"{self.who}: the Interface timeout expired during {what}"
+                ) from None
+            raise NoAnswer(
+                f"{self.who}: {what}: no answer from the ECU ({self.settings.link.describe()}): "
+                f"{exc}"
+            ) from None
+        except (InvalidResponseException, UnexpectedResponseException) as exc:
+            raise InterfaceError(f"{self.who}: {what}: unexpected answer from the ECU: {exc}") from None
+        except can.CanError as exc:
+            raise InterfaceError(f"{self.who}: {what}: CAN bus error: {exc}") from None
+
+    # ------------------------------------------------------------------ reading
+
+    def read(self, did: int) -> Any:
+        response = self._call(
+            f"ReadDataByIdentifier {did:#06x} (0x22)",
+            lambda: self.client.read_data_by_identifier(did),
+        )
+        assert response is not None
+        return response.service_data.values[did]
+
+    def wait_until_answering(self, did: int) -> Any:
+        """Read ``did`` once the ECU is back from a reset: retry while it is silent or busy
+        (NRC 0x21) for up to ``--reset-wait`` seconds."""
+        limit = min(self.deadline, time.monotonic() + self.settings.reset_wait)
+        while True:
+            try:
+                return self.read(did)
+            except InterfaceError as exc:
+                busy = "NRC 0x21" in exc.message
+                if not (isinstance(exc, NoAnswer) or busy) or time.monotonic() >= limit:
+                    if isinstance(exc, NoAnswer):
+                        raise NoAnswer(
+                            f"{exc.message} (waited {self.settings.reset_wait:g} s for the ECU "
+                            f"to come back from its reset)"
+                        ) from None
+                    raise
+                time.sleep(min(0.05, self.settings.p2_timeout))
+
+    def check_default_session(self) -> None:
+        """Fail unless the ECU reports the default session (0x01) in DID 0xF186; ECUs that do
+        not implement the DID (NRC 0x31) are taken at their word."""
+        try:
+            session = self.read(ACTIVE_SESSION_DID)
+        except InterfaceError as exc:
+            if "NRC 0x31" in exc.message:
+                self.log.debug("%s: DID 0xF186 not supported; session not checked", self.who)
+                return
+            raise
+        if session != DiagnosticSessionControl.Session.defaultSession:
+            raise InterfaceError(
+                f"{self.who}: after its reset the ECU reports diagnostic session {session:#04x} "
+                f"(DID 0xF186), not the default session 0x01"
+            )
+
+    # ------------------------------------------------------------------ programming
+
+    def enter_programming(self, key_for: Callable[[int, bytes], bytes | None]) -> None:
+        """Extended session, programming session, then SecurityAccess at ``--security-level``."""
+        for name, session in (
+            ("extendedDiagnosticSession (0x10 0x03)", DiagnosticSessionControl.Session.extendedDiagnosticSession),
+            ("programmingSession (0x10 0x02)", DiagnosticSessionControl.Session.programmingSession),
+        ):
+            self._call(f"DiagnosticSessionControl {name}", lambda s=session: self.client.change_session(s))
+        level = self.settings.security_level
+        response = self._call(
+            f"SecurityAccess requestSeed (0x27 {level:#04x})", lambda: self.client.request_seed(level)
+        )
+        assert response is not None
+        seed = bytes(response.service_data.seed)
+        if not any(seed):
+            return  # an all-zero seed means the level is already unlocked
+        key = key_for(level, seed)
+        if key is None:
+            raise InterfaceError(
+                f"{self.who}: no plugin answered canbus_security_key for level {level:#04x}"
+            )
+        self._call(
+            f"SecurityAccess sendKey (0x27 {level + 1:#04x})",
+            lambda: self.client.send_key(level + 1, key),
+        )
+
+    def routine(self, routine_id: int, name: str, data: bytes) -> bytes:
+        """Start a routine and return its status record."""
+        response = self._call(
+            f"RoutineControl {name} (0x31 0x01 RID {routine_id:#06x})",
+            lambda: self.client.start_routine(routine_id, data),
+        )
+        assert response is not None
+        return bytes(response.service_data.routine_status_record or b"")
+
+    def _location(self, size: int) -> udsoncan.MemoryLocation:
+        return udsoncan.MemoryLocation(
+            self.settings.memory_address,
+            size,
+            address_format=self.settings.address_format,
+            memorysize_format=self.settings.memorysize_format,
+        )
+
+    def erase(self, size: int) -> None:
+        location = self._location(size)
+        record = location.alfid.get_byte() + location.get_address_bytes() + location.get_memorysize_bytes()
+        status = self.routine(self.settings.erase_routine, "eraseMemory", record)
+        if status[:1] not in (b"", b"\x00"):
+            raise InterfaceError(
+                f"{self.who}: RoutineControl eraseMemory (RID {self.settings.erase_routine:#06x}) "
+                f"reported failure, status record {status.hex()}"
+            )
+
+    def write_text(self, did: int, value: str) -> None:
+        self._call(
+            f"WriteDataByIdentifier {did:#06x} (0x2E)",
+            lambda: self.client.write_data_by_identifier(did, value),
+        )
+
+    def download(self, image: BinaryIO, size: int) -> None:
+        """RequestDownload, TransferData blocks as large as the ECU allows, RequestTransferExit."""
+        response = self._call(
+            f"RequestDownload of {size} bytes at {self.settings.memory_address:#x} (0x34)",
+            lambda: self.client.request_download(self._location(size)),
+        )
+        assert response is not None
+        # maxNumberOfBlockLength counts the service id and the block sequence counter too
+        block = int(response.service_data.max_length) - 2
+        if block < 1:
+            raise InterfaceError(
+                f"{self.who}: RequestDownload: the ECU announced a maximum block length of "
+                f"{block + 2} bytes, too small to carry data"
+            )
+        blocks = -(-size // block)
+        started = time.monotonic()
+        for index in range(1, blocks + 1):
+            chunk = image.read(block)
+            self._transfer(index, blocks, chunk)
+        self._call("RequestTransferExit (0x37)", lambda: self.client.request_transfer_exit())
+        elapsed = max(time.monotonic() - started, 1e-6)
+        self.log.info(
+            "%s: transferred %d bytes in %d blocks of up to %d bytes (%.1f KiB/s)",
+            self.who, size, blocks, block, size / elapsed / 1024,
+        )
+
+    def upload(self, size: int) -> bytes:
+        """RequestUpload of ``size`` bytes at ``--memory-address`` and its TransferData blocks."""
+        response = self._call(
+            f"RequestUpload of {size} bytes at {self.settings.memory_address:#x} (0x35)",
+            lambda: self.client.request_upload(self._location(size)),
+        )
+        assert response is not None
+        parts: list[bytes] = []
+        received = 0
+        index = 0
+        while received < size:
+            index += 1
+            part = self._transfer(index, None, None)
+            if not part:
+                raise InterfaceError(
+                    f"{self.who}: TransferData (0x36) upload block {index} came back empty "
+                    f"after {received} of {size} bytes"
+                )
+            parts.append(part)
+            received += len(part)
+        self._call("RequestTransferExit (0x37)", lambda: self.client.request_transfer_exit())
+        return b"".join(parts)[:size]
+
+    def _transfer(self, index: int, blocks: int | None, chunk: bytes | None) -> bytes:
+        """One TransferData exchange; a block that gets no answer is sent again with the same
+        counter (the ECU acknowledges a repeated block without writing it twice)."""
+        counter = index & 0xFF
+        of = f" of {blocks}" if blocks is not None else ""
+        what = f"TransferData (0x36) block {index}{of}, counter {counter:#04x}"
+        attempts = self.settings.retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                response = self._call(what, lambda: self.client.transfer_data(counter, chunk))
+            except NoAnswer as exc:
+                if attempt == attempts:
+                    raise NoAnswer(f"{exc.message} (sent {attempts} times)") from None
+                self.log.warning("%s: %s: no answer, sending it again", self.who, what)
+                continue
+            assert response is not None
+            return bytes(response.service_data.parameter_records or b"")
+        raise AssertionError("unreachable")
+
+    def reset(self) -> None:
+        self._call(
+            "ECUReset hardReset (0x11 0x01)",
+            lambda: self.client.ecu_reset(ECUReset.ResetType.hardReset),
+        )
+
+
+def file_chunks(image: BinaryIO, size: int) -> Iterator[bytes]:
+    while size > 0:
+        chunk = image.read(min(size, 1 << 16))
+        if not chunk:
+            return
+        size -= len(chunk)
+        yield chunk
+
+
+_HINTS = {
+    0x33: " (security access is locked: the session was left or the unlock failed)",
+    0x35: (
+        " (the key from the canbus_security_key hook was rejected; without a vendor plugin the "
+        "driver uses the simulator's published algorithm, which a real ECU will refuse)"
+    ),
+    0x36: " (too many wrong keys; the ECU now delays further attempts)",
+    0x7F: " (the ECU is not in the session this service needs: did it reset?)",
+}
+
+
+def _hint(code: int) -> str:
+    return _HINTS.get(code, "")

@@ -1,0 +1,64 @@
+"""Byte values of the STM32 system-bootloader I2C protocol (ST application note AN4221).
+
+Shared by the driver's client and the simulator: only the numbers the note defines live here,
+so the two sides implement the protocol's behaviour independently of each other.
+"""
+
+from __future__ import annotations
+
+import enum
+from functools import reduce
+
+ACK = 0x79
+NACK = 0x1F
+BUSY = 0x76  # answered by the no-stretch commands while the operation is still running
+
+MAX_TRANSFER = 256  # bytes per Read Memory / Write Memory
+MASS_ERASE = 0xFFFF  # special "number of pages" of Erase: the whole flash
+
+
+class Command(enum.IntEnum):
+    GET = 0x00
+    GET_VERSION = 0x01
+    GET_ID = 0x02
+    READ_MEMORY = 0x11
+    GO = 0x21
+    WRITE_MEMORY = 0x31
+    NO_STRETCH_WRITE_MEMORY = 0x32
+    ERASE = 0x44
+    NO_STRETCH_ERASE = 0x45
+    WRITE_PROTECT = 0x63
+    NO_STRETCH_WRITE_PROTECT = 0x64
+    WRITE_UNPROTECT = 0x73
+    NO_STRETCH_WRITE_UNPROTECT = 0x74
+    READOUT_PROTECT = 0x82
+    NO_STRETCH_READOUT_PROTECT = 0x83
+    READOUT_UNPROTECT = 0x92
+    NO_STRETCH_READOUT_UNPROTECT = 0x93
+
+
+# What ``Get`` lists, per bootloader protocol version: v1.0 has only clock-stretching
+# commands, v1.1 added the no-stretch forms (AN4221, "bootloader protocol version evolution").
+COMMANDS_BY_VERSION: dict[int, tuple[int, ...]] = {
+    0x10: (0x00, 0x01, 0x02, 0x11, 0x21, 0x31, 0x44, 0x63, 0x73, 0x82, 0x92),
+    0x11: (
+        0x00, 0x01, 0x02, 0x11, 0x21, 0x31, 0x32, 0x44, 0x45,
+        0x63, 0x64, 0x73, 0x74, 0x82, 0x83, 0x92, 0x93,
+    ),
+}
+
+
+def xor(data: bytes) -> int:
+    """The protocol's checksum: all bytes XORed together."""
+    return reduce(lambda acc, byte: acc ^ byte, data, 0)
+
+
+def command_frame(code: int) -> bytes:
+    """A command as sent on the wire: the code and its complement."""
+    return bytes((code, code ^ 0xFF))
+
+
+def address_frame(address: int) -> bytes:
+    """A 32-bit address, MSB first, followed by its checksum."""
+    raw = address.to_bytes(4, "big")
+    return raw + bytes((xor(raw),))

@@ -1,0 +1,431 @@
+"""The deployment engine: runs the steps of ``sequence`` against the drivers, journals them.
+
+The engine owns execution only: which step comes next is decided by
+``sequence.deployment_steps``; here each step is replayed from the journal when it already
+ran, or executed (Components of the step in parallel, a barrier at its end) when it did not.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from orchestrator_core import atomic, drivers, filetree, manifest_store
+from orchestrator_core.config import Config
+from orchestrator_core.drivers import ComponentDriver
+from orchestrator_core.errors import NothingToResume, OrchestratorError
+from orchestrator_core.journal import DeploymentRow, EventRow, Journal
+from orchestrator_core.log import component_logger
+from orchestrator_core.planner import Plan, PlannedComponent, work_dir
+from orchestrator_core.sequence import (
+    CLEANUP,
+    COMMIT,
+    INSTALL,
+    Outcome,
+    Progress,
+    Result,
+    Step,
+    deployment_steps,
+)
+
+log = logging.getLogger("mender_orchestrator.engine")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INCONSISTENT = 3
+EXIT_REBOOT = 4
+MAX_PARALLEL = 64  # Components of one step run at once; more wait for a free slot
+
+HOOK_NAMES = {
+    "Download": "download",
+    "ArtifactInstall": "artifact_install",
+    "ArtifactReboot": "artifact_reboot",
+    "ArtifactVerifyReboot": "artifact_verify_reboot",
+    "ArtifactCommit": "artifact_commit",
+    "Cleanup": "cleanup",
+    "ArtifactRollback": "artifact_rollback",
+    "ArtifactRollbackReboot": "artifact_rollback_reboot",
+    "ArtifactVerifyRollbackReboot": "artifact_verify_rollback_reboot",
+    "ArtifactFailure": "artifact_failure",
+}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    stop_before: frozenset[str] = frozenset()
+    exit_on_reboot: bool = False
+    command: str = "install"  # install, resume or rollback: decides exit codes at stops
+
+
+@dataclass
+class RunResult:
+    exit_code: int
+    message: str
+    inconsistent: dict[str, str] = field(default_factory=dict)
+
+
+@contextmanager
+def exclusive(config: Config) -> Iterator[None]:
+    """One orchestrator at a time may touch the System."""
+    atomic.make_private_dir(config.datastore_dir)
+    path = config.datastore_dir / "lock"
+    handle: IO[str] = path.open("a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OrchestratorError(
+                f"another mender-orchestrator is working on this System (lock {path} is held); "
+                f"wait for it to finish"
+            ) from None
+        yield
+    finally:
+        handle.close()
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+class Deployment:
+    def __init__(self, config: Config, journal: Journal, row: DeploymentRow) -> None:
+        self.config = config
+        self.journal = journal
+        self.id = row.id
+        self.row = row
+        self.plan = Plan.from_json(row.plan)
+        self._drivers: dict[str, ComponentDriver] = {}
+        self._cache = _open_cache(config)
+
+    # ---- replay
+
+    def _recorded(self) -> dict[int, dict[str, list[EventRow]]]:
+        by_step: dict[int, dict[str, list[EventRow]]] = {}
+        for event in self.journal.events(self.id):
+            if event.seq is not None:
+                by_step.setdefault(event.seq, {}).setdefault(event.component, []).append(event)
+        return by_step
+
+    def _rollback_requested(self) -> bool:
+        return any(e.kind == "rollback-requested" for e in self.journal.events(self.id))
+
+    def run(self, options: RunOptions) -> RunResult:
+        progress = Progress()
+        steps = deployment_steps(self.plan.groups, self.config.rollback_reboot_retries, progress)
+        recorded = self._recorded()
+        rollback_requested = self._rollback_requested()
+        seq = 0
+        try:
+            step = next(steps)
+            while True:
+                events = recorded.get(seq, {})
+                outcome = self._replayed(step, events)
+                if outcome is None:
+                    if not events:
+                        if rollback_requested and step.phase in (INSTALL, COMMIT):
+                            outcome = self._refuse(seq, step, "rollback requested")
+                        elif step.stop_names & options.stop_before:
+                            return self._stopped(seq, step, progress, options)
+                    if outcome is None:
+                        outcome = self._execute(seq, step, events, options)
+                        if outcome is None:  # a system reboot is under way
+                            return RunResult(
+                                EXIT_REBOOT, "system reboot needed; run resume after it"
+                            )
+                step = steps.send(outcome)
+                seq += 1
+        except StopIteration:
+            pass
+        return self._finished(progress, options)
+
+    def _replayed(self, step: Step, events: dict[str, list[EventRow]]) -> Outcome | None:
+        """The recorded outcome of a step that finished for every member, else None."""
+        outcome = {}
+        for key in step.members:
+            finish = [e for e in events.get(key, []) if e.kind == "finish"]
+            if not finish:
+                return None
+            last = finish[-1]
+            outcome[key] = Result(bool(last.ok), last.value, last.message)
+        return outcome
+
+    def _refuse(self, seq: int, step: Step, why: str) -> Outcome:
+        self.journal.record_step(self.id, seq, step.kind, step.name, step.group, step.phase)
+        for key in step.members:
+            self.journal.record(self.id, seq, key, "finish", False, None, why)
+        return {key: Result(False, None, why) for key in step.members}
+
+    def _stopped(self, seq: int, step: Step, progress: Progress, options: RunOptions) -> RunResult:
+        self.journal.record(self.id, None, "", "stopped", None, step.name, options.command)
+        where = f"stopped before {step.name} (order group {step.group})"
+        if progress.failure is None:
+            return RunResult(EXIT_OK, where)
+        if options.command == "rollback" and step.phase == CLEANUP:
+            if progress.inconsistent:
+                return RunResult(EXIT_INCONSISTENT, where, dict(progress.inconsistent))
+            return RunResult(EXIT_OK, f"rolled back; {where}")
+        return RunResult(EXIT_FAILED, f"deployment failed ({progress.failure}); {where}")
+
+    # ---- execution
+
+    def _execute(
+        self, seq: int, step: Step, events: dict[str, list[EventRow]], options: RunOptions
+    ) -> Outcome | None:
+        self.journal.record_step(self.id, seq, step.kind, step.name, step.group, step.phase)
+        outcome: dict[str, Result] = {}
+        pending = []
+        for key in step.members:
+            history = events.get(key, [])
+            finished = [e for e in history if e.kind == "finish"]
+            if finished:
+                last = finished[-1]
+                outcome[key] = Result(bool(last.ok), last.value, last.message)
+            elif history and step.kind == "reboot":
+                # we asked for this reboot and a new process is running: it happened
+                self._note_reboot_done(seq, key, history)
+                outcome[key] = Result(True)
+            elif step.phase in (INSTALL, COMMIT) and (history or events) and step.kind == "state":
+                why = "interrupted (crash, power loss or spontaneous reboot) before it finished"
+                if not history:
+                    why = "not started: the deployment was interrupted during this state"
+                self.journal.record(self.id, seq, key, "finish", False, None, why)
+                log.error("%s: %s %s", key, step.name, why)
+                outcome[key] = Result(False, None, why)
+            else:
+                pending.append(key)
+        if step.kind == "reboot":
+            if pending:
+                return self._reboot(seq, step, pending, options, outcome)
+            return outcome
+        self._announce(step, pending)
+        if pending:
+            workers = min(MAX_PARALLEL, len(pending))
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for key, result in zip(
+                    pending,
+                    pool.map(lambda k: self._run_member(seq, step, k), pending),
+                    strict=True,
+                ):
+                    outcome[key] = result
+        return outcome
+
+    def _announce(self, step: Step, members: list[str]) -> None:
+        if members:
+            log.info("order group %d: %s for %s", step.group, step.name, ", ".join(members))
+
+    def _note_reboot_done(self, seq: int, key: str, history: list[EventRow]) -> None:
+        asked_in = next((e.value for e in history if e.kind == "enter"), None)
+        if asked_in and asked_in == _boot_id():
+            log.warning("the system reports the same boot id as before the reboot was asked for")
+        self.journal.record(self.id, seq, key, "finish", True, None, "system rebooted")
+
+    def _reboot(
+        self,
+        seq: int,
+        step: Step,
+        members: list[str],
+        options: RunOptions,
+        outcome: dict[str, Result],
+    ) -> Outcome | None:
+        boot = _boot_id()
+        for key in members:
+            self.journal.record(self.id, seq, key, "enter", None, boot)
+        log.info("order group %d: system reboot needed for %s", step.group, ", ".join(members))
+        if options.exit_on_reboot:
+            return None
+        command = list(self.config.reboot_command)
+        try:
+            completed = subprocess.run(
+                command,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=300,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            failure: str | None = f"RebootCommand {command} could not run: {exc}"
+        else:
+            failure = (
+                None
+                if completed.returncode == 0
+                else (
+                    f"RebootCommand {command} exited with {completed.returncode}: "
+                    f"{completed.stderr.strip()[-500:]}"
+                )
+            )
+        if failure is None:
+            # the system is going down; whatever runs next is `resume` after the reboot
+            log.info("system reboot started with %s; the deployment continues on resume", command)
+            raise SystemExit(EXIT_OK)
+        for key in members:
+            self.journal.record(self.id, seq, key, "finish", False, None, failure)
+            outcome[key] = Result(False, None, failure)
+        log.error("%s", failure)
+        return outcome
+
+    def _driver(self, planned: PlannedComponent) -> ComponentDriver:
+        driver = self._drivers.get(planned.key)
+        if driver is None:
+            driver = drivers.load(planned.component, self.config.data_dir)
+            self._drivers[planned.key] = driver
+        return driver
+
+    def _run_member(self, seq: int, step: Step, key: str) -> Result:
+        planned = self.plan.component(key)
+        name = f"{key} (interface {planned.component.interface})"
+        component_log = component_logger(name)
+        directory = work_dir(self.config.work_root, self.id, planned)
+        self.journal.record(self.id, seq, key, "enter")
+        started = time.monotonic()
+        value: str | None = None
+        try:
+            driver = self._driver(planned)
+            self._prepare_work_dir(directory, planned)
+            ctx = driver.context(
+                log=component_log,
+                timeout_seconds=self.config.interface_timeout_seconds,
+                component_id=planned.component_id,
+                work_dir=directory,
+                artifact=planned.artifact_info,
+            )
+            if step.name == "SupportsRollback":
+                value = "Yes" if driver.supports_rollback(ctx) else "No"
+            elif step.name == "NeedsArtifactReboot":
+                value = driver.needs_artifact_reboot(ctx).value
+            elif step.name == "Download":
+                self._download(driver, ctx, planned)
+            else:
+                driver.run_state(HOOK_NAMES[step.name], ctx)
+            result = Result(True, value)
+        except OrchestratorError as exc:
+            result = Result(False, None, exc.message)
+        except Exception as exc:  # an in-process driver's bug must not take the System down
+            log.debug("driver error", exc_info=True)
+            result = Result(False, None, f"driver raised {type(exc).__name__}: {exc}")
+        elapsed = time.monotonic() - started
+        self.journal.record(self.id, seq, key, "finish", result.ok, result.value, result.message)
+        if result.ok:
+            shown = f" -> {value}" if value is not None else ""
+            component_log.info("%s done in %.2fs%s", step.name, elapsed, shown)
+        else:
+            component_log.error("%s failed after %.2fs: %s", step.name, elapsed, result.message)
+        return result
+
+    def _prepare_work_dir(self, directory: Path, planned: PlannedComponent) -> None:
+        info = planned.artifact_info
+        filetree.prepare(
+            directory,
+            component_type=planned.component.component_type,
+            provides=planned.provides,
+            artifact_name=info.name,
+            artifact_group=info.group,
+            payload_type=info.payload_type,
+            header_info=planned.verbatim("header-info"),
+            type_info=planned.verbatim("type-info"),
+            meta_data=planned.verbatim("meta-data"),
+        )
+
+    def _download(self, driver: ComponentDriver, ctx: object, planned: PlannedComponent) -> None:
+        from orchestrator_core.artifact import open_payload
+
+        artifact = planned.artifact
+        with open_payload(
+            artifact["name"], artifact["path"], artifact["digest"], self.config, self._cache
+        ) as feed:
+            ctx.payload = feed  # type: ignore[attr-defined]
+            try:
+                driver.run_state("download", ctx)  # type: ignore[arg-type]
+                if not feed.consumed:
+                    feed.save_to(filetree.files_dir(ctx.work_dir))  # type: ignore[attr-defined]
+            finally:
+                ctx.payload = None  # type: ignore[attr-defined]
+
+    # ---- the end
+
+    def _finished(self, progress: Progress, options: RunOptions) -> RunResult:
+        filetree.remove(self.config.work_root / str(self.id))
+        if self._cache is not None:
+            self._cache.prune({c.artifact["name"] for c in self.plan.components})
+        if progress.failure is None:
+            manifest_store.record(self.config.manifest_store, self.row.manifest)
+            status, code = "succeeded", EXIT_OK
+            message = f"deployment of {self.plan.manifest_name} succeeded"
+        elif progress.inconsistent:
+            status, code = "inconsistent", EXIT_INCONSISTENT
+            names = "; ".join(f"{k}: {why}" for k, why in sorted(progress.inconsistent.items()))
+            message = (
+                f"deployment of {self.plan.manifest_name} failed ({progress.failure}) and these "
+                f"Components are inconsistent: {names}"
+            )
+        else:
+            # a rollback that was asked for and completed is the command's success
+            status = "failed"
+            code = EXIT_OK if options.command == "rollback" else EXIT_FAILED
+            message = (
+                f"deployment of {self.plan.manifest_name} failed and the System was rolled back: "
+                f"{progress.failure}"
+            )
+        self.journal.finish_deployment(self.id, status, message)
+        return RunResult(code, message, dict(progress.inconsistent))
+
+
+def _open_cache(config: Config) -> Any:
+    if not config.artifacts_cache.enabled:
+        return None
+    from orchestrator_core.artifact import ArtifactsCache
+
+    return ArtifactsCache(config.artifacts_cache)
+
+
+def _announce_plan(plan: Plan) -> None:
+    for planned in plan.components:
+        if planned.skip_reason:
+            log.info("%s: left untouched, %s", planned.key, planned.skip_reason)
+
+
+def install(config: Config, plan: Plan, manifest_bytes: bytes, options: RunOptions) -> RunResult:
+    with exclusive(config):
+        journal = Journal(config.journal_path)
+        try:
+            current = journal.in_progress()
+            if current is not None:
+                raise OrchestratorError(
+                    f"deployment {current.id} of {current.manifest_name} is still in progress; "
+                    f"finish it with 'mender-orchestrator resume' or 'rollback' first"
+                )
+            _announce_plan(plan)
+            deployment_id = journal.begin(plan.manifest_name, manifest_bytes, plan.to_json())
+            row = journal.in_progress()
+            assert row is not None and row.id == deployment_id
+            return Deployment(config, journal, row).run(options)
+        finally:
+            journal.close()
+
+
+def resume(config: Config, options: RunOptions) -> RunResult:
+    with exclusive(config):
+        journal = Journal(config.journal_path)
+        try:
+            row = journal.in_progress()
+            if row is None:
+                raise NothingToResume("nothing to resume: no deployment is in progress")
+            if options.command == "rollback":
+                deployment = Deployment(config, journal, row)
+                if not deployment._rollback_requested():
+                    journal.record(row.id, None, "", "rollback-requested")
+                return deployment.run(options)
+            return Deployment(config, journal, row).run(options)
+        finally:
+            journal.close()

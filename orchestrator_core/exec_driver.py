@@ -1,0 +1,530 @@
+"""The bundled ``exec`` driver: Interface protocol v1 (SPEC 4) over executables.
+
+Every hook runs ``INTERFACE STATE FILE_API_DIR COMPONENT_TYPE [interface_args...]`` in the
+File API directory, as an argv list in a session of its own, so a call that outlives
+``InterfaceTimeoutSeconds`` is ended with its whole process group (TERM, a short grace, KILL).
+Query answers on stdout are parsed strictly; stdout of states and all of stderr are relayed to
+the log line by line, in bounded memory however much the Interface writes. ``Download`` also
+serves the streams tree (``orchestrator_core.streams``).
+
+Two ways in: ``drivers.load`` wraps an executable found in ``<data dir>/interfaces/v1``, and
+the entry point ``exec`` (``from_topology``) takes the executable's absolute path from the
+Topology's ``interface_args[0]``.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import selectors
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from orchestrator_core import filetree
+from orchestrator_core.context import Component, InterfaceContext, RebootNeed
+from orchestrator_core.errors import (
+    ArtifactError,
+    ConfigError,
+    InterfaceError,
+    InterfaceTimeout,
+)
+from orchestrator_core.hookspecs import hookimpl
+from orchestrator_core.streams import StreamServer, payload_streams, whole_artifact_stream
+
+STDOUT_LIMIT = 1 << 20  # a query answer longer than this is not an answer
+LINE_LIMIT = 16 << 10  # longer output lines are relayed in pieces of this size
+TAIL_LINES = 8  # stderr lines quoted when a call fails
+KILL_GRACE_SECONDS = 2.0  # between TERM and KILL of a process group
+_READ_SIZE = 1 << 16
+_EXCERPT = 200  # characters of a bad answer quoted in a message
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- the process
+
+
+class _Child:
+    """One Interface process, leader of its own process group.
+
+    Exit is watched through a pidfd, which becomes readable when the process ends without
+    reaping it: until ``reap``, the group ID cannot be reused, so signalling the group is
+    always aimed at this Interface's processes.
+    """
+
+    def __init__(self, argv: list[str], cwd: Path) -> None:
+        self.popen = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.pidfd = os.pidfd_open(self.popen.pid)
+        self.killed = False  # we ended it while it was still running
+        self._kill_lock = threading.Lock()
+
+    def exited_within(self, seconds: float) -> bool:
+        poller = select.poll()
+        poller.register(self.pidfd, select.POLLIN)
+        return bool(poller.poll(max(0.0, seconds) * 1000))
+
+    def running(self) -> bool:
+        return not self.exited_within(0)
+
+    def kill(self) -> None:
+        """End the whole process group: TERM, up to ``KILL_GRACE_SECONDS``, then KILL."""
+        with self._kill_lock:
+            if self.running():
+                self.killed = True
+            self._signal_group(signal.SIGTERM)
+            self.exited_within(KILL_GRACE_SECONDS)
+            self._signal_group(signal.SIGKILL)  # children that ignored TERM or outlived it
+
+    def _signal_group(self, signum: signal.Signals) -> None:
+        try:
+            os.killpg(self.popen.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def reap(self) -> int:
+        status = self.popen.wait()
+        os.close(self.pidfd)
+        for pipe in (self.popen.stdout, self.popen.stderr):
+            if pipe is not None:
+                pipe.close()
+        return status
+
+
+def _pump(
+    child: _Child,
+    deadline: float,
+    on_stdout: Callable[[bytes], None],
+    on_stderr: Callable[[bytes], None],
+) -> bool:
+    """Relay the child's output until it exits; ``True`` if the deadline came first.
+
+    Stops at the leader's exit rather than at end of file, so a background child that keeps
+    the pipes open cannot hold us; what is already in the pipes is still read.
+    """
+    assert child.popen.stdout is not None and child.popen.stderr is not None
+    with selectors.DefaultSelector() as selector:
+        for pipe, handler in ((child.popen.stdout, on_stdout), (child.popen.stderr, on_stderr)):
+            os.set_blocking(pipe.fileno(), False)
+            selector.register(pipe.fileno(), selectors.EVENT_READ, handler)
+        selector.register(child.pidfd, selectors.EVENT_READ, None)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            exited = False
+            for key, _ in selector.select(remaining):
+                if key.data is None:
+                    exited = True
+                elif not _read_into(key.fd, key.data):
+                    selector.unregister(key.fd)
+            if exited:
+                for key in list(selector.get_map().values()):
+                    if key.data is not None:
+                        _drain(key.fd, key.data)
+                return False
+
+
+def _read_into(fd: int, handler: Callable[[bytes], None]) -> bool:
+    """Read what is there; ``False`` at end of file."""
+    try:
+        data = os.read(fd, _READ_SIZE)
+    except BlockingIOError:
+        return True
+    if data:
+        handler(data)
+    return bool(data)
+
+
+def _drain(fd: int, handler: Callable[[bytes], None]) -> None:
+    # bounded: a surviving child writing without pause must not keep us here
+    for _ in range(STDOUT_LIMIT // _READ_SIZE + 1):
+        try:
+            data = os.read(fd, _READ_SIZE)
+        except BlockingIOError:
+            return
+        if not data:
+            return
+        handler(data)
+
+
+def _exit_text(status: int) -> str:
+    if status < 0:
+        return f"it was killed by signal {_signal_name(-status)}"
+    text = f"it exited with status {status}"
+    if status > 128 and _signal_name(status - 128, None):
+        text += f" (how a shell reports a command killed by {_signal_name(status - 128)})"
+    return text
+
+
+def _signal_name(number: int, default: str | None = "") -> str | None:
+    try:
+        return f"{signal.Signals(number).name} ({number})"
+    except ValueError:
+        return default or f"number {number}"
+
+
+# --------------------------------------------------------------------------- output handling
+
+
+class _LineRelay:
+    """Relays one output pipe to the log, a line at a time, remembering the last few lines."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self._log = log
+        self._pending = bytearray()
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+
+    def feed(self, data: bytes) -> None:
+        lines = data.split(b"\n")
+        if len(lines) > 1:
+            self._emit(bytes(self._pending) + lines[0])
+            for line in lines[1:-1]:
+                self._emit(line)
+            self._pending = bytearray(lines[-1])
+        else:
+            self._pending += data
+        while len(self._pending) > LINE_LIMIT:  # no line end in sight: relay it in pieces
+            self._emit(bytes(self._pending[:LINE_LIMIT]))
+            del self._pending[:LINE_LIMIT]
+
+    def close(self) -> None:
+        if self._pending:
+            self._emit(bytes(self._pending))
+            self._pending.clear()
+
+    def _emit(self, raw: bytes) -> None:
+        line = raw.rstrip(b"\r").decode("utf-8", "replace")
+        self._log(line)
+        if line.strip():
+            self.tail.append(_shorten(line, 300))
+
+    def tail_text(self) -> str:
+        if not self.tail:
+            return "it wrote nothing on stderr"
+        return "its last lines on stderr: " + " | ".join(self.tail)
+
+
+class _Capture:
+    """Collects a query's stdout, refusing more than ``STDOUT_LIMIT`` bytes."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self.data = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        self.data += data
+        if len(self.data) > STDOUT_LIMIT:
+            raise InterfaceError(
+                f"{self._what} printed more than {STDOUT_LIMIT} bytes on stdout, which is not "
+                f"an answer; it was stopped"
+            )
+
+    def close(self) -> None:
+        pass
+
+
+def _shorten(text: str, limit: int = _EXCERPT) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters in all)"
+
+
+def _printed(data: bytes) -> str:
+    """What an Interface printed, quoted for a message."""
+    if not data.strip():
+        return "nothing"
+    return repr(_shorten(data.decode("utf-8", "replace")))
+
+
+class _BadAnswer(Exception):
+    """A query's stdout is not a valid answer; the text says what was expected."""
+
+
+def _choice(data: bytes, choices: dict[str, T]) -> T | None:
+    answer = data.decode("utf-8", "replace").strip().lower()
+    if not answer:
+        return None
+    for word, value in choices.items():
+        if answer == word.lower():
+            return value
+    raise _BadAnswer(f"expected {', '.join(choices)} or nothing")
+
+
+def _key_values(data: bytes) -> list[tuple[str, str]]:
+    pairs = []
+    for number, raw in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise _BadAnswer(f"line {number} {_shorten(raw)!r} is not a key=value line")
+        pairs.append((key.strip(), value.strip()))
+    return pairs
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+class ExecDriver:
+    """Implements every hook of the Interface protocol by running one executable."""
+
+    def __init__(
+        self, component: Component, executable: Path, args: Sequence[str] | None = None
+    ) -> None:
+        self.component = component
+        self.executable = executable
+        self.args = tuple(component.interface_args if args is None else args)
+
+    # ---- running one call
+
+    @contextmanager
+    def _directory(self, ctx: InterfaceContext) -> Iterator[Path]:
+        """The File API directory; outside a deployment a private one holding ``version``."""
+        if ctx.work_dir is not None:
+            yield ctx.work_dir
+            return
+        with tempfile.TemporaryDirectory(
+            prefix="mender-orchestrator-", ignore_cleanup_errors=True
+        ) as temp:  # mkdtemp makes it 0700
+            directory = Path(temp)
+            filetree.write_version(directory)
+            yield directory
+
+    def _run(
+        self,
+        state: str,
+        ctx: InterfaceContext,
+        server: StreamServer | None = None,
+        *,
+        query: bool = False,
+    ) -> bytes:
+        """Run one state or query; return stdout (queries only) or raise ``InterfaceError``."""
+        who = f"{ctx.name} {state}"
+        with self._directory(ctx) as directory:
+            argv = [str(self.executable), state, str(directory), self.component.component_type]
+            argv += self.args
+            ctx.log.debug("%s: running %s", who, argv)
+            try:
+                child = _Child(argv, directory)
+            except OSError as exc:
+                raise InterfaceError(
+                    f"{ctx.name}: the Interface {self.executable} could not be started for "
+                    f"{state}: {exc.strerror or exc}"
+                ) from exc
+            stdout: _Capture | _LineRelay
+            if query:
+                stdout = _Capture(f"{ctx.name}: the Interface, asked {state},")
+            else:
+                stdout = _LineRelay(lambda line: ctx.log.info("%s stdout: %s", who, line))
+            stderr = _LineRelay(lambda line: ctx.log.info("%s stderr: %s", who, line))
+            timed_out = False
+            try:
+                if server is not None:
+                    server.start(child.running, child.kill, ctx.deadline)
+                timed_out = _pump(child, ctx.deadline, stdout.feed, stderr.feed)
+            finally:
+                if timed_out or child.running():
+                    child.kill()
+                if server is not None:
+                    server.join()
+                status = child.reap()
+                stdout.close()
+                stderr.close()
+        self._check_outcome(state, ctx, child, status, timed_out, stderr, server)
+        return bytes(stdout.data) if isinstance(stdout, _Capture) else b""
+
+    def _check_outcome(
+        self,
+        state: str,
+        ctx: InterfaceContext,
+        child: _Child,
+        status: int,
+        timed_out: bool,
+        stderr: _LineRelay,
+        server: StreamServer | None,
+    ) -> None:
+        streaming = ""
+        if server is not None and not server.finished:
+            streaming = f"; streaming the payload was {server.position()}"
+        if timed_out:
+            raise InterfaceTimeout(
+                f"{ctx.name}: {state} ran longer than InterfaceTimeoutSeconds "
+                f"({ctx.timeout_seconds:g} s) and was killed with its whole process group"
+                f"{streaming}; {stderr.tail_text()}"
+            )
+        failure = server.failure if server is not None else None
+        if isinstance(failure, ArtifactError):  # the payload's fault, whatever the Interface did
+            raise ArtifactError(f"{ctx.name}: {state} failed: {failure.message}") from failure
+        if status != 0 and not child.killed:
+            if failure is not None:
+                streaming = f"; {failure.message}"
+            raise InterfaceError(
+                f"{ctx.name}: {state} failed: {_exit_text(status)}{streaming}; {stderr.tail_text()}"
+            )
+        if failure is not None:
+            raise InterfaceError(f"{ctx.name}: {state} failed: {failure.message}") from failure
+        if server is not None and server.started and not server.finished:
+            raise InterfaceError(
+                f"{ctx.name}: {state} exited with status 0 without reading every payload "
+                f"stream: {server.unfinished_reason()}"
+            )
+
+    def _state(self, state: str, ctx: InterfaceContext) -> None:
+        self._run(state, ctx)
+
+    def _query(self, query: str, ctx: InterfaceContext, parse: Callable[[bytes], T]) -> T:
+        data = self._run(query, ctx, query=True)
+        try:
+            return parse(data)
+        except _BadAnswer as exc:
+            raise InterfaceError(
+                f"{ctx.name}: the Interface answered the {query} query with {_printed(data)}; {exc}"
+            ) from None
+
+    def _ask(self, ctx: InterfaceContext, hook: str) -> object:
+        """One of our own queries, through the Component's hook relay so observers see it."""
+        if ctx.hook is not None:
+            return getattr(ctx.hook, hook)(ctx=ctx)
+        return getattr(self, hook)(ctx)
+
+    # ---- queries
+
+    @hookimpl
+    def identity(self, ctx: InterfaceContext) -> str:
+        def parse(data: bytes) -> str:
+            pairs = _key_values(data)
+            if len(pairs) != 1 or pairs[0][0] != "id" or not pairs[0][1]:
+                raise _BadAnswer("expected exactly one line id=<component id>")
+            return pairs[0][1]
+
+        return self._query("Identity", ctx, parse)
+
+    @hookimpl
+    def provides(self, ctx: InterfaceContext) -> dict[str, str] | None:
+        def parse(data: bytes) -> dict[str, str] | None:
+            result: dict[str, str] = {}
+            for key, value in _key_values(data):
+                if key in result:
+                    raise _BadAnswer(f"key {key!r} is given twice; Provides values are single")
+                result[key] = value
+            return result or None
+
+        return self._query("Provides", ctx, parse)
+
+    @hookimpl
+    def inventory(self, ctx: InterfaceContext) -> list[tuple[str, str]] | None:
+        return self._query("Inventory", ctx, lambda data: _key_values(data) or None)
+
+    @hookimpl
+    def needs_unpacked_artifact(self, ctx: InterfaceContext) -> bool | None:
+        return self._query(
+            "NeedsUnpackedArtifact", ctx, lambda data: _choice(data, {"Yes": True, "No": False})
+        )
+
+    @hookimpl
+    def provide_payload_file_sizes(self, ctx: InterfaceContext) -> bool | None:
+        return self._query(
+            "ProvidePayloadFileSizes", ctx, lambda data: _choice(data, {"Yes": True, "No": False})
+        )
+
+    @hookimpl
+    def needs_artifact_reboot(self, ctx: InterfaceContext) -> RebootNeed | None:
+        choices = {need.value: need for need in RebootNeed}
+        return self._query("NeedsArtifactReboot", ctx, lambda data: _choice(data, choices))
+
+    @hookimpl
+    def supports_rollback(self, ctx: InterfaceContext) -> bool | None:
+        return self._query(
+            "SupportsRollback", ctx, lambda data: _choice(data, {"Yes": True, "No": False})
+        )
+
+    # ---- update states
+
+    @hookimpl
+    def download(self, ctx: InterfaceContext) -> None:
+        if ctx.payload is None or ctx.work_dir is None:
+            raise InterfaceError(f"{ctx.name}: Download needs a File API directory and a payload")
+        unpacked = self._ask(ctx, "needs_unpacked_artifact")
+        if unpacked is None or unpacked:
+            with_sizes = bool(self._ask(ctx, "provide_payload_file_sizes"))
+            streams = payload_streams(ctx.payload, with_sizes=with_sizes)
+        else:
+            # Our decision: the sizes of ProvidePayloadFileSizes are those of payload files;
+            # the single whole-Artifact stream has none, so plain Download is called.
+            with_sizes = False
+            name = ctx.artifact.name if ctx.artifact is not None else "artifact"
+            streams = whole_artifact_stream(ctx.payload, name)
+        state = "DownloadWithFileSizes" if with_sizes else "Download"
+        with StreamServer(ctx.work_dir, streams) as server:
+            self._run(state, ctx, server)
+
+    @hookimpl
+    def artifact_install(self, ctx: InterfaceContext) -> None:
+        self._state("ArtifactInstall", ctx)
+
+    @hookimpl
+    def artifact_reboot(self, ctx: InterfaceContext) -> None:
+        self._state("ArtifactReboot", ctx)
+
+    @hookimpl
+    def artifact_verify_reboot(self, ctx: InterfaceContext) -> None:
+        self._state("ArtifactVerifyReboot", ctx)
+
+    @hookimpl
+    def artifact_commit(self, ctx: InterfaceContext) -> None:
+        self._state("ArtifactCommit", ctx)
+
+    @hookimpl
+    def cleanup(self, ctx: InterfaceContext) -> None:
+        self._state("Cleanup", ctx)
+
+    # ---- error states
+
+    @hookimpl
+    def artifact_rollback(self, ctx: InterfaceContext) -> None:
+        self._state("ArtifactRollback", ctx)
+
+    @hookimpl
+    def artifact_rollback_reboot(self, ctx: InterfaceContext) -> None:
+        self._state("ArtifactRollbackReboot", ctx)
+
+    @hookimpl
+    def artifact_verify_rollback_reboot(self, ctx: InterfaceContext) -> None:
+        self._state("ArtifactVerifyRollbackReboot", ctx)
+
+    @hookimpl
+    def artifact_failure(self, ctx: InterfaceContext) -> None:
+        self._state("ArtifactFailure", ctx)
+
+
+def from_topology(component: Component) -> ExecDriver:
+    """Entry point ``exec``: ``interface: exec`` with the executable in ``interface_args[0]``."""
+    args = component.interface_args
+    if not args or not os.path.isabs(args[0]):
+        raise ConfigError(
+            f"{component.label}: interface 'exec' needs the absolute path of the Interface "
+            f"executable as the first of its interface_args, got {list(args)}"
+        )
+    executable = Path(args[0])
+    if not executable.is_file() or not os.access(executable, os.X_OK):
+        raise ConfigError(
+            f"{component.label}: interface_args[0] {executable} is not an executable file "
+            f"(interface 'exec' runs it as the Interface)"
+        )
+    return ExecDriver(component, executable, args[1:])

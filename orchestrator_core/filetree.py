@@ -1,0 +1,121 @@
+"""The File API directory of one Component (SPEC 5): its layout, creation and removal.
+
+Layout, relative to the directory handed to the Interface as argument 2 and working directory::
+
+    version  current_artifact_group  current_artifact_name  current_device_type
+    header/{artifact_group,artifact_name,payload_type,header-info,type-info,meta-data}
+    tmp/                   scratch space kept between states
+    stream-next, streams/  named pipes, during Download only (see ``streams``)
+    files/                 payload files the Interface did not stream itself
+
+Everything here takes plain values (strings, bytes, mappings) so the Artifact package and the
+engine can change their own types freely. ``prepare`` is idempotent: ``resume`` calls it
+again on an existing directory and ``tmp/`` and ``files/`` survive.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+from orchestrator_core import atomic
+
+PROTOCOL_VERSION = "1"
+STREAM_NEXT = "stream-next"
+STREAMS = "streams"
+FILES = "files"
+TMP = "tmp"
+HEADER = "header"
+
+
+def _write(path: Path, data: bytes) -> None:
+    # a resumed deployment re-creates its directory: unchanged files are not rewritten
+    try:
+        if path.read_bytes() == data:
+            return
+    except FileNotFoundError:
+        pass
+    atomic.write_bytes(path, data)
+
+
+def write_version(directory: Path) -> None:
+    """The one file every Interface may rely on, even for queries outside a deployment."""
+    _write(directory / "version", f"{PROTOCOL_VERSION}\n".encode())
+
+
+def prepare(
+    work_dir: Path,
+    *,
+    component_type: str,
+    provides: Mapping[str, str],
+    artifact_name: str,
+    artifact_group: str | None,
+    payload_type: str | None,
+    header_info: bytes,
+    type_info: bytes,
+    meta_data: bytes,
+) -> Path:
+    """Create (or refresh) the File API directory of one Component for one Artifact.
+
+    ``provides`` is the Component's current Provides (``artifact_name`` and
+    ``artifact_group`` are taken from it, empty when absent); the three ``bytes`` arguments
+    are the verbatim files of the Artifact header. Returns ``work_dir``.
+    """
+    atomic.make_private_dir(work_dir)
+    atomic.make_private_dir(work_dir / TMP)
+    header = atomic.make_private_dir(work_dir / HEADER)
+    remove_streams(work_dir)  # left behind only by a Download that was interrupted
+
+    write_version(work_dir)
+    for key in ("artifact_group", "artifact_name"):
+        value = provides.get(key)
+        _write(work_dir / f"current_{key}", b"" if value is None else f"{value}\n".encode())
+    _write(work_dir / "current_device_type", f"{component_type}\n".encode())
+
+    _write(header / "artifact_group", (artifact_group or "").encode())
+    _write(header / "artifact_name", artifact_name.encode())
+    _write(header / "payload_type", (payload_type or "").encode())
+    _write(header / "header-info", header_info)
+    _write(header / "type-info", type_info)
+    _write(header / "meta-data", meta_data)
+    return work_dir
+
+
+def check_entry_name(name: str) -> str:
+    """Return ``name`` if it is usable as one file name inside ``streams/`` or ``files/``.
+
+    Payload file names come from the Artifact, so one must never reach outside its
+    directory, and a newline would break the one-line ``stream-next`` protocol.
+    Raises ``ValueError`` saying what is wrong with it.
+    """
+    if name in ("", ".", ".."):
+        raise ValueError(f"payload file name {name!r} is not a file name")
+    if "/" in name or "\0" in name:
+        raise ValueError(f"payload file name {name!r} contains a path separator or NUL")
+    if any(ch in name for ch in "\n\r"):
+        raise ValueError(f"payload file name {name!r} contains a line break")
+    return name
+
+
+def files_dir(work_dir: Path) -> Path:
+    """``files/``, created private, where payload files are stored for non-streaming Interfaces."""
+    return atomic.make_private_dir(work_dir / FILES)
+
+
+def remove_streams(work_dir: Path) -> None:
+    """Remove ``stream-next`` and ``streams/``: they exist during Download only."""
+    (work_dir / STREAM_NEXT).unlink(missing_ok=True)
+    _rmtree(work_dir / STREAMS)
+
+
+def remove(work_dir: Path) -> None:
+    """Remove the whole File API directory (at the end of a deployment)."""
+    _rmtree(work_dir)
+
+
+def _rmtree(path: Path) -> None:
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,216 @@
+"""The SQLite journal: every deployment, its plan, and every step entered and finished.
+
+Nothing needed to continue a deployment lives only in memory: ``resume`` and ``rollback``
+rebuild the engine from these rows. Each row is committed (WAL, ``synchronous=FULL``) before
+the step it describes starts and after it ends, so after a crash the journal tells exactly
+which steps were in flight.
+
+A test-only switch, ``MENDER_ORCHESTRATOR_TEST_CRASH_AFTER_WRITE=N``, kills the process with
+SIGKILL right after the N-th journal write of this process, to prove crash safety at every
+point. Normal runs pay one ``is None`` check per write for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator_core import atomic
+from orchestrator_core.errors import OrchestratorError
+
+CRASH_SWITCH = "MENDER_ORCHESTRATOR_TEST_CRASH_AFTER_WRITE"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS deployment (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    manifest_name TEXT NOT NULL,
+    manifest BLOB NOT NULL,
+    plan TEXT NOT NULL,
+    status TEXT NOT NULL,            -- in_progress, succeeded, failed, inconsistent
+    started REAL NOT NULL,
+    finished REAL,
+    summary TEXT
+);
+CREATE TABLE IF NOT EXISTS step (
+    deployment INTEGER NOT NULL REFERENCES deployment(id),
+    seq INTEGER NOT NULL,
+    kind TEXT NOT NULL,              -- state, query, reboot
+    name TEXT NOT NULL,
+    grp INTEGER NOT NULL,
+    phase TEXT NOT NULL,             -- install, commit, rollback, cleanup
+    PRIMARY KEY (deployment, seq)
+);
+CREATE TABLE IF NOT EXISTS event (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    deployment INTEGER NOT NULL REFERENCES deployment(id),
+    seq INTEGER,                     -- NULL for deployment-wide events
+    component TEXT NOT NULL,         -- '' for deployment-wide events
+    kind TEXT NOT NULL,              -- enter, finish, stopped, rollback-requested, note
+    ok INTEGER,
+    value TEXT,
+    message TEXT,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS event_by_step ON event (deployment, seq);
+"""
+
+
+@dataclass(frozen=True)
+class DeploymentRow:
+    id: int
+    manifest_name: str
+    manifest: bytes
+    plan: dict[str, Any]
+    status: str
+    started: float
+    finished: float | None
+    summary: str | None
+
+
+@dataclass(frozen=True)
+class EventRow:
+    seq: int | None
+    component: str
+    kind: str
+    ok: bool | None
+    value: str | None
+    message: str | None
+    at: float
+
+
+class Journal:
+    def __init__(self, path: Path) -> None:
+        atomic.make_private_dir(path.parent)
+        try:
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise OrchestratorError(
+                f"journal {path} cannot be opened: {exc}; move it aside to start afresh "
+                f"(the deployment it describes is then forgotten)"
+            ) from None
+        os.chmod(path, 0o600)
+        self._lock = threading.Lock()
+        crash = os.environ.get(CRASH_SWITCH)
+        self._crash_after: int | None = int(crash) if crash else None
+        self._writes = 0
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> int:
+        with self._lock:
+            cursor = self._db.execute(sql, args)
+            self._writes += 1
+            if self._crash_after is not None and self._writes >= self._crash_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return cursor.lastrowid or 0
+
+    # ---- deployments
+
+    def begin(self, manifest_name: str, manifest: bytes, plan: dict[str, Any]) -> int:
+        return self._write(
+            "INSERT INTO deployment (manifest_name, manifest, plan, status, started) "
+            "VALUES (?, ?, ?, 'in_progress', ?)",
+            (manifest_name, manifest, json.dumps(plan), time.time()),
+        )
+
+    def finish_deployment(self, deployment: int, status: str, summary: str) -> None:
+        self._write(
+            "UPDATE deployment SET status = ?, finished = ?, summary = ? WHERE id = ?",
+            (status, time.time(), summary, deployment),
+        )
+
+    def _row(self, row: tuple[Any, ...] | None) -> DeploymentRow | None:
+        if row is None:
+            return None
+        return DeploymentRow(
+            row[0], row[1], bytes(row[2]), json.loads(row[3]), row[4], row[5], row[6], row[7]
+        )
+
+    _COLUMNS = "id, manifest_name, manifest, plan, status, started, finished, summary"
+
+    def in_progress(self) -> DeploymentRow | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {self._COLUMNS} FROM deployment WHERE status = 'in_progress' "
+                f"ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        return self._row(row)
+
+    def latest(self) -> DeploymentRow | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {self._COLUMNS} FROM deployment ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        return self._row(row)
+
+    def deployments(self) -> Iterator[DeploymentRow]:
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {self._COLUMNS} FROM deployment ORDER BY id"
+            ).fetchall()
+        for row in rows:
+            found = self._row(row)
+            if found is not None:
+                yield found
+
+    # ---- steps and events
+
+    def record_step(
+        self, deployment: int, seq: int, kind: str, name: str, group: int, phase: str
+    ) -> None:
+        self._write(
+            "INSERT OR IGNORE INTO step (deployment, seq, kind, name, grp, phase) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (deployment, seq, kind, name, group, phase),
+        )
+
+    def record(
+        self,
+        deployment: int,
+        seq: int | None,
+        component: str,
+        kind: str,
+        ok: bool | None = None,
+        value: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        self._write(
+            "INSERT INTO event (deployment, seq, component, kind, ok, value, message, at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (deployment, seq, component, kind, ok, value, message, time.time()),
+        )
+
+    def events(self, deployment: int) -> list[EventRow]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, component, kind, ok, value, message, at FROM event "
+                "WHERE deployment = ? ORDER BY id",
+                (deployment,),
+            ).fetchall()
+        return [
+            EventRow(r[0], r[1], r[2], None if r[3] is None else bool(r[3]), r[4], r[5], r[6])
+            for r in rows
+        ]
+
+    def steps(self, deployment: int) -> list[tuple[int, str, str, int, str]]:
+        with self._lock:
+            return list(
+                self._db.execute(
+                    "SELECT seq, kind, name, grp, phase FROM step WHERE deployment = ? "
+                    "ORDER BY seq",
+                    (deployment,),
+                ).fetchall()
+            )

@@ -1,0 +1,242 @@
+"""SPEC 7.3: everything checked before any Component is touched, and the resulting plan.
+
+The plan is plain JSON-able data: it is stored in the journal when the deployment begins and
+is all ``resume`` needs to rebuild the engine, including the Topology snapshot.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator_core.config import Config
+from orchestrator_core.context import ArtifactInfo, Component
+from orchestrator_core.discovery import Discovered, Failed, discover
+from orchestrator_core.errors import OrchestratorError, ValidationErrors
+from orchestrator_core.manifest import Manifest, check_against_topology
+from orchestrator_core.topology import Topology
+
+
+@dataclass(frozen=True)
+class PlannedComponent:
+    key: str  # "<component_type>/<component id>": unique in the System
+    component: Component
+    component_id: str
+    provides: dict[str, str]
+    order: int
+    artifact: dict[str, Any]  # see _artifact_record
+    skip_reason: str | None  # set when the Component takes no part
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "component_type": self.component.component_type,
+            "interface": self.component.interface,
+            "interface_args": list(self.component.interface_args),
+            "position": self.component.position,
+            "id": self.component_id,
+            "provides": self.provides,
+            "order": self.order,
+            "artifact": self.artifact,
+            "skip_reason": self.skip_reason,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PlannedComponent:
+        component = Component(
+            data["component_type"],
+            data["interface"],
+            tuple(data["interface_args"]),
+            data["position"],
+        )
+        return cls(
+            data["key"],
+            component,
+            data["id"],
+            data["provides"],
+            data["order"],
+            data["artifact"],
+            data["skip_reason"],
+        )
+
+    @property
+    def artifact_info(self) -> ArtifactInfo:
+        info = self.artifact["info"]
+        return ArtifactInfo(
+            name=info["name"],
+            group=info["group"],
+            payload_type=info["payload_type"],
+            provides={
+                k: tuple(v) if isinstance(v, list) else v for k, v in info["provides"].items()
+            },
+            header_info=info["header_info"],
+            type_info=info["type_info"],
+            meta_data=info["meta_data"],
+            files=tuple((name, size) for name, size in info["files"]),
+        )
+
+    def verbatim(self, name: str) -> bytes:
+        return base64.b64decode(self.artifact["verbatim"][name])
+
+
+@dataclass(frozen=True)
+class Plan:
+    manifest_name: str
+    manifest_path: str
+    system_type: str
+    components: tuple[PlannedComponent, ...]
+
+    @property
+    def active(self) -> tuple[PlannedComponent, ...]:
+        return tuple(c for c in self.components if c.skip_reason is None)
+
+    @property
+    def groups(self) -> list[tuple[int, tuple[str, ...]]]:
+        orders = sorted({c.order for c in self.active})
+        return [(o, tuple(c.key for c in self.active if c.order == o)) for o in orders]
+
+    def component(self, key: str) -> PlannedComponent:
+        for planned in self.components:
+            if planned.key == key:
+                return planned
+        raise KeyError(key)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "manifest_name": self.manifest_name,
+            "manifest_path": self.manifest_path,
+            "system_type": self.system_type,
+            "components": [c.to_json() for c in self.components],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        return cls(
+            data["manifest_name"],
+            data["manifest_path"],
+            data["system_type"],
+            tuple(PlannedComponent.from_json(c) for c in data["components"]),
+        )
+
+
+def _artifact_record(
+    header: Any, artifact_name: str, artifact_path: str | None, source: str
+) -> dict[str, Any]:
+    info = header.to_info()
+    return {
+        "name": artifact_name,
+        "path": artifact_path,
+        "source": source,
+        "digest": header.manifest_digest,
+        "info": {
+            "name": info.name,
+            "group": info.group,
+            "payload_type": info.payload_type,
+            "provides": {
+                k: list(v) if isinstance(v, tuple) else v for k, v in info.provides.items()
+            },
+            "header_info": dict(info.header_info),
+            "type_info": dict(info.type_info),
+            "meta_data": dict(info.meta_data),
+            "files": [list(f) for f in info.files],
+        },
+        "verbatim": {
+            name: base64.b64encode(data).decode("ascii")
+            for name, data in (
+                ("header-info", header.header_info_bytes),
+                ("type-info", header.type_info_bytes),
+                ("meta-data", header.meta_data_bytes),
+            )
+        },
+    }
+
+
+def _read_artifact(
+    config: Config, name: str | None, path: str | None
+) -> tuple[Any, dict[str, Any]]:
+    from orchestrator_core.artifact import open_artifact, read_header
+
+    stream, source = open_artifact(name, path, config)
+    with stream:
+        header = read_header(stream, source_name=source, verify_keys=config.artifact_verify_keys)
+    return header, _artifact_record(header, header.name, path, source)
+
+
+def make_plan(config: Config, topology: Topology, manifest: Manifest) -> Plan:
+    """Validate, ask every Component, read every Artifact header; raise listing all problems."""
+    from orchestrator_core.artifact import check_compatible, is_installed
+
+    problems = check_against_topology(manifest, topology)
+    if problems:
+        raise ValidationErrors(problems)
+    results = discover(topology.components, config.data_dir, config.interface_timeout_seconds)
+    problems = [r.message for r in results if isinstance(r, Failed)]
+
+    headers: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for component_type in topology.component_types:
+        entry = manifest.component_types[component_type]
+        try:
+            headers[component_type] = _read_artifact(
+                config, entry.artifact_name, entry.artifact_path
+            )
+        except OrchestratorError as exc:
+            problems.append(f"component_type {component_type}: {exc.message}")
+
+    planned: list[PlannedComponent] = []
+    for result in results:
+        if not isinstance(result, Discovered) or result.component.component_type not in headers:
+            continue
+        header, record = headers[result.component.component_type]
+        key = f"{result.component.component_type}/{result.component_id}"
+        try:
+            check_compatible(header, result.component.component_type, result.provides)
+        except OrchestratorError as exc:
+            problems.append(f"{key} (interface {result.component.interface}): {exc.message}")
+            continue
+        skip = f"already runs {header.name}" if is_installed(header, result.provides) else None
+        order = manifest.component_types[result.component.component_type].order
+        planned.append(
+            PlannedComponent(
+                key, result.component, result.component_id, result.provides, order, record, skip
+            )
+        )
+    if problems:
+        raise ValidationErrors(problems)
+    return Plan(manifest.name, str(manifest.path), topology.system_type, tuple(planned))
+
+
+def describe(plan: Plan) -> Sequence[str]:
+    """The plan as the ``plan`` command prints it."""
+    lines = [f"Manifest {plan.manifest_name} for system_type {plan.system_type}"]
+    for order, keys in plan.groups:
+        lines.append(f"order group {order}:")
+        for key in keys:
+            planned = plan.component(key)
+            current = _current_version(planned)
+            lines.append(
+                f"  {key} (interface {planned.component.interface}): {current} -> "
+                f"{planned.artifact['name']}  [{planned.artifact['source']}]"
+            )
+    skipped = [c for c in plan.components if c.skip_reason is not None]
+    if skipped:
+        lines.append("left untouched:")
+        lines.extend(f"  {c.key}: {c.skip_reason}" for c in skipped)
+    if not plan.groups:
+        lines.append("nothing to do: every Component already runs its Artifact")
+    return lines
+
+
+def _current_version(planned: PlannedComponent) -> str:
+    provides = planned.provides
+    for key in (f"rootfs-image.{planned.component.interface}.version", "rootfs-image.version"):
+        if key in provides:
+            return provides[key]
+    return "?"
+
+
+def work_dir(root: Path, deployment: int, planned: PlannedComponent) -> Path:
+    """SPEC 5 (our decision): <datastore>/work/<deployment id>/<component_type>/<component id>/."""
+    return root / str(deployment) / planned.component.component_type / planned.component_id

@@ -1,0 +1,212 @@
+"""SPEC section 7 as data: the order of every step of a deployment, and its decisions.
+
+``deployment_steps`` is a generator. It yields a ``Step`` (a state, a query or a system
+reboot, for some Components of one order group) and receives the ``Outcome`` of that step,
+then decides what comes next. It does no I/O, so the engine can *replay* it: on ``resume``
+it feeds back the outcomes recorded in the journal until it reaches a step that has not run,
+and because the generator is deterministic the replay lands exactly where the last process
+stopped. Every decision the deployment makes therefore lives here, in one readable place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+INSTALL, COMMIT, ROLLBACK, CLEANUP = "install", "commit", "rollback", "cleanup"
+
+# states the command line accepts for --stop-before
+STATES = (
+    "Download",
+    "ArtifactInstall",
+    "ArtifactReboot",
+    "ArtifactVerifyReboot",
+    "ArtifactCommit",
+    "ArtifactRollback",
+    "ArtifactRollbackReboot",
+    "ArtifactVerifyRollbackReboot",
+    "ArtifactFailure",
+    "Cleanup",
+)
+SYSTEM_REBOOT = "SystemReboot"
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str  # "state", "query" or "reboot"
+    name: str  # a protocol state, a query (SupportsRollback, NeedsArtifactReboot), SYSTEM_REBOOT
+    group: int  # the order group
+    phase: str  # INSTALL, COMMIT, ROLLBACK or CLEANUP
+    members: tuple[str, ...]  # Component keys
+    # names under which ``--stop-before`` stops here: the step's own name, plus the name of
+    # the pass it opens (the rollback path is entered as "ArtifactRollback" even when its
+    # first step is another state)
+    stop_names: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Result:
+    ok: bool
+    value: str | None = None  # a query's answer
+    message: str | None = None  # why it failed
+
+
+Outcome = Mapping[str, Result]
+
+
+@dataclass
+class Progress:
+    """What the deployment has concluded so far; read by the engine when it stops."""
+
+    failure: str | None = None
+    phase: str = INSTALL
+    inconsistent: dict[str, str] = field(default_factory=dict)  # key -> why
+
+
+def _failures(outcome: Outcome) -> list[str]:
+    return [f"{key}: {result.message}" for key, result in outcome.items() if not result.ok]
+
+
+def deployment_steps(
+    groups: Sequence[tuple[int, tuple[str, ...]]], retries: int, progress: Progress
+) -> Generator[Step, Outcome, None]:
+    """All steps of one deployment over ``groups`` (ascending order, Component keys)."""
+    entered: dict[int, tuple[str, ...]] = {}  # order group -> its Components that began
+    installing: list[str] = []  # ArtifactInstall entered: these need the error states
+    can_roll_back: dict[str, bool] = {}
+    reboot_need: dict[str, str] = {}
+
+    def step(
+        kind: str,
+        name: str,
+        group: int,
+        phase: str,
+        members: Sequence[str],
+        opens: str | None = None,
+    ) -> Step:
+        names = {name} | ({opens} if opens else set())
+        return Step(kind, name, group, phase, tuple(members), frozenset(names))
+
+    for order, keys in groups:
+        entered[order] = keys
+        outcome = yield step("state", "Download", order, INSTALL, keys)
+        if _failures(outcome):
+            progress.failure = "; ".join(_failures(outcome))
+            break
+        outcome = yield step("query", "SupportsRollback", order, INSTALL, keys)
+        can_roll_back.update({k: r.ok and r.value == "Yes" for k, r in outcome.items()})
+        if _failures(outcome):
+            progress.failure = "; ".join(_failures(outcome))
+            break
+        outcome = yield step("state", "ArtifactInstall", order, INSTALL, keys)
+        installing.extend(keys)
+        if _failures(outcome):
+            progress.failure = "; ".join(_failures(outcome))
+            break
+        outcome = yield step("query", "NeedsArtifactReboot", order, INSTALL, keys)
+        reboot_need.update({k: r.value or "No" for k, r in outcome.items() if r.ok})
+        if _failures(outcome):
+            progress.failure = "; ".join(_failures(outcome))
+            break
+        rebooting = [k for k in keys if reboot_need[k] == "Yes"]
+        automatic = [k for k in keys if reboot_need[k] == "Automatic"]
+        if rebooting:
+            outcome = yield step("state", "ArtifactReboot", order, INSTALL, rebooting)
+            if _failures(outcome):
+                progress.failure = "; ".join(_failures(outcome))
+                break
+        if automatic:
+            outcome = yield step("reboot", SYSTEM_REBOOT, order, INSTALL, automatic)
+            if _failures(outcome):
+                progress.failure = "; ".join(_failures(outcome))
+                break
+        if rebooting or automatic:
+            verifying = [k for k in keys if k in rebooting or k in automatic]
+            outcome = yield step("state", "ArtifactVerifyReboot", order, INSTALL, verifying)
+            if _failures(outcome):
+                progress.failure = "; ".join(_failures(outcome))
+                break
+
+    if progress.failure is None:
+        progress.phase = COMMIT
+        for index, (order, keys) in enumerate(groups):
+            opens = "ArtifactCommit" if index == 0 else None
+            outcome = yield step("state", "ArtifactCommit", order, COMMIT, keys, opens)
+            if _failures(outcome):
+                progress.failure = "; ".join(_failures(outcome))
+                break
+
+    if progress.failure is not None:
+        progress.phase = ROLLBACK
+        yield from _rollback_path(
+            groups, entered, installing, can_roll_back, reboot_need, retries, progress
+        )
+
+    progress.phase = CLEANUP
+    first = True
+    for order, _ in groups:
+        if order in entered:
+            opens = "Cleanup" if first else None
+            yield step("state", "Cleanup", order, CLEANUP, entered[order], opens)
+            first = False
+
+
+def _rollback_path(
+    groups: Sequence[tuple[int, tuple[str, ...]]],
+    entered: Mapping[int, tuple[str, ...]],
+    installing: Sequence[str],
+    can_roll_back: Mapping[str, bool],
+    reboot_need: dict[str, str],
+    retries: int,
+    progress: Progress,
+) -> Generator[Step, Outcome, None]:
+    """SPEC 7.2: highest group that ran first; failures logged and ignored, except verify."""
+    opens: str | None = "ArtifactRollback"
+
+    def step(kind: str, name: str, group: int, members: Sequence[str]) -> Step:
+        nonlocal opens
+        names = {name} | ({opens} if opens else set())
+        opens = None
+        return Step(kind, name, group, ROLLBACK, tuple(members), frozenset(names))
+
+    for order, keys in reversed(groups):
+        if order not in entered:
+            continue
+        touched = [k for k in keys if k in installing]
+        rolling = [k for k in touched if can_roll_back.get(k)]
+        for key in touched:
+            if not can_roll_back.get(key):
+                progress.inconsistent[key] = "does not support rollback; left as installed"
+        if rolling:
+            outcome = yield step("state", "ArtifactRollback", order, rolling)
+            for key, result in outcome.items():
+                if not result.ok:
+                    progress.inconsistent[key] = f"ArtifactRollback failed: {result.message}"
+            unknown = [k for k in rolling if k not in reboot_need]
+            if unknown:
+                outcome = yield step("query", "NeedsArtifactReboot", order, unknown)
+                reboot_need.update({k: r.value or "No" for k, r in outcome.items()})
+            verifying = [k for k in rolling if reboot_need.get(k) in ("Yes", "Automatic")]
+            attempt = 0
+            while verifying:
+                rebooting = [k for k in verifying if reboot_need[k] == "Yes"]
+                automatic = [k for k in verifying if reboot_need[k] == "Automatic"]
+                if rebooting:
+                    yield step("state", "ArtifactRollbackReboot", order, rebooting)
+                if automatic:
+                    yield step("reboot", SYSTEM_REBOOT, order, automatic)
+                outcome = yield step("state", "ArtifactVerifyRollbackReboot", order, verifying)
+                for key in verifying:
+                    if outcome[key].ok:
+                        progress.inconsistent.pop(key, None)
+                verifying = [k for k in verifying if not outcome[k].ok]
+                attempt += 1
+                if verifying and attempt > retries:
+                    for key in verifying:
+                        progress.inconsistent[key] = (
+                            f"ArtifactVerifyRollbackReboot still failing after {attempt} tries: "
+                            f"{outcome[key].message}"
+                        )
+                    break
+        if touched:
+            yield step("state", "ArtifactFailure", order, touched)

@@ -1,0 +1,258 @@
+"""The streams tree of SPEC 5: feeding an Interface's ``Download`` through named pipes.
+
+Protocol, as the Interface sees it (the Mender Update Module v3 one): read ``stream-next`` to
+get one line ``streams/<name>`` (or ``streams/<name> <size>`` for ``DownloadWithFileSizes``),
+read that pipe to its end, read ``stream-next`` again, and so on; an empty read of
+``stream-next`` means there are no more streams.
+
+Our side runs in one writer thread next to the Interface process, and nothing in it blocks
+without a bound: FIFOs are opened with ``O_NONBLOCK`` (retried while the Interface lives and
+the deadline is ahead) and written with non-blocking writes and ``poll``. So an Interface
+that never opens a pipe, reads them out of order, or stops reading halfway cannot keep us
+past its own exit or ``InterfaceTimeoutSeconds``. Bytes go from the payload reader, which
+verifies checksums as they pass, into the pipe one bounded chunk at a time.
+
+Whether the payload was consumed is decided by the Interface: if it exits without ever
+opening ``stream-next``, the feed is left untouched and the engine stores the files tree.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import select
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator_core import atomic, filetree
+from orchestrator_core.context import PayloadFeed, PayloadFile
+from orchestrator_core.errors import ArtifactError, InterfaceError, OrchestratorError
+
+CHUNK = 1 << 20  # bytes taken from the payload reader at a time
+PIPE_SIZE = 1 << 20  # asked of the kernel for stream pipes: fewer wake-ups per MiB
+_POLL_SECONDS = 0.1  # how often a blocked writer re-checks the Interface and the deadline
+_OPEN_RETRY_MAX = 0.05  # longest pause between two attempts to open a FIFO
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One stream as announced on ``stream-next``; ``chunks`` yields its verified bytes."""
+
+    name: str
+    size: int | None  # announced only for DownloadWithFileSizes
+    chunks: Callable[[], Iterator[bytes]]
+
+
+def payload_streams(feed: PayloadFeed, *, with_sizes: bool) -> Iterator[Stream]:
+    """One stream per payload file (``NeedsUnpackedArtifact: Yes``)."""
+    for payload_file in feed.files():
+
+        def chunks(payload_file: PayloadFile = payload_file) -> Iterator[bytes]:
+            while data := payload_file.read(CHUNK):
+                yield data
+
+        yield Stream(payload_file.name, payload_file.size if with_sizes else None, chunks)
+
+
+def whole_artifact_stream(feed: PayloadFeed, artifact_name: str) -> Iterator[Stream]:
+    """A single stream carrying the complete ``.mender`` file (``NeedsUnpackedArtifact: No``)."""
+    name = f"{artifact_name}.mender"
+    try:
+        filetree.check_entry_name(name)
+    except ValueError:
+        name = "artifact.mender"  # the Artifact name is only a hint for the Interface
+    yield Stream(name, None, feed.whole_artifact)
+
+
+class _Gone(Exception):
+    """The Interface exited, or the deadline passed: stop quietly, the caller reports it."""
+
+
+class StreamServer:
+    """The streams tree of one ``Download`` call and the thread that serves it.
+
+    Use as a context manager around the Interface's run: entering creates ``stream-next``
+    and ``streams/``, leaving removes them. ``start`` is called once the process runs,
+    ``join`` once it has exited; the outcome is then in ``started``, ``finished`` and
+    ``failure``.
+    """
+
+    def __init__(self, work_dir: Path, streams: Iterator[Stream]) -> None:
+        self.work_dir = work_dir
+        self.stream_next = work_dir / filetree.STREAM_NEXT
+        self.streams_dir = work_dir / filetree.STREAMS
+        self._streams = streams
+        self._thread: threading.Thread | None = None
+        self._running: Callable[[], bool] = lambda: False
+        self._abort: Callable[[], None] = lambda: None
+        self._deadline = 0.0
+        self.started = False  # the Interface opened stream-next at least once
+        self.finished = False  # every stream was read and the end was announced
+        self.failure: OrchestratorError | None = None
+        self.bytes_streamed = 0
+        # where the writer is, for messages: what it waits for and how far it got
+        self._waiting_for = f"the Interface to open {filetree.STREAM_NEXT}"
+        self._reopened_stream_next = False
+
+    def __enter__(self) -> StreamServer:
+        filetree.remove_streams(self.work_dir)
+        atomic.make_private_dir(self.streams_dir)
+        os.mkfifo(self.stream_next, 0o600)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.join()
+        filetree.remove_streams(self.work_dir)
+
+    # ------------------------------------------------------------------ driving
+
+    def start(
+        self, running: Callable[[], bool], abort: Callable[[], None], deadline: float
+    ) -> None:
+        """Serve the streams to the Interface process, which ``running`` watches.
+
+        ``abort`` is called (from the writer thread) when streaming fails for a reason the
+        Interface cannot fix, so that it does not wait for bytes that will never come.
+        """
+        self._running, self._abort, self._deadline = running, abort, deadline
+        self._thread = threading.Thread(target=self._serve, name="stream-writer", daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+    def position(self) -> str:
+        """Where streaming stood, for an error message."""
+        return f"waiting for {self._waiting_for}"
+
+    def unfinished_reason(self) -> str:
+        """Why streaming did not finish, given that the Interface has exited."""
+        if self._reopened_stream_next:
+            return (
+                f"it read {filetree.STREAM_NEXT} again instead of reading the stream it was "
+                f"given ({self._waiting_for}); each stream must be read, in order"
+            )
+        return f"it exited while the orchestrator was {self.position()}"
+
+    # ------------------------------------------------------------------ the writer thread
+
+    def _serve(self) -> None:
+        try:
+            fd = self._open(self.stream_next)
+            self.started = True
+            for stream in self._streams:
+                path = self.streams_dir / filetree.check_entry_name(stream.name)
+                os.mkfifo(path, 0o600)
+                line = f"{filetree.STREAMS}/{stream.name}"
+                if stream.size is not None:
+                    line += f" {stream.size}"
+                try:
+                    self._write(fd, f"{line}\n".encode())
+                finally:
+                    os.close(fd)
+                self._waiting_for = f"the Interface to open {filetree.STREAMS}/{stream.name}"
+                fd = self._open(path, probe=self.stream_next)
+                try:
+                    self._copy(fd, stream)
+                finally:
+                    os.close(fd)
+                self._waiting_for = f"the Interface to open {filetree.STREAM_NEXT} again"
+                fd = self._open(self.stream_next)
+            os.close(fd)  # closed with nothing written: no more streams
+            self.finished = True
+        except _Gone:
+            pass
+        except ValueError as exc:  # a payload file name we refuse to put on disk
+            self._fail(ArtifactError(f"the Artifact cannot be streamed: {exc}"))
+        except OrchestratorError as exc:  # the payload reader's checksum and format errors
+            self._fail(exc)
+        except OSError as exc:
+            self._fail(InterfaceError(f"streaming the payload failed: {exc}"))
+
+    def _fail(self, failure: OrchestratorError) -> None:
+        self.failure = failure
+        self._abort()
+
+    def _check(self) -> None:
+        if not self._running() or time.monotonic() >= self._deadline:
+            raise _Gone
+
+    def _open(self, path: Path, probe: Path | None = None) -> int:
+        """Open a FIFO for writing once the Interface opens it for reading.
+
+        With ``probe`` (``stream-next`` while a stream is pending), also notice the
+        Interface reading ``stream-next`` again instead: opening it briefly gives that
+        reader an end of file, so it stops waiting, and tells us it was out of order.
+        """
+        pause = 0.001
+        probe_found_no_reader = False
+        while True:
+            try:
+                return os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
+                    raise
+            if probe is not None:
+                try:
+                    os.close(os.open(probe, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+                except OSError as exc:
+                    if exc.errno != errno.ENXIO:
+                        raise
+                    probe_found_no_reader = True
+                else:
+                    # a reader still there from the announcement is fine; a new one is not
+                    self._reopened_stream_next |= probe_found_no_reader
+            self._check()
+            time.sleep(pause)
+            pause = min(pause * 2, _OPEN_RETRY_MAX)
+
+    def _copy(self, fd: int, stream: Stream) -> None:
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass  # above the user's pipe limit: the default size works, only slower
+        written = 0
+        for data in stream.chunks():
+            self._waiting_for = (
+                f"the Interface to read {filetree.STREAMS}/{stream.name} "
+                f"({written} bytes of {_size_text(stream.size)} written)"
+            )
+            self._write(fd, data, stream.name, written)
+            written += len(data)
+            self.bytes_streamed += len(data)
+        if stream.size is not None and written != stream.size:
+            raise ArtifactError(
+                f"payload file {stream.name} has {written} bytes but its size was given as "
+                f"{stream.size}"
+            )
+
+    def _write(self, fd: int, data: bytes, name: str | None = None, offset: int = 0) -> None:
+        view = memoryview(data)
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        while view:
+            try:
+                n = os.write(fd, view)
+            except BlockingIOError:
+                self._check()
+                poller.poll(_POLL_SECONDS * 1000)
+                continue
+            except BrokenPipeError:
+                what = f"{filetree.STREAMS}/{name}" if name else filetree.STREAM_NEXT
+                self._fail(
+                    InterfaceError(
+                        f"the Interface stopped reading {what} after "
+                        f"{offset + len(data) - len(view)} bytes (it closed the pipe)"
+                    )
+                )
+                raise _Gone from None
+            view = view[n:]
+
+
+def _size_text(size: int | None) -> str:
+    return "?" if size is None else str(size)
