@@ -155,7 +155,14 @@ class ComponentDriver:
         answer = self.pm.hook.identity(ctx=ctx)
         if not answer:
             raise InterfaceError(f"{ctx.name}: the Identity query gave no id")
-        return str(answer)
+        component_id = str(answer)
+        # the ID names a directory of the File API tree and a key of show-provides lines
+        if component_id in (".", "..") or any(c in component_id for c in "/\0\n\r="):
+            raise InterfaceError(
+                f"{ctx.name}: the Identity query gave id={component_id!r}; an id must not be "
+                f"'.' or '..' nor contain '/', '=', NUL or line breaks"
+            )
+        return component_id
 
     def provides(self, ctx: InterfaceContext) -> dict[str, str]:
         answer: dict[str, str] | None = self.pm.hook.provides(ctx=ctx)

@@ -187,25 +187,32 @@ class _LineRelay:
     def __init__(self, log: Callable[[str], None]) -> None:
         self._log = log
         self._pending = bytearray()
+        self._relayed_part = False  # the pending line was too long and is partly relayed
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
 
     def feed(self, data: bytes) -> None:
-        lines = data.split(b"\n")
-        if len(lines) > 1:
-            self._emit(bytes(self._pending) + lines[0])
-            for line in lines[1:-1]:
-                self._emit(line)
-            self._pending = bytearray(lines[-1])
-        else:
-            self._pending += data
-        while len(self._pending) > LINE_LIMIT:  # no line end in sight: relay it in pieces
-            self._emit(bytes(self._pending[:LINE_LIMIT]))
-            del self._pending[:LINE_LIMIT]
+        *ended, rest = data.split(b"\n")
+        for line in ended:
+            self._pending += line
+            if self._pending or not self._relayed_part:
+                self._emit_pieces(bytes(self._pending))
+            self._pending.clear()
+            self._relayed_part = False
+        self._pending += rest
+        if len(self._pending) >= LINE_LIMIT:  # no line end in sight: relay it in pieces
+            cut = len(self._pending) - len(self._pending) % LINE_LIMIT
+            self._emit_pieces(bytes(self._pending[:cut]))
+            del self._pending[:cut]
+            self._relayed_part = True
 
     def close(self) -> None:
         if self._pending:
-            self._emit(bytes(self._pending))
+            self._emit_pieces(bytes(self._pending))
             self._pending.clear()
+
+    def _emit_pieces(self, raw: bytes) -> None:
+        for start in range(0, max(len(raw), 1), LINE_LIMIT):
+            self._emit(raw[start : start + LINE_LIMIT])
 
     def _emit(self, raw: bytes) -> None:
         line = raw.rstrip(b"\r").decode("utf-8", "replace")

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from orchestrator_core import atomic
+from orchestrator_core.errors import ArtifactError
 
 PROTOCOL_VERSION = "1"
 STREAM_NEXT = "stream-next"
@@ -87,14 +88,14 @@ def check_entry_name(name: str) -> str:
 
     Payload file names come from the Artifact, so one must never reach outside its
     directory, and a newline would break the one-line ``stream-next`` protocol.
-    Raises ``ValueError`` saying what is wrong with it.
+    Raises ``ArtifactError`` saying what is wrong with it.
     """
     if name in ("", ".", ".."):
-        raise ValueError(f"payload file name {name!r} is not a file name")
+        raise ArtifactError(f"payload file name {name!r} is not a file name")
     if "/" in name or "\0" in name:
-        raise ValueError(f"payload file name {name!r} contains a path separator or NUL")
+        raise ArtifactError(f"payload file name {name!r} contains a path separator or NUL")
     if any(ch in name for ch in "\n\r"):
-        raise ValueError(f"payload file name {name!r} contains a line break")
+        raise ArtifactError(f"payload file name {name!r} contains a line break")
     return name
 
 

@@ -63,7 +63,7 @@ def whole_artifact_stream(feed: PayloadFeed, artifact_name: str) -> Iterator[Str
     name = f"{artifact_name}.mender"
     try:
         filetree.check_entry_name(name)
-    except ValueError:
+    except ArtifactError:
         name = "artifact.mender"  # the Artifact name is only a hint for the Interface
     yield Stream(name, None, feed.whole_artifact)
 
@@ -167,12 +167,10 @@ class StreamServer:
             self.finished = True
         except _Gone:
             pass
-        except ValueError as exc:  # a payload file name we refuse to put on disk
-            self._fail(ArtifactError(f"the Artifact cannot be streamed: {exc}"))
         except OrchestratorError as exc:  # the payload reader's checksum and format errors
             self._fail(exc)
-        except OSError as exc:
-            self._fail(InterfaceError(f"streaming the payload failed: {exc}"))
+        except Exception as exc:  # the thread's edge: whatever it is, Download must fail
+            self._fail(InterfaceError(f"streaming the payload failed: {exc!r}"))
 
     def _fail(self, failure: OrchestratorError) -> None:
         self.failure = failure

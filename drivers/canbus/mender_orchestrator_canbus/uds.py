@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, BinaryIO, TypeVar
 
@@ -33,6 +33,8 @@ from mender_orchestrator_canbus.args import DriverSettings
 T = TypeVar("T")
 
 ACTIVE_SESSION_DID = 0xF186  # ISO 14229-1 activeDiagnosticSessionDataIdentifier
+BUSY_REPEAT_REQUEST = 0x21
+REQUEST_OUT_OF_RANGE = 0x31
 _MAX_PDU = 0xFFFF  # the largest request or response we accept over ISO-TP
 
 _log = logging.getLogger(__name__)
@@ -40,6 +42,14 @@ _log = logging.getLogger(__name__)
 
 class NoAnswer(InterfaceError):
     """The ECU did not answer in time: the one failure worth retrying."""
+
+
+class Refused(InterfaceError):
+    """The ECU answered with a negative response code (NRC)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class TextCodec(udsoncan.DidCodec):
@@ -141,9 +151,10 @@ class UdsSession:
             return request()
         except NegativeResponseException as exc:
             code = exc.response.code
-            raise InterfaceError(
+            raise Refused(
                 f"{self.who}: {what} failed: the ECU answered NRC {code:#04x} "
-                f"{exc.response.code_name}{_hint(code)}"
+                f"{exc.response.code_name}{_hint(code)}",
+                code,
             ) from None
         except (TimeoutException, isotp.BlockingSendFailure) as exc:
             if time.monotonic() >= self.deadline:
@@ -176,14 +187,14 @@ class UdsSession:
         while True:
             try:
                 return self.read(did)
-            except InterfaceError as exc:
-                busy = "NRC 0x21" in exc.message
-                if not (isinstance(exc, NoAnswer) or busy) or time.monotonic() >= limit:
-                    if isinstance(exc, NoAnswer):
-                        raise NoAnswer(
-                            f"{exc.message} (waited {self.settings.reset_wait:g} s for the ECU "
-                            f"to come back from its reset)"
-                        ) from None
+            except NoAnswer as exc:
+                if time.monotonic() >= limit:
+                    raise NoAnswer(
+                        f"{exc.message} (waited {self.settings.reset_wait:g} s for the ECU to "
+                        f"come back from its reset)"
+                    ) from None
+            except Refused as exc:
+                if exc.code != BUSY_REPEAT_REQUEST or time.monotonic() >= limit:
                     raise
                 time.sleep(min(0.05, self.settings.p2_timeout))
 
@@ -192,8 +203,8 @@ class UdsSession:
         not implement the DID (NRC 0x31) are taken at their word."""
         try:
             session = self.read(ACTIVE_SESSION_DID)
-        except InterfaceError as exc:
-            if "NRC 0x31" in exc.message:
+        except Refused as exc:
+            if exc.code == REQUEST_OUT_OF_RANGE:
                 self.log.debug("%s: DID 0xF186 not supported; session not checked", self.who)
                 return
             raise
@@ -322,29 +333,19 @@ class UdsSession:
         for attempt in range(1, attempts + 1):
             try:
                 response = self._call(what, lambda: self.client.transfer_data(counter, chunk))
+                break
             except NoAnswer as exc:
                 if attempt == attempts:
                     raise NoAnswer(f"{exc.message} (sent {attempts} times)") from None
                 self.log.warning("%s: %s: no answer, sending it again", self.who, what)
-                continue
-            assert response is not None
-            return bytes(response.service_data.parameter_records or b"")
-        raise AssertionError("unreachable")
+        assert response is not None
+        return bytes(response.service_data.parameter_records or b"")
 
     def reset(self) -> None:
         self._call(
             "ECUReset hardReset (0x11 0x01)",
             lambda: self.client.ecu_reset(ECUReset.ResetType.hardReset),
         )
-
-
-def file_chunks(image: BinaryIO, size: int) -> Iterator[bytes]:
-    while size > 0:
-        chunk = image.read(min(size, 1 << 16))
-        if not chunk:
-            return
-        size -= len(chunk)
-        yield chunk
 
 
 _HINTS = {

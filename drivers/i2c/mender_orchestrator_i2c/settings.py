@@ -7,14 +7,15 @@ the Component, the argument and what was expected.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from orchestrator_core.context import Component
 from orchestrator_core.errors import ConfigError
 
-from mender_orchestrator_i2c.record import VersionRecord
+T = TypeVar("T")
 
 ARGUMENTS = {
     "bus": "N for /dev/i2c-N, or sim:/absolute/path for the simulator (required)",
@@ -110,9 +111,9 @@ def _error(component: Component, problem: str) -> ConfigError:
 def parse(component: Component) -> Settings:
     values = _split(component)
 
-    def get(name: str, convert: Callable[[str], object], default: object = None) -> object:
+    def get(name: str, convert: Callable[[str], T], default: T | None = None) -> T:
         if name not in values:
-            if default is None and name in ("bus", "address"):
+            if default is None:
                 raise _error(component, f"--{name} is missing: {ARGUMENTS[name]}")
             return default
         try:
@@ -125,41 +126,41 @@ def parse(component: Component) -> Settings:
     def bad(name: str, why: str) -> ConfigError:
         return _error(component, f"--{name}={values.get(name, '(default)')}: {why}")
 
-    bus = str(get("bus", str))
+    bus = get("bus", str)
     if bus.startswith("sim:"):
         if not Path(bus[4:]).is_absolute():
             raise bad("bus", "the simulator's path must be absolute (sim:/path/to/flash.bin)")
     elif not bus.isdigit():
         raise bad("bus", f"expected {ARGUMENTS['bus']}")
-    address = _typed_int(get("address", _int))
+    address = get("address", _int)
     if not 0x08 <= address <= 0x77:
         raise bad("address", "a 7-bit I2C address is between 0x08 and 0x77")
-    base = _typed_int(get("flash-base", _int, Settings.flash_base))
-    size = _typed_int(get("flash-size", _size, Settings.flash_size))
-    page = _typed_int(get("page-size", _size, Settings.page_size))
+    base = get("flash-base", _int, Settings.flash_base)
+    size = get("flash-size", _size, Settings.flash_size)
+    page = get("page-size", _size, Settings.page_size)
     if base < 0 or base % 4 or base + size > 1 << 32:
         raise bad("flash-base", "expected a word-aligned 32-bit address")
     if page < 256 or page & (page - 1):
         raise bad("page-size", "expected a power of two of at least 256 bytes")
     if size < 2 * page or size % page:
         raise bad("flash-size", f"expected a multiple of the page size ({page}), at least two pages")
-    record = _typed_int(get("version-record", _int, base + size - page))
+    record = get("version-record", _int, base + size - page)
     if (record - base) % page or not base < record < base + size:
         raise bad(
             "version-record",
             f"expected the start of a page inside the area, after its first page "
             f"(0x{base + page:08x} .. 0x{base + size - page:08x}, step {page})",
         )
-    if page < VersionRecord.size_limit():
-        raise bad("page-size", "too small to hold the version record")
-    uid_address = values.get("uid-address")
-    uid_length = _typed_int(get("uid-length", _int, 12))
+    uid_address = get("uid-address", _int, -1)
+    if "uid-address" in values and not 0 <= uid_address < 1 << 32:
+        raise bad("uid-address", "expected a 32-bit address")
+    uid_length = get("uid-length", _int, 12)
     if not 1 <= uid_length <= 16:
         raise bad("uid-length", "expected 1 to 16 bytes")
-    no_stretch = str(get("no-stretch", str, "auto"))
+    no_stretch = get("no-stretch", str, "auto")
     if no_stretch not in ("auto", "yes", "no"):
         raise bad("no-stretch", "expected auto, yes or no")
-    retries = _typed_int(get("write-retries", _int, 1))
+    retries = get("write-retries", _int, 1)
     if not 0 <= retries <= 10:
         raise bad("write-retries", "expected 0 to 10")
     return Settings(
@@ -169,25 +170,10 @@ def parse(component: Component) -> Settings:
         flash_size=size,
         page_size=page,
         version_record=record,
-        uid_address=None if uid_address is None else _typed_int(get("uid-address", _int)),
+        uid_address=None if uid_address < 0 else uid_address,
         uid_length=uid_length,
-        busy_timeout=_typed_float(get("busy-timeout", _seconds, 10.0)),
-        connect_timeout=_typed_float(get("connect-timeout", _seconds, 5.0)),
+        busy_timeout=get("busy-timeout", _seconds, 10.0),
+        connect_timeout=get("connect-timeout", _seconds, 5.0),
         write_retries=retries,
         no_stretch=no_stretch,
     )
-
-
-def _typed_int(value: object) -> int:
-    assert isinstance(value, int)
-    return value
-
-
-def _typed_float(value: object) -> float:
-    assert isinstance(value, float)
-    return value
-
-
-def describe(arguments: Sequence[str] = tuple(ARGUMENTS)) -> str:
-    """One line per argument, for the README and error messages."""
-    return "\n".join(f"--{name}: {ARGUMENTS[name]}" for name in arguments)

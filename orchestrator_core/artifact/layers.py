@@ -1,0 +1,211 @@
+"""The byte-stream layers the reader stacks: the source, decompressors, bounded slices.
+
+Every layer is a read-only ``io.RawIOBase`` whose ``readinto`` fills the caller's buffer,
+so uncompressed payload bytes travel from the source into the consumer's buffer without a
+copy, and every layer reads at most one bounded chunk ahead: memory does not grow with the
+size of the Artifact.
+
+Errors are reported through a ``Fail`` callable supplied by the reader, which turns a
+problem description into an ``ArtifactError`` naming the Artifact.
+"""
+
+from __future__ import annotations
+
+import io
+import lzma
+import zlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, BinaryIO, NoReturn
+
+import zstandard
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+Fail = Callable[[str], NoReturn]
+
+CHUNK = 1 << 20
+# Beyond these a compressed section is refused rather than given the memory it asks for:
+# xz -9 needs 64 MiB, zstd's default levels 8 MiB and its --long mode 128 MiB.
+XZ_MEMORY_LIMIT = 256 << 20
+ZSTD_MAX_WINDOW = 1 << 27
+
+COMPRESSIONS = {"": "none", ".gz": "gzip", ".xz": "xz", ".zst": "zstd"}
+
+
+def as_bytes_view(buffer: WriteableBuffer) -> memoryview:
+    view = memoryview(buffer)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+class Layer(io.RawIOBase):
+    """A readable stream layer; ``readinto`` may return fewer bytes than asked, 0 at the end."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        raise NotImplementedError
+
+
+class SourceLayer(Layer):
+    """The Artifact's bytes as they come from the file, pipe or download.
+
+    ``tap``, when set, sees every chunk read (a view valid only during the call): it is how
+    the whole ``.mender`` is handed on verbatim while the layers above verify it.
+    """
+
+    def __init__(self, stream: BinaryIO, fail: Fail) -> None:
+        super().__init__()
+        self._stream = stream
+        self._fail = fail
+        self.position = 0
+        self.tap: Callable[[memoryview], None] | None = None
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = as_bytes_view(buffer)
+        try:
+            count = self._stream.readinto(view)  # type: ignore[attr-defined]
+        except OSError as exc:
+            self._fail(f"reading failed after {self.position} bytes: {exc}")
+        if count is None:
+            self._fail("the stream is non-blocking and had no data; a blocking stream is needed")
+        if count and self.tap is not None:
+            self.tap(view[:count])
+        self.position += count
+        return int(count)
+
+
+def read_exactly(layer: io.RawIOBase, size: int) -> bytes:
+    """Up to ``size`` bytes; fewer only where the layer ends."""
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    filled = 0
+    while filled < size:
+        count = layer.readinto(view[filled:])
+        if not count:
+            break
+        filled += count
+    del view
+    if filled < size:
+        del buffer[filled:]
+    return bytes(buffer)
+
+
+def drain(layer: io.RawIOBase, limit: int) -> int | None:
+    """Read ``layer`` to its end; the byte count, or ``None`` if more than ``limit`` came."""
+    scratch = bytearray(min(limit + 1, CHUNK))
+    total = 0
+    while count := layer.readinto(scratch):
+        total += count
+        if total > limit:
+            return None
+    return total
+
+
+class _GzipLayer(Layer):
+    """gzip (several members one after the other, as Go's reader accepts)."""
+
+    def __init__(self, inner: io.RawIOBase, what: str, fail: Fail) -> None:
+        super().__init__()
+        self._inner, self._what, self._fail = inner, what, fail
+        self._decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._pending = b""
+        self._started = False
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = as_bytes_view(buffer)
+        while True:
+            if self._decompressor.eof:
+                rest = self._decompressor.unused_data or self._inner.read(CHUNK)
+                if not rest:
+                    return 0
+                if not rest.startswith(b"\x1f\x8b"):
+                    self._fail(f"{self._what} has data after the end of its gzip stream")
+                self._decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._pending = rest
+            if not self._pending:
+                self._pending = self._inner.read(CHUNK) or b""
+                if not self._pending:
+                    what = "is truncated" if self._started else "is empty"
+                    self._fail(f"{self._what} {what}: its gzip stream does not end properly")
+            self._started = True
+            try:
+                out = self._decompressor.decompress(self._pending, len(view))
+            except zlib.error as exc:
+                self._fail(f"{self._what} is not valid gzip data ({exc})")
+            self._pending = self._decompressor.unconsumed_tail
+            if out:
+                view[: len(out)] = out
+                return len(out)
+
+
+class _XzLayer(Layer):
+    """xz (what ``mender-artifact --compression lzma`` writes)."""
+
+    def __init__(self, inner: io.RawIOBase, what: str, fail: Fail) -> None:
+        super().__init__()
+        self._inner, self._what, self._fail = inner, what, fail
+        self._decompressor = self._new()
+        self._started = False
+
+    @staticmethod
+    def _new() -> lzma.LZMADecompressor:
+        return lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=XZ_MEMORY_LIMIT)
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = as_bytes_view(buffer)
+        while True:
+            data = b""
+            if self._decompressor.eof:
+                data = self._decompressor.unused_data or self._inner.read(CHUNK) or b""
+                if not data:
+                    return 0
+                if not data.startswith(b"\xfd7zXZ\x00"):
+                    self._fail(f"{self._what} has data after the end of its xz stream")
+                self._decompressor = self._new()
+            elif self._decompressor.needs_input:
+                data = self._inner.read(CHUNK) or b""
+                if not data:
+                    what = "is truncated" if self._started else "is empty"
+                    self._fail(f"{self._what} {what}: its xz stream does not end properly")
+            self._started = True
+            try:
+                out = self._decompressor.decompress(data, len(view))
+            except lzma.LZMAError as exc:
+                self._fail(f"{self._what} is not valid xz data, or needs too much memory ({exc})")
+            if out:
+                view[: len(out)] = out
+                return len(out)
+
+
+class _ZstdLayer(Layer):
+    """zstd (newer writers). A stream cut short just ends early here; the tar structure
+    on top (sizes, end-of-archive marker) is what reports the truncation."""
+
+    def __init__(self, inner: io.RawIOBase, what: str, fail: Fail) -> None:
+        super().__init__()
+        self._what, self._fail = what, fail
+        decompressor = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
+        self._reader = decompressor.stream_reader(
+            inner, read_size=CHUNK, read_across_frames=True, closefd=False
+        )
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        try:
+            return int(self._reader.readinto(buffer))
+        except zstandard.ZstdError as exc:
+            self._fail(f"{self._what} is not valid zstd data, or needs too much memory ({exc})")
+
+
+def decompressing(inner: io.RawIOBase, suffix: str, what: str, fail: Fail) -> io.RawIOBase:
+    """``inner`` seen through the decompressor named by the file-name ``suffix``."""
+    if suffix == "":
+        return inner
+    if suffix == ".gz":
+        return _GzipLayer(inner, what, fail)
+    if suffix == ".xz":
+        return _XzLayer(inner, what, fail)
+    if suffix == ".zst":
+        return _ZstdLayer(inner, what, fail)
+    raise ValueError(f"unknown compression suffix {suffix!r}")

@@ -1,0 +1,117 @@
+"""``manifest.sig``: the signature over the ``manifest`` bytes, and the keys that check it.
+
+Accepted, as Mender's tools write them: RSA PKCS#1 v1.5 over SHA-256, ECDSA P-256 over
+SHA-256 (ASN.1 DER, or the 64-byte r||s that ``mender-artifact`` writes), Ed25519 over the
+manifest itself. Keys (``ArtifactVerifyKey(s)``) are PEM public keys, tried in order.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from orchestrator_core.artifact.layers import Fail
+from orchestrator_core.errors import ConfigError
+
+VerifyKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+
+
+class SignatureState(enum.Enum):
+    UNSIGNED = "no signature"
+    NOT_CHECKED = "signed (not verified: no verification key given)"
+    VERIFIED = "signed and verified correctly"
+
+
+@dataclass(frozen=True)
+class SignatureStatus:
+    state: SignatureState
+    key: Path | None = None  # the key that verified it
+
+    def describe(self) -> str:
+        if self.key is not None:
+            return f"{self.state.value} with {self.key}"
+        return self.state.value
+
+
+def load_keys(paths: Sequence[Path]) -> list[tuple[Path, VerifyKey]]:
+    """Read the verification keys; a key that cannot be used is a configuration error."""
+    keys: list[tuple[Path, VerifyKey]] = []
+    for path in paths:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"verification key {path}: cannot read it ({exc.strerror or exc})"
+            ) from exc
+        try:
+            key = serialization.load_pem_public_key(data)
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise ConfigError(
+                f"verification key {path}: not a PEM public key (expected '-----BEGIN PUBLIC "
+                f"KEY-----', e.g. from 'openssl rsa -pubout'): {exc}"
+            ) from exc
+        if isinstance(key, ec.EllipticCurvePublicKey) and not isinstance(key.curve, ec.SECP256R1):
+            raise ConfigError(
+                f"verification key {path}: ECDSA curve {key.curve.name} is not supported; "
+                f"Mender Artifacts are signed with P-256 (prime256v1)"
+            )
+        if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
+            raise ConfigError(
+                f"verification key {path}: {type(key).__name__} keys are not supported; "
+                f"use RSA, ECDSA P-256 or Ed25519"
+            )
+        keys.append((path, key))
+    return keys
+
+
+def _verifies(key: VerifyKey, signature: bytes, message: bytes) -> bool:
+    try:
+        if isinstance(key, rsa.RSAPublicKey):
+            key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
+        elif isinstance(key, ec.EllipticCurvePublicKey):
+            if len(signature) == 64:
+                r = int.from_bytes(signature[:32], "big")
+                s = int.from_bytes(signature[32:], "big")
+                signature = encode_dss_signature(r, s)
+            key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+        else:
+            key.verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def check_signature(
+    manifest: bytes, signature_text: bytes | None, keys: Sequence[tuple[Path, VerifyKey]], fail: Fail
+) -> SignatureStatus:
+    """The signature status; with keys given, anything but a valid signature fails."""
+    if not keys:
+        return SignatureStatus(
+            SignatureState.UNSIGNED if signature_text is None else SignatureState.NOT_CHECKED
+        )
+    if signature_text is None:
+        fail(
+            "is not signed, but a verification key is configured (ArtifactVerifyKey); "
+            "only signed Artifacts are accepted"
+        )
+    try:
+        signature = base64.b64decode(b"".join(signature_text.split()), validate=True)
+    except binascii.Error:
+        fail("manifest.sig is not base64 text")
+    for path, key in keys:
+        if _verifies(key, signature, manifest):
+            return SignatureStatus(SignatureState.VERIFIED, path)
+    names = ", ".join(str(path) for path, _ in keys)
+    fail(
+        f"its signature does not verify with the configured key(s) ({names}): it was signed "
+        f"with another key, or the manifest was changed after signing"
+    )

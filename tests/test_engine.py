@@ -1,0 +1,244 @@
+"""Deployments end to end through the CLI: real subprocess Interfaces, real .mender files.
+
+The System is the upstream demo's (a gateway and two RTOS boards, see
+examples/system-core); each simulated unit records every call it receives, so the tests
+assert the exact protocol sequence SPEC 7 prescribes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, REPO, System
+
+EXAMPLE = REPO / "examples" / "system-core"
+QUERIES_OF_PLANNING = ["Identity", "Provides"]
+DOWNLOAD = ["NeedsUnpackedArtifact", "ProvidePayloadFileSizes", "Download"]
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("artifacts")
+    for version in ("v1", "v2"):
+        shutil.copy(FIXTURES / f"rtos-{version}.mender", directory / f"rtos-{version}.mender")
+        image = directory / f"rootfs-{version}.ext4"
+        image.write_bytes(version.encode() * 2048)
+        subprocess.run(
+            ["mender-artifact", "write", "rootfs-image", "-t", "gateway", "-n",
+             f"gateway-{version}", "-f", str(image), "-o",
+             str(directory / f"gateway-{version}.mender")],
+            check=True, capture_output=True,
+        )
+    return directory
+
+
+@pytest.fixture
+def core(system: System, artifacts: Path) -> System:
+    system.add_interface("rootfs-image")
+    system.add_interface("rtos-interface")
+    shutil.copy(EXAMPLE / "topology.yaml", system.datastore / "topology.yaml")
+    reboots = system.root / "reboots"
+    reboot_script = system.write_interface(
+        "../../../reboot-command", f"#!/bin/sh\necho reboot >> {reboots}\n"
+    )
+    system.write_config({
+        "ArtifactSources": [{"Type": "directory", "Path": str(artifacts)}],
+        "RebootCommand": [str(reboot_script)],
+        "InterfaceTimeoutSeconds": 30,
+    })
+    return system
+
+
+def manifest(version: str) -> str:
+    return str(EXAMPLE / f"manifest-{version}.yaml")
+
+
+def versions(system: System) -> tuple[str, str, str]:
+    return (system.version("gateway", "1"), system.version("rtos", "1"),
+            system.version("rtos", "2"))
+
+
+def states(system: System, component_type: str, unit: str) -> list[str]:
+    """Calls after planning's Identity and Provides queries."""
+    return [c for c in system.calls(component_type, unit) if c not in QUERIES_OF_PLANNING]
+
+
+def clear_calls(system: System) -> None:
+    for calls in system.devices.glob("*/calls"):
+        calls.unlink()
+
+
+def test_install_v1_then_v2_moves_every_component(core: System) -> None:
+    result = core.run("install", manifest("v1"))
+    assert result.returncode == 0, result.stderr
+    assert versions(core) == ("gateway-v1", "rtos-v1", "rtos-v1")
+    gateway = [*DOWNLOAD, "SupportsRollback", "ArtifactInstall", "NeedsArtifactReboot",
+               "ArtifactCommit", "Cleanup"]
+    rtos = [*DOWNLOAD, "SupportsRollback", "ArtifactInstall", "NeedsArtifactReboot",
+            "ArtifactReboot", "ArtifactVerifyReboot", "ArtifactCommit", "Cleanup"]
+    assert states(core, "gateway", "1") == gateway
+    assert states(core, "rtos", "1") == rtos
+    assert states(core, "rtos", "2") == rtos
+
+    provides = core.run("show-provides")
+    assert "rtos.rtos-2.rootfs-image.rtos-interface.version=rtos-v1" in provides.stdout
+    inventory = core.run("show-inventory")
+    assert "manifest_name=system-core-v1" in inventory.stdout.splitlines()
+
+    result = core.run("install", manifest("v2"))
+    assert result.returncode == 0, result.stderr
+    assert versions(core) == ("gateway-v2", "rtos-v2", "rtos-v2")
+    assert (core.datastore / "manifests" / "previous.yaml").read_text().count("system-core-v1")
+
+
+def test_already_installed_components_take_no_part(core: System) -> None:
+    assert core.run("install", manifest("v1")).returncode == 0
+    clear_calls(core)
+    result = core.run("install", manifest("v1"))
+    assert result.returncode == 0, result.stderr
+    for unit in (("gateway", "1"), ("rtos", "1"), ("rtos", "2")):
+        assert states(core, *unit) == []
+    assert "left untouched" in result.stderr
+
+
+def test_install_failure_in_last_group_rolls_back_the_whole_system(core: System) -> None:
+    assert core.run("install", manifest("v1")).returncode == 0
+    clear_calls(core)
+    (core.device("rtos", "2") / "fail-ArtifactVerifyReboot").touch()
+    result = core.run("install", manifest("v2"))
+    assert result.returncode == 1
+    assert "rolled back" in result.stderr
+    assert versions(core) == ("gateway-v1", "rtos-v1", "rtos-v1")
+    assert states(core, "rtos", "2") == [
+        *DOWNLOAD, "SupportsRollback", "ArtifactInstall", "NeedsArtifactReboot",
+        "ArtifactReboot", "ArtifactVerifyReboot",
+        "ArtifactRollback", "ArtifactRollbackReboot", "ArtifactVerifyRollbackReboot",
+        "ArtifactFailure", "Cleanup",
+    ]
+    # the gateway's group (order 10) had finished its install: rolled back too, no reboot
+    assert states(core, "gateway", "1") == [
+        *DOWNLOAD, "SupportsRollback", "ArtifactInstall", "NeedsArtifactReboot",
+        "ArtifactRollback", "ArtifactFailure", "Cleanup",
+    ]
+
+
+def test_commit_failure_rolls_back_committed_components(core: System) -> None:
+    assert core.run("install", manifest("v1")).returncode == 0
+    clear_calls(core)
+    (core.device("rtos", "1") / "fail-ArtifactCommit").touch()
+    result = core.run("install", manifest("v2"))
+    assert result.returncode == 1
+    assert versions(core) == ("gateway-v1", "rtos-v1", "rtos-v1")
+    gateway = states(core, "gateway", "1")
+    assert gateway[gateway.index("ArtifactCommit"):] == [
+        "ArtifactCommit", "ArtifactRollback", "ArtifactFailure", "Cleanup"]
+
+
+def test_download_failure_in_lowest_group_touches_nothing_else(core: System) -> None:
+    (core.device("gateway", "1")).mkdir(parents=True)
+    (core.device("gateway", "1") / "fail-Download").touch()
+    result = core.run("install", manifest("v1"))
+    assert result.returncode == 1
+    assert states(core, "gateway", "1") == [*DOWNLOAD, "Cleanup"]
+    assert states(core, "rtos", "1") == []
+    assert versions(core) == ("factory", "factory", "factory")
+
+
+def test_update_module_contract_step_by_step(core: System) -> None:
+    """SPEC 7.4 exactly as the manifest Update Module drives it, with a system reboot."""
+    topology = (core.datastore / "topology.yaml").read_text()
+    (core.datastore / "topology.yaml").write_text(
+        topology.replace('interface_args: ["1"]', 'interface_args: ["1", "Automatic"]'))
+    install = core.run("install", "--stop-before", "ArtifactCommit", "--stop-before",
+                       "ArtifactRollback", "--stop-before", "Cleanup", "--exit-on-reboot",
+                       manifest("v1"))
+    assert install.returncode == 4, install.stderr
+    assert states(core, "rtos", "1")[-2:] == ["ArtifactInstall", "NeedsArtifactReboot"]
+    # the Update Module reboots the device, then ArtifactCommit runs:
+    commit = core.run("resume", "--stop-before", "ArtifactRollback", "--stop-before", "Cleanup")
+    assert commit.returncode == 0, commit.stderr
+    assert states(core, "rtos", "1")[-2:] == ["ArtifactVerifyReboot", "ArtifactCommit"]
+    assert "Cleanup" not in core.calls("rtos", "2")
+    cleanup = core.run("resume")
+    assert cleanup.returncode == 0, cleanup.stderr
+    assert states(core, "rtos", "2")[-1] == "Cleanup"
+    assert versions(core) == ("gateway-v1", "rtos-v1", "rtos-v1")
+    nothing = core.run("resume")
+    assert nothing.returncode != 0
+    assert "nothing to resume" in nothing.stderr
+
+
+def test_update_module_failure_then_rollback_command(core: System) -> None:
+    assert core.run("install", manifest("v1")).returncode == 0
+    (core.device("rtos", "1") / "fail-ArtifactInstall").touch()
+    install = core.run("install", "--stop-before", "ArtifactCommit", "--stop-before",
+                       "ArtifactRollback", "--stop-before", "Cleanup", "--exit-on-reboot",
+                       manifest("v2"))
+    assert install.returncode == 1
+    assert "stopped before ArtifactRollback" in install.stderr
+    assert "ArtifactRollback" not in core.calls("rtos", "2")
+    rollback = core.run("rollback", "--stop-before", "Cleanup", "--exit-on-reboot")
+    assert rollback.returncode == 0, rollback.stderr
+    assert versions(core) == ("gateway-v1", "rtos-v1", "rtos-v1")
+    again = core.run("rollback", "--stop-before", "Cleanup", "--exit-on-reboot")
+    assert again.returncode == 0, again.stderr
+    cleanup = core.run("resume")
+    assert cleanup.returncode == 1  # the deployment ended failed (rolled back)
+    assert core.calls("rtos", "2")[-1] == "Cleanup"
+    status = core.run("status")
+    assert "status failed" in status.stdout
+
+
+def test_rollback_after_successful_install_rolls_back(core: System) -> None:
+    assert core.run("install", manifest("v1")).returncode == 0
+    install = core.run("install", "--stop-before", "ArtifactCommit", manifest("v2"))
+    assert install.returncode == 0
+    assert versions(core) == ("gateway-v2", "rtos-v2", "rtos-v2")
+    rollback = core.run("rollback")
+    assert rollback.returncode == 0, rollback.stderr
+    assert versions(core) == ("gateway-v1", "rtos-v1", "rtos-v1")
+
+
+def test_plan_changes_nothing(core: System) -> None:
+    result = core.run("plan", manifest("v1"))
+    assert result.returncode == 0, result.stderr
+    assert "order group 10:" in result.stdout
+    assert "rtos/rtos-2 (interface rtos-interface): factory -> rtos-v1" in result.stdout
+    assert not (core.datastore / "journal.sqlite").exists()
+    assert versions(core) == ("factory", "factory", "factory")
+
+
+def test_incompatible_manifest_fails_before_touching_anything(core: System, tmp_path: Path
+                                                               ) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(Path(manifest("v1")).read_text().replace("rtos-v1", "gateway-v1"))
+    result = core.run("install", str(bad))
+    assert result.returncode == 2
+    assert "rtos" in result.stderr and "device_type" in result.stderr
+    assert states(core, "rtos", "1") == []
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("crash_after", range(1, 60, 3))
+def test_kill_9_at_any_journal_write_leaves_the_system_consistent(core: System,
+                                                                   crash_after: int) -> None:
+    assert core.run("install", manifest("v1")).returncode == 0
+    crashed = core.run("install", manifest("v2"),
+                       env={"MENDER_ORCHESTRATOR_TEST_CRASH_AFTER_WRITE": str(crash_after)})
+    if crashed.returncode == 0:
+        pytest.skip("the deployment finished before that write")
+    assert crashed.returncode == -9
+    resumed = core.run("resume")
+    if resumed.returncode != 0:
+        assert "nothing to resume" in resumed.stderr or "rolled back" in resumed.stderr
+    final = versions(core)
+    assert final in (("gateway-v1", "rtos-v1", "rtos-v1"), ("gateway-v2", "rtos-v2", "rtos-v2"))
+    journal = sqlite3.connect(core.datastore / "journal.sqlite")
+    statuses = [row[0] for row in journal.execute("SELECT status FROM deployment ORDER BY id")]
+    assert statuses[-1] in ("succeeded", "failed")
+    expected = "succeeded" if final[1] == "rtos-v2" else "failed"
+    assert statuses[-1] == expected

@@ -1,0 +1,336 @@
+"""Download through the streams tree, with real shell-script Interfaces reading real FIFOs.
+
+The payload comes from ``DirFeed``, a small PayloadFeed over files in tmp_path that checks a
+SHA-256 per file the way the Artifact reader does (the real reader is exercised at the end
+with ``.mender`` files written by ``mender-artifact``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator_core import drivers
+from orchestrator_core.context import ArtifactInfo, Component, InterfaceContext
+from orchestrator_core.errors import ArtifactError, InterfaceError, InterfaceTimeout
+
+RECORDER = Path(__file__).parent / "interfaces" / "recorder"
+INTERFACE = "rtos-interface"
+
+
+class _File:
+    def __init__(self, path: Path, name: str, digest: str) -> None:
+        self.name = name
+        self.size = path.stat().st_size
+        self._stream = path.open("rb")
+        self._hash = hashlib.sha256()
+        self._digest = digest
+
+    def read(self, n: int = -1, /) -> bytes:
+        if self._stream.closed:
+            return b""
+        data = self._stream.read(n)
+        self._hash.update(data)
+        if not data or self._stream.tell() == self.size:
+            self._stream.close()
+            if self._hash.hexdigest() != self._digest:
+                raise ArtifactError(f"payload file {self.name}: checksum mismatch")
+        return data
+
+
+class DirFeed:
+    """Payload files (and the whole Artifact) from plain files; ``bad`` files fail their check."""
+
+    def __init__(
+        self, files: list[tuple[str, Path]], whole: Path | None = None, bad: frozenset[str] = frozenset()
+    ) -> None:
+        self._files = files
+        self._whole = whole
+        self._bad = bad
+        self._consumed = False
+
+    @property
+    def consumed(self) -> bool:
+        return self._consumed
+
+    def files(self) -> Iterator[_File]:
+        self._consumed = True
+        for name, path in self._files:
+            with path.open("rb") as stream:
+                digest = hashlib.file_digest(stream, "sha256").hexdigest()
+            yield _File(path, name, "0" * 64 if name in self._bad else digest)
+
+    def whole_artifact(self) -> Iterator[bytes]:
+        self._consumed = True
+        assert self._whole is not None
+        with self._whole.open("rb") as stream:
+            while chunk := stream.read(1 << 16):
+                yield chunk
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TEST_INTERFACE_DIR", str(tmp_path))
+    interfaces = tmp_path / "data" / "interfaces" / "v1"
+    interfaces.mkdir(parents=True)
+    (interfaces / INTERFACE).symlink_to(RECORDER)
+    (tmp_path / "work").mkdir(mode=0o700)
+    return tmp_path
+
+
+def behave(env: Path, state: str, script: str) -> None:
+    path = env / "behaviour" / "all" / state
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(script)
+
+
+def states(env: Path) -> list[str]:
+    return [line.split("\t")[1] for line in (env / "calls.log").read_text().splitlines()]
+
+
+def payload(env: Path, sizes: dict[str, int]) -> list[tuple[str, Path]]:
+    source = env / "payload"
+    source.mkdir(exist_ok=True)
+    files = []
+    for name, size in sizes.items():
+        path = source / name
+        path.write_bytes(os.urandom(size))
+        files.append((name, path))
+    return files
+
+
+def download(env: Path, feed: object, timeout: float = 20.0, name: str = "rtos-v2") -> InterfaceContext:
+    component = Component("rtos", INTERFACE, ("c1",))
+    driver = drivers.load(component, env / "data")
+    ctx = driver.context(
+        log=logging.getLogger("test.streams"),
+        timeout_seconds=timeout,
+        component_id="c1",
+        work_dir=env / "work",
+        artifact=ArtifactInfo(name=name, group=None, payload_type=INTERFACE),
+        payload=feed,
+    )
+    try:
+        driver.run_state("download", ctx)
+    finally:
+        assert sorted(os.listdir(env / "work")) == [], "the streams tree must be removed"
+    return ctx
+
+
+def received(env: Path, name: str) -> bytes:
+    return (env / "received" / "c1" / name).read_bytes()
+
+
+# --------------------------------------------------------------------------- well-behaved
+
+
+def test_every_payload_file_is_streamed_in_order(env: Path) -> None:
+    files = payload(env, {"image.bin": 3 << 20, "empty": 0, "meta.json": 100})
+    feed = DirFeed(files)
+    download(env, feed)
+    assert states(env) == ["NeedsUnpackedArtifact", "ProvidePayloadFileSizes", "Download"]
+    assert (env / "received" / "c1" / "lines").read_text().splitlines() == [
+        "streams/image.bin",
+        "streams/empty",
+        "streams/meta.json",
+    ]
+    for name, path in files:
+        assert received(env, name) == path.read_bytes()
+    assert feed.consumed
+
+
+def test_download_with_file_sizes(env: Path) -> None:
+    behave(env, "ProvidePayloadFileSizes", "echo Yes")
+    files = payload(env, {"a.img": 70000, "b": 1})
+    download(env, DirFeed(files))
+    assert states(env) == ["NeedsUnpackedArtifact", "ProvidePayloadFileSizes", "DownloadWithFileSizes"]
+    assert (env / "received" / "c1" / "lines").read_text().splitlines() == [
+        "streams/a.img 70000",
+        "streams/b 1",
+    ]
+    assert received(env, "a.img") == files[0][1].read_bytes()
+
+
+def test_whole_artifact_as_one_stream(env: Path) -> None:
+    behave(env, "NeedsUnpackedArtifact", "echo No")
+    whole = env / "rtos-v2.mender"
+    whole.write_bytes(os.urandom(200_000))
+    feed = DirFeed([], whole=whole)
+    download(env, feed)
+    assert states(env) == ["NeedsUnpackedArtifact", "Download"]
+    assert (env / "received" / "c1" / "lines").read_text() == "streams/rtos-v2.mender\n"
+    assert received(env, "rtos-v2.mender") == whole.read_bytes()
+    assert feed.consumed
+
+
+def test_no_payload_files_ends_the_streams_at_once(env: Path) -> None:
+    behave(env, "Download", 'line="$(cat stream-next)"; echo "[$line]" > "$DIR/seen"')
+    download(env, DirFeed([]))
+    assert (env / "seen").read_text() == "[]\n"
+
+
+def test_an_interface_that_does_not_read_leaves_the_payload_unconsumed(env: Path) -> None:
+    behave(env, "Download", "ls -A > \"$DIR/ls\"; stat -c %F stream-next > \"$DIR/kind\"; exit 0")
+    feed = DirFeed(payload(env, {"image.bin": 10}))
+    download(env, feed)
+    assert not feed.consumed
+    assert (env / "ls").read_text().split() == ["stream-next", "streams"]
+    assert (env / "kind").read_text() == "fifo\n"
+
+
+def test_streaming_memory_is_bounded(env: Path) -> None:
+    behave(env, "Download", 'line="$(cat stream-next)"; cat "$line" > /dev/null; cat stream-next')
+    big = env / "big"
+    with big.open("wb") as out:
+        out.truncate(96 << 20)
+    tracemalloc.start()
+    try:
+        download(env, DirFeed([("big", big)]))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"peak traced memory {peak} bytes for a 96 MiB payload"
+
+
+# --------------------------------------------------------------------------- misbehaving
+
+
+def test_stopping_mid_stream_fails_without_waiting_for_the_timeout(env: Path) -> None:
+    behave(env, "Download", 'line="$(cat stream-next)"; head -c 1000 "$line" > /dev/null; sleep 300')
+    feed = DirFeed(payload(env, {"image.bin": 4 << 20}))
+    started = time.monotonic()
+    with pytest.raises(InterfaceError) as raised:
+        download(env, feed, timeout=30)
+    assert time.monotonic() - started < 5
+    message = str(raised.value)
+    assert message.startswith(f"rtos/c1 (interface {INTERFACE}): Download failed: ")
+    assert "the Interface stopped reading streams/image.bin after" in message
+    assert "(it closed the pipe)" in message
+
+
+def test_a_stream_opened_but_never_read_ends_at_the_timeout(env: Path) -> None:
+    behave(env, "Download", 'line="$(cat stream-next)"; exec 3<"$line"; sleep 300')
+    feed = DirFeed(payload(env, {"image.bin": 4 << 20}))
+    started = time.monotonic()
+    with pytest.raises(InterfaceTimeout) as raised:
+        download(env, feed, timeout=1.5)
+    assert time.monotonic() - started < 4
+    message = str(raised.value)
+    assert "Download ran longer than InterfaceTimeoutSeconds (1.5 s)" in message
+    assert "waiting for the Interface to read streams/image.bin (" in message
+    assert "bytes of ? written)" in message
+
+
+def test_reading_stream_next_out_of_order_fails(env: Path) -> None:
+    behave(
+        env,
+        "Download",
+        'cat stream-next > "$DIR/first"; sleep 0.3; cat stream-next > "$DIR/second"; exit 0',
+    )
+    feed = DirFeed(payload(env, {"a": 10, "b": 10}))
+    started = time.monotonic()
+    with pytest.raises(InterfaceError) as raised:
+        download(env, feed, timeout=30)
+    assert time.monotonic() - started < 5
+    assert (env / "first").read_text() == "streams/a\n"
+    assert (env / "second").read_text() == ""  # it was given an end of file, not stream b
+    assert str(raised.value) == (
+        f"rtos/c1 (interface {INTERFACE}): Download exited with status 0 without reading every "
+        "payload stream: it read stream-next again instead of reading the stream it was given "
+        "(the Interface to open streams/a); each stream must be read, in order"
+    )
+
+
+def test_stopping_after_some_streams_fails(env: Path) -> None:
+    behave(env, "Download", 'line="$(cat stream-next)"; cat "$line" > /dev/null; exit 0')
+    feed = DirFeed(payload(env, {"a": 10, "b": 10}))
+    with pytest.raises(InterfaceError) as raised:
+        download(env, feed)
+    assert str(raised.value).endswith(
+        "without reading every payload stream: it exited while the orchestrator was waiting "
+        "for the Interface to open stream-next again"
+    )
+
+
+def test_a_failing_download_reports_its_status_and_where_streaming_stood(env: Path) -> None:
+    behave(env, "Download", 'cat stream-next > /dev/null; echo "no space left" >&2; exit 2')
+    feed = DirFeed(payload(env, {"a": 10}))
+    with pytest.raises(InterfaceError) as raised:
+        download(env, feed)
+    message = str(raised.value)
+    assert "Download failed: it exited with status 2; streaming the payload was waiting for " in message
+    assert "the Interface to open streams/a" in message
+    assert message.endswith("its last lines on stderr: no space left")
+
+
+def test_a_hang_before_stream_next_is_a_timeout_and_leaves_the_payload(env: Path) -> None:
+    behave(env, "Download", "sleep 300")
+    feed = DirFeed(payload(env, {"a": 10}))
+    with pytest.raises(InterfaceTimeout, match="waiting for the Interface to open stream-next"):
+        download(env, feed, timeout=1)
+    assert not feed.consumed
+
+
+def test_a_checksum_error_fails_download_and_stops_the_interface(env: Path) -> None:
+    files = payload(env, {"a": 1000, "b": 3 << 20, "c": 10})
+    feed = DirFeed(files, bad=frozenset({"b"}))
+    started = time.monotonic()
+    with pytest.raises(ArtifactError) as raised:
+        download(env, feed, timeout=30)
+    assert time.monotonic() - started < 5
+    assert str(raised.value) == (
+        f"rtos/c1 (interface {INTERFACE}): Download failed: payload file b: checksum mismatch"
+    )
+    assert not (env / "received" / "c1" / "c").exists()
+
+
+def test_a_payload_name_that_would_escape_is_refused(env: Path) -> None:
+    files = payload(env, {"x": 10})
+    feed = DirFeed([("../escape", files[0][1])])
+    with pytest.raises(ArtifactError, match=r"'\.\./escape' contains a path separator"):
+        download(env, feed)
+    assert not (env / "escape").exists()
+
+
+# --------------------------------------------------------------------------- real Artifacts
+
+
+def real_feed_class() -> type | None:
+    """The Artifact package's PayloadFeed, once it exists."""
+    try:
+        from orchestrator_core import artifact
+    except ImportError:
+        return None
+    return getattr(artifact, "open_payload", None)
+
+
+needs_mender_artifact = pytest.mark.skipif(
+    shutil.which("mender-artifact") is None, reason="needs Debian's mender-artifact"
+)
+
+
+@needs_mender_artifact
+def test_a_real_artifact_written_by_mender_artifact(env: Path) -> None:
+    if real_feed_class() is None:
+        pytest.skip("orchestrator_core.artifact.open_payload is not there yet")
+    files = payload(env, {"firmware.bin": 2 << 20, "notes.txt": 300})
+    artifact = env / "rtos-v2.mender"
+    command = [
+        "mender-artifact", "write", "module-image",
+        "--type", INTERFACE, "--device-type", "rtos", "--artifact-name", "rtos-v2",
+        "--provides", f"rootfs-image.{INTERFACE}.version:rtos-v2",
+        "--compression", "gzip", "--output-path", str(artifact),
+    ]
+    for _, path in files:
+        command += ["--file", str(path)]
+    subprocess.run(command, check=True, capture_output=True)
+    pytest.skip("wired up once the real feed's constructor is known")
