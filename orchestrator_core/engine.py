@@ -43,6 +43,10 @@ EXIT_FAILED = 1
 EXIT_INCONSISTENT = 3
 EXIT_REBOOT = 4
 MAX_PARALLEL = 64  # Components of one step run at once; more wait for a free slot
+# Left in the datastore while the orchestrator reboots the system itself for a run that was
+# not driven stage by stage (no --stop-before): the boot-time unit in support/systemd resumes
+# only then, so it never runs ahead of a caller (the Mender client) that continues by itself.
+RESUME_AT_BOOT = "resume-at-boot"
 
 HOOK_NAMES = {
     "Download": "download",
@@ -245,6 +249,9 @@ class Deployment:
         if options.exit_on_reboot:
             return None
         command = list(self.config.reboot_command)
+        marker = self.config.datastore_dir / RESUME_AT_BOOT
+        if not options.stop_before:
+            atomic.write_bytes(marker, b"")
         try:
             completed = subprocess.run(
                 command,
@@ -269,6 +276,7 @@ class Deployment:
             # the system is going down; whatever runs next is `resume` after the reboot
             log.info("system reboot started with %s; the deployment continues on resume", command)
             raise SystemExit(EXIT_OK)
+        marker.unlink(missing_ok=True)
         for key in members:
             self.journal.record(self.id, seq, key, "finish", False, None, failure)
             outcome[key] = Result(False, None, failure)
@@ -416,6 +424,7 @@ def install(config: Config, plan: Plan, manifest_bytes: bytes, options: RunOptio
 
 def resume(config: Config, options: RunOptions) -> RunResult:
     with exclusive(config):
+        (config.datastore_dir / RESUME_AT_BOOT).unlink(missing_ok=True)
         journal = Journal(config.journal_path)
         try:
             row = journal.in_progress()

@@ -69,7 +69,12 @@ class _Child:
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
-        self.pidfd = os.pidfd_open(self.popen.pid)
+        try:
+            self.pidfd = os.pidfd_open(self.popen.pid)
+        except OSError:
+            self.popen.kill()
+            self.popen.wait()
+            raise
         self.killed = False  # we ended it while it was still running
         self._kill_lock = threading.Lock()
 
@@ -164,18 +169,19 @@ def _drain(fd: int, handler: Callable[[bytes], None]) -> None:
 
 def _exit_text(status: int) -> str:
     if status < 0:
-        return f"it was killed by signal {_signal_name(-status)}"
+        return f"it was killed by signal {_signal_name(-status) or -status}"
     text = f"it exited with status {status}"
-    if status > 128 and _signal_name(status - 128, None):
-        text += f" (how a shell reports a command killed by {_signal_name(status - 128)})"
+    shell_signal = _signal_name(status - 128) if status > 128 else None
+    if shell_signal is not None:
+        text += f" (how a shell reports a command killed by {shell_signal})"
     return text
 
 
-def _signal_name(number: int, default: str | None = "") -> str | None:
+def _signal_name(number: int) -> str | None:
     try:
         return f"{signal.Signals(number).name} ({number})"
     except ValueError:
-        return default or f"number {number}"
+        return None
 
 
 # --------------------------------------------------------------------------- output handling
@@ -378,14 +384,14 @@ class ExecDriver:
         failure = server.failure if server is not None else None
         if isinstance(failure, ArtifactError):  # the payload's fault, whatever the Interface did
             raise ArtifactError(f"{ctx.name}: {state} failed: {failure.message}") from failure
-        if status != 0 and not child.killed:
+        if failure is not None and (status == 0 or child.killed):  # we stopped it for this
+            raise InterfaceError(f"{ctx.name}: {state} failed: {failure.message}") from failure
+        if status != 0:
             if failure is not None:
                 streaming = f"; {failure.message}"
             raise InterfaceError(
                 f"{ctx.name}: {state} failed: {_exit_text(status)}{streaming}; {stderr.tail_text()}"
             )
-        if failure is not None:
-            raise InterfaceError(f"{ctx.name}: {state} failed: {failure.message}") from failure
         if server is not None and server.started and not server.finished:
             raise InterfaceError(
                 f"{ctx.name}: {state} exited with status 0 without reading every payload "

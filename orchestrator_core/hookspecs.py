@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, BinaryIO
 import pluggy
 
 if TYPE_CHECKING:
+    from orchestrator_core.config import Config
     from orchestrator_core.context import InterfaceContext, RebootNeed
 
 PROJECT = "mender_orchestrator"
@@ -173,10 +174,12 @@ def artifact_failure(ctx: InterfaceContext) -> None:
 
 
 @hookspec(firstresult=True)
-def artifact_source_open(artifact_name: str, config: object) -> tuple[BinaryIO, str] | None:
+def artifact_source_open(artifact_name: str, config: Config) -> tuple[BinaryIO, str] | None:
     """Open the Artifact named ``artifact_name`` for reading, or return ``None``.
 
-    Artifact sources are tried in registration order; the first to return wins. Return the
-    open binary stream and a human-readable description of where it came from (for
-    messages). ``config`` is the ``orchestrator_core.config.Config`` in force.
+    Called when a Manifest entry's ``artifact_path`` does not exist. The bundled source (the
+    config's ``ArtifactSources``: directories, URL templates) runs first; the first source to
+    return wins. Return the open binary stream (the caller closes it; it needs only
+    ``read``/``readinto``, front to back) and a description of where it came from, for
+    messages. Raise ``orchestrator_core.errors.ArtifactError`` for a source that failed.
     """

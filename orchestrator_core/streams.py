@@ -5,12 +5,13 @@ get one line ``streams/<name>`` (or ``streams/<name> <size>`` for ``DownloadWith
 read that pipe to its end, read ``stream-next`` again, and so on; an empty read of
 ``stream-next`` means there are no more streams.
 
-Our side runs in one writer thread next to the Interface process, and nothing in it blocks
-without a bound: FIFOs are opened with ``O_NONBLOCK`` (retried while the Interface lives and
-the deadline is ahead) and written with non-blocking writes and ``poll``. So an Interface
-that never opens a pipe, reads them out of order, or stops reading halfway cannot keep us
-past its own exit or ``InterfaceTimeoutSeconds``. Bytes go from the payload reader, which
-verifies checksums as they pass, into the pipe one bounded chunk at a time.
+Our side runs in a writer thread next to the Interface process, and nothing in it waits on
+the Interface without a bound: FIFOs are opened with ``O_NONBLOCK`` (retried while the
+Interface lives and the deadline is ahead) and written with non-blocking writes and ``poll``.
+So an Interface that never opens a pipe, reads them out of order, or stops reading halfway
+cannot keep us past its own exit or ``InterfaceTimeoutSeconds``. Bytes go from the payload
+reader, which verifies checksums as they pass, into the pipe a bounded chunk at a time; a
+reader thread per stream keeps a couple of chunks verified ahead of the pipe.
 
 Whether the payload was consumed is decided by the Interface: if it exits without ever
 opening ``stream-next``, the feed is left untouched and the engine stores the files tree.
@@ -18,24 +19,33 @@ opening ``stream-next``, the feed is left untouched and the engine stores the fi
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
+import itertools
 import os
+import queue
 import select
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 from orchestrator_core import atomic, filetree
 from orchestrator_core.context import PayloadFeed, PayloadFile
 from orchestrator_core.errors import ArtifactError, InterfaceError, OrchestratorError
 
 CHUNK = 1 << 20  # bytes taken from the payload reader at a time
+AHEAD = 2  # chunks read and verified ahead of the pipe (memory: CHUNK * (AHEAD + 2))
 PIPE_SIZE = 1 << 20  # asked of the kernel for stream pipes: fewer wake-ups per MiB
 _POLL_SECONDS = 0.1  # how often a blocked writer re-checks the Interface and the deadline
 _OPEN_RETRY_MAX = 0.05  # longest pause between two attempts to open a FIFO
+
+
+Chunk = bytes | memoryview  # a memoryview is valid only until the next chunk is asked for
 
 
 @dataclass(frozen=True)
@@ -43,19 +53,76 @@ class Stream:
     """One stream as announced on ``stream-next``; ``chunks`` yields its verified bytes."""
 
     name: str
-    size: int | None  # announced only for DownloadWithFileSizes
-    chunks: Callable[[], Iterator[bytes]]
+    size: int | None  # None when not known in advance (the whole Artifact)
+    announce_size: bool  # DownloadWithFileSizes
+    chunks: Callable[[], Iterator[Chunk]]
 
 
 def payload_streams(feed: PayloadFeed, *, with_sizes: bool) -> Iterator[Stream]:
     """One stream per payload file (``NeedsUnpackedArtifact: Yes``)."""
     for payload_file in feed.files():
+        yield Stream(
+            payload_file.name, payload_file.size, with_sizes, partial(_file_chunks, payload_file)
+        )
 
-        def chunks(payload_file: PayloadFile = payload_file) -> Iterator[bytes]:
-            while data := payload_file.read(CHUNK):
-                yield data
 
-        yield Stream(payload_file.name, payload_file.size if with_sizes else None, chunks)
+def _file_chunks(payload_file: PayloadFile) -> Iterator[Chunk]:
+    # A reader that also has readinto (io.RawIOBase, as the Artifact reader is) fills reused
+    # buffers: read() would allocate and copy every chunk, which halves throughput. There
+    # are enough buffers for the chunks in flight: one filling, AHEAD queued, one writing.
+    readinto = getattr(payload_file, "readinto", None)
+    if readinto is None:
+        while data := payload_file.read(CHUNK):
+            yield data
+        return
+    buffers = [memoryview(bytearray(CHUNK)) for _ in range(AHEAD + 2)]
+    for buffer in itertools.cycle(buffers):
+        count = readinto(buffer)
+        if not count:
+            return
+        yield buffer[:count]
+
+
+def _ahead(chunks: Iterator[Chunk]) -> Generator[Chunk, None, None]:
+    """``chunks``, produced up to ``AHEAD`` chunks in advance by a thread of its own.
+
+    Reading and verifying the next chunk (the checksum is most of the work) then overlaps
+    writing this one into the pipe. Close it when done: that stops the producer.
+    """
+    handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=AHEAD)
+    stop = threading.Event()
+
+    def hand(kind: str, item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put((kind, item), timeout=_POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                if not hand("chunk", chunk):
+                    return
+            hand("end", None)
+        except BaseException as exc:  # handed to the consumer, who raises it
+            hand("error", exc)
+
+    producer = threading.Thread(target=produce, name="stream-reader", daemon=True)
+    producer.start()
+    try:
+        while True:
+            kind, item = handoff.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        producer.join()
 
 
 def whole_artifact_stream(feed: PayloadFeed, artifact_name: str) -> Iterator[Stream]:
@@ -65,7 +132,7 @@ def whole_artifact_stream(feed: PayloadFeed, artifact_name: str) -> Iterator[Str
         filetree.check_entry_name(name)
     except ArtifactError:
         name = "artifact.mender"  # the Artifact name is only a hint for the Interface
-    yield Stream(name, None, feed.whole_artifact)
+    yield Stream(name, None, False, feed.whole_artifact)
 
 
 class _Gone(Exception):
@@ -93,10 +160,10 @@ class StreamServer:
         self.started = False  # the Interface opened stream-next at least once
         self.finished = False  # every stream was read and the end was announced
         self.failure: OrchestratorError | None = None
-        self.bytes_streamed = 0
         # where the writer is, for messages: what it waits for and how far it got
         self._waiting_for = f"the Interface to open {filetree.STREAM_NEXT}"
         self._reopened_stream_next = False
+        self._current: str | None = None  # the stream announced and not yet fully written
 
     def __enter__(self) -> StreamServer:
         filetree.remove_streams(self.work_dir)
@@ -128,42 +195,43 @@ class StreamServer:
 
     def position(self) -> str:
         """Where streaming stood, for an error message."""
+        if self._reopened_stream_next and self._current is not None:
+            return (
+                f"waiting for the Interface to read {self._current}, but it read "
+                f"{filetree.STREAM_NEXT} again instead (each stream must be read to its end, "
+                f"in order)"
+            )
         return f"waiting for {self._waiting_for}"
 
     def unfinished_reason(self) -> str:
         """Why streaming did not finish, given that the Interface has exited."""
-        if self._reopened_stream_next:
-            return (
-                f"it read {filetree.STREAM_NEXT} again instead of reading the stream it was "
-                f"given ({self._waiting_for}); each stream must be read, in order"
-            )
         return f"it exited while the orchestrator was {self.position()}"
 
     # ------------------------------------------------------------------ the writer thread
 
     def _serve(self) -> None:
+        fd: int | None = None
         try:
             fd = self._open(self.stream_next)
             self.started = True
             for stream in self._streams:
-                path = self.streams_dir / filetree.check_entry_name(stream.name)
-                os.mkfifo(path, 0o600)
-                line = f"{filetree.STREAMS}/{stream.name}"
-                if stream.size is not None:
-                    line += f" {stream.size}"
-                try:
-                    self._write(fd, f"{line}\n".encode())
-                finally:
-                    os.close(fd)
-                self._waiting_for = f"the Interface to open {filetree.STREAMS}/{stream.name}"
-                fd = self._open(path, probe=self.stream_next)
-                try:
-                    self._copy(fd, stream)
-                finally:
-                    os.close(fd)
+                current = f"{filetree.STREAMS}/{filetree.check_entry_name(stream.name)}"
+                os.mkfifo(self.work_dir / current, 0o600)
+                line = f"{current} {stream.size}" if stream.announce_size else current
+                self._write(fd, f"{line}\n".encode(), filetree.STREAM_NEXT)
+                os.close(fd)
+                fd = None
+                self._current = current
+                self._waiting_for = f"the Interface to open {current}"
+                fd = self._open(self.work_dir / current, probe=self.stream_next)
+                self._copy(fd, stream, current)
+                os.close(fd)
+                fd = None
+                self._current = None
                 self._waiting_for = f"the Interface to open {filetree.STREAM_NEXT} again"
                 fd = self._open(self.stream_next)
             os.close(fd)  # closed with nothing written: no more streams
+            fd = None
             self.finished = True
         except _Gone:
             pass
@@ -171,6 +239,10 @@ class StreamServer:
             self._fail(exc)
         except Exception as exc:  # the thread's edge: whatever it is, Download must fail
             self._fail(InterfaceError(f"streaming the payload failed: {exc!r}"))
+        finally:
+            # after _fail has stopped the Interface: it must not take a cut-off stream as whole
+            if fd is not None:
+                os.close(fd)
 
     def _fail(self, failure: OrchestratorError) -> None:
         self.failure = failure
@@ -209,27 +281,26 @@ class StreamServer:
             time.sleep(pause)
             pause = min(pause * 2, _OPEN_RETRY_MAX)
 
-    def _copy(self, fd: int, stream: Stream) -> None:
+    def _copy(self, fd: int, stream: Stream, what: str) -> None:
         try:
             fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         except OSError:
             pass  # above the user's pipe limit: the default size works, only slower
         written = 0
-        for data in stream.chunks():
-            self._waiting_for = (
-                f"the Interface to read {filetree.STREAMS}/{stream.name} "
-                f"({written} bytes of {_size_text(stream.size)} written)"
-            )
-            self._write(fd, data, stream.name, written)
-            written += len(data)
-            self.bytes_streamed += len(data)
+        with contextlib.closing(_ahead(stream.chunks())) as chunks:
+            for data in chunks:
+                of_size = "" if stream.size is None else f" of {stream.size}"
+                self._waiting_for = (
+                    f"the Interface to read {what} ({written}{of_size} bytes written)"
+                )
+                self._write(fd, data, what, written)
+                written += len(data)
         if stream.size is not None and written != stream.size:
             raise ArtifactError(
-                f"payload file {stream.name} has {written} bytes but its size was given as "
-                f"{stream.size}"
+                f"payload file {stream.name} has {written} bytes but its header says {stream.size}"
             )
 
-    def _write(self, fd: int, data: bytes, name: str | None = None, offset: int = 0) -> None:
+    def _write(self, fd: int, data: Chunk, what: str, offset: int = 0) -> None:
         view = memoryview(data)
         poller = select.poll()
         poller.register(fd, select.POLLOUT)
@@ -241,7 +312,6 @@ class StreamServer:
                 poller.poll(_POLL_SECONDS * 1000)
                 continue
             except BrokenPipeError:
-                what = f"{filetree.STREAMS}/{name}" if name else filetree.STREAM_NEXT
                 self._fail(
                     InterfaceError(
                         f"the Interface stopped reading {what} after "
@@ -250,7 +320,3 @@ class StreamServer:
                 )
                 raise _Gone from None
             view = view[n:]
-
-
-def _size_text(size: int | None) -> str:
-    return "?" if size is None else str(size)

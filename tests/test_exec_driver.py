@@ -152,7 +152,9 @@ def test_states_run_in_the_file_api_dir_with_protocol_names(env: Path) -> None:
 def test_state_stdout_and_stderr_are_relayed_naming_interface_and_component(
     env: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    behave(env, "ArtifactCommit", "echo committed; echo 'flash at 100%' >&2; printf 'no newline' >&2")
+    behave(
+        env, "ArtifactCommit", "echo committed; echo 'flash at 100%' >&2; printf 'no newline' >&2"
+    )
     driver, context = load(env)
     with caplog.at_level(logging.INFO, logger="test.exec_driver"):
         driver.run_state("artifact_commit", context(component_id="c1"))
@@ -311,7 +313,7 @@ def test_non_zero_exit_names_state_status_and_last_stderr(env: Path) -> None:
     behave(
         env,
         "ArtifactInstall",
-        "for i in $(seq 1 20); do echo \"progress $i\" >&2; done\n"
+        'for i in $(seq 1 20); do echo "progress $i" >&2; done\n'
         "echo 'flash write failed at 0x0800' >&2\nexit 3\n",
     )
     driver, context = load(env)
@@ -320,7 +322,9 @@ def test_non_zero_exit_names_state_status_and_last_stderr(env: Path) -> None:
     message = str(raised.value)
     assert message.startswith(f"rtos/c1 (interface {INTERFACE}): ArtifactInstall failed:")
     assert "it exited with status 3" in message
-    assert message.endswith("progress 18 | progress 19 | progress 20 | flash write failed at 0x0800")
+    assert message.endswith(
+        "progress 18 | progress 19 | progress 20 | flash write failed at 0x0800"
+    )
     assert "progress 12 " not in message  # only the last lines
 
 
@@ -334,7 +338,9 @@ def test_death_by_signal_is_explained(env: Path) -> None:
 def test_shell_style_signal_status_is_explained(env: Path) -> None:
     behave(env, "ArtifactCommit", "exit 137")
     driver, context = load(env)
-    with pytest.raises(InterfaceError, match=r"status 137 \(how a shell reports .* SIGKILL \(9\)\)"):
+    with pytest.raises(
+        InterfaceError, match=r"status 137 \(how a shell reports .* SIGKILL \(9\)\)"
+    ):
         driver.run_state("artifact_commit", context())
 
 
@@ -438,9 +444,7 @@ def test_from_topology_runs_the_executable_given_in_interface_args(env: Path) ->
         (("/nonexistent/interface",), "/nonexistent/interface is not an executable file"),
     ],
 )
-def test_from_topology_refuses_bad_interface_args(
-    args: tuple[str, ...], expected: str
-) -> None:
+def test_from_topology_refuses_bad_interface_args(args: tuple[str, ...], expected: str) -> None:
     with pytest.raises(ConfigError) as raised:
         exec_driver.from_topology(Component("rtos", "exec", args, position=2))
     assert str(raised.value).startswith("rtos[2] (interface exec): ")

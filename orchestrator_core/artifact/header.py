@@ -9,14 +9,20 @@ is small by nature and a large one is an attack.
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from orchestrator_core.artifact.layers import Fail, Layer, as_bytes_view, drain, read_exactly
+from orchestrator_core.artifact.layers import (
+    Fail,
+    Layer,
+    Readable,
+    as_bytes_view,
+    drain,
+    read_exactly,
+)
 from orchestrator_core.artifact.manifest import check_file_name
 from orchestrator_core.artifact.signature import SignatureStatus
 from orchestrator_core.artifact.tarstream import TarMember, TarReader
@@ -172,7 +178,9 @@ def _check_header_info(info: dict[str, Any], what: str, fail: Fail) -> None:
     for key in ("device_type", "artifact_name", "artifact_group"):
         if key in depends:
             _strings(
-                depends[key], f"{what}: artifact_depends.{key}", fail,
+                depends[key],
+                f"{what}: artifact_depends.{key}",
+                fail,
                 allow_empty=key != "device_type",
             )
 
@@ -189,7 +197,7 @@ def _check_type_info(info: dict[str, Any], what: str, fail: Fail) -> None:
 class _Bounded(Layer):
     """Refuses to give more than ``limit`` bytes: a header expanding beyond is a bomb."""
 
-    def __init__(self, inner: io.RawIOBase, limit: int, what: str, fail: Fail) -> None:
+    def __init__(self, inner: Readable, limit: int, what: str, fail: Fail) -> None:
         super().__init__()
         self._inner, self._left, self._what, self._fail = inner, limit, what, fail
         self._limit = limit
@@ -210,14 +218,12 @@ class _Bounded(Layer):
 
 def _small_member(tar: TarReader, member: TarMember, limit: int) -> bytes:
     if member.size > limit:
-        tar.fail(
-            f"{tar.what}: {member.name} is {member.size} bytes; at most {limit} are accepted"
-        )
+        tar.fail(f"{tar.what}: {member.name} is {member.size} bytes; at most {limit} are accepted")
     return read_exactly(tar.member_stream(), member.size)
 
 
 def parse_header_tar(
-    stream: io.RawIOBase, what: str, fail: Fail, *, augment: bool = False
+    stream: Readable, what: str, fail: Fail, *, augment: bool = False
 ) -> HeaderParts:
     """Read one (decompressed) header tar; ``augment``: header-augment, which has no scripts."""
     tar = TarReader(_Bounded(stream, MAX_HEADER_EXPANDED, what, fail), what, fail)
@@ -281,7 +287,8 @@ def _merge_augment(parts: HeaderParts, augment: HeaderParts, fail: Fail) -> None
     clears = augment.type_info.get("clears_artifact_provides")
     if clears:
         merged = list(parts.type_info.get("clears_artifact_provides") or [])
-        parts.type_info["clears_artifact_provides"] = merged + [c for c in clears if c not in merged]
+        merged += [pattern for pattern in clears if pattern not in merged]
+        parts.type_info["clears_artifact_provides"] = merged
 
 
 def build_header(

@@ -15,7 +15,7 @@ import io
 import lzma
 import zlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, BinaryIO, NoReturn
+from typing import IO, TYPE_CHECKING, BinaryIO, NoReturn, Protocol, cast
 
 import zstandard
 
@@ -33,9 +33,30 @@ ZSTD_MAX_WINDOW = 1 << 27
 COMPRESSIONS = {"": "none", ".gz": "gzip", ".xz": "xz", ".zst": "zstd"}
 
 
+class Readable(Protocol):
+    """What a layer reads from: another layer, or an ``io.BytesIO`` holding a section."""
+
+    def read(self, size: int = ..., /) -> bytes | None: ...
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int | None: ...
+
+
 def as_bytes_view(buffer: WriteableBuffer) -> memoryview:
     view = memoryview(buffer)
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+def readinto_from(stream: BinaryIO, view: memoryview) -> int:
+    """``stream.readinto`` where it has one (files, sockets), else ``read`` and a copy."""
+    readinto = getattr(stream, "readinto", None)
+    if readinto is not None:
+        count = readinto(view)
+        if count is None:
+            raise OSError("the stream is non-blocking and had no data; a blocking one is needed")
+        return int(count)
+    data = stream.read(len(view))
+    view[: len(data)] = data
+    return len(data)
 
 
 class Layer(io.RawIOBase):
@@ -65,25 +86,23 @@ class SourceLayer(Layer):
     def readinto(self, buffer: WriteableBuffer, /) -> int:
         view = as_bytes_view(buffer)
         try:
-            count = self._stream.readinto(view)  # type: ignore[attr-defined]
+            count = readinto_from(self._stream, view)
         except OSError as exc:
             self._fail(f"reading failed after {self.position} bytes: {exc}")
-        if count is None:
-            self._fail("the stream is non-blocking and had no data; a blocking stream is needed")
         if count and self.tap is not None:
             self.tap(view[:count])
         self.position += count
-        return int(count)
+        return count
 
 
-def read_exactly(layer: io.RawIOBase, size: int) -> bytes:
+def read_exactly(layer: Readable, size: int) -> bytes:
     """Up to ``size`` bytes; fewer only where the layer ends."""
     buffer = bytearray(size)
     view = memoryview(buffer)
     filled = 0
     while filled < size:
         count = layer.readinto(view[filled:])
-        if not count:
+        if not count:  # 0, or None from a non-blocking stream: either way nothing more now
             break
         filled += count
     del view
@@ -92,7 +111,7 @@ def read_exactly(layer: io.RawIOBase, size: int) -> bytes:
     return bytes(buffer)
 
 
-def drain(layer: io.RawIOBase, limit: int) -> int | None:
+def drain(layer: Readable, limit: int) -> int | None:
     """Read ``layer`` to its end; the byte count, or ``None`` if more than ``limit`` came."""
     scratch = bytearray(min(limit + 1, CHUNK))
     total = 0
@@ -103,21 +122,35 @@ def drain(layer: io.RawIOBase, limit: int) -> int | None:
     return total
 
 
-class _GzipLayer(Layer):
+class _InputLayer(Layer):
+    """A decompressor's side of the compressed bytes: read into one reused buffer."""
+
+    def __init__(self, inner: Readable) -> None:
+        super().__init__()
+        self._inner = inner
+        self._input = bytearray(CHUNK)
+
+    def _read_input(self) -> memoryview:
+        """The next compressed bytes (a view valid until the next call); empty at the end."""
+        count = self._inner.readinto(self._input) or 0
+        return memoryview(self._input)[:count]
+
+
+class _GzipLayer(_InputLayer):
     """gzip (several members one after the other, as Go's reader accepts)."""
 
-    def __init__(self, inner: io.RawIOBase, what: str, fail: Fail) -> None:
-        super().__init__()
-        self._inner, self._what, self._fail = inner, what, fail
+    def __init__(self, inner: Readable, what: str, fail: Fail) -> None:
+        super().__init__(inner)
+        self._what, self._fail = what, fail
         self._decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        self._pending = b""
+        self._pending: bytes | memoryview = b""
         self._started = False
 
     def readinto(self, buffer: WriteableBuffer, /) -> int:
         view = as_bytes_view(buffer)
         while True:
             if self._decompressor.eof:
-                rest = self._decompressor.unused_data or self._inner.read(CHUNK)
+                rest = self._decompressor.unused_data or bytes(self._read_input())
                 if not rest:
                     return 0
                 if not rest.startswith(b"\x1f\x8b"):
@@ -125,7 +158,7 @@ class _GzipLayer(Layer):
                 self._decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
                 self._pending = rest
             if not self._pending:
-                self._pending = self._inner.read(CHUNK) or b""
+                self._pending = self._read_input()
                 if not self._pending:
                     what = "is truncated" if self._started else "is empty"
                     self._fail(f"{self._what} {what}: its gzip stream does not end properly")
@@ -140,12 +173,12 @@ class _GzipLayer(Layer):
                 return len(out)
 
 
-class _XzLayer(Layer):
+class _XzLayer(_InputLayer):
     """xz (what ``mender-artifact --compression lzma`` writes)."""
 
-    def __init__(self, inner: io.RawIOBase, what: str, fail: Fail) -> None:
-        super().__init__()
-        self._inner, self._what, self._fail = inner, what, fail
+    def __init__(self, inner: Readable, what: str, fail: Fail) -> None:
+        super().__init__(inner)
+        self._what, self._fail = what, fail
         self._decompressor = self._new()
         self._started = False
 
@@ -156,16 +189,16 @@ class _XzLayer(Layer):
     def readinto(self, buffer: WriteableBuffer, /) -> int:
         view = as_bytes_view(buffer)
         while True:
-            data = b""
+            data: bytes | memoryview = b""
             if self._decompressor.eof:
-                data = self._decompressor.unused_data or self._inner.read(CHUNK) or b""
+                data = self._decompressor.unused_data or bytes(self._read_input())
                 if not data:
                     return 0
                 if not data.startswith(b"\xfd7zXZ\x00"):
                     self._fail(f"{self._what} has data after the end of its xz stream")
                 self._decompressor = self._new()
             elif self._decompressor.needs_input:
-                data = self._inner.read(CHUNK) or b""
+                data = self._read_input()
                 if not data:
                     what = "is truncated" if self._started else "is empty"
                     self._fail(f"{self._what} {what}: its xz stream does not end properly")
@@ -183,12 +216,12 @@ class _ZstdLayer(Layer):
     """zstd (newer writers). A stream cut short just ends early here; the tar structure
     on top (sizes, end-of-archive marker) is what reports the truncation."""
 
-    def __init__(self, inner: io.RawIOBase, what: str, fail: Fail) -> None:
+    def __init__(self, inner: Readable, what: str, fail: Fail) -> None:
         super().__init__()
         self._what, self._fail = what, fail
         decompressor = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
         self._reader = decompressor.stream_reader(
-            inner, read_size=CHUNK, read_across_frames=True, closefd=False
+            cast("IO[bytes]", inner), read_size=CHUNK, read_across_frames=True, closefd=False
         )
 
     def readinto(self, buffer: WriteableBuffer, /) -> int:
@@ -198,7 +231,7 @@ class _ZstdLayer(Layer):
             self._fail(f"{self._what} is not valid zstd data, or needs too much memory ({exc})")
 
 
-def decompressing(inner: io.RawIOBase, suffix: str, what: str, fail: Fail) -> io.RawIOBase:
+def decompressing(inner: Readable, suffix: str, what: str, fail: Fail) -> Readable:
     """``inner`` seen through the decompressor named by the file-name ``suffix``."""
     if suffix == "":
         return inner

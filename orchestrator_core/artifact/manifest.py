@@ -45,9 +45,7 @@ def parse_manifest(data: bytes, what: str, fail: Fail) -> Manifest:
             continue
         match = _LINE.fullmatch(line.strip())
         if match is None:
-            fail(
-                f"{what} line {number} is {line[:100]!r}; expected '<sha256 in hex>  <path>'"
-            )
+            fail(f"{what} line {number} is {line[:100]!r}; expected '<sha256 in hex>  <path>'")
         digest, path = match.group(1).lower(), match.group(2)
         if path in entries:
             fail(f"{what} lists {path!r} twice")

@@ -64,7 +64,7 @@ def load_keys(paths: Sequence[Path]) -> list[tuple[Path, VerifyKey]]:
                 f"verification key {path}: ECDSA curve {key.curve.name} is not supported; "
                 f"Mender Artifacts are signed with P-256 (prime256v1)"
             )
-        if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey):
+        if not isinstance(key, VerifyKey):
             raise ConfigError(
                 f"verification key {path}: {type(key).__name__} keys are not supported; "
                 f"use RSA, ECDSA P-256 or Ed25519"
@@ -91,7 +91,10 @@ def _verifies(key: VerifyKey, signature: bytes, message: bytes) -> bool:
 
 
 def check_signature(
-    manifest: bytes, signature_text: bytes | None, keys: Sequence[tuple[Path, VerifyKey]], fail: Fail
+    manifest: bytes,
+    signature_text: bytes | None,
+    keys: Sequence[tuple[Path, VerifyKey]],
+    fail: Fail,
 ) -> SignatureStatus:
     """The signature status; with keys given, anything but a valid signature fails."""
     if not keys:

@@ -9,12 +9,11 @@ member and how far it got.
 
 from __future__ import annotations
 
-import io
 import tarfile
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from orchestrator_core.artifact.layers import Fail, Layer, as_bytes_view, read_exactly
+from orchestrator_core.artifact.layers import Fail, Layer, Readable, as_bytes_view, read_exactly
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -44,7 +43,7 @@ class TarMember:
 class TarReader:
     """Members of one tar archive; ``what`` names the archive in messages."""
 
-    def __init__(self, stream: io.RawIOBase, what: str, fail: Fail) -> None:
+    def __init__(self, stream: Readable, what: str, fail: Fail) -> None:
         self._stream = stream
         self.what = what
         self.fail = fail
@@ -61,10 +60,12 @@ class TarReader:
         while True:
             block = read_exactly(self._stream, BLOCK)
             if len(block) < BLOCK:
-                after = f"after {self._last_name!r}" if self._last_name else "at its start"
+                after = f" after {self._last_name!r}" if self._last_name else ""
+                if block:
+                    self.fail(f"truncated: {self.what} ends inside a tar header{after}")
                 self.fail(
-                    f"is truncated: {self.what} ends {after} without the tar end-of-archive "
-                    f"marker"
+                    f"truncated: {self.what} ends{after or ' at its start'} without the tar "
+                    f"end-of-archive marker"
                 )
             if block == ZERO_BLOCK:
                 self._member = None
@@ -110,7 +111,7 @@ class TarReader:
             assert self._member is not None
             got = self._member.size - self._remaining
             self.fail(
-                f"is truncated: {self.what} ends inside {self._member.name!r} after {got} of "
+                f"truncated: {self.what} ends inside {self._member.name!r} after {got} of "
                 f"{self._member.size} bytes"
             )
         self._remaining -= count
@@ -126,7 +127,7 @@ class TarReader:
             self.readinto(scratch)
         if self._padding:
             if len(read_exactly(self._stream, self._padding)) < self._padding:
-                self.fail(f"is truncated: {self.what} ends inside the padding of a member")
+                self.fail(f"truncated: {self.what} ends inside the padding of a member")
             self._padding = 0
 
     def _extended_header(self, info: tarfile.TarInfo) -> bytes:
@@ -138,7 +139,7 @@ class TarReader:
         padded = info.size + (-info.size % BLOCK)
         data = read_exactly(self._stream, padded)
         if len(data) < padded:
-            self.fail(f"is truncated: {self.what} ends inside an extended tar header")
+            self.fail(f"truncated: {self.what} ends inside an extended tar header")
         return data[: info.size]
 
     def _pax_records(self, data: bytes) -> dict[str, str]:

@@ -27,12 +27,15 @@ from mender_orchestrator_canbus import hookspecs
 from mender_orchestrator_canbus.args import DriverSettings, parse_interface_args
 from mender_orchestrator_canbus.atomic import write_atomically
 from mender_orchestrator_canbus.security import simulator_key
-from mender_orchestrator_canbus.uds import UdsSession
+from mender_orchestrator_canbus.uds import Refused, UdsSession
 
 STATE_DIR = "canbus"
 RECORD = "install.json"
 PREVIOUS_IMAGE = "previous.bin"
 ERASED = 0xFF  # the value of erased flash: trailing erased bytes need not be saved
+# NRCs an ECU gives after checking a request and before acting on it: an erase refused with
+# one of these left the flash as it was (0x72 generalProgrammingFailure, say, did not)
+REFUSED_BEFORE_STARTING = frozenset({0x12, 0x13, 0x22, 0x24, 0x31, 0x33, 0x7E, 0x7F})
 
 
 @dataclass
@@ -106,20 +109,25 @@ class CanbusDriver:
             )
         return files[0]
 
-    def _flash(
+    def _erase(self, ctx: InterfaceContext, uds: UdsSession) -> None:
+        settings = self.settings
+        ctx.log.info("erasing %d bytes at %#x", settings.memory_size, settings.memory_address)
+        uds.erase(settings.memory_size)
+
+    def _program(
         self, ctx: InterfaceContext, uds: UdsSession, image: BinaryIO, size: int, version: str
     ) -> None:
-        """Erase, download, label with ``version``, and have the ECU check the result."""
+        """Download into erased flash, label with ``version``, have the ECU check the result."""
         settings = self.settings
         crc = 0
         while chunk := image.read(1 << 16):
             crc = zlib.crc32(chunk, crc)
         image.seek(0)
-        ctx.log.info("%s: erasing %d bytes at %#x", ctx.name, settings.memory_size, settings.memory_address)
-        uds.erase(settings.memory_size)
         uds.download(image, size)
         uds.write_text(settings.version_write_did, version)
-        status = uds.routine(settings.check_routine, "checkProgrammingDependencies", crc.to_bytes(4, "big"))
+        status = uds.routine(
+            settings.check_routine, "checkProgrammingDependencies", crc.to_bytes(4, "big")
+        )
         if status[:1] not in (b"", b"\x00"):
             raise InterfaceError(
                 f"{ctx.name}: RoutineControl checkProgrammingDependencies (RID "
@@ -127,7 +135,9 @@ class CanbusDriver:
                 f"{size} bytes): status record {status.hex()}"
             )
 
-    def _expect_version(self, ctx: InterfaceContext, uds: UdsSession, expected: str, what: str) -> None:
+    def _expect_version(
+        self, ctx: InterfaceContext, uds: UdsSession, expected: str, what: str
+    ) -> None:
         version = uds.wait_until_answering(self.settings.version_did)
         if version != expected:
             raise InterfaceError(
@@ -193,12 +203,19 @@ class CanbusDriver:
                 saved = uds.upload(settings.memory_size).rstrip(bytes([ERASED]))
                 write_atomically(self._state_dir(ctx) / PREVIOUS_IMAGE, saved)
                 record.image_saved = True
-                ctx.log.info("%s: saved the current image (%d bytes) for rollback", ctx.name, len(saved))
+                ctx.log.info("saved the current image (%d bytes) for rollback", len(saved))
             record.flash_touched = True
             self._save_record(ctx, record)
+            try:
+                self._erase(ctx, uds)
+            except Refused as exc:
+                if exc.code in REFUSED_BEFORE_STARTING:
+                    record.flash_touched = False
+                    self._save_record(ctx, record)
+                raise
             with payload.open("rb") as image:
-                self._flash(ctx, uds, image, size, target)
-        ctx.log.info("%s: %s flashed; the ECU runs it after its reset", ctx.name, target)
+                self._program(ctx, uds, image, size, target)
+        ctx.log.info("%s flashed; the ECU runs it after its reset", target)
 
     @hookimpl
     def artifact_reboot(self, ctx: InterfaceContext) -> None:
@@ -223,14 +240,16 @@ class CanbusDriver:
     def artifact_rollback(self, ctx: InterfaceContext) -> None:
         record = self._load_record(ctx)
         if record is None or not record.flash_touched:
-            ctx.log.info("%s: the ECU's flash was not touched; nothing to roll back", ctx.name)
+            ctx.log.info("the ECU's flash was not touched; nothing to roll back")
             return
         settings = self.settings
         with self._session(ctx) as uds:
             uds.enter_programming(lambda level, seed: self._key_for(ctx, level, seed))
             if record.previous_bank is not None:
-                ctx.log.info("%s: switching the ECU back to bank %d", ctx.name, record.previous_bank)
-                status = uds.routine(settings.bank_routine, "selectBank", bytes([record.previous_bank]))
+                ctx.log.info("switching the ECU back to bank %d", record.previous_bank)
+                status = uds.routine(
+                    settings.bank_routine, "selectBank", bytes([record.previous_bank])
+                )
                 if status[:1] not in (b"", b"\x00"):
                     raise InterfaceError(
                         f"{ctx.name}: RoutineControl selectBank (RID {settings.bank_routine:#06x}) "
@@ -242,9 +261,10 @@ class CanbusDriver:
                     f"{ctx.name}: the flash was touched but no copy of the previous image was saved"
                 )
             path = self._state_dir(ctx) / PREVIOUS_IMAGE
-            ctx.log.info("%s: re-flashing the previous image (%s)", ctx.name, record.previous_version)
+            ctx.log.info("re-flashing the previous image (%s)", record.previous_version)
+            self._erase(ctx, uds)
             with path.open("rb") as image:
-                self._flash(ctx, uds, image, path.stat().st_size, record.previous_version)
+                self._program(ctx, uds, image, path.stat().st_size, record.previous_version)
 
     @hookimpl
     def artifact_rollback_reboot(self, ctx: InterfaceContext) -> None:

@@ -139,9 +139,10 @@ class LinkSettings:
             kwargs["data_bitrate"] = self.data_bitrate
         return can.Bus(**kwargs)
 
-    def isotp_params(self, *, timeout: float, max_frame_size: int) -> dict[str, Any]:
+    def isotp_params(self, *, timeout: float, max_frame_size: int, logger: str) -> dict[str, Any]:
         """can-isotp parameters: no flow-control pauses asked of the peer (block size 0,
-        STmin 0) and blocking sends, so a UDS timeout only starts once a request is out."""
+        STmin 0) and blocking sends, so a UDS timeout only starts once a request is out;
+        can-isotp logs under ``logger``."""
         timeout_ms = max(1, round(timeout * 1000))
         params: dict[str, Any] = {
             "blocksize": 0,
@@ -151,9 +152,12 @@ class LinkSettings:
             "rx_consecutive_frame_timeout": timeout_ms,
             "max_frame_size": max_frame_size,
             "tx_padding": self.padding,
+            "logger_name": logger,
         }
         if self.fd:
-            params.update(can_fd=True, tx_data_length=64, bitrate_switch=self.data_bitrate is not None)
+            params.update(
+                can_fd=True, tx_data_length=64, bitrate_switch=self.data_bitrate is not None
+            )
         return params
 
 
@@ -161,27 +165,58 @@ def add_link_arguments(parser: argparse.ArgumentParser, defaults: LinkSettings) 
     """The options of ``LinkSettings``, shared by the driver's ``interface_args`` and the
     simulator's command line."""
     group = parser.add_argument_group("CAN link")
-    group.add_argument("--interface", default=defaults.interface,
-                       help="python-can interface (socketcan, virtual, remote, pcan, ...)")
-    group.add_argument("--channel", default=defaults.channel,
-                       help="python-can channel (can0; a virtual bus name; 127.0.0.1:PORT for remote)")
+    group.add_argument(
+        "--interface",
+        default=defaults.interface,
+        help="python-can interface (socketcan, virtual, remote, pcan, ...)",
+    )
+    group.add_argument(
+        "--channel",
+        default=defaults.channel,
+        help="python-can channel (can0; a virtual bus name; 127.0.0.1:PORT for remote)",
+    )
     group.add_argument("--bitrate", type=int_value(1, 10_000_000), default=defaults.bitrate)
-    group.add_argument("--data-bitrate", type=int_value(1, 20_000_000), default=defaults.data_bitrate,
-                       help="CAN FD data-phase bitrate (enables bit-rate switching)")
-    group.add_argument("--fd", action="store_true", default=defaults.fd,
-                       help="use CAN FD frames (64-byte payloads)")
-    group.add_argument("--addressing", choices=sorted(ADDRESSING_MODES), default=defaults.addressing,
-                       help="ISO-TP addressing mode")
-    group.add_argument("--tx-id", type=int_value(0, 0x1FFFFFFF), default=defaults.tx_id,
-                       help="CAN identifier this end sends on")
-    group.add_argument("--rx-id", type=int_value(0, 0x1FFFFFFF), default=defaults.rx_id,
-                       help="CAN identifier this end listens on")
+    group.add_argument(
+        "--data-bitrate",
+        type=int_value(1, 20_000_000),
+        default=defaults.data_bitrate,
+        help="CAN FD data-phase bitrate (enables bit-rate switching)",
+    )
+    group.add_argument(
+        "--fd",
+        action="store_true",
+        default=defaults.fd,
+        help="use CAN FD frames (64-byte payloads)",
+    )
+    group.add_argument(
+        "--addressing",
+        choices=sorted(ADDRESSING_MODES),
+        default=defaults.addressing,
+        help="ISO-TP addressing mode",
+    )
+    group.add_argument(
+        "--tx-id",
+        type=int_value(0, 0x1FFFFFFF),
+        default=defaults.tx_id,
+        help="CAN identifier this end sends on",
+    )
+    group.add_argument(
+        "--rx-id",
+        type=int_value(0, 0x1FFFFFFF),
+        default=defaults.rx_id,
+        help="CAN identifier this end listens on",
+    )
     group.add_argument("--target-address", type=int_value(0, 0xFF), default=defaults.target_address)
     group.add_argument("--source-address", type=int_value(0, 0xFF), default=defaults.source_address)
-    group.add_argument("--address-extension", type=int_value(0, 0xFF),
-                       default=defaults.address_extension)
-    group.add_argument("--padding", type=int_value(0, 0xFF), default=defaults.padding,
-                       help="pad every CAN frame to full length with this byte")
+    group.add_argument(
+        "--address-extension", type=int_value(0, 0xFF), default=defaults.address_extension
+    )
+    group.add_argument(
+        "--padding",
+        type=int_value(0, 0xFF),
+        default=defaults.padding,
+        help="pad every CAN frame to full length with this byte",
+    )
 
 
 def link_from_namespace(ns: argparse.Namespace) -> LinkSettings:

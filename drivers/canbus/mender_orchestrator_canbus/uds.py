@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar, cast
 
 import can
 import isotp
@@ -26,7 +26,9 @@ from udsoncan.exceptions import (
     TimeoutException,
     UnexpectedResponseException,
 )
-from udsoncan.services import DiagnosticSessionControl, ECUReset
+from udsoncan.services.DiagnosticSessionControl import DiagnosticSessionControl
+from udsoncan.services.ECUReset import ECUReset
+from udsoncan.typing import ClientConfig
 
 from mender_orchestrator_canbus.args import DriverSettings
 
@@ -36,8 +38,15 @@ ACTIVE_SESSION_DID = 0xF186  # ISO 14229-1 activeDiagnosticSessionDataIdentifier
 BUSY_REPEAT_REQUEST = 0x21
 REQUEST_OUT_OF_RANGE = 0x31
 _MAX_PDU = 0xFFFF  # the largest request or response we accept over ISO-TP
+_POLL = 0.01  # seconds the reader thread blocks before it looks for a stop
 
 _log = logging.getLogger(__name__)
+
+# udsoncan logs a warning or an error for each exception it raises; every one of them reaches
+# the user as our own message, with the service and the Component named, so its copies go
+_UDSONCAN_NAME = "mender-orchestrator-canbus"
+for _name in (f"UdsClient[{_UDSONCAN_NAME}]", f"Connection[{_UDSONCAN_NAME}]"):
+    logging.getLogger(_name).addFilter(lambda record: record.levelno < logging.WARNING)
 
 
 class NoAnswer(InterfaceError):
@@ -66,6 +75,19 @@ class TextCodec(udsoncan.DidCodec):
         raise udsoncan.DidCodec.ReadAllRemainingData
 
 
+class ByteCodec(udsoncan.DidCodec):
+    """A one-byte DID, read as an int."""
+
+    def encode(self, *did_value: Any) -> bytes:
+        return bytes((int(did_value[0]),))
+
+    def decode(self, did_payload: bytes) -> Any:
+        return did_payload[0]
+
+    def __len__(self) -> int:
+        return 1
+
+
 class UdsSession:
     """An open tester connection to one ECU; use as a context manager."""
 
@@ -81,7 +103,6 @@ class UdsSession:
         self.deadline = deadline
         self.log = log
         self._bus: can.BusABC | None = None
-        self._notifier: can.Notifier | None = None
         self._client: Client | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -94,13 +115,27 @@ class UdsSession:
             raise InterfaceError(
                 f"{self.who}: cannot open the CAN bus ({link.describe()}): {exc}"
             ) from exc
-        self._notifier = can.Notifier(self._bus, [], timeout=0.05)
-        stack = isotp.NotifierBasedCanStack(
-            self._bus,
-            self._notifier,
+        try:
+            self._client = self._open_client(self._bus)
+        except BaseException:
+            self._bus.shutdown()
+            raise
+        return self
+
+    def _open_client(self, bus: can.BusABC) -> Client:
+        link = self.settings.link
+        # the session owns the bus, so can-isotp may read it directly (CanStack): one thread
+        # hop less per frame than through a can.Notifier, which shows in the throughput
+        stack = isotp.CanStack(
+            bus,
             address=link.isotp_address(),
-            params=link.isotp_params(timeout=self.settings.p2_timeout, max_frame_size=_MAX_PDU),
+            params=link.isotp_params(
+                timeout=self.settings.p2_timeout,
+                max_frame_size=_MAX_PDU,
+                logger=f"{__name__}.isotp",
+            ),
             error_handler=lambda error: _log.debug("%s: ISO-TP: %s", self.who, error),
+            read_timeout=_POLL,  # closing the session waits for the reader to notice
         )
         config = dict(udsoncan.configs.default_client_config)
         config.update(
@@ -108,19 +143,22 @@ class UdsSession:
             p2_star_timeout=self.settings.p2_star_timeout,
             # our timeouts are the integrator's, not whatever the ECU advertises
             use_server_timing=False,
+            logger_name=_UDSONCAN_NAME,
             server_address_format=self.settings.address_format,
             server_memorysize_format=self.settings.memorysize_format,
             data_identifiers={
                 self.settings.version_did: TextCodec(),
                 self.settings.version_write_did: TextCodec(),
                 self.settings.serial_did: TextCodec(),
-                self.settings.bank_did: udsoncan.DidCodec("B"),
-                ACTIVE_SESSION_DID: udsoncan.DidCodec("B"),
+                self.settings.bank_did: ByteCodec(),
+                ACTIVE_SESSION_DID: ByteCodec(),
             },
         )
-        self._client = Client(PythonIsoTpConnection(stack), config=config)  # type: ignore[arg-type]
-        self._client.open()
-        return self
+        client = Client(
+            PythonIsoTpConnection(stack, name=_UDSONCAN_NAME), config=cast(ClientConfig, config)
+        )
+        client.open()
+        return client
 
     def __exit__(
         self,
@@ -130,8 +168,6 @@ class UdsSession:
     ) -> None:
         if self._client is not None:
             self._client.close()
-        if self._notifier is not None:
-            self._notifier.stop()
         if self._bus is not None:
             self._bus.shutdown()
 
@@ -150,7 +186,7 @@ class UdsSession:
         try:
             return request()
         except NegativeResponseException as exc:
-            code = exc.response.code
+            code = exc.response.code or 0
             raise Refused(
                 f"{self.who}: {what} failed: the ECU answered NRC {code:#04x} "
                 f"{exc.response.code_name}{_hint(code)}",
@@ -166,7 +202,9 @@ class UdsSession:
                 f"{exc}"
             ) from None
         except (InvalidResponseException, UnexpectedResponseException) as exc:
-            raise InterfaceError(f"{self.who}: {what}: unexpected answer from the ECU: {exc}") from None
+            raise InterfaceError(
+                f"{self.who}: {what}: unexpected answer from the ECU: {exc}"
+            ) from None
         except can.CanError as exc:
             raise InterfaceError(f"{self.who}: {what}: CAN bus error: {exc}") from None
 
@@ -205,7 +243,7 @@ class UdsSession:
             session = self.read(ACTIVE_SESSION_DID)
         except Refused as exc:
             if exc.code == REQUEST_OUT_OF_RANGE:
-                self.log.debug("%s: DID 0xF186 not supported; session not checked", self.who)
+                self.log.debug("DID 0xF186 not supported; session not checked")
                 return
             raise
         if session != DiagnosticSessionControl.Session.defaultSession:
@@ -217,15 +255,20 @@ class UdsSession:
     # ------------------------------------------------------------------ programming
 
     def enter_programming(self, key_for: Callable[[int, bytes], bytes | None]) -> None:
-        """Extended session, programming session, then SecurityAccess at ``--security-level``."""
+        """Default, extended, then programming session, then SecurityAccess at
+        ``--security-level``. Starting from the default session matters after a failed
+        attempt: an ECU still in its programming session refuses to go to extended (0x7E)."""
+        sessions = DiagnosticSessionControl.Session
         for name, session in (
-            ("extendedDiagnosticSession (0x10 0x03)", DiagnosticSessionControl.Session.extendedDiagnosticSession),
-            ("programmingSession (0x10 0x02)", DiagnosticSessionControl.Session.programmingSession),
+            ("defaultSession (0x10 0x01)", sessions.defaultSession),
+            ("extendedDiagnosticSession (0x10 0x03)", sessions.extendedDiagnosticSession),
+            ("programmingSession (0x10 0x02)", sessions.programmingSession),
         ):
-            self._call(f"DiagnosticSessionControl {name}", lambda s=session: self.client.change_session(s))
+            self._change_session(name, session)
         level = self.settings.security_level
         response = self._call(
-            f"SecurityAccess requestSeed (0x27 {level:#04x})", lambda: self.client.request_seed(level)
+            f"SecurityAccess requestSeed (0x27 {level:#04x})",
+            lambda: self.client.request_seed(level),
         )
         assert response is not None
         seed = bytes(response.service_data.seed)
@@ -240,6 +283,9 @@ class UdsSession:
             f"SecurityAccess sendKey (0x27 {level + 1:#04x})",
             lambda: self.client.send_key(level + 1, key),
         )
+
+    def _change_session(self, name: str, session: int) -> None:
+        self._call(f"DiagnosticSessionControl {name}", lambda: self.client.change_session(session))
 
     def routine(self, routine_id: int, name: str, data: bytes) -> bytes:
         """Start a routine and return its status record."""
@@ -260,7 +306,11 @@ class UdsSession:
 
     def erase(self, size: int) -> None:
         location = self._location(size)
-        record = location.alfid.get_byte() + location.get_address_bytes() + location.get_memorysize_bytes()
+        record = (
+            location.alfid.get_byte()
+            + location.get_address_bytes()
+            + location.get_memorysize_bytes()
+        )
         status = self.routine(self.settings.erase_routine, "eraseMemory", record)
         if status[:1] not in (b"", b"\x00"):
             raise InterfaceError(
@@ -296,8 +346,11 @@ class UdsSession:
         self._call("RequestTransferExit (0x37)", lambda: self.client.request_transfer_exit())
         elapsed = max(time.monotonic() - started, 1e-6)
         self.log.info(
-            "%s: transferred %d bytes in %d blocks of up to %d bytes (%.1f KiB/s)",
-            self.who, size, blocks, block, size / elapsed / 1024,
+            "transferred %d bytes in %d blocks of up to %d bytes (%.1f KiB/s)",
+            size,
+            blocks,
+            block,
+            size / elapsed / 1024,
         )
 
     def upload(self, size: int) -> bytes:
@@ -337,7 +390,7 @@ class UdsSession:
             except NoAnswer as exc:
                 if attempt == attempts:
                     raise NoAnswer(f"{exc.message} (sent {attempts} times)") from None
-                self.log.warning("%s: %s: no answer, sending it again", self.who, what)
+                self.log.warning("%s: no answer, sending it again", what)
         assert response is not None
         return bytes(response.service_data.parameter_records or b"")
 

@@ -1,3 +1,3 @@
-"""Mender Orchestrator driver for STM32 MCUs updated through their I2C system bootloader (AN4221)."""
+"""Mender Orchestrator driver: STM32 MCUs updated through their I2C system bootloader."""
 
 __version__ = "0.1.0"

@@ -11,8 +11,9 @@ What each state does:
   write the version record last.
 - ArtifactReboot: Go to the flash base, and check that the bootloader left the bus.
 - ArtifactVerifyReboot: back in the bootloader, the record and the image read back as written.
-- ArtifactRollback: write the kept area back the same way; ArtifactRollbackReboot starts it;
-  ArtifactVerifyRollbackReboot checks it reads back byte for byte.
+- ArtifactRollback: write the kept area back the same way; ArtifactRollbackReboot starts what
+  the flash holds (if it holds an application); ArtifactVerifyRollbackReboot checks that the
+  flash reads back byte for byte as kept.
 
 Queries leave the MCU as they found it: if it was running its application, they restart it
 into the bootloader (``i2c_enter_bootloader``) and start the application again afterwards.
@@ -193,7 +194,7 @@ class I2CDriver:
         # The payload is left unread, so the engine stores it in files/ for ArtifactInstall;
         # only its shape is checked here, before anything touches the device.
         if ctx.artifact is not None and ctx.artifact.files:
-            self._check_listing(ctx, [(name, size) for name, size in ctx.artifact.files])
+            self._check_listing(ctx, list(ctx.artifact.files))
 
     @hookimpl
     def artifact_install(self, ctx: InterfaceContext) -> None:
@@ -283,16 +284,9 @@ class I2CDriver:
 
     @hookimpl
     def artifact_rollback_reboot(self, ctx: InterfaceContext) -> None:
-        saved = Store(ctx).load()
-        if saved is None:
-            return
-        if saved.previous_bootable:
-            self._start_application(ctx)
-        else:
-            ctx.log.info(
-                "%s: the restored flash holds no application; leaving the MCU in its bootloader",
-                ctx.name,
-            )
+        # Whether or not the rollback had anything to restore, the MCU is left running what
+        # its flash holds, as it was before the install.
+        self._start_application(ctx, only_if_bootable=True)
 
     @hookimpl
     def artifact_verify_rollback_reboot(self, ctx: InterfaceContext) -> None:
@@ -302,7 +296,7 @@ class I2CDriver:
             return
         previous = store.previous(saved)
         s = self.settings
-        with self._session(ctx, restore=saved.previous_bootable) as boot:
+        with self._session(ctx, restore=True) as boot:
             current = boot.read_memory(s.flash_base, s.flash_size)
         if current != previous:
             at = s.flash_base + _first_difference(current, previous)
@@ -323,7 +317,7 @@ class I2CDriver:
         else:
             bus = self.i2c_open_bus(ctx, s.bus)
         try:
-            boot = Bootloader(bus, s, ctx.deadline)
+            boot = Bootloader(bus, s, ctx.deadline, ctx.name)
             was_running = not self._connect(ctx, bus, boot)
             yield boot
             if restore and was_running:
@@ -362,7 +356,7 @@ class I2CDriver:
                     )
                     raise InterfaceError(
                         f"{ctx.name}: the bootloader did not answer within "
-                        f"{time.monotonic() - started:.1f} s: {exc}.{hint}"
+                        f"{give_up - started:.1f} s (--connect-timeout): {exc}.{hint}"
                     ) from exc
                 time.sleep(0.02)
 
@@ -375,16 +369,23 @@ class I2CDriver:
             raise InterfaceError(f"{ctx.name}: no record of the install in {Store(ctx).directory}")
         return saved
 
-    def _start_application(self, ctx: InterfaceContext) -> None:
+    def _start_application(self, ctx: InterfaceContext, *, only_if_bootable: bool = False) -> None:
+        base = self.settings.flash_base
         with self._session(ctx, restore=False) as boot:
-            boot.go(self.settings.flash_base)
+            if only_if_bootable and not bootable(boot.read_memory(base, 8), self.settings):
+                ctx.log.info(
+                    "%s: the flash holds no application; leaving the MCU in its bootloader",
+                    ctx.name,
+                )
+                return
+            boot.go(base)
             try:
                 boot.connect()
             except NoAnswer:
                 return  # the bootloader has left the bus: the application runs
         raise InterfaceError(
-            f"{ctx.name}: the bootloader still answers after Go to "
-            f"0x{self.settings.flash_base:08x}: the application did not start"
+            f"{ctx.name}: the bootloader still answers after Go to 0x{base:08x}: "
+            f"the application did not start"
         )
 
     def _check_listing(self, ctx: InterfaceContext, files: list[tuple[str, int]]) -> None:
@@ -404,7 +405,11 @@ class I2CDriver:
             )
 
     def _payload(self, ctx: InterfaceContext) -> bytes:
-        files = sorted(p for p in ctx.files_dir.iterdir() if p.is_file()) if ctx.files_dir.is_dir() else []
+        files = (
+            sorted(p for p in ctx.files_dir.iterdir() if p.is_file())
+            if ctx.files_dir.is_dir()
+            else []
+        )
         self._check_listing(ctx, [(p.name, p.stat().st_size) for p in files])
         image = files[0].read_bytes()
         if not bootable(image, self.settings):
@@ -458,8 +463,9 @@ class I2CDriver:
     def _write_page(self, boot: Bootloader, number: int, content: bytes) -> None:
         start = self.settings.flash_base + number * self.settings.page_size
         for offset in range(0, len(content), CHUNK):
-            block = content[offset : offset + CHUNK]
-            if block.count(BLANK) != len(block):  # an erased page already reads 0xFF
+            # erased flash already reads 0xFF: trailing 0xFF bytes need no writing
+            block = content[offset : offset + CHUNK].rstrip(b"\xff")
+            if block:
                 boot.write_memory(start + offset, block)
 
     def _verify_pages(
@@ -487,4 +493,3 @@ class I2CDriver:
                 ctx.log.warning("%s: %s; erasing and writing it again", ctx.name, problem)
                 boot.erase_pages([number])
                 self._write_page(boot, number, expected)
-

@@ -143,7 +143,9 @@ def parse(component: Component) -> Settings:
     if page < 256 or page & (page - 1):
         raise bad("page-size", "expected a power of two of at least 256 bytes")
     if size < 2 * page or size % page:
-        raise bad("flash-size", f"expected a multiple of the page size ({page}), at least two pages")
+        raise bad(
+            "flash-size", f"expected a multiple of the page size ({page}), at least two pages"
+        )
     record = get("version-record", _int, base + size - page)
     if (record - base) % page or not base < record < base + size:
         raise bad(

@@ -46,7 +46,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from mender_orchestrator_i2c._files import write_atomic
 from mender_orchestrator_i2c.an4221 import (
@@ -84,17 +84,6 @@ class SimulatorError(ValueError):
     """The simulator's files are unusable; the message names the file and the field."""
 
 
-class I2CMessage(Protocol):
-    """What the simulator needs of an smbus2 ``i2c_msg``."""
-
-    addr: int
-    flags: int
-    len: int
-    buf: Any
-
-    def __bytes__(self) -> bytes: ...
-
-
 # --------------------------------------------------------------------------- configuration
 
 
@@ -108,7 +97,7 @@ def _number(value: object, where: str) -> int:
             return int(value, 0)
         except ValueError:
             pass
-    raise SimulatorError(f"{where}: expected an integer or a string like \"0x48\", got {value!r}")
+    raise SimulatorError(f'{where}: expected an integer or a string like "0x48", got {value!r}')
 
 
 def _seconds(value: object, where: str) -> float:
@@ -236,9 +225,9 @@ class Fault:
             raise SimulatorError(f"{where}.command: expected one of {', '.join(FAULT_COMMANDS)}")
         timed = ("write", "erase")
         if kind in ("busy", "power_loss") and command not in timed:
-            raise SimulatorError(f"{where}.command: a {kind} fault needs \"write\" or \"erase\"")
+            raise SimulatorError(f'{where}.command: a {kind} fault needs "write" or "erase"')
         if kind == "bit_flip" and command not in (None, "write"):
-            raise SimulatorError(f"{where}.command: a bit_flip fault happens on \"write\"")
+            raise SimulatorError(f'{where}.command: a bit_flip fault happens on "write"')
         fault = cls(kind=kind, command=command)
         for name in known - {"kind", "command"}:
             if name in raw and raw[name] is not None:
@@ -408,7 +397,8 @@ class SimulatedBus:
 
     # -- smbus2's surface
 
-    def i2c_rdwr(self, *msgs: I2CMessage) -> None:
+    def i2c_rdwr(self, *msgs: Any) -> None:
+        """Run smbus2 ``i2c_msg`` transfers in order, as ``SMBus.i2c_rdwr`` does."""
         if self._lock < 0:
             raise OSError(errno.EBADF, "simulated I2C bus is closed")
         state = self.device.state
@@ -587,7 +577,9 @@ class SimulatedBus:
             name, ("flash", "sram")
         )
         pages = [self._page(address)] if region == "flash" else []
-        if region not in allowed or (name != "write" and self.device.take_fault("nack", name, pages)):
+        if region not in allowed or (
+            name != "write" and self.device.take_fault("nack", name, pages)
+        ):
             return self._nack()
         self._address = address
         if name == "go":
@@ -764,7 +756,10 @@ def _init(args: argparse.Namespace) -> int:
         record = VersionRecord.for_image(args.version, image).encode()
         limit = record_at - chip.flash_base
         if len(image) > limit:
-            print(f"{args.image}: {len(image)} bytes do not fit below 0x{record_at:08x}", file=sys.stderr)
+            print(
+                f"{args.image}: {len(image)} bytes do not fit below 0x{record_at:08x}",
+                file=sys.stderr,
+            )
             return 1
         device.flash[: len(image)] = image
         device.flash[limit : limit + len(record)] = record

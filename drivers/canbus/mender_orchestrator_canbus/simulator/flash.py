@@ -44,11 +44,17 @@ class FlashStore:
     ) -> FlashStore:
         """A new ECU: bank 0 holds ``image`` labelled ``version``, any other bank is erased."""
         if not 1 <= len(image) <= bank_size:
-            raise ValueError(f"the initial image ({len(image)} bytes) must fit a bank of {bank_size}")
+            raise ValueError(
+                f"the initial image ({len(image)} bytes) must fit a bank of {bank_size}"
+            )
         for index in range(banks):
             content = image if index == 0 else b""
-            write_atomically(cls._bank_path(path, index), content + bytes([ERASED]) * (bank_size - len(content)))
-        layout = FlashLayout(serial, bank_size, 0, [Bank(True, version)] + [Bank() for _ in range(banks - 1)])
+            write_atomically(
+                cls._bank_path(path, index), content + bytes([ERASED]) * (bank_size - len(content))
+            )
+        layout = FlashLayout(
+            serial, bank_size, 0, [Bank(True, version)] + [Bank() for _ in range(banks - 1)]
+        )
         write_atomically(path, json.dumps(asdict(layout), indent=2).encode())
         return cls(path)
 

@@ -1,0 +1,283 @@
+"""The ``{{ cookiecutter.driver_name }}`` driver for Mender Orchestrator.
+
+Generated from the orchestrator's driver-template. It works end to end as generated, against a
+stand-in device: a directory named by ``--device=/absolute/path``. To drive your real device,
+rewrite the ``Device`` class (its methods are the only place that talks to the device) and the
+argument parsing in ``{{ cookiecutter.__class_name }}.__init__``; the hooks around them already
+follow the Interface protocol (SPEC section 4) and usually need little change.
+
+How the orchestrator calls this class: the entry point in pyproject.toml names it; the engine
+calls ``{{ cookiecutter.__class_name }}(component)`` once per Topology entry, then calls the
+methods marked ``@hookimpl`` with an ``InterfaceContext`` (``ctx``) holding the Component, its
+ID, the File API directory (``ctx.work_dir``), the Artifact (``ctx.artifact``), the payload
+during Download (``ctx.payload``), a logger and a deadline. A state fails by raising
+``InterfaceError`` with a message saying what went wrong; a query answers by returning.
+Each call may happen in a new process (the orchestrator resumes after reboots), so anything a
+later state needs is written under ``ctx.work_dir``, never kept in ``self``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from orchestrator_core.context import Component, InterfaceContext, RebootNeed
+from orchestrator_core.errors import ConfigError, InterfaceError
+from orchestrator_core.hookspecs import hookimpl
+
+DRIVER = "{{ cookiecutter.driver_name }}"
+CHUNK = 64 * 1024
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` so that a crash leaves the old content or the new, never a mix."""
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class Device:
+    """STAND-IN for your device. Replace these methods with your transport (serial, CAN,
+    SPI, HTTP...). The stand-in keeps the device's state in a directory:
+    ``serial`` (its serial number), ``firmware.bin`` and ``version`` (what is installed),
+    ``running`` (the version it booted last)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _read(self, name: str) -> str | None:
+        try:
+            return (self.path / name).read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+
+    def serial(self) -> str:
+        serial = self._read("serial")
+        if not serial:
+            raise InterfaceError(f"device {self.path} does not answer (no serial number)")
+        return serial
+
+    def installed_version(self) -> str | None:
+        return self._read("version")
+
+    def running_version(self) -> str | None:
+        return self._read("running")
+
+    def read_firmware(self) -> bytes:
+        path = self.path / "firmware.bin"
+        return path.read_bytes() if path.exists() else b""
+
+    def write_firmware(self, image: bytes, version: str) -> None:
+        # Invalidate the version first: an interrupted write must not look like a good one.
+        (self.path / "version").unlink(missing_ok=True)
+        write_atomic(self.path / "firmware.bin", image)
+        write_atomic(self.path / "version", version.encode() + b"\n")
+
+    def reboot(self) -> None:
+        write_atomic(self.path / "running", (self.installed_version() or "").encode() + b"\n")
+
+
+class {{ cookiecutter.__class_name }}:
+    """In-process driver for the ``{{ cookiecutter.driver_name }}`` interface."""
+
+    def __init__(self, component: Component) -> None:
+        # Parse and check interface_args here: a ConfigError stops the deployment before any
+        # state runs, so name the Component, the argument and what was expected.
+        self.component = component
+        device = None
+        for arg in component.interface_args:
+            name, _, value = arg.partition("=")
+            if name != "--device":
+                raise ConfigError(
+                    f"{component.label}: interface_args: unknown argument {arg!r}; "
+                    f"the {DRIVER} driver takes --device=/absolute/path"
+                )
+            device = Path(value)
+        if device is None or not device.is_absolute():
+            raise ConfigError(
+                f"{component.label}: interface_args: --device=/absolute/path is required "
+                f"(got {list(component.interface_args)})"
+            )
+        self.device = Device(device)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _dir(self, ctx: InterfaceContext) -> Path:
+        """This driver's private files in the File API directory (kept across restarts)."""
+        if ctx.work_dir is None:
+            raise InterfaceError(f"{ctx.name}: this state needs the File API directory")
+        directory = ctx.work_dir / "tmp" / DRIVER
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return directory
+
+    def _target_version(self, ctx: InterfaceContext) -> str:
+        if ctx.artifact is None:
+            raise InterfaceError(f"{ctx.name}: no Artifact given to this state")
+        value = ctx.artifact.provides.get(
+            f"rootfs-image.{self.component.interface}.version", ctx.artifact.name
+        )
+        return value if isinstance(value, str) else ",".join(value)
+
+    def _check_deadline(self, ctx: InterfaceContext, doing: str) -> None:
+        if time.monotonic() > ctx.deadline:
+            raise InterfaceError(f"{ctx.name}: ran out of time while {doing}")
+
+    # ------------------------------------------------------------------ queries
+
+    @hookimpl
+    def identity(self, ctx: InterfaceContext) -> str:
+        # A stable ID, unique in the System (a serial number, a MAC address...).
+        return self.device.serial()
+
+    @hookimpl
+    def provides(self, ctx: InterfaceContext) -> dict[str, str]:
+        # Must report rootfs-image.<interface>.version: without it nothing can be deployed to
+        # the Component. Never report device_type (the orchestrator does).
+        version = self.device.installed_version() or "unknown"
+        return {f"rootfs-image.{self.component.interface}.version": version}
+
+    @hookimpl
+    def inventory(self, ctx: InterfaceContext) -> list[tuple[str, str]]:
+        # Extra attributes for the Mender server's inventory; a key may repeat.
+        return [(f"{DRIVER}_device", str(self.device.path))]
+
+    @hookimpl
+    def needs_unpacked_artifact(self, ctx: InterfaceContext) -> bool:
+        # True: ctx.payload.files() gives the payload files one by one during Download.
+        # False: ctx.payload.whole_artifact() gives the .mender file itself.
+        return True
+
+    @hookimpl
+    def provide_payload_file_sizes(self, ctx: InterfaceContext) -> bool:
+        # Only meaningful for executables (DownloadWithFileSizes); sizes are always in
+        # ctx.artifact.files for an in-process driver.
+        return False
+
+    @hookimpl
+    def needs_artifact_reboot(self, ctx: InterfaceContext) -> RebootNeed:
+        # YES: the orchestrator calls artifact_reboot (reboot the device, never the host).
+        # NO: the new software runs without one. AUTOMATIC: the host reboots once per group.
+        return RebootNeed.YES
+
+    @hookimpl
+    def supports_rollback(self, ctx: InterfaceContext) -> bool:
+        # True if artifact_rollback can bring the previous software back.
+        return True
+
+    # ------------------------------------------------------------------ update states
+
+    @hookimpl
+    def download(self, ctx: InterfaceContext) -> None:
+        # Receive the payload while it streams; stage it, never install it (checksums are only
+        # final once the stream ends). Leaving ctx.payload unread is fine too: the engine then
+        # stores the files in ctx.files_dir for artifact_install.
+        if ctx.payload is None:
+            return
+        staged = self._dir(ctx) / "staged.bin"
+        count = 0
+        for payload_file in ctx.payload.files():
+            count += 1
+            if count > 1:
+                raise InterfaceError(f"{ctx.name}: the payload must be a single file")
+            with staged.open("wb") as out:
+                while chunk := payload_file.read(CHUNK):  # checksum checked as it is read
+                    self._check_deadline(ctx, "receiving the payload")
+                    out.write(chunk)
+        if count == 0:
+            raise InterfaceError(f"{ctx.name}: the Artifact has no payload file")
+
+    @hookimpl
+    def artifact_install(self, ctx: InterfaceContext) -> None:
+        # Install (or activate what Download staged). Keep what a rollback needs first.
+        directory = self._dir(ctx)
+        staged = directory / "staged.bin"
+        if not staged.exists():  # Download left the payload to the engine: it is in files/
+            files = sorted(ctx.files_dir.iterdir()) if ctx.files_dir.is_dir() else []
+            if len(files) != 1:
+                raise InterfaceError(f"{ctx.name}: expected one payload file, found {len(files)}")
+            staged = files[0]
+        image = staged.read_bytes()
+        saved = directory / "previous.json"
+        if not saved.exists():
+            write_atomic(directory / "previous.bin", self.device.read_firmware())
+            previous = {"version": self.device.installed_version()}
+            write_atomic(saved, json.dumps(previous).encode())
+        self.device.write_firmware(image, self._target_version(ctx))
+
+    @hookimpl
+    def artifact_reboot(self, ctx: InterfaceContext) -> None:
+        # Reboot the device (called because needs_artifact_reboot said YES).
+        self.device.reboot()
+
+    @hookimpl
+    def artifact_verify_reboot(self, ctx: InterfaceContext) -> None:
+        # Check the device came back up running the new software; raise if not.
+        expected = self._target_version(ctx)
+        running = self.device.running_version()
+        if running != expected:
+            raise InterfaceError(
+                f"{ctx.name}: after the reboot the device runs {running!r}, expected {expected!r}"
+            )
+
+    @hookimpl
+    def artifact_commit(self, ctx: InterfaceContext) -> None:
+        # Make the update permanent (e.g. mark the new bank as good). Keep what an explicit
+        # rollback needs until cleanup. The stand-in device has nothing to confirm.
+        ctx.log.info("%s: committed", ctx.name)
+
+    @hookimpl
+    def cleanup(self, ctx: InterfaceContext) -> None:
+        # Always the last state, whatever happened: remove temporary data, change nothing else.
+        if ctx.work_dir is not None:
+            shutil.rmtree(ctx.work_dir / "tmp" / DRIVER, ignore_errors=True)
+
+    # ------------------------------------------------------------------ error states
+
+    @hookimpl
+    def artifact_rollback(self, ctx: InterfaceContext) -> None:
+        # Restore the previous software (install had started and something failed, here or in
+        # any other Component of the System).
+        directory = self._dir(ctx)
+        saved = directory / "previous.json"
+        if not saved.exists():
+            ctx.log.info("%s: install never changed the device; nothing to roll back", ctx.name)
+            return
+        previous = json.loads(saved.read_text())
+        if previous["version"] is None:
+            raise InterfaceError(f"{ctx.name}: the device had no version before; cannot restore")
+        self.device.write_firmware((directory / "previous.bin").read_bytes(), previous["version"])
+
+    @hookimpl
+    def artifact_rollback_reboot(self, ctx: InterfaceContext) -> None:
+        # Reboot into the restored software.
+        self.device.reboot()
+
+    @hookimpl
+    def artifact_verify_rollback_reboot(self, ctx: InterfaceContext) -> None:
+        # Check the device runs the previous software again; the orchestrator retries
+        # artifact_rollback_reboot a few times when this fails.
+        saved = self._dir(ctx) / "previous.json"
+        if not saved.exists():
+            return
+        expected = json.loads(saved.read_text())["version"]
+        running = self.device.running_version()
+        if running != expected:
+            raise InterfaceError(
+                f"{ctx.name}: after the rollback the device runs {running!r}, expected {expected!r}"
+            )
+
+    @hookimpl
+    def artifact_failure(self, ctx: InterfaceContext) -> None:
+        # Tidy up after a failed install (after the rollback states, if they ran).
+        ctx.log.warning("%s: the update failed", ctx.name)

@@ -1,0 +1,587 @@
+"""The simulated ECU's UDS (ISO 14229-1) server logic, independent of the transport.
+
+``Ecu.handle`` takes one request and returns the response bytes (positive, or a ``7F SID NRC``
+negative response), sending ``7F SID 78`` (response pending) first for slow routines. The
+session, security and transfer rules are those a typical OEM bootloader enforces:
+
+* sessions: default 0x01, programming 0x02 (only from extended), extended 0x03 (not from
+  programming); leaving a session relocks security and abandons a transfer; a non-default
+  session falls back to default after S3 seconds without a request;
+* SecurityAccess level 0x01/0x02 with a 4-byte random seed; a wrong key is NRC 0x35, the
+  third in a row NRC 0x36 and a lockout during which requestSeed answers NRC 0x37;
+* programming services need the programming session and an unlocked ECU; RequestDownload
+  needs the range erased first; TransferData checks the block sequence counter (1, 2, ...
+  0xFF, 0x00, ...) and acknowledges a repeated block without writing it again;
+* single bank: the one bank is erased and reprogrammed in place; dual bank: downloads go to
+  the bank not running, checkProgrammingDependencies makes it the boot bank, and the
+  selectBank routine chooses the boot bank explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from udsoncan.Request import Request
+
+from mender_orchestrator_canbus.security import SIMULATOR_SECRET, simulator_key
+from mender_orchestrator_canbus.simulator.flash import FlashStore
+
+DEFAULT, PROGRAMMING, EXTENDED = 0x01, 0x02, 0x03
+ACTIVE_SESSION_DID = 0xF186
+
+# negative response codes (ISO 14229-1 annex A)
+SERVICE_NOT_SUPPORTED = 0x11
+SUB_FUNCTION_NOT_SUPPORTED = 0x12
+INCORRECT_LENGTH = 0x13
+CONDITIONS_NOT_CORRECT = 0x22
+REQUEST_SEQUENCE_ERROR = 0x24
+REQUEST_OUT_OF_RANGE = 0x31
+SECURITY_ACCESS_DENIED = 0x33
+INVALID_KEY = 0x35
+EXCEEDED_ATTEMPTS = 0x36
+DELAY_NOT_EXPIRED = 0x37
+UPLOAD_DOWNLOAD_NOT_ACCEPTED = 0x70
+TRANSFER_SUSPENDED = 0x71
+GENERAL_PROGRAMMING_FAILURE = 0x72
+WRONG_BLOCK_SEQUENCE_COUNTER = 0x73
+RESPONSE_PENDING = 0x78
+SUB_FUNCTION_NOT_SUPPORTED_IN_SESSION = 0x7E
+SERVICE_NOT_SUPPORTED_IN_SESSION = 0x7F
+
+FAULT_NAMES = (
+    "drop-frames",
+    "corrupt-block",
+    "wrong-key",
+    "refuse-erase",
+    "fail-after",
+    "reset-mid-transfer",
+    "never-answer",
+)
+
+
+# how many leading request bytes name a request in ``Ecu.trace`` (service, sub-function, id)
+_LABEL_LENGTH = {0x10: 2, 0x11: 2, 0x22: 3, 0x27: 2, 0x2E: 3, 0x31: 4, 0x3E: 2}
+
+
+class Nrc(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(f"NRC {code:#04x}")
+        self.code = code
+
+
+@dataclass
+class EcuConfig:
+    version_did: int = 0xF189
+    serial_did: int = 0xF18C
+    bank_did: int = 0xFD00
+    erase_routine: int = 0xFF00
+    check_routine: int = 0xFF01
+    bank_routine: int = 0xF001
+    memory_address: int = 0  # where every bank appears in the tester's address space
+    max_block_length: int = 4095  # maxNumberOfBlockLength announced (service id + counter + data)
+    erase_time: float = 0.05
+    check_time: float = 0.02
+    boot_time: float = 0.1
+    s3_timeout: float = 5.0
+    lockout_time: float = 10.0
+    p2_ms: int = 50
+    p2_star_ms: int = 5000
+
+
+@dataclass
+class Faults:
+    """Injected faults. Those that break a transfer fire once, so a rollback can succeed;
+    ``wrong-key``, ``refuse-erase`` and ``never-answer`` describe the ECU and last."""
+
+    drop_frames: int = 0  # TransferData requests that each lose one CAN frame
+    corrupt_block: int | None = None  # flip a bit of this download block (1-based) in flash
+    wrong_key: bool = False  # the ECU expects a different key than the published algorithm
+    refuse_erase: bool = False  # eraseMemory answers NRC 0x22 conditionsNotCorrect
+    fail_after: int | None = None  # after N blocks, TransferData answers NRC 0x72
+    reset_after: int | None = None  # after N blocks, the ECU resets without answering
+    never_answer: str | None = None  # "always", or "after-reset": silent once reset
+
+    @classmethod
+    def parse(cls, specs: Iterable[str]) -> Faults:
+        """From ``NAME`` / ``NAME=VALUE`` strings; ``ValueError`` names a bad one."""
+        faults = cls()
+        for spec in specs:
+            name, _, value = spec.partition("=")
+            numeric = {
+                "drop-frames": "drop_frames",
+                "corrupt-block": "corrupt_block",
+                "fail-after": "fail_after",
+                "reset-mid-transfer": "reset_after",
+            }
+            if name in numeric:
+                if not value.isdigit() or (name == "corrupt-block" and int(value) < 1):
+                    raise ValueError(
+                        f"fault {name} needs a block count, e.g. {name}=3 (got {spec!r})"
+                    )
+                setattr(faults, numeric[name], int(value))
+            elif name in ("wrong-key", "refuse-erase") and not value:
+                setattr(faults, name.replace("-", "_"), True)
+            elif name == "never-answer" and value in ("", "always", "after-reset"):
+                faults.never_answer = value or "always"
+            else:
+                raise ValueError(
+                    f"unknown fault {spec!r}; known: {', '.join(FAULT_NAMES)} "
+                    f"(never-answer takes =always or =after-reset)"
+                )
+        return faults
+
+
+@dataclass
+class Transfer:
+    upload: bool
+    bank: int
+    offset: int
+    size: int
+    done: int = 0
+    expected: int = 1  # the next block sequence counter
+    last: int | None = None  # the counter of the last block handled, which may be repeated
+    last_data: bytes = b""  # upload: what that block carried, sent again on a repeat
+    blocks: int = 0
+
+
+@dataclass
+class Runtime:
+    """Everything a power cycle forgets."""
+
+    session: int = DEFAULT
+    unlocked: bool = False
+    seed: bytes | None = None
+    transfer: Transfer | None = None
+    erased: tuple[int, int, int] | None = None  # (bank, start, end) erased since boot
+    downloaded: tuple[int, int, int] | None = None  # (bank, offset, size) of the last download
+    fingerprint: str | None = None  # the version written for the image being programmed
+    last_request: float = field(default_factory=time.monotonic)
+
+
+Send = Callable[[bytes], None]
+
+
+class Ecu:
+    def __init__(self, flash: FlashStore, config: EcuConfig, faults: Faults) -> None:
+        self.flash = flash
+        self.config = config
+        self.faults = faults
+        self.stats: Counter[str] = Counter()
+        self.trace: list[str] = []  # a label per request handled, e.g. "1003", "22f189", "36"
+        self.failed_keys = 0  # survives resets, or a reset would be a free retry
+        self.lockout_until = 0.0
+        self.offline_until: float | None = None
+        self.dead = faults.never_answer == "always"
+        self.reset_requested = False  # the server powers the ECU off once the answer is out
+        self._handlers: dict[int, Callable[[Request, Send], bytes | None]] = {
+            0x10: self._session_control,
+            0x11: self._ecu_reset,
+            0x22: self._read_data,
+            0x2E: self._write_data,
+            0x27: self._security_access,
+            0x31: self._routine_control,
+            0x34: self._request_download,
+            0x35: self._request_upload,
+            0x36: self._transfer_data,
+            0x37: self._transfer_exit,
+            0x3E: self._tester_present,
+        }
+        self._boot()
+
+    # ------------------------------------------------------------------ power
+
+    def _boot(self) -> None:
+        self.flash.reload()
+        layout = self.flash.layout
+        self.rt = Runtime()
+        self.active_bank = layout.boot_bank
+        if not layout.banks[self.active_bank].valid:
+            # an A/B bootloader falls back to the other bank if that one is intact
+            fallback = [i for i, bank in enumerate(layout.banks) if bank.valid]
+            if fallback:
+                self.active_bank = fallback[0]
+        bank = layout.banks[self.active_bank]
+        self.running_version = bank.version if bank.valid else None
+
+    def power_off(self) -> None:
+        """Reset: silent for ``boot_time``, then boot from what is in flash."""
+        self.stats["resets"] += 1
+        self.offline_until = time.monotonic() + self.config.boot_time
+        if self.faults.never_answer == "after-reset":
+            self.dead = True
+
+    def online(self) -> bool:
+        """Whether the ECU listens now; boots it once a reset's boot time has passed."""
+        if self.offline_until is not None and time.monotonic() >= self.offline_until:
+            self.offline_until = None
+            self._boot()
+        return self.offline_until is None and not self.dead
+
+    def wants_frame_dropped(self) -> bool:
+        """Asked for each multi-frame request: lose a frame of it (the ``drop-frames`` fault)?"""
+        transfer = self.rt.transfer
+        if self.faults.drop_frames > 0 and transfer is not None and not transfer.upload:
+            self.faults.drop_frames -= 1
+            self.stats["frames_dropped"] += 1
+            return True
+        return False
+
+    # ------------------------------------------------------------------ requests
+
+    def handle(self, payload: bytes, send: Send) -> bytes | None:
+        """The response to one request, or ``None`` when the ECU stays silent."""
+        now = time.monotonic()
+        if self.rt.session != DEFAULT and now - self.rt.last_request > self.config.s3_timeout:
+            self._enter_session(DEFAULT)
+        self.rt.last_request = now
+        sid = payload[0]
+        self.trace.append(payload[: _LABEL_LENGTH.get(sid, 1)].hex())
+        handler = self._handlers.get(sid)
+        if handler is None:
+            return bytes((0x7F, sid, SERVICE_NOT_SUPPORTED))
+        request = Request.from_payload(payload)
+        try:
+            data = handler(request, send)
+        except Nrc as nrc:
+            self.stats[f"nrc_{nrc.code:02x}"] += 1
+            return bytes((0x7F, sid, nrc.code))
+        if data is None or request.suppress_positive_response:
+            return None
+        return bytes((sid + 0x40,)) + data
+
+    @staticmethod
+    def _body(request: Request) -> bytes:
+        return request.data or b""
+
+    def _require_session(self, *sessions: int) -> None:
+        if self.rt.session not in sessions:
+            raise Nrc(SERVICE_NOT_SUPPORTED_IN_SESSION)
+
+    def _require_unlocked(self) -> None:
+        if not self.rt.unlocked:
+            raise Nrc(SECURITY_ACCESS_DENIED)
+
+    def _enter_session(self, session: int) -> None:
+        if session != self.rt.session:
+            self.rt.unlocked = False
+            self.rt.seed = None
+            self.rt.transfer = None
+        self.rt.session = session
+
+    def _session_control(self, request: Request, send: Send) -> bytes:
+        session = request.subfunction
+        if session is None or self._body(request):
+            raise Nrc(INCORRECT_LENGTH)
+        if session not in (DEFAULT, PROGRAMMING, EXTENDED):
+            raise Nrc(SUB_FUNCTION_NOT_SUPPORTED)
+        if (session, self.rt.session) in ((PROGRAMMING, DEFAULT), (EXTENDED, PROGRAMMING)):
+            raise Nrc(SUB_FUNCTION_NOT_SUPPORTED_IN_SESSION)
+        self._enter_session(session)
+        timing = self.config.p2_ms.to_bytes(2, "big") + (self.config.p2_star_ms // 10).to_bytes(
+            2, "big"
+        )
+        return bytes((session,)) + timing
+
+    def _ecu_reset(self, request: Request, send: Send) -> bytes:
+        kind = request.subfunction
+        if kind is None or self._body(request):
+            raise Nrc(INCORRECT_LENGTH)
+        if kind not in (0x01, 0x02, 0x03):
+            raise Nrc(SUB_FUNCTION_NOT_SUPPORTED)
+        self.reset_requested = True
+        return bytes((kind,))
+
+    def _tester_present(self, request: Request, send: Send) -> bytes:
+        if request.subfunction is None or self._body(request):
+            raise Nrc(INCORRECT_LENGTH)
+        if request.subfunction != 0:
+            raise Nrc(SUB_FUNCTION_NOT_SUPPORTED)
+        return b"\x00"
+
+    # ------------------------------------------------------------------ data identifiers
+
+    def _read_data(self, request: Request, send: Send) -> bytes:
+        body = self._body(request)
+        if not body or len(body) % 2:
+            raise Nrc(INCORRECT_LENGTH)
+        answer = b""
+        for index in range(0, len(body), 2):
+            did = int.from_bytes(body[index : index + 2], "big")
+            answer += body[index : index + 2] + self._did_value(did)
+        return answer
+
+    def _did_value(self, did: int) -> bytes:
+        layout = self.flash.layout
+        if did == self.config.serial_did:
+            return layout.serial.encode()
+        if did == self.config.version_did:
+            # the application it booted, as long as that is still intact in flash
+            if self.running_version is None or not layout.banks[self.active_bank].valid:
+                raise Nrc(CONDITIONS_NOT_CORRECT)
+            return self.running_version.encode()
+        if did == ACTIVE_SESSION_DID:
+            return bytes((self.rt.session,))
+        if did == self.config.bank_did and len(layout.banks) == 2:
+            return bytes((self.active_bank,))
+        raise Nrc(REQUEST_OUT_OF_RANGE)
+
+    def _write_data(self, request: Request, send: Send) -> bytes:
+        body = self._body(request)
+        if len(body) < 3:
+            raise Nrc(INCORRECT_LENGTH)
+        did = int.from_bytes(body[:2], "big")
+        if did != self.config.version_did or self.rt.session != PROGRAMMING:
+            raise Nrc(REQUEST_OUT_OF_RANGE)
+        self._require_unlocked()
+        value = body[2:]
+        if len(value) > 64 or not value.isascii() or not value.decode().isprintable():
+            raise Nrc(REQUEST_OUT_OF_RANGE)
+        self.rt.fingerprint = value.decode()
+        return body[:2]
+
+    # ------------------------------------------------------------------ security access
+
+    def _security_access(self, request: Request, send: Send) -> bytes:
+        self._require_session(PROGRAMMING, EXTENDED)
+        level = request.subfunction
+        if level is None:
+            raise Nrc(INCORRECT_LENGTH)
+        if level not in (0x01, 0x02):
+            raise Nrc(SUB_FUNCTION_NOT_SUPPORTED)
+        body = self._body(request)
+        if level == 0x01:
+            if body:
+                raise Nrc(INCORRECT_LENGTH)
+            if time.monotonic() < self.lockout_until:
+                raise Nrc(DELAY_NOT_EXPIRED)
+            if self.rt.unlocked:
+                return b"\x01\x00\x00\x00\x00"
+            seed = b"\x00"
+            while not any(seed):
+                seed = os.urandom(4)
+            self.rt.seed = seed
+            return b"\x01" + seed
+        pending, self.rt.seed = self.rt.seed, None
+        if pending is None:
+            raise Nrc(REQUEST_SEQUENCE_ERROR)
+        seed = pending
+        if len(body) != len(seed):
+            raise Nrc(INCORRECT_LENGTH)
+        secret = b"WRNG" if self.faults.wrong_key else SIMULATOR_SECRET
+        if body != simulator_key(seed, secret):
+            self.failed_keys += 1
+            if self.failed_keys >= 3:
+                self.failed_keys = 0
+                self.lockout_until = time.monotonic() + self.config.lockout_time
+                raise Nrc(EXCEEDED_ATTEMPTS)
+            raise Nrc(INVALID_KEY)
+        self.failed_keys = 0
+        self.rt.unlocked = True
+        return b"\x02"
+
+    # ------------------------------------------------------------------ routines
+
+    def _routine_control(self, request: Request, send: Send) -> bytes:
+        self._require_session(PROGRAMMING, EXTENDED)
+        body = self._body(request)
+        if request.subfunction is None or len(body) < 2:
+            raise Nrc(INCORRECT_LENGTH)
+        if request.subfunction != 0x01:  # only startRoutine: these routines run to completion
+            raise Nrc(SUB_FUNCTION_NOT_SUPPORTED)
+        routine_id = int.from_bytes(body[:2], "big")
+        routines: dict[int, Callable[[bytes, Send], bytes]] = {
+            self.config.erase_routine: self._erase,
+            self.config.check_routine: self._check_dependencies,
+        }
+        if len(self.flash.layout.banks) == 2:
+            routines[self.config.bank_routine] = self._select_bank
+        routine = routines.get(routine_id)
+        if routine is None:
+            raise Nrc(REQUEST_OUT_OF_RANGE)
+        if self.rt.session != PROGRAMMING:
+            raise Nrc(CONDITIONS_NOT_CORRECT)
+        self._require_unlocked()
+        return b"\x01" + body[:2] + routine(body[2:], send)
+
+    def _busy(self, send: Send, sid: int, seconds: float) -> None:
+        """Work for ``seconds``, telling the tester with response-pending (0x78) answers."""
+        end = time.monotonic() + seconds
+        while True:
+            send(bytes((0x7F, sid, RESPONSE_PENDING)))
+            self.stats["responses_pending"] += 1
+            time.sleep(max(0.0, min(end - time.monotonic(), self.config.p2_star_ms / 2000)))
+            if time.monotonic() >= end:
+                return
+
+    def _target_bank(self) -> int:
+        """Where a download goes: the only bank, or the one not running."""
+        return 0 if len(self.flash.layout.banks) == 1 else 1 - self.active_bank
+
+    def _memory_range(self, record: bytes, bank: int) -> tuple[int, int]:
+        """(offset in the bank, size) from addressAndLengthFormatIdentifier, address, size."""
+        if not record:
+            raise Nrc(INCORRECT_LENGTH)
+        address_length, size_length = record[0] & 0x0F, record[0] >> 4
+        if not (1 <= address_length <= 5 and 1 <= size_length <= 4):
+            raise Nrc(REQUEST_OUT_OF_RANGE)
+        if len(record) != 1 + address_length + size_length:
+            raise Nrc(INCORRECT_LENGTH)
+        address = int.from_bytes(record[1 : 1 + address_length], "big")
+        size = int.from_bytes(record[1 + address_length :], "big")
+        offset = address - self.config.memory_address
+        if size == 0 or offset < 0 or offset + size > self.flash.layout.bank_size:
+            raise Nrc(REQUEST_OUT_OF_RANGE)
+        return offset, size
+
+    def _erase(self, record: bytes, send: Send) -> bytes:
+        bank = self._target_bank()
+        offset, size = self._memory_range(record, bank)
+        if self.faults.refuse_erase or self.rt.transfer is not None:
+            raise Nrc(CONDITIONS_NOT_CORRECT)
+        self._busy(send, 0x31, self.config.erase_time)
+        self.flash.erase(bank, offset, size)
+        layout = self.flash.layout
+        layout.banks[bank].valid = False
+        layout.banks[bank].version = None
+        if layout.boot_bank == bank and len(layout.banks) == 2:
+            layout.boot_bank = self.active_bank
+        self.flash.save()
+        self.rt.erased = (bank, offset, offset + size)
+        self.rt.downloaded = None
+        self.stats["erases"] += 1
+        return b"\x00"
+
+    def _check_dependencies(self, record: bytes, send: Send) -> bytes:
+        """Option record: CRC-32 of the downloaded image. Status 0x00 valid, 0x01 CRC
+        mismatch, 0x02 no version (fingerprint) written."""
+        if len(record) != 4:
+            raise Nrc(INCORRECT_LENGTH)
+        if self.rt.downloaded is None:
+            raise Nrc(REQUEST_SEQUENCE_ERROR)
+        bank, offset, size = self.rt.downloaded
+        self._busy(send, 0x31, self.config.check_time)
+        if zlib.crc32(self.flash.read(bank, offset, size)) != int.from_bytes(record, "big"):
+            return b"\x01"
+        if not self.rt.fingerprint:
+            return b"\x02"
+        layout = self.flash.layout
+        layout.banks[bank].valid = True
+        layout.banks[bank].version = self.rt.fingerprint
+        layout.boot_bank = bank
+        self.flash.save()
+        return b"\x00"
+
+    def _select_bank(self, record: bytes, send: Send) -> bytes:
+        if len(record) != 1:
+            raise Nrc(INCORRECT_LENGTH)
+        bank = record[0]
+        if bank >= len(self.flash.layout.banks):
+            raise Nrc(REQUEST_OUT_OF_RANGE)
+        if not self.flash.layout.banks[bank].valid:
+            raise Nrc(CONDITIONS_NOT_CORRECT)
+        self.flash.layout.boot_bank = bank
+        self.flash.save()
+        return b"\x00"
+
+    # ------------------------------------------------------------------ transfers
+
+    def _start_transfer(self, request: Request, upload: bool) -> bytes:
+        self._require_session(PROGRAMMING)
+        self._require_unlocked()
+        body = self._body(request)
+        if len(body) < 3:
+            raise Nrc(INCORRECT_LENGTH)
+        if body[0] != 0x00:  # dataFormatIdentifier: no compression, no encryption
+            raise Nrc(REQUEST_OUT_OF_RANGE)
+        bank = self.active_bank if upload else self._target_bank()
+        offset, size = self._memory_range(body[1:], bank)
+        if self.rt.transfer is not None:
+            raise Nrc(CONDITIONS_NOT_CORRECT)
+        erased = self.rt.erased
+        if not upload and not (
+            erased is not None
+            and erased[0] == bank
+            and erased[1] <= offset
+            and offset + size <= erased[2]
+        ):
+            raise Nrc(UPLOAD_DOWNLOAD_NOT_ACCEPTED)
+        self.rt.transfer = Transfer(upload, bank, offset, size)
+        return b"\x20" + self.config.max_block_length.to_bytes(2, "big")
+
+    def _request_download(self, request: Request, send: Send) -> bytes:
+        return self._start_transfer(request, upload=False)
+
+    def _request_upload(self, request: Request, send: Send) -> bytes:
+        return self._start_transfer(request, upload=True)
+
+    def _transfer_data(self, request: Request, send: Send) -> bytes | None:
+        self._require_session(PROGRAMMING)
+        body = self._body(request)
+        transfer = self.rt.transfer
+        if not body:
+            raise Nrc(INCORRECT_LENGTH)
+        if transfer is None:
+            raise Nrc(REQUEST_SEQUENCE_ERROR)
+        counter, data = body[0], body[1:]
+        room = self.config.max_block_length - 2
+        if counter == transfer.last:  # the tester did not get our answer and repeats
+            self.stats["repeated_blocks"] += 1
+            return bytes((counter,)) + transfer.last_data
+        if counter != transfer.expected:
+            raise Nrc(WRONG_BLOCK_SEQUENCE_COUNTER)
+        if transfer.upload:
+            if data:
+                raise Nrc(INCORRECT_LENGTH)
+            if transfer.done >= transfer.size:
+                raise Nrc(REQUEST_SEQUENCE_ERROR)
+            count = min(room, transfer.size - transfer.done)
+            reply = self.flash.read(transfer.bank, transfer.offset + transfer.done, count)
+        else:
+            if not data or len(data) > room:
+                raise Nrc(INCORRECT_LENGTH)
+            if transfer.done + len(data) > transfer.size:
+                raise Nrc(TRANSFER_SUSPENDED)
+            if not self._write_block(transfer, data):
+                return None
+            count, reply = len(data), b""
+        transfer.done += count
+        transfer.blocks += 1
+        transfer.last, transfer.last_data = counter, reply
+        transfer.expected = (counter + 1) & 0xFF
+        return bytes((counter,)) + reply
+
+    def _write_block(self, transfer: Transfer, data: bytes) -> bool:
+        """Program one block, unless a fault strikes; ``False``: the ECU went silent."""
+        index = transfer.blocks + 1
+        faults = self.faults
+        if faults.reset_after is not None and index > faults.reset_after:
+            faults.reset_after = None
+            self.power_off()
+            return False
+        if faults.fail_after is not None and index > faults.fail_after:
+            faults.fail_after = None
+            self.rt.transfer = None
+            raise Nrc(GENERAL_PROGRAMMING_FAILURE)
+        if faults.corrupt_block == index:
+            faults.corrupt_block = None
+            data = bytes((data[0] ^ 0x01,)) + data[1:]
+            self.stats["corrupted_blocks"] += 1
+        self.flash.program(transfer.bank, transfer.offset + transfer.done, data)
+        self.stats["blocks_written"] += 1
+        return True
+
+    def _transfer_exit(self, request: Request, send: Send) -> bytes:
+        self._require_session(PROGRAMMING)
+        transfer = self.rt.transfer
+        if transfer is None or transfer.done != transfer.size:
+            raise Nrc(REQUEST_SEQUENCE_ERROR)
+        self.rt.transfer = None
+        if not transfer.upload:
+            self.flash.sync(transfer.bank)
+            self.rt.downloaded = (transfer.bank, transfer.offset, transfer.size)
+        return b""

@@ -1,0 +1,155 @@
+"""The simulated ECU on a python-can bus: ISO-TP (can-isotp) below, ``Ecu`` above.
+
+Frames reach the ISO-TP layer through ``FrameGate``, which can lose one on purpose (the
+``drop-frames`` fault). While the ECU is resetting its ISO-TP layer is stopped: it neither
+receives nor answers, and what arrived meanwhile is thrown away when it comes back.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from types import TracebackType
+
+import can
+import isotp
+
+from mender_orchestrator_canbus.link import LinkSettings
+from mender_orchestrator_canbus.simulator.ecu import Ecu
+
+log = logging.getLogger("mender_orchestrator_canbus.simulator")
+
+_FIRST_FRAME, _CONSECUTIVE_FRAME = 1, 2
+_POLL = 0.01  # seconds: how quickly the threads notice a stop or a reset
+
+
+class FrameGate:
+    """Reads frames for the ISO-TP layer, losing one on purpose for the ``drop-frames`` fault."""
+
+    def __init__(self, bus: can.BusABC, ecu: Ecu, pci_offset: int) -> None:
+        self.bus = bus
+        self.ecu = ecu
+        self.pci_offset = pci_offset  # extended and mixed addressing put an address byte first
+        self._drop_next = False
+
+    def receive(self, timeout: float) -> isotp.CanMessage | None:
+        msg = self.bus.recv(timeout)
+        if msg is None or msg.is_error_frame or msg.is_remote_frame:
+            return None
+        if len(msg.data) > self.pci_offset:
+            kind = msg.data[self.pci_offset] >> 4
+            if kind == _FIRST_FRAME:
+                self._drop_next = self.ecu.wants_frame_dropped()
+            elif kind == _CONSECUTIVE_FRAME and self._drop_next:
+                self._drop_next = False
+                return None
+        return isotp.CanMessage(
+            arbitration_id=msg.arbitration_id,
+            data=bytes(msg.data),
+            extended_id=msg.is_extended_id,
+            is_fd=msg.is_fd,
+            bitrate_switch=msg.bitrate_switch,
+        )
+
+    def discard_pending(self) -> None:
+        """Forget frames that arrived while the ECU was off."""
+        while self.bus.recv(0) is not None:
+            pass
+
+
+class EcuServer:
+    """Runs an ``Ecu`` on a bus in a background thread; use as a context manager."""
+
+    def __init__(self, link: LinkSettings, ecu: Ecu) -> None:
+        self.link = link
+        self.ecu = ecu
+        self._bus = link.open_bus()
+        uses_address_byte = link.addressing.startswith(("extended", "mixed"))
+        self._gate = FrameGate(self._bus, ecu, pci_offset=1 if uses_address_byte else 0)
+        self._stack = isotp.TransportLayer(
+            rxfn=self._gate.receive,
+            txfn=self._transmit,
+            address=link.isotp_address(),
+            params=link.isotp_params(
+                timeout=1.0,
+                max_frame_size=max(4095, ecu.config.max_block_length),
+                logger=f"{log.name}.isotp",
+            ),
+            error_handler=lambda error: log.debug("ISO-TP: %s", error),
+            read_timeout=_POLL,
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="ecu-simulator", daemon=True)
+        self._listening = False
+
+    def _transmit(self, msg: isotp.CanMessage) -> None:
+        self._bus.send(
+            can.Message(
+                arbitration_id=msg.arbitration_id,
+                data=msg.data,
+                is_extended_id=msg.is_extended_id,
+                is_fd=msg.is_fd,
+                bitrate_switch=msg.bitrate_switch,
+            )
+        )
+
+    def __enter__(self) -> EcuServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._thread.join(5)
+        self._bus.shutdown()
+
+    # ------------------------------------------------------------------ the ECU's main loop
+
+    def _listen(self, on: bool) -> None:
+        if on == self._listening:
+            return
+        if on:
+            self._gate.discard_pending()
+            self._stack.start()
+        else:
+            self._stack.stop()
+        self._listening = on
+
+    def _serve(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if not self.ecu.online():
+                    self._listen(False)
+                    time.sleep(0.01)
+                    continue
+                self._listen(True)
+                request = self._stack.recv(block=True, timeout=_POLL)
+                if request is None:
+                    continue
+                response = self.ecu.handle(bytes(request), self._send)
+                if response is not None:
+                    self._send(response)
+                if self.ecu.reset_requested:
+                    self.ecu.reset_requested = False
+                    self.ecu.power_off()
+        finally:
+            self._listen(False)
+
+    def _send(self, payload: bytes) -> None:
+        try:
+            self._stack.send(payload)
+        except isotp.IsoTpError as exc:  # the tester went away mid-answer: the ECU carries on
+            log.debug("could not send %d bytes: %s", len(payload), exc)

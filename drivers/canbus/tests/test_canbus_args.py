@@ -1,0 +1,116 @@
+"""interface_args: every mistake is a ConfigError naming the argument; every link variant works."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from canbus_helpers import OLD_VERSION, QUICK_ECU, SERIAL, Harness, SimEcu
+from orchestrator_core.context import Component
+from orchestrator_core.drivers import load
+from orchestrator_core.errors import ConfigError, InterfaceError
+
+from mender_orchestrator_canbus.link import LinkSettings
+from mender_orchestrator_canbus.simulator import EcuConfig
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["front", "15:22:aa:33:ff"], "unrecognized arguments: front 15:22:aa:33:ff"),
+        (["--tx-id=0xZZ"], "argument --tx-id: expected an integer (decimal or 0x-prefixed hex), got '0xZZ'"),
+        (["--tx-id=0x800"], "--tx-id=0x800 does not fit the 11-bit CAN identifiers of --addressing=normal"),
+        (["--rx-id=0x7E0"], "--tx-id and --rx-id must differ (both are 0x7e0)"),
+        (["--interface=nope"], "--interface='nope' is not a python-can interface; known: "),
+        (["--addressing=extended"], "--addressing=extended needs --target-address and --source-address"),
+        (["--addressing=sideways"], "argument --addressing: invalid choice: 'sideways'"),
+        (["--security-level=2"], "argument --security-level: expected the odd requestSeed sub-function"),
+        (["--p2-timeout=0"], "argument --p2-timeout: expected a number of seconds above 0, got '0'"),
+        (["--banks=3"], "argument --banks: invalid choice: 3"),
+        (["--version-did=0x10000"], "argument --version-did: expected a value from 0x0 to 0xffff"),
+        (["--memory-size=0x100", "--memorysize-format=8"], "argument --memory-size: 0x100 does not fit --memorysize-format=8 bits"),
+        (["--channel"], "argument --channel: expected one argument"),
+        (["--help"], "unrecognized arguments: --help"),
+    ],
+)  # fmt: skip
+def test_bad_interface_args_are_a_config_error_naming_the_argument(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
+    component = Component("ecu_brake", "canbus", tuple(args), position=3)
+    with pytest.raises(ConfigError) as caught:
+        load(component, tmp_path)
+    message = caught.value.message
+    assert message.startswith(f"ecu_brake[3] (interface canbus): invalid interface_args {args}: ")
+    assert expected in message
+    assert "\n" not in message
+
+
+def link_args(link: LinkSettings) -> list[str]:
+    args = [
+        f"--addressing={link.addressing}",
+        f"--tx-id={link.tx_id:#x}",
+        f"--rx-id={link.rx_id:#x}",
+    ]
+    for name in ("target_address", "source_address", "address_extension", "padding"):
+        value = getattr(link, name)
+        if value is not None:
+            args.append(f"--{name.replace('_', '-')}={value:#x}")
+    if link.fd:
+        args.append("--fd")
+    return args
+
+
+VARIANTS = {
+    "normal-29": LinkSettings(addressing="normal-29", tx_id=0x18DA10F1, rx_id=0x18DAF110),
+    "normal-fixed-29": LinkSettings(addressing="normal-fixed-29", target_address=0x10, source_address=0xF1),
+    "extended": LinkSettings(addressing="extended", target_address=0x10, source_address=0xF1),
+    "mixed-29": LinkSettings(
+        addressing="mixed-29", target_address=0x10, source_address=0xF1, address_extension=0x55
+    ),
+    "fd-padded": LinkSettings(fd=True, padding=0xAA),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_link_variants_reach_the_ecu(
+    start_ecu: Callable[..., SimEcu], harness: Callable[..., Harness], variant: str
+) -> None:
+    link = VARIANTS[variant]
+    ecu = start_ecu(link=replace(link, interface="virtual", channel=f"variant-{variant}"))
+    h = harness(ecu, *link_args(link))
+    assert h.query("identity") == SERIAL
+    assert h.query("provides") == {"rootfs-image.canbus.version": OLD_VERSION}
+
+
+def test_an_update_over_extended_addressing_survives_a_dropped_frame(
+    start_ecu: Callable[..., SimEcu], harness: Callable[..., Harness]
+) -> None:
+    # the fault has to find the ISO-TP header behind the address byte
+    link = VARIANTS["extended"]
+    ecu = start_ecu(
+        banks=2,
+        faults=("drop-frames=1",),
+        link=replace(link, interface="virtual", channel="extended-drop"),
+    )
+    outcome = harness(ecu, "--banks=2", *link_args(link)).deploy(b"\x5a" * 9000, "brake-2.1.0")
+    assert outcome.failure is None
+    assert ecu.ecu.stats["frames_dropped"] == 1
+    assert ecu.layout().banks[1].version == "brake-2.1.0"
+
+
+def test_the_dids_are_configurable(
+    start_ecu: Callable[..., SimEcu], harness: Callable[..., Harness]
+) -> None:
+    config = EcuConfig(version_did=0xF195, serial_did=0xF18A, erase_time=QUICK_ECU.erase_time)
+    ecu = start_ecu(config=config)
+    h = harness(ecu, "--version-did=0xF195", "--serial-did=0xF18A")
+    assert h.query("identity") == SERIAL
+    assert h.query("provides") == {"rootfs-image.canbus.version": OLD_VERSION}
+    with pytest.raises(
+        InterfaceError,
+        match=r"ReadDataByIdentifier 0xf189 \(0x22\) failed: the ECU "
+        r"answered NRC 0x31 RequestOutOfRange",
+    ):
+        harness(ecu).query("provides")

@@ -1,0 +1,192 @@
+"""The virtual vehicle demo (``make demo``): one System updated, updated again, rolled back.
+
+    python examples/demo.py [--keep] [--workdir DIR]
+
+It builds the Artifacts with our own writer, starts the simulators (a CAN bus server and a
+brake ECU on it, a seat heater MCU on I2C, a telematics modem), deploys the Manifests
+vehicle-v1, vehicle-v2 and vehicle-v3 with ``mender-orchestrator install``, and after each
+prints what ``show-provides`` and ``status`` say. vehicle-v3 is meant to fail: its telematics
+firmware fails its self-test, and the whole vehicle must come back to vehicle-v2.
+
+Exit status 0 only if every step did what it should; everything it started is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+VEHICLE = HERE / "virtual-vehicle"
+sys.path.insert(0, str(VEHICLE))
+
+from build_artifacts import build  # noqa: E402
+from vehicle import FACTORY, SimulatorError, VirtualVehicle, versions_in  # noqa: E402
+
+WIDTH = 100
+
+
+@dataclass(frozen=True)
+class Step:
+    manifest: str
+    what: str
+    succeeds: bool
+    versions: dict[str, str]  # component_type -> the firmware it must run afterwards
+    status_mentions: tuple[str, ...] = ()
+
+
+V2 = {
+    "ecu_brake_controller": "brake-ecu-firmware-v1.8.3",
+    "seat_heating": "seat-heating-fw-v1.2.0",
+    "telematics_control_unit": "tcu-firmware-v2.4.1",
+}
+STEPS = (
+    Step("vehicle-v1", "every Component leaves its factory firmware", True, {
+        "ecu_brake_controller": "brake-ecu-firmware-v1.8.0",
+        "seat_heating": "seat-heating-fw-v1.2.0",
+        "telematics_control_unit": "tcu-firmware-v2.4.0",
+    }),
+    Step("vehicle-v2", "new brake ECU and telematics firmware; the seat heater already runs "
+         "its Artifact and is left alone", True, V2,
+         ("left untouched, already runs seat-heating-fw-v1.2.0",)),
+    Step("vehicle-v3", "the new telematics firmware fails its self-test after the modem "
+         "reboots: the whole vehicle must return to vehicle-v2", False, V2,
+         ("status failed", "self-test of tcu-firmware-v2.5.0 failed",
+          "ArtifactRollback", "ArtifactVerifyRollbackReboot")),
+)
+
+
+def say(text: str = "", indent: int = 0) -> None:
+    prefix = " " * indent
+    for line in text.splitlines() or [""]:
+        print(textwrap.fill(line, WIDTH, initial_indent=prefix, subsequent_indent=prefix + "  ",
+                            break_on_hyphens=False, break_long_words=False) if line else "")
+    sys.stdout.flush()
+
+
+def output(text: str) -> None:
+    """A command's output as it printed it (long lines are the terminal's to wrap)."""
+    for line in text.splitlines():
+        print(" " * 6 + line)
+
+
+def show_versions(vehicle: VirtualVehicle) -> dict[str, str]:
+    versions = vehicle.versions()
+    for component_type, version in sorted(versions.items()):
+        say(f"{component_type:<26} {version}", 6)
+    return versions
+
+
+def last_message(stderr: str) -> str:
+    """The orchestrator's closing log record, as text."""
+    for line in reversed(stderr.strip().splitlines()):
+        if ' msg="' in line:
+            return line.split(' msg="', 1)[1].rstrip('"')
+    return stderr.strip()[-300:]
+
+
+def deploy(vehicle: VirtualVehicle, step: Step, number: int, logs: Path) -> list[str]:
+    """Run one step; the list of what went wrong (empty when it did what it should)."""
+    manifest = VEHICLE / "manifests" / f"{step.manifest}.yaml"
+    say(f"\n[{number}] Deploying {step.manifest}: {step.what}")
+    say(f"$ mender-orchestrator install {manifest.relative_to(HERE.parent)}", 4)
+    started = time.monotonic()
+    result = vehicle.run("install", manifest)
+    (logs / f"{step.manifest}.log").write_text(result.stderr)
+    say(f"-> exit status {result.returncode} after {time.monotonic() - started:.1f} s: "
+        f"{last_message(result.stderr)}", 4)
+    provides = vehicle.run("show-provides").stdout
+    status = vehicle.run("status").stdout
+    say("$ mender-orchestrator show-provides", 4)
+    output(provides)
+    say("$ mender-orchestrator status", 4)
+    output(status)
+
+    problems = []
+    if (result.returncode == 0) != step.succeeds:
+        expectation = "succeed" if step.succeeds else "fail"
+        problems.append(f"{step.manifest}: expected the deployment to {expectation}, "
+                        f"exit status was {result.returncode}")
+    versions = versions_in(provides)
+    for component_type, version in sorted(step.versions.items()):
+        if versions.get(component_type) != version:
+            problems.append(f"{step.manifest}: {component_type} runs "
+                            f"{versions.get(component_type)}, expected {version}")
+    problems += [f"{step.manifest}: 'status' does not mention {text!r}"
+                 for text in step.status_mentions if text not in status]
+    if problems:
+        for problem in problems:
+            say(f"[FAILED] {problem}", 4)
+    else:
+        outcome = "deployed" if step.succeeds else "failed and rolled back, as it should"
+        say(f"[ok] {step.manifest} {outcome}; the vehicle runs:", 4)
+        for component_type, version in sorted(step.versions.items()):
+            say(f"{component_type:<26} {version}", 6)
+    return problems
+
+
+def run(workdir: Path) -> list[str]:
+    artifacts, root, logs = workdir / "artifacts", workdir / "vehicle", workdir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    say("[1] Building the Artifacts with mender-orchestrator's own writer")
+    built = build(artifacts)
+    say(f"{len(built)} Artifacts in {artifacts}:", 4)
+    say(", ".join(path.name for path in built), 6)
+
+    say("\n[2] Starting the virtual vehicle")
+    problems: list[str] = []
+    with VirtualVehicle(root, artifacts) as vehicle:
+        say(f"CAN bus: python-can-remote server on 127.0.0.1:{vehicle.port}, brake ECU "
+            f"simulator on it (UDS over ISO-TP); seat heater: STM32 bootloader simulator on "
+            f"I2C; telematics: simulated modem in {vehicle.state / 'tcu'}", 4)
+        say("Factory firmware, from show-provides:", 4)
+        if show_versions(vehicle) != FACTORY:
+            problems.append(f"the factory state is not {FACTORY}")
+        for number, step in enumerate(STEPS, start=3):
+            problems += deploy(vehicle, step, number, logs)
+        say("\n$ mender-orchestrator history", 4)
+        output(vehicle.run("history").stdout)
+    say("\nSimulators stopped.")
+    return problems
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workdir", type=Path,
+                        help="where to build and run (default: a new temporary directory)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work directory (Artifacts, devices, logs) afterwards")
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mender-orchestrator-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    say(f"Mender Orchestrator demo: the virtual vehicle (work directory {workdir})\n")
+    try:
+        problems = run(workdir)
+    except SimulatorError as exc:
+        problems = [str(exc)]
+    except KeyboardInterrupt:
+        say("\nInterrupted; the simulators were stopped.")
+        return 130
+    finally:
+        if not (args.keep or args.workdir):
+            shutil.rmtree(workdir, ignore_errors=True)
+    if problems:
+        say("\nThe demo did NOT go as it should:")
+        for problem in problems:
+            say(f"- {problem}", 2)
+        if args.keep or args.workdir:
+            say(f"Logs are in {workdir / 'logs'} and {workdir / 'vehicle' / 'logs'}.")
+        return 1
+    say("\nEvery step did what it should: vehicle-v1 and vehicle-v2 deployed, vehicle-v3 "
+        "failed and the whole vehicle rolled back to vehicle-v2.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

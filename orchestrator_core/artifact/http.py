@@ -1,0 +1,283 @@
+"""Artifacts over HTTP(S): streamed, and resumed with a Range request when the connection
+breaks, a bounded number of times with a growing pause in between.
+
+TLS trusts the system's CAs plus ``ServerCertificate``, and presents ``HttpsClient``'s
+certificate when one is configured; ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` are honoured
+(requests reads them from the environment).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import ssl
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+import urllib3.exceptions
+from requests.adapters import HTTPAdapter
+
+from orchestrator_core import __version__
+from orchestrator_core.artifact.layers import as_bytes_view
+from orchestrator_core.config import Config
+from orchestrator_core.errors import ArtifactError, ConfigError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+    from requests.adapters import _HostParams, _PoolKwargs
+
+CONNECT_TIMEOUT = 15.0
+READ_TIMEOUT = 60.0
+RETRIES = 5  # attempts in a row that bring no new byte, before giving up
+BACKOFF = 0.5  # seconds before the first retry; doubled each time, up to BACKOFF_MAX
+BACKOFF_MAX = 8.0
+MAX_RECONNECTS = 50  # over a whole download, however much progress each one makes
+
+_RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_BROKEN = (
+    requests.ConnectionError,
+    requests.Timeout,
+    urllib3.exceptions.HTTPError,
+    OSError,
+)
+
+
+def _validator(response: requests.Response) -> str | None:
+    """What identifies this version of the file: a strong ETag, else Last-Modified."""
+    etag = response.headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return response.headers.get("Last-Modified")
+
+
+class NotFound(Exception):
+    """The server says it has no such file (404 or 410): another source may have it."""
+
+
+def redact(url: str) -> str:
+    """``url`` without a password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def tls_context(config: Config) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if config.server_certificate is not None:
+        try:
+            context.load_verify_locations(cafile=str(config.server_certificate))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"ServerCertificate {config.server_certificate}: cannot load it as a PEM "
+                f"certificate ({exc})"
+            ) from exc
+    client = config.https_client
+    if client is not None:
+        if client.key.startswith("pkcs11:"):
+            raise ConfigError(
+                f"HttpsClient.Key is a PKCS#11 URI ({client.key.split(';', 1)[0]};...); this "
+                f"implementation does not support PKCS#11 keys: give the path of a PEM key file"
+            )
+        try:
+            context.load_cert_chain(str(client.certificate), client.key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"HttpsClient: cannot load the certificate {client.certificate} with the key "
+                f"{client.key} ({exc})"
+            ) from exc
+    return context
+
+
+class _TlsAdapter(HTTPAdapter):
+    """Every HTTPS connection uses our one SSL context, whatever requests would pick."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["ssl_context"] = self._context
+        super().init_poolmanager(*args, **kwargs)
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        kwargs["ssl_context"] = self._context
+        return super().proxy_manager_for(proxy, **kwargs)
+
+    def build_connection_pool_key_attributes(
+        self,
+        request: requests.PreparedRequest,
+        verify: bool | str,
+        cert: str | tuple[str, str] | None = None,
+    ) -> tuple[_HostParams, _PoolKwargs]:
+        host, pool = super().build_connection_pool_key_attributes(request, verify, cert)
+        pool.pop("ca_certs", None)
+        pool.pop("ca_cert_dir", None)
+        pool.pop("cert_file", None)
+        pool.pop("key_file", None)
+        pool["ssl_context"] = self._context
+        pool["cert_reqs"] = "CERT_REQUIRED"
+        return host, pool
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        # trust and client certificate come from our context, not from requests' defaults
+        return None
+
+
+def make_session(config: Config) -> requests.Session:
+    session = requests.Session()
+    session.headers["User-Agent"] = f"mender-orchestrator-py/{__version__}"
+    session.mount("https://", _TlsAdapter(tls_context(config)))
+    return session
+
+
+class HttpArtifactStream(io.RawIOBase):
+    """The body of one URL as a stream that survives broken connections.
+
+    After a break it asks for the rest with ``Range: bytes=<offset>-`` (and ``If-Range``,
+    so a file replaced on the server meanwhile is noticed rather than spliced). A server
+    that ignores Range gets the whole body again, and the part already delivered is
+    skipped. Raises ``NotFound`` from the constructor for a 404/410.
+    """
+
+    def __init__(
+        self,
+        session: requests.Session,
+        url: str,
+        *,
+        retries: int = RETRIES,
+        backoff: float = BACKOFF,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__()
+        self.url = url
+        self._session = session
+        self._retries = retries
+        self._backoff = backoff
+        self._sleep = sleep
+        self._response: requests.Response | None = None
+        self._position = 0
+        self._skip = 0  # bytes to discard after a server answered a Range with everything
+        self._validator: str | None = None  # ETag or Last-Modified of the first answer
+        self.content_length: int | None = None
+        self._failures = 0  # in a row, without progress
+        self.reconnects = 0
+        self._connect(first=True)
+
+    def readable(self) -> bool:
+        return True
+
+    def _fail(self, problem: str) -> ArtifactError:
+        return ArtifactError(f"download of {redact(self.url)} failed: {problem}")
+
+    def _connect(self, *, first: bool = False) -> None:
+        while True:
+            headers = {"Accept-Encoding": "identity"}
+            if self._position:
+                headers["Range"] = f"bytes={self._position}-"
+                if self._validator:
+                    headers["If-Range"] = self._validator
+            try:
+                response = self._session.get(
+                    self.url,
+                    headers=headers,
+                    stream=True,
+                    timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
+                )
+            except requests.exceptions.SSLError as exc:
+                raise self._fail(f"TLS error: {exc}") from exc
+            except requests.exceptions.InvalidURL as exc:
+                raise self._fail(f"invalid URL: {exc}") from exc
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                self._retry(str(exc))
+                continue
+            if self._accept(response, first=first):
+                self._response = response
+                return
+            response.close()
+
+    def _accept(self, response: requests.Response, *, first: bool) -> bool:
+        status = response.status_code
+        if first and status in (404, 410):
+            response.close()
+            raise NotFound(self.url)
+        if status in _RETRY_STATUS:
+            self._retry(f"the server answered HTTP {status} {response.reason}")
+            return False
+        if status == 200:
+            length = response.headers.get("Content-Length")
+            if first:
+                self.content_length = int(length) if length and length.isdigit() else None
+                self._validator = _validator(response)
+                return True
+            # the whole body again: either the server ignores Range, or (If-Range) the file
+            # is not the one we started with
+            if _validator(response) != self._validator or (
+                length is not None
+                and self.content_length is not None
+                and int(length) != self.content_length
+            ):
+                raise self._fail("the file changed on the server during the download")
+            self._skip = self._position
+            return True
+        if status == 206 and not first:
+            match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
+            if match is None or int(match.group(1)) != self._position:
+                raise self._fail(
+                    f"asked to resume at byte {self._position}, the server sent the range "
+                    f"{response.headers.get('Content-Range')!r}"
+                )
+            return True
+        raise self._fail(f"the server answered HTTP {status} {response.reason}")
+
+    def _retry(self, why: str) -> None:
+        self._failures += 1
+        self.reconnects += 1
+        if self._failures > self._retries or self.reconnects > MAX_RECONNECTS:
+            raise self._fail(f"gave up after {self.reconnects - 1} retries; last problem: {why}")
+        self._sleep(min(self._backoff * 2 ** (self._failures - 1), BACKOFF_MAX))
+
+    def _drop(self) -> None:
+        if self._response is not None:
+            self._response.close()
+            self._response = None
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        view = as_bytes_view(buffer)
+        while True:
+            if self._response is None:
+                self._connect()
+            assert self._response is not None
+            try:
+                count = self._response.raw.readinto(view)
+            except _BROKEN as exc:
+                self._drop()
+                self._retry(f"the connection broke after {self._position} bytes ({exc})")
+                continue
+            if not count:
+                if self.content_length is not None and self._position < self.content_length:
+                    self._drop()
+                    self._retry(f"the body ended after {self._position} bytes")
+                    continue
+                return 0
+            if self._skip:
+                skipped = min(self._skip, count)
+                self._skip -= skipped
+                if skipped == count:
+                    continue
+                view[: count - skipped] = view[skipped:count]
+                count -= skipped
+            self._position += count
+            self._failures = 0
+            return count
+
+    def close(self) -> None:
+        """Close the connection and the session (which this stream owns)."""
+        self._drop()
+        self._session.close()
+        super().close()

@@ -1,0 +1,178 @@
+"""The payload of an Artifact during ``Download``: the ``PayloadFeed`` of ``context.py``.
+
+A feed reads a fresh stream of the Artifact, checks that its header is the one the plan was
+made with (same manifest digest), and then hands the payload out once, in one of three
+ways: file by file (``files``), as the verbatim ``.mender`` bytes (``whole_artifact``), or
+stored into the File API ``files/`` directory (``save_to``). Every way verifies as it reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import pluggy
+
+from orchestrator_core.artifact.cache import ArtifactsCache, CacheStream
+from orchestrator_core.artifact.layers import CHUNK
+from orchestrator_core.artifact.reader import ArtifactReader, PayloadFileReader, read_header
+from orchestrator_core.artifact.sources import open_artifact
+from orchestrator_core.atomic import fsync_dir
+from orchestrator_core.config import Config
+from orchestrator_core.errors import ArtifactError
+
+
+class ArtifactPayload:
+    """One read of one Artifact's payload (readable once, front to back)."""
+
+    def __init__(
+        self,
+        stream: BinaryIO,
+        *,
+        source_name: str,
+        manifest_digest: str,
+        verify_keys: Sequence[Path],
+    ) -> None:
+        self._reader = ArtifactReader(stream, source_name=source_name, verify_keys=verify_keys)
+        self._expected = manifest_digest
+        self._started = False
+        self._files: Iterator[PayloadFileReader] | None = None
+        # hooks for whoever supplied the stream (the cache): before save_to reads, and once
+        # the whole Artifact has been read and verified
+        self.before_save: Callable[[], None] = lambda: None
+        self.on_verified: Callable[[], None] = lambda: None
+
+    @property
+    def consumed(self) -> bool:
+        return self._started
+
+    def _begin(self) -> None:
+        if self._started:
+            self._reader.fail("its payload was already read: a feed is readable once")
+        self._started = True
+        header = self._reader.read_header()
+        if header.manifest_digest != self._expected:
+            self._reader.fail(
+                f"is not the Artifact whose header was checked before the deployment (manifest "
+                f"sha256 {header.manifest_digest}, expected {self._expected}): it changed since"
+            )
+
+    def files(self) -> Iterator[PayloadFileReader]:
+        if self._files is None:
+            self._files = self._each_file()
+        return self._files
+
+    def _each_file(self) -> Iterator[PayloadFileReader]:
+        self._begin()
+        yield from self._reader.payload_files()
+        self.on_verified()
+
+    def whole_artifact(self) -> Iterator[bytes]:
+        """The ``.mender`` bytes, verified in tandem: each chunk is handed out only after the
+        read that took it from the source returned, so the bytes that complete a bad file
+        (or a bad Artifact) are never handed out."""
+        pending: list[bytes] = []
+        self._reader.source.tap = lambda view: pending.append(bytes(view))
+        self._begin()
+        scratch = bytearray(CHUNK)
+        for payload in self._reader.payload_files():
+            while payload.readinto(scratch):
+                if pending:
+                    yield b"".join(pending)
+                    pending.clear()
+        self.on_verified()
+        if pending:
+            yield b"".join(pending)
+            pending.clear()
+
+    def save_to(self, directory: Path) -> list[Path]:
+        """Store the payload files not yet read into ``directory`` (the File API ``files/``),
+        each atomically (temporary name, fsync, rename) once it has been verified."""
+        self.before_save()
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        scratch = bytearray(CHUNK)
+        view = memoryview(scratch)
+        stored = []
+        for payload in self.files():
+            fd, temporary = tempfile.mkstemp(prefix=".payload-", suffix=".partial", dir=directory)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    while count := payload.readinto(scratch):
+                        out.write(view[:count])
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(temporary, directory / payload.name)
+            except OSError as exc:
+                Path(temporary).unlink(missing_ok=True)
+                raise ArtifactError(
+                    f"cannot store payload file {payload.name} in {directory}: "
+                    f"{exc.strerror or exc}"
+                ) from exc
+            except BaseException:
+                Path(temporary).unlink(missing_ok=True)
+                raise
+            stored.append(directory / payload.name)
+        fsync_dir(directory)
+        return stored
+
+
+@contextlib.contextmanager
+def open_payload(
+    artifact_name: str,
+    artifact_path: str | None,
+    manifest_digest: str,
+    config: Config,
+    cache: ArtifactsCache | None = None,
+    *,
+    plugins: pluggy.PluginManager | None = None,
+) -> Iterator[ArtifactPayload]:
+    """The payload feed for a ``Download``: from ``artifact_path`` if that file exists,
+    else by name, through the cache when one is given."""
+
+    def from_sources() -> tuple[BinaryIO, str]:
+        return open_artifact(artifact_name, None, config, plugins=plugins)
+
+    if artifact_path and Path(artifact_path).is_file():
+        stream, source = open_artifact(artifact_name, artifact_path, config, plugins=plugins)
+    elif cache is not None:
+        stream, source = _open_cached(cache, artifact_name, manifest_digest, from_sources)
+    else:
+        stream, source = from_sources()
+    with stream:
+        feed = ArtifactPayload(
+            stream,
+            source_name=source,
+            manifest_digest=manifest_digest,
+            verify_keys=config.artifact_verify_keys,
+        )
+        if isinstance(stream, CacheStream):
+            feed.before_save = stream.require_cached
+            feed.on_verified = stream.confirm_verified
+        yield feed
+
+
+def _open_cached(
+    cache: ArtifactsCache,
+    name: str,
+    manifest_digest: str,
+    opener: Callable[[], tuple[BinaryIO, str]],
+) -> tuple[BinaryIO, str]:
+    stream, source = cache.open(name, opener)
+    cached = stream.cached_path if isinstance(stream, CacheStream) else None
+    if cached is None:
+        return stream, source
+    # an entry left by an earlier deployment may be another Artifact of the same name
+    try:
+        with open(cached, "rb") as check:
+            digest = read_header(check, source_name=str(cached)).manifest_digest
+    except (OSError, ArtifactError):
+        digest = None
+    if digest == manifest_digest:
+        return stream, source
+    stream.close()
+    cache.invalidate(name)
+    return cache.open(name, opener)

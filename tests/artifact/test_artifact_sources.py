@@ -1,0 +1,425 @@
+"""Getting Artifacts: artifact_path, directories, URL templates over real HTTP(S) on
+127.0.0.1 (broken connections, Range, retries, TLS with a test CA, client certificates,
+proxies), and sources added by a vendor plugin."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from artifact_server import ArtifactServer
+from conftest import FIXTURES
+
+from orchestrator_core.artifact import ArtifactPayload, open_artifact, read_header, source_manager
+from orchestrator_core.artifact.http import HttpArtifactStream, make_session
+from orchestrator_core.config import Config, load_config
+from orchestrator_core.errors import ArtifactError, ConfigError
+from orchestrator_core.hookspecs import hookimpl
+
+RTOS_V1 = FIXTURES / "rtos-v1.mender"
+MANIFEST_V1 = FIXTURES / "manifest-v1.mender"
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY")
+
+
+@pytest.fixture(autouse=True)
+def no_ambient_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+def make_config(root: Path, **options: Any) -> Config:
+    conf = root / "conf"
+    conf.mkdir(parents=True, exist_ok=True)
+    (conf / "mender-orchestrator.conf").write_text(json.dumps(options))
+    return load_config(
+        {
+            "MENDER_ORCHESTRATOR_CONF_DIR": str(conf),
+            "MENDER_ORCHESTRATOR_DATASTORE_DIR": str(root / "datastore"),
+            "MENDER_ORCHESTRATOR_DATA_DIR": str(root / "data"),
+        }
+    )
+
+
+def read_all(opened: tuple[Any, str]) -> bytes:
+    stream, _ = opened
+    with stream:
+        return bytes(stream.read())
+
+
+@pytest.fixture
+def server() -> Iterator[ArtifactServer]:
+    srv = ArtifactServer()
+    srv.behaviour.files["/a/manifest-v1.mender"] = MANIFEST_V1.read_bytes()
+    srv.behaviour.files["/a/system-core-v1.mender"] = MANIFEST_V1.read_bytes()
+    yield srv
+    srv.close()
+
+
+def url_source(srv: ArtifactServer) -> dict[str, str]:
+    return {"Type": "url", "Template": srv.url("/a/{artifact_name}.mender")}
+
+
+# --------------------------------------------------------------------------- path and dirs
+
+
+def test_artifact_path_comes_first(tmp_path: Path) -> None:
+    shutil.copy(MANIFEST_V1, tmp_path / "rtos-v1.mender")
+    config = make_config(tmp_path, ArtifactSources=[{"Type": "directory", "Path": str(tmp_path)}])
+    stream, where = open_artifact("rtos-v1", str(RTOS_V1), config)
+    stream.close()
+    assert where == str(RTOS_V1)
+
+
+def test_missing_path_falls_back_to_the_name(tmp_path: Path) -> None:
+    shutil.copy(RTOS_V1, tmp_path / "rtos-v1.mender")
+    config = make_config(tmp_path, ArtifactSources=[{"Type": "directory", "Path": str(tmp_path)}])
+    opened = open_artifact("rtos-v1", str(tmp_path / "gone.mender"), config)
+    assert opened[1] == str(tmp_path / "rtos-v1.mender")
+    assert read_all(opened) == RTOS_V1.read_bytes()
+
+
+def test_directory_is_searched_by_the_name_inside_the_files(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    # a file named like the Artifact but holding another one must not be taken for it
+    shutil.copy(FIXTURES / "rtos-v2.mender", store / "rtos-v1.mender")
+    shutil.copy(RTOS_V1, store / "release-2025-10.mender")
+    (store / "notes.mender").write_text("not an artifact")
+    config = make_config(tmp_path, ArtifactSources=[{"Type": "directory", "Path": str(store)}])
+    assert open_artifact("rtos-v1", None, config)[1] == str(store / "release-2025-10.mender")
+    assert open_artifact("rtos-v2", None, config)[1] == str(store / "rtos-v1.mender")
+
+
+def test_a_broken_file_named_after_the_artifact_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "rtos-v1.mender").write_bytes(RTOS_V1.read_bytes()[:1500])
+    config = make_config(tmp_path, ArtifactSources=[{"Type": "directory", "Path": str(tmp_path)}])
+    with pytest.raises(ArtifactError) as info:
+        open_artifact("rtos-v1", None, config, plugins=source_manager([]))
+    assert info.value.message.startswith(
+        f"Artifact 'rtos-v1' not found, and some sources failed: Artifact 'rtos-v1' not found "
+        f"in {tmp_path}: Artifact {tmp_path / 'rtos-v1.mender'}: truncated"
+    )
+
+
+def test_not_found_names_everything_that_was_tried(tmp_path: Path, server: ArtifactServer) -> None:
+    config = make_config(
+        tmp_path,
+        ArtifactSources=[{"Type": "directory", "Path": str(tmp_path)}, url_source(server)],
+    )
+    with pytest.raises(ArtifactError) as info:
+        open_artifact("rtos-v9", "/nowhere/rtos-v9.mender", config, plugins=source_manager([]))
+    assert info.value.message == (
+        f"Artifact 'rtos-v9' not found (tried: artifact_path /nowhere/rtos-v9.mender (no such "
+        f"file); directory {tmp_path}; URL {server.url('/a/{artifact_name}.mender')})"
+    )
+
+
+def test_no_sources_configured(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="no artifact_path and no ArtifactSources configured"):
+        open_artifact("x", None, make_config(tmp_path), plugins=source_manager([]))
+
+
+def test_a_broken_source_does_not_hide_the_next_one(tmp_path: Path) -> None:
+    shutil.copy(RTOS_V1, tmp_path / "rtos-v1.mender")
+    config = make_config(
+        tmp_path,
+        ArtifactSources=[
+            {"Type": "directory", "Path": str(tmp_path / "missing")},
+            {"Type": "directory", "Path": str(tmp_path)},
+        ],
+    )
+    assert open_artifact("rtos-v1", None, config)[1] == str(tmp_path / "rtos-v1.mender")
+    with pytest.raises(ArtifactError, match=r"missing does not exist"):
+        open_artifact("rtos-v7", None, config)
+
+
+# --------------------------------------------------------------------------- plugins
+
+
+class VendorSource:
+    """What a vendor's plugin looks like: one hookimpl."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    @hookimpl
+    def artifact_source_open(self, artifact_name: str, config: Config) -> tuple[Any, str] | None:
+        self.asked.append(artifact_name)
+        if artifact_name == "rtos-v1":
+            return io.BytesIO(RTOS_V1.read_bytes()), "vendor vault"
+        return None
+
+
+def test_vendor_source_is_asked_after_the_configured_ones(tmp_path: Path) -> None:
+    vendor = VendorSource()
+    shutil.copy(MANIFEST_V1, tmp_path / "system-core-v1.mender")
+    config = make_config(tmp_path, ArtifactSources=[{"Type": "directory", "Path": str(tmp_path)}])
+    manager = source_manager([vendor])
+    stream, where = open_artifact("rtos-v1", None, config, plugins=manager)
+    assert where == "vendor vault"
+    assert read_header(stream, source_name=where).name == "rtos-v1"
+    stream, where = open_artifact("system-core-v1", None, config, plugins=manager)
+    stream.close()
+    assert where == str(tmp_path / "system-core-v1.mender")
+    assert vendor.asked == ["rtos-v1"]  # the configured directory had the second one
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+def test_download_by_url_template(tmp_path: Path, server: ArtifactServer) -> None:
+    server.behaviour.files["/a/name%20with%20space.mender"] = b"spaces"
+    config = make_config(tmp_path, ArtifactSources=[url_source(server)])
+    opened = open_artifact("system-core-v1", None, config)
+    assert opened[1] == server.url("/a/system-core-v1.mender")
+    assert read_all(opened) == MANIFEST_V1.read_bytes()
+    assert read_all(open_artifact("name with space", None, config)) == b"spaces"
+
+
+def test_broken_connection_is_resumed_with_range(tmp_path: Path, server: ArtifactServer) -> None:
+    data = tmp_path / "big.mender"
+    import artifact_builder as ab
+
+    files = {"image.bin": bytes(range(256)) * 8000}
+    data.write_bytes(ab.build(files, compression="").assemble())
+    server.behaviour.files["/a/py-artifact.mender"] = data.read_bytes()
+    server.behaviour.drops = [700_000, 500_000]
+    config = make_config(tmp_path, ArtifactSources=[url_source(server)])
+    digest = read_header(io.BytesIO(data.read_bytes()), source_name="x").manifest_digest
+    stream, where = open_artifact("py-artifact", None, config)
+    with stream:
+        feed = ArtifactPayload(stream, source_name=where, manifest_digest=digest, verify_keys=())
+        assert {f.name: f.read() for f in feed.files()} == files
+    ranges = [(seen.range, seen.if_range) for seen in server.behaviour.seen]
+    assert ranges == [(None, None), ("bytes=700000-", '"v1"'), ("bytes=1200000-", '"v1"')]
+
+
+def test_server_without_range_support(tmp_path: Path, server: ArtifactServer) -> None:
+    server.behaviour.ranges = False
+    server.behaviour.drops = [1000]
+    config = make_config(tmp_path, ArtifactSources=[url_source(server)])
+    assert read_all(open_artifact("system-core-v1", None, config)) == MANIFEST_V1.read_bytes()
+    assert len(server.behaviour.seen) == 2
+
+
+def test_file_replaced_on_the_server_during_the_download(server: ArtifactServer) -> None:
+    server.behaviour.drops = [1000]
+    stream = HttpArtifactStream(make_session_plain(), server.url("/a/manifest-v1.mender"))
+    assert len(stream.read(500)) == 500
+    server.behaviour.etags["/a/manifest-v1.mender"] = '"v2"'
+    with pytest.raises(ArtifactError, match="the file changed on the server during the download"):
+        stream.read()
+
+
+def make_session_plain() -> Any:
+    return make_session(make_config_in_memory())
+
+
+def make_config_in_memory() -> Config:
+    import tempfile
+
+    return make_config(Path(tempfile.mkdtemp()))
+
+
+def test_retries_with_growing_pauses(server: ArtifactServer) -> None:
+    server.behaviour.statuses = [503, 502, 429]
+    pauses: list[float] = []
+    stream = HttpArtifactStream(
+        make_session_plain(), server.url("/a/manifest-v1.mender"), backoff=0.01, sleep=pauses.append
+    )
+    assert stream.read() == MANIFEST_V1.read_bytes()
+    assert pauses == [0.01, 0.02, 0.04]
+
+
+def test_retries_are_bounded(server: ArtifactServer) -> None:
+    server.behaviour.statuses = [503] * 20
+    pauses: list[float] = []
+    with pytest.raises(ArtifactError) as info:
+        HttpArtifactStream(
+            make_session_plain(), server.url("/a/x"), retries=3, backoff=0.5, sleep=pauses.append
+        )
+    assert pauses == [0.5, 1.0, 2.0]
+    assert info.value.message == (
+        f"download of {server.url('/a/x')} failed: gave up after 3 retries; last problem: the "
+        f"server answered HTTP 503 Service Unavailable"
+    )
+    assert len(server.behaviour.seen) == 4
+
+
+def test_drops_without_progress_are_bounded(server: ArtifactServer) -> None:
+    server.behaviour.drops = [10] + [0] * 10
+    pauses: list[float] = []
+    stream = HttpArtifactStream(
+        make_session_plain(), server.url("/a/manifest-v1.mender"), retries=2, sleep=pauses.append
+    )
+    with pytest.raises(
+        ArtifactError, match="gave up after 2 retries; last problem: the connection"
+    ):
+        stream.read()
+    assert len(pauses) == 2
+
+
+def test_client_errors_are_not_retried(tmp_path: Path, server: ArtifactServer) -> None:
+    server.behaviour.statuses = [403]
+    config = make_config(tmp_path, ArtifactSources=[url_source(server)])
+    with pytest.raises(ArtifactError, match="answered HTTP 403 Forbidden"):
+        open_artifact("system-core-v1", None, config)
+    assert len(server.behaviour.seen) == 1
+
+
+def test_404_moves_on_to_the_next_source(tmp_path: Path, server: ArtifactServer) -> None:
+    shutil.copy(RTOS_V1, tmp_path / "rtos-v1.mender")
+    config = make_config(
+        tmp_path,
+        ArtifactSources=[url_source(server), {"Type": "directory", "Path": str(tmp_path)}],
+    )
+    assert open_artifact("rtos-v1", None, config)[1] == str(tmp_path / "rtos-v1.mender")
+    assert [seen.target for seen in server.behaviour.seen] == ["/a/rtos-v1.mender"]
+
+
+def test_password_in_url_is_not_shown(tmp_path: Path, server: ArtifactServer) -> None:
+    template = f"http://user:secret@127.0.0.1:{server.port}/a/{{artifact_name}}.mender"
+    config = make_config(tmp_path, ArtifactSources=[{"Type": "url", "Template": template}])
+    stream, where = open_artifact("system-core-v1", None, config)
+    stream.close()
+    assert where == f"http://user:***@127.0.0.1:{server.port}/a/system-core-v1.mender"
+
+
+# --------------------------------------------------------------------------- proxies
+
+
+def test_http_proxy_from_the_environment(
+    tmp_path: Path, server: ArtifactServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", server.url(""))
+    template = "http://artifacts.invalid/a/{artifact_name}.mender"
+    config = make_config(tmp_path, ArtifactSources=[{"Type": "url", "Template": template}])
+    assert read_all(open_artifact("system-core-v1", None, config)) == MANIFEST_V1.read_bytes()
+    assert server.behaviour.seen[0].target == "http://artifacts.invalid/a/system-core-v1.mender"
+
+
+def test_no_proxy_bypasses_the_proxy(
+    tmp_path: Path, server: ArtifactServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    config = make_config(tmp_path, ArtifactSources=[url_source(server)])
+    assert read_all(open_artifact("system-core-v1", None, config)) == MANIFEST_V1.read_bytes()
+    assert server.behaviour.seen[0].target == "/a/system-core-v1.mender"
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def tls_server(ca: trustme.CA, *, client_ca: trustme.CA | None = None) -> ArtifactServer:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    if client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        client_ca.configure_trust(context)
+    srv = ArtifactServer(context)
+    srv.behaviour.files["/a/system-core-v1.mender"] = MANIFEST_V1.read_bytes()
+    return srv
+
+
+def write_ca(ca: trustme.CA, path: Path) -> Path:
+    ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+def test_tls_needs_the_server_certificate(tmp_path: Path, ca: trustme.CA) -> None:
+    srv = tls_server(ca)
+    try:
+        untrusted = make_config(tmp_path / "a", ArtifactSources=[url_source(srv)])
+        with pytest.raises(ArtifactError, match=r"TLS error: .*CERTIFICATE_VERIFY_FAILED"):
+            open_artifact("system-core-v1", None, untrusted)
+        trusted = make_config(
+            tmp_path / "b",
+            ArtifactSources=[url_source(srv)],
+            ServerCertificate=str(write_ca(ca, tmp_path / "ca.pem")),
+        )
+        assert read_all(open_artifact("system-core-v1", None, trusted)) == MANIFEST_V1.read_bytes()
+    finally:
+        srv.close()
+
+
+def test_server_certificate_adds_to_the_system_trust(
+    tmp_path: Path, ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # OpenSSL's system store can be pointed elsewhere with SSL_CERT_FILE: a second test CA
+    # plays the system's here, and both it and ServerCertificate must be trusted
+    system_ca = trustme.CA()
+    monkeypatch.setenv("SSL_CERT_FILE", str(write_ca(system_ca, tmp_path / "system.pem")))
+    by_system, by_option = tls_server(system_ca), tls_server(ca)
+    try:
+        for srv in (by_system, by_option):
+            config = make_config(
+                tmp_path,
+                ArtifactSources=[url_source(srv)],
+                ServerCertificate=str(write_ca(ca, tmp_path / "extra.pem")),
+            )
+            assert read_all(open_artifact("system-core-v1", None, config))
+    finally:
+        by_system.close()
+        by_option.close()
+
+
+def test_client_certificate(tmp_path: Path, ca: trustme.CA) -> None:
+    srv = tls_server(ca, client_ca=ca)
+    client = ca.issue_cert("device-0001@example.com")
+    client.cert_chain_pems[0].write_to_path(str(tmp_path / "client.crt"))
+    client.private_key_pem.write_to_path(str(tmp_path / "client.key"))
+    common = {
+        "ArtifactSources": [url_source(srv)],
+        "ServerCertificate": str(write_ca(ca, tmp_path / "ca.pem")),
+    }
+    try:
+        without = make_config(tmp_path / "a", **common)
+        with pytest.raises(ArtifactError, match=r"download of https://127\.0\.0\.1"):
+            open_artifact("system-core-v1", None, without)
+        with_cert = make_config(
+            tmp_path / "b",
+            **common,
+            HttpsClient={
+                "Certificate": str(tmp_path / "client.crt"),
+                "Key": str(tmp_path / "client.key"),
+            },
+        )
+        assert (
+            read_all(open_artifact("system-core-v1", None, with_cert)) == MANIFEST_V1.read_bytes()
+        )
+    finally:
+        srv.close()
+
+
+def test_pkcs11_key_is_reported_as_unsupported(tmp_path: Path, ca: trustme.CA) -> None:
+    config = make_config(
+        tmp_path,
+        ArtifactSources=[{"Type": "url", "Template": "https://127.0.0.1:9/{artifact_name}"}],
+        HttpsClient={"Certificate": "client.crt", "Key": "pkcs11:token=dev;object=key"},
+    )
+    with pytest.raises(ConfigError, match=r"HttpsClient\.Key is a PKCS#11 URI .* not support"):
+        open_artifact("x", None, config)
+
+
+def test_unreadable_server_certificate_is_a_config_error(tmp_path: Path) -> None:
+    config = make_config(
+        tmp_path,
+        ArtifactSources=[{"Type": "url", "Template": "https://127.0.0.1:9/{artifact_name}"}],
+        ServerCertificate=str(tmp_path / "missing.pem"),
+    )
+    with pytest.raises(ConfigError, match=r"ServerCertificate .*missing\.pem: cannot load it"):
+        open_artifact("x", None, config)

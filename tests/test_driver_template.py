@@ -1,0 +1,205 @@
+"""driver-template/: what `cookiecutter driver-template` produces is a working driver package.
+
+The package is generated with ``--no-input``, installed with the core into a fresh virtual
+environment (no system site-packages, nothing from the development environment), and then
+used the way a vendor would: its own tests, ``mender-orchestrator drivers``, and a deployment
+of a real ``.mender`` file through ``mender-orchestrator install``.
+
+Building wheels dominates the time. To keep it low the environment is made without pip (the
+development pip drives it through ``--python``), and the build requirements both
+pyproject.toml files declare are installed into it once, instead of into one isolated build
+environment per package.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATE = REPO / "driver-template"
+BIN = Path(sys.executable).parent
+GENERATED = "mender-orchestrator-example"  # the defaults: driver "example"
+NOT_THE_CORE = (".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache",
+                "drivers", "driver-template", "tests")  # fmt: skip
+
+
+def run(
+    args: list[str | Path], *, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+        check=False,
+    )  # fmt: skip
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without anything that could leak the development environment in."""
+    leaking = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in leaking and not k.startswith("MENDER_ORCHESTRATOR_")
+    }
+    env.update(extra)
+    return env
+
+
+@dataclass(frozen=True)
+class Installed:
+    package: Path  # the generated source tree
+    venv: Path
+
+    def bin(self, name: str) -> Path:
+        return self.venv / "bin" / name
+
+
+def build_requirements(*projects: Path) -> list[str]:
+    requirements: set[str] = set()
+    for project in projects:
+        with (project / "pyproject.toml").open("rb") as stream:
+            requirements.update(tomllib.load(stream)["build-system"]["requires"])
+    return sorted(requirements)
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    root = tmp_path_factory.mktemp("template")
+    generated = run([BIN / "cookiecutter", "--no-input", TEMPLATE, "--output-dir", root])
+    assert generated.returncode == 0, generated.stderr
+    package = root / GENERATED
+    assert package.is_dir(), sorted(p.name for p in root.iterdir())
+
+    # setuptools builds in the source tree (build/, *.egg-info): build the core from a copy
+    core = root / "core"
+    shutil.copytree(REPO, core, ignore=shutil.ignore_patterns(*NOT_THE_CORE))
+
+    venv = root / "venv"
+    made = run([sys.executable, "-m", "venv", "--without-pip", venv], env=clean_env())
+    assert made.returncode == 0, made.stderr
+    pip: list[str | Path] = [BIN / "pip", "--python", venv / "bin" / "python", "install", "-q"]
+    steps: list[list[str | Path]] = [
+        [*pip, *build_requirements(core, package)],
+        [*pip, "--no-build-isolation", core, f"{package}[test]"],
+    ]
+    for step in steps:
+        result = run(step, env=clean_env())
+        assert result.returncode == 0, result.stdout + result.stderr
+    return Installed(package, venv)
+
+
+def test_fresh_environment_holds_only_what_was_installed(installed: Installed) -> None:
+    probe = run(
+        [installed.bin("python"), "-c", "import sys, orchestrator_core; "
+         "print(sys.prefix == sys.base_prefix, orchestrator_core.__file__)"],
+        env=clean_env(), cwd=installed.venv,  # not the checkout: `-c` imports from the cwd
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    in_base, location = probe.stdout.split()
+    assert in_base == "False"
+    assert location.startswith(str(installed.venv))  # a real install, not a source tree
+    listed = run([installed.bin("python"), "-m", "pip", "--version"], env=clean_env(),
+                 cwd=installed.venv)  # fmt: skip
+    assert listed.returncode != 0  # no pip, no system site-packages: a bare environment
+
+
+def test_generated_tests_pass_as_generated(installed: Installed) -> None:
+    result = run(
+        [installed.bin("python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=installed.package,
+        env=clean_env(),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+def test_generated_code_is_lint_clean(installed: Installed) -> None:
+    for check in (["check"], ["format", "--check"]):  # with the package's own ruff settings
+        result = run([BIN / "ruff", *check, "."], cwd=installed.package)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+class System:
+    """A System on disk using the generated driver, reached through the environment."""
+
+    def __init__(self, root: Path, installed: Installed) -> None:
+        self.root = root
+        self.installed = installed
+        self.device = root / "device"
+        for directory in ("etc", "usr-share", "var-lib", "device"):
+            (root / directory).mkdir(parents=True)
+        (self.device / "serial").write_text("SN-42\n")
+        (self.device / "firmware.bin").write_bytes(b"factory firmware")
+        (self.device / "version").write_text("1.0\n")
+        (root / "var-lib" / "topology.yaml").write_text(
+            'api_version: "mender/v1"\nkind: "topology"\nsystem_type: "vendor-box"\n'
+            "components:\n  - component_type: my_component\n    interface: example\n"
+            f'    interface_args: ["--device={self.device}"]\n'
+        )
+
+    def cli(self, *args: str | Path) -> subprocess.CompletedProcess[str]:
+        env = clean_env(
+            MENDER_ORCHESTRATOR_CONF_DIR=str(self.root / "etc"),
+            MENDER_ORCHESTRATOR_DATA_DIR=str(self.root / "usr-share"),
+            MENDER_ORCHESTRATOR_DATASTORE_DIR=str(self.root / "var-lib"),
+        )
+        return run([self.installed.bin("mender-orchestrator"), *args], env=env, cwd=self.root)
+
+
+@pytest.fixture
+def system(tmp_path: Path, installed: Installed) -> System:
+    return System(tmp_path / "system", installed)
+
+
+def test_drivers_command_lists_the_generated_driver(system: System) -> None:
+    result = system.cli("drivers")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    target = "mender_orchestrator_example.driver:ExampleDriver"
+    assert f"  my_component: interface example -> driver {target}" in lines
+    assert f"  example = {target}" in lines
+
+
+@pytest.mark.skipif(shutil.which("mender-artifact") is None, reason="needs mender-artifact")
+def test_deployment_through_the_generated_driver(system: System) -> None:
+    payload = system.root / "firmware.bin"
+    payload.write_bytes(b"vendor firmware 2.0")
+    artifact = system.root / "example-2.0.mender"
+    written = run(
+        ["mender-artifact", "write", "module-image", "-T", "example", "-t", "my_component",
+         "-n", "example-fw-2.0", "--software-version", "2.0", "-f", payload, "-o", artifact]
+    )  # fmt: skip
+    assert written.returncode == 0, written.stderr
+    manifest = system.root / "manifest.yaml"
+    manifest.write_text(
+        'api_version: "mender/v1"\nkind: "manifest"\nname: "box-2.0"\n'
+        'system_types_compatible: ["vendor-box"]\ncomponent_types:\n  my_component:\n'
+        f"    artifact_name: example-fw-2.0\n    artifact_path: {artifact}\n"
+        "    update_strategy: {order: 10}\n"
+    )
+
+    result = system.cli("install", manifest)
+
+    assert result.returncode == 0, result.stderr
+    assert (system.device / "firmware.bin").read_bytes() == b"vendor firmware 2.0"
+    assert (system.device / "running").read_text().strip() == "2.0"
+    shown = system.cli("show-provides")
+    assert shown.stdout.splitlines() == [
+        "my_component.SN-42.device_type=my_component",
+        "my_component.SN-42.rootfs-image.example.version=2.0",
+    ]
+
+
+def test_generator_refuses_a_bad_driver_name(tmp_path: Path) -> None:
+    result = run([BIN / "cookiecutter", "--no-input", TEMPLATE, "--output-dir", tmp_path,
+                  "driver_name=Seat Heater"])  # fmt: skip
+    assert result.returncode != 0
+    assert "driver_name 'Seat Heater': use lowercase letters" in result.stderr + result.stdout
+    assert not any(tmp_path.iterdir())

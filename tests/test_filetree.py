@@ -1,0 +1,158 @@
+"""The File API directory: layout, contents, modes, idempotent re-creation, removal."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from orchestrator_core import drivers, filetree
+from orchestrator_core.context import Component, InterfaceContext
+from orchestrator_core.errors import ArtifactError
+
+HEADER_INFO = (
+    b'{"payloads":[{"type":"rtos-interface"}],"artifact_provides":{"artifact_name":"rtos-v2"}}'
+)
+TYPE_INFO = json.dumps(
+    {
+        "type": "rtos-interface",
+        "artifact_provides": {"rootfs-image.rtos-interface.version": "rtos-v2"},
+    }
+).encode()
+
+
+def prepare(work: Path, provides: dict[str, str] | None = None) -> Path:
+    return filetree.prepare(
+        work,
+        component_type="rtos",
+        provides={"artifact_name": "rtos-v1", "rootfs-image.rtos-interface.version": "rtos-v1"}
+        if provides is None
+        else provides,
+        artifact_name="rtos-v2",
+        artifact_group="rtos-boards",
+        payload_type="rtos-interface",
+        header_info=HEADER_INFO,
+        type_info=TYPE_INFO,
+        meta_data=b"",
+    )
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_layout_and_contents(tmp_path: Path) -> None:
+    work = prepare(tmp_path / "work" / "1" / "rtos" / "c1")
+    assert sorted(p.name for p in work.iterdir()) == [
+        "current_artifact_group",
+        "current_artifact_name",
+        "current_device_type",
+        "header",
+        "tmp",
+        "version",
+    ]
+    assert (work / "version").read_text() == "1\n"
+    assert (work / "current_artifact_name").read_text() == "rtos-v1\n"
+    assert (work / "current_artifact_group").read_text() == ""  # not in the Provides
+    assert (work / "current_device_type").read_text() == "rtos\n"
+    header = work / "header"
+    assert {p.name: p.read_bytes() for p in header.iterdir()} == {
+        "artifact_group": b"rtos-boards",
+        "artifact_name": b"rtos-v2",
+        "payload_type": b"rtos-interface",
+        "header-info": HEADER_INFO,
+        "type-info": TYPE_INFO,
+        "meta-data": b"",
+    }
+    assert list((work / "tmp").iterdir()) == []
+
+
+def test_directories_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o002)
+    try:
+        work = tmp_path / "work"
+        work.mkdir(mode=0o777)
+        work.chmod(0o777)
+        prepare(work)
+    finally:
+        os.umask(old)
+    for directory in (work, work / "tmp", work / "header", filetree.files_dir(work)):
+        assert mode(directory) == 0o700, directory
+    assert mode(work / "version") & 0o077 == 0
+
+
+def test_preparing_again_keeps_files_and_tmp_and_drops_a_stale_streams_tree(tmp_path: Path) -> None:
+    work = prepare(tmp_path / "work")
+    (filetree.files_dir(work) / "image.bin").write_bytes(b"payload")
+    (work / "tmp" / "staged").write_bytes(b"staged by Download")
+    os.mkfifo(work / "stream-next")
+    (work / "streams").mkdir()
+    os.mkfifo(work / "streams" / "image.bin")
+    inode = (work / "header" / "type-info").stat().st_ino
+    (work / "current_artifact_name").write_text("garbage")
+
+    prepare(work)
+
+    assert (work / "files" / "image.bin").read_bytes() == b"payload"
+    assert (work / "tmp" / "staged").read_bytes() == b"staged by Download"
+    assert not (work / "stream-next").exists()
+    assert not (work / "streams").exists()
+    assert (work / "header" / "type-info").stat().st_ino == inode, "unchanged: not rewritten"
+    assert (work / "current_artifact_name").read_text() == "rtos-v1\n"
+    assert not [p for p in work.rglob(".*")], "no temporary files left behind"
+
+
+@pytest.mark.parametrize("name", ["image.bin", "a b", "..x", ".hidden", "ü"])
+def test_entry_names_accepted(name: str) -> None:
+    assert filetree.check_entry_name(name) == name
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("", "is not a file name"),
+        (".", "is not a file name"),
+        ("..", "is not a file name"),
+        ("../etc/passwd", "contains a path separator"),
+        ("/abs", "contains a path separator"),
+        ("a\0b", "NUL"),
+        ("two\nlines", "contains a line break"),
+    ],
+)
+def test_entry_names_refused(name: str, problem: str) -> None:
+    with pytest.raises(ArtifactError, match=problem):
+        filetree.check_entry_name(name)
+
+
+def test_remove(tmp_path: Path) -> None:
+    work = prepare(tmp_path / "work")
+    (filetree.files_dir(work) / "x").write_bytes(b"x")
+    filetree.remove(work)
+    assert not work.exists()
+    filetree.remove(work)  # already gone: fine
+
+
+@pytest.mark.skipif(shutil.which("jq") is None, reason="the recorder Interface reads JSON with jq")
+def test_an_interface_installs_from_the_header_it_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_INTERFACE_DIR", str(tmp_path))
+    interfaces = tmp_path / "data" / "interfaces" / "v1"
+    interfaces.mkdir(parents=True)
+    (interfaces / "rtos-interface").symlink_to(Path(__file__).parent / "interfaces" / "recorder")
+    driver = drivers.load(Component("rtos", "rtos-interface", ("c1",)), tmp_path / "data")
+    work = prepare(tmp_path / "work")
+
+    def ctx(**fields: object) -> InterfaceContext:
+        return driver.context(log=logging.getLogger("test"), timeout_seconds=10, **fields)
+
+    assert driver.provides(ctx()) == {"rootfs-image.rtos-interface.version": "v1"}
+    driver.run_state("artifact_install", ctx(work_dir=work))
+    assert driver.provides(ctx()) == {"rootfs-image.rtos-interface.version": "rtos-v2"}
+    driver.run_state("artifact_rollback", ctx(work_dir=work))
+    assert driver.provides(ctx()) == {"rootfs-image.rtos-interface.version": "v1"}

@@ -1,0 +1,450 @@
+"""support/: the Update Module, the inventory script, the rootfs-image Interface and the
+boot-time unit, installed by their Makefile and run as the Mender client and systemd run them.
+
+The Update Module is called here exactly as a Mender client calls it (``STATE FILES_DIR``,
+in the payload tree); the orchestrator it drives is the real CLI behind a recorder that logs
+each command line, so the tests check the SPEC 7.4 table word for word. The real Mender
+client itself drives the same module in test_mender_client_e2e.py.
+"""
+
+from __future__ import annotations
+
+import configparser
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import FIXTURES, REPO, System
+
+from orchestrator_core.artifact.writer import ArtifactSpec, software_version, write_artifact
+
+SUPPORT = REPO / "support"
+BIN = Path(sys.executable).parent
+
+TOPOLOGY = """\
+api_version: mender/v1
+kind: topology
+system_type: support-test
+components:
+  - component_type: rtos
+    interface: rtos-interface
+    interface_args: ["1"]
+  - component_type: rtos
+    interface: rtos-interface
+    interface_args: ["2"]
+  - component_type: hmi
+    interface: hmi-interface
+    interface_args: ["1", "{hmi_reboot}"]
+"""
+
+
+def manifest_text(name: str, rtos: str, hmi: str) -> str:
+    return (
+        f'api_version: "mender/v1"\nkind: "manifest"\nname: "{name}"\n'
+        'system_types_compatible: ["support-test"]\ncomponent_types:\n'
+        f"  rtos:\n    artifact_name: {rtos}\n    update_strategy: {{order: 10}}\n"
+        f"  hmi:\n    artifact_name: {hmi}\n    update_strategy: {{order: 20}}\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """support/ installed by its Makefile into a private root, as an image build would."""
+    root = tmp_path_factory.mktemp("root")
+    subprocess.run(
+        ["make", "-s", "-C", str(SUPPORT), "install", f"DESTDIR={root}", f"BINDIR={BIN}",
+         "DATASTORE=/var/lib/mender-orchestrator"],
+        check=True, capture_output=True, timeout=60,
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("artifacts")
+    for version in ("v1", "v2"):
+        shutil.copy(FIXTURES / f"rtos-{version}.mender", directory)
+        image = directory / f"hmi-{version}.img"
+        image.write_bytes(version.encode() * 100)
+        key, value, clears = software_version("hmi-interface", f"hmi-{version}")
+        write_artifact(ArtifactSpec(f"hmi-{version}", "hmi-interface", ("hmi",), (image,),
+                                    {key: value}, clears_provides=(clears,)),
+                       directory / f"hmi-{version}.mender")
+    return directory
+
+
+def make_system(system: System, artifacts: Path, hmi_reboot: str = "No") -> System:
+    system.add_interface("rtos-interface")
+    system.add_interface("hmi-interface")
+    system.write_topology(TOPOLOGY.format(hmi_reboot=hmi_reboot))
+    reboot = system.write_interface("../../../reboot", f"#!/bin/sh\necho reboot >>{system.root}"
+                                                       "/reboots\n")
+    system.write_config({"ArtifactSources": [{"Type": "directory", "Path": str(artifacts)}],
+                         "RebootCommand": [str(reboot)], "InterfaceTimeoutSeconds": 30})
+    return system
+
+
+def versions(system: System) -> dict[str, str]:
+    result = system.run("show-provides")
+    assert result.returncode == 0, result.stderr
+    return {line.split("=", 1)[0]: line.split("=", 1)[1] for line in result.stdout.splitlines()
+            if ".version=" in line}
+
+
+def at(system: System, rtos: str, hmi: str) -> bool:
+    return versions(system) == {
+        "rtos.rtos-1.rootfs-image.rtos-interface.version": rtos,
+        "rtos.rtos-2.rootfs-image.rtos-interface.version": rtos,
+        "hmi.hmi-1.rootfs-image.hmi-interface.version": hmi,
+    }
+
+
+QUERIES = {"Identity", "Provides", "Inventory", "NeedsUnpackedArtifact",
+           "ProvidePayloadFileSizes", "SupportsRollback", "NeedsArtifactReboot"}
+
+
+def states(system: System, component_type: str, unit: str) -> list[str]:
+    """The protocol states a simulated unit went through, queries left out."""
+    return [call for call in system.calls(component_type, unit) if call not in QUERIES]
+
+
+class Module:
+    """The Update Module in a payload tree, called the way a Mender client calls it."""
+
+    def __init__(self, installed: Path, system: System, tmp_path: Path, *manifests: Path):
+        self.path = installed / "usr/share/mender/modules/v3/mender-orchestrator-manifest"
+        self.system = system
+        self.tree = tmp_path / "payloads" / "0000" / "tree"
+        for directory in ("files", "tmp", "header"):
+            (self.tree / directory).mkdir(parents=True)
+        (self.tree / "version").write_text("3\n")
+        for manifest in manifests:
+            shutil.copy(manifest, self.tree / "files" / manifest.name)
+        self.commands = tmp_path / "orchestrator-commands"
+        self.recorder = tmp_path / "mender-orchestrator"
+        # logs the command line and exit status, runs the real CLI
+        self.recorder.write_text(
+            "#!/bin/sh\n"
+            f"echo \"$*\" >>{self.commands}\n"
+            f"{shlex.quote(sys.executable)} -m orchestrator_core \"$@\"\n"
+            "rc=$?\n"
+            f"echo \"exit $rc\" >>{self.commands}\n"
+            "exit $rc\n"
+        )
+        self.recorder.chmod(0o755)
+
+    def __call__(self, state: str) -> subprocess.CompletedProcess[str]:
+        env = self.system.env
+        env["MENDER_ORCHESTRATOR_BIN"] = str(self.recorder)
+        return subprocess.run([str(self.path), state, str(self.tree)], cwd=self.tree, env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    def run_ok(self, state: str) -> str:
+        result = self(state)
+        assert result.returncode == 0, f"{state}: {result.stderr}"
+        return result.stdout
+
+    def log(self) -> list[str]:
+        return self.commands.read_text().splitlines() if self.commands.exists() else []
+
+
+INSTALL = ("install --stop-before ArtifactCommit --stop-before ArtifactRollback "
+           "--stop-before Cleanup --exit-on-reboot {}")
+COMMIT = "resume --stop-before ArtifactRollback --stop-before Cleanup"
+ROLLBACK = "rollback --stop-before Cleanup --exit-on-reboot"
+
+
+def write_manifest(tmp_path: Path, name: str, rtos: str, hmi: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(manifest_text(name, rtos, hmi))
+    return path
+
+
+def deploy_v1(system: System, tmp_path: Path) -> None:
+    result = system.run("install", str(write_manifest(tmp_path, "sys-v1", "rtos-v1", "hmi-v1")))
+    assert result.returncode == 0, result.stderr
+    if (system.datastore / "resume-at-boot").exists():  # it rebooted the system: boot
+        result = system.run("resume")
+        assert result.returncode == 0, result.stderr
+    assert at(system, "rtos-v1", "hmi-v1")
+
+
+# --------------------------------------------------------------------------- installation
+
+
+def test_make_install_puts_every_file_at_its_standard_path(installed: Path) -> None:
+    expected = {
+        "usr/share/mender/modules/v3/mender-orchestrator-manifest": 0o755,
+        "usr/share/mender/inventory/mender-inventory-mender-orchestrator": 0o755,
+        "usr/share/mender-orchestrator/interfaces/v1/rootfs-image": 0o755,
+        "usr/lib/systemd/system/mender-orchestrator-resume.service": 0o644,
+    }
+    found = {str(p.relative_to(installed)): p.stat().st_mode & 0o777
+             for p in installed.rglob("*") if p.is_file()}
+    assert found == expected
+    unit = (installed / "usr/lib/systemd/system/mender-orchestrator-resume.service").read_text()
+    assert f"ExecStart={BIN}/mender-orchestrator resume" in unit
+    assert "ConditionPathExists=/var/lib/mender-orchestrator/resume-at-boot" in unit
+    assert "@" not in unit.replace("mender-orchestrator", "")
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
+def test_systemd_accepts_the_unit(installed: Path) -> None:
+    unit = installed / "usr/lib/systemd/system/mender-orchestrator-resume.service"
+    result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == ""
+
+
+# --------------------------------------------------------------------------- the Update Module
+
+
+def test_a_deployment_runs_the_contract_commands(
+    installed: Path, system: System, artifacts: Path, tmp_path: Path
+) -> None:
+    make_system(system, artifacts)
+    deploy_v1(system, tmp_path)
+    manifest = write_manifest(tmp_path, "sys-v2", "rtos-v2", "hmi-v2")
+    module = Module(installed, system, tmp_path, manifest)
+
+    assert module.run_ok("Download") == ""
+    assert module.run_ok("SupportsRollback") == "Yes\n"
+    module.run_ok("ArtifactInstall")
+    assert module.run_ok("NeedsArtifactReboot") == "No\n"
+    assert at(system, "rtos-v2", "hmi-v2")  # installed; not committed yet
+    assert states(system, "hmi", "1")[-1] == "ArtifactInstall"
+    module.run_ok("ArtifactCommit")
+    assert states(system, "hmi", "1")[-1] == "ArtifactCommit"
+    module.run_ok("Cleanup")
+    assert states(system, "hmi", "1")[-1] == "Cleanup"
+
+    assert module.log() == [
+        INSTALL.format(module.tree / "files" / manifest.name), "exit 0",
+        COMMIT, "exit 0",
+        "resume", "exit 0",
+    ]
+    assert at(system, "rtos-v2", "hmi-v2")
+    assert "status succeeded" in system.run("status").stdout
+
+
+def test_exit_4_becomes_an_automatic_reboot_by_the_client(
+    installed: Path, system: System, artifacts: Path, tmp_path: Path
+) -> None:
+    make_system(system, artifacts, hmi_reboot="Automatic")
+    deploy_v1(system, tmp_path)
+    module = Module(installed, system, tmp_path,
+                    write_manifest(tmp_path, "sys-v2", "rtos-v2", "hmi-v2"))
+    (system.root / "reboots").unlink()
+
+    module.run_ok("Download")
+    module.run_ok("ArtifactInstall")
+    assert module.log()[-1] == "exit 4"
+    assert module.run_ok("NeedsArtifactReboot") == "Automatic\n"
+    # the Mender client reboots the device; the orchestrator never ran its RebootCommand
+    assert not (system.root / "reboots").exists()
+    assert module.run_ok("ArtifactVerifyReboot") == ""
+    module.run_ok("ArtifactCommit")
+    module.run_ok("Cleanup")
+    assert states(system, "hmi", "1")[-5:] == [
+        "Download", "ArtifactInstall", "ArtifactVerifyReboot", "ArtifactCommit", "Cleanup"]
+    assert at(system, "rtos-v2", "hmi-v2")
+
+
+def test_a_failed_install_rolls_the_system_back(
+    installed: Path, system: System, artifacts: Path, tmp_path: Path
+) -> None:
+    make_system(system, artifacts)
+    deploy_v1(system, tmp_path)
+    module = Module(installed, system, tmp_path,
+                    write_manifest(tmp_path, "sys-v2", "rtos-v2", "hmi-v2"))
+    system.device("hmi", "1").joinpath("fail-ArtifactInstall").touch()
+
+    failed = module("ArtifactInstall")
+    assert failed.returncode == 1
+    assert "simulated failure of ArtifactInstall on hmi 1" in failed.stderr
+    assert at(system, "rtos-v2", "hmi-v1")  # rtos installed, hmi not
+    module.run_ok("ArtifactRollback")
+    assert at(system, "rtos-v1", "hmi-v1")
+    module.run_ok("ArtifactFailure")
+    module.run_ok("Cleanup")
+    assert module.log()[-4:] == [ROLLBACK, "exit 0", "resume", "exit 1"]
+    assert "status failed" in system.run("status").stdout
+    assert system.run("resume").returncode != 0  # nothing left in progress
+
+
+def test_a_failed_commit_rolls_back_components_already_committed(
+    installed: Path, system: System, artifacts: Path, tmp_path: Path
+) -> None:
+    make_system(system, artifacts)
+    deploy_v1(system, tmp_path)
+    module = Module(installed, system, tmp_path,
+                    write_manifest(tmp_path, "sys-v2", "rtos-v2", "hmi-v2"))
+    system.device("hmi", "1").joinpath("fail-ArtifactCommit").touch()
+
+    module.run_ok("ArtifactInstall")
+    failed = module("ArtifactCommit")
+    assert failed.returncode == 1
+    assert states(system, "rtos", "1")[-1] == "ArtifactCommit"  # order 10 was committed
+    module.run_ok("ArtifactRollback")
+    module.run_ok("ArtifactFailure")
+    module.run_ok("Cleanup")
+    assert at(system, "rtos-v1", "hmi-v1")
+    assert "ArtifactRollback" in system.calls("rtos", "1")
+
+
+def test_a_refused_manifest_touches_nothing_and_rolls_back_cleanly(
+    installed: Path, system: System, artifacts: Path, tmp_path: Path
+) -> None:
+    make_system(system, artifacts)
+    deploy_v1(system, tmp_path)
+    module = Module(installed, system, tmp_path,
+                    write_manifest(tmp_path, "sys-v9", "rtos-v9", "hmi-v1"))
+    states_before = states(system, "rtos", "1")
+
+    failed = module("ArtifactInstall")
+    assert failed.returncode != 0
+    assert "rtos-v9" in failed.stderr
+    rolled_back = module("ArtifactRollback")
+    assert rolled_back.returncode == 0, rolled_back.stderr
+    assert "no orchestrator deployment is in progress; nothing to do in ArtifactRollback" in \
+        rolled_back.stderr
+    module.run_ok("Cleanup")
+    assert at(system, "rtos-v1", "hmi-v1")
+    assert states(system, "rtos", "1") == states_before
+
+
+@pytest.mark.parametrize("payload", [[], ["a.yaml", "b.yaml"]])
+def test_the_payload_must_be_exactly_one_manifest(
+    installed: Path, system: System, tmp_path: Path, payload: list[str]
+) -> None:
+    files = []
+    for name in payload:
+        files.append(tmp_path / name)
+        files[-1].write_text("kind: manifest\n")
+    module = Module(installed, system, tmp_path, *files)
+    failed = module("ArtifactInstall")
+    assert failed.returncode == 1
+    assert "expected exactly one file, the Manifest YAML" in failed.stderr
+    assert module.log() == []
+
+
+def test_unknown_states_print_nothing_and_succeed(installed: Path, system: System,
+                                                  tmp_path: Path) -> None:
+    module = Module(installed, system, tmp_path)
+    for state in ("ArtifactFailure", "ArtifactRollbackReboot", "SomeFutureState"):
+        result = module(state)
+        assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert module.log() == []
+
+
+# --------------------------------------------------------------------------- inventory
+
+
+def test_the_inventory_script_relays_show_inventory(
+    installed: Path, system: System, artifacts: Path, tmp_path: Path
+) -> None:
+    make_system(system, artifacts)
+    deploy_v1(system, tmp_path)
+    script = installed / "usr/share/mender/inventory/mender-inventory-mender-orchestrator"
+    env = system.env
+    env["MENDER_ORCHESTRATOR_BIN"] = str(BIN / "mender-orchestrator")
+
+    result = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == system.run("show-inventory").stdout
+    assert "sys-v1" in result.stdout
+    assert "hmi.hmi-1.rootfs-image.hmi-interface.version=hmi-v1" in result.stdout
+
+    # one broken Component: the others are still sent, the error is logged
+    system.device("rtos", "2").joinpath("fail-Provides").touch()
+    partial = subprocess.run([str(script)], env=env, capture_output=True, text=True,
+                             timeout=60, check=False)
+    assert partial.returncode == 0
+    assert "hmi.hmi-1.rootfs-image.hmi-interface.version=hmi-v1" in partial.stdout
+    assert "rtos.rtos-2." not in partial.stdout
+    assert "simulated failure of Provides on rtos 2" in partial.stderr
+
+    # nothing at all to say (no Topology): the failure is the script's
+    (system.datastore / "topology.yaml").unlink()
+    broken = subprocess.run([str(script)], env=env, capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert broken.returncode != 0
+    assert broken.stdout == ""
+    assert "topology.yaml" in broken.stderr
+
+
+# --------------------------------------------------------------------------- rootfs-image
+
+
+def test_rootfs_image_interface_without_a_client(installed: Path, tmp_path: Path) -> None:
+    interface = installed / "usr/share/mender-orchestrator/interfaces/v1/rootfs-image"
+    empty = tmp_path / "empty-path"
+    empty.mkdir()
+
+    def call(state: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["/bin/sh", str(interface), state, str(tmp_path), "gateway"],
+                              env={"PATH": str(empty)}, capture_output=True, text=True,
+                              timeout=30, check=False)
+
+    assert call("NeedsUnpackedArtifact").stdout == "No\n"
+    assert call("SupportsRollback").stdout == "Yes\n"
+    missing = call("Provides")
+    assert missing.returncode == 1
+    assert "no Mender client found: neither mender-update (client 4+) nor mender (3.x)" in \
+        missing.stderr
+    assert (call("NewState").returncode, call("NewState").stdout) == (0, "")
+
+
+# --------------------------------------------------------------------------- resume at boot
+
+
+def unit_command(installed: Path, datastore: Path) -> tuple[Path, list[str]]:
+    unit = configparser.ConfigParser(interpolation=None, strict=False)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(installed / "usr/lib/systemd/system/mender-orchestrator-resume.service")
+    condition = unit["Unit"]["ConditionPathExists"].replace(
+        "/var/lib/mender-orchestrator", str(datastore))
+    return Path(condition), shlex.split(unit["Service"]["ExecStart"])
+
+
+def test_the_unit_resumes_after_a_reboot_the_orchestrator_started(
+    installed: Path, system: System, artifacts: Path, tmp_path: Path
+) -> None:
+    make_system(system, artifacts, hmi_reboot="Automatic")
+    deploy_v1(system, tmp_path)
+    condition, command = unit_command(installed, system.datastore)
+    assert not condition.exists()
+
+    started = system.run("install", str(write_manifest(tmp_path, "sys-v2", "rtos-v2",
+                                                         "hmi-v2")))
+    assert started.returncode == 0, started.stderr
+    assert (system.root / "reboots").read_text().count("reboot") == 2  # v1 and now v2
+    assert condition.exists()
+    assert not at(system, "rtos-v2", "hmi-v2")  # hmi waits for its verify after the reboot
+
+    # boot: systemd starts the unit because its condition holds
+    booted = subprocess.run(command, env=system.env, capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert booted.returncode == 0, booted.stderr
+    assert not condition.exists()
+    assert at(system, "rtos-v2", "hmi-v2")
+    assert "status succeeded" in system.run("status").stdout
+
+
+def test_the_unit_stays_out_of_a_deployment_driven_stage_by_stage(
+    installed: Path, system: System, artifacts: Path, tmp_path: Path
+) -> None:
+    """A caller passing --stop-before (the Mender client) continues by itself."""
+    make_system(system, artifacts, hmi_reboot="Automatic")
+    deploy_v1(system, tmp_path)
+    condition, _ = unit_command(installed, system.datastore)
+    manifest = write_manifest(tmp_path, "sys-v2", "rtos-v2", "hmi-v2")
+    started = system.run("install", "--stop-before", "ArtifactCommit", str(manifest))
+    assert started.returncode == 0, started.stderr
+    assert (system.root / "reboots").read_text().count("reboot") == 2
+    assert not condition.exists()
