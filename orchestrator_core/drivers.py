@@ -177,7 +177,8 @@ class ComponentDriver:
                 device_type,
                 self.component.component_type,
             )
-        version_keys = (f"rootfs-image.{self.component.interface}.version", "rootfs-image.version")
+        name = getattr(self.pm.get_plugin("driver"), "interface_name", self.component.interface)
+        version_keys = (f"rootfs-image.{name}.version", "rootfs-image.version")
         if not any(key in result for key in version_keys):
             raise InterfaceError(
                 f"{ctx.name}: the Provides query did not report "

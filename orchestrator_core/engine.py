@@ -10,7 +10,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import subprocess
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -25,6 +24,7 @@ from orchestrator_core.errors import NothingToResume, OrchestratorError
 from orchestrator_core.journal import DeploymentRow, EventRow, Journal
 from orchestrator_core.log import component_logger
 from orchestrator_core.planner import Plan, PlannedComponent, work_dir
+from orchestrator_core.progress import ProgressObserver
 from orchestrator_core.sequence import (
     CLEANUP,
     COMMIT,
@@ -110,6 +110,7 @@ class Deployment:
         self.row = row
         self.plan = Plan.from_json(row.plan)
         self._drivers: dict[str, ComponentDriver] = {}
+        self._progress = ProgressObserver()
         self._cache = _open_cache(config)
 
     # ---- replay
@@ -214,6 +215,7 @@ class Deployment:
             return outcome
         self._announce(step, pending)
         if pending:
+            self._progress.step_started(step.group, step.name, len(pending))
             workers = min(MAX_PARALLEL, len(pending))
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 for key, result in zip(
@@ -222,6 +224,7 @@ class Deployment:
                     strict=True,
                 ):
                     outcome[key] = result
+            self._progress.step_finished()
         return outcome
 
     def _announce(self, step: Step, members: list[str]) -> None:
@@ -287,27 +290,28 @@ class Deployment:
         driver = self._drivers.get(planned.key)
         if driver is None:
             driver = drivers.load(planned.component, self.config.data_dir)
+            driver.pm.register(self._progress, name="progress")
             self._drivers[planned.key] = driver
         return driver
 
     def _run_member(self, seq: int, step: Step, key: str) -> Result:
         planned = self.plan.component(key)
         name = f"{key} (interface {planned.component.interface})"
-        component_log = component_logger(name)
         directory = work_dir(self.config.work_root, self.id, planned)
         self.journal.record(self.id, seq, key, "enter")
-        started = time.monotonic()
         value: str | None = None
+        in_hook = False  # failures inside a hook are logged by the progress observer
         try:
             driver = self._driver(planned)
             self._prepare_work_dir(directory, planned)
             ctx = driver.context(
-                log=component_log,
+                log=component_logger(name),
                 timeout_seconds=self.config.interface_timeout_seconds,
                 component_id=planned.component_id,
                 work_dir=directory,
                 artifact=planned.artifact_info,
             )
+            in_hook = True
             if step.name == "SupportsRollback":
                 value = "Yes" if driver.supports_rollback(ctx) else "No"
             elif step.name == "NeedsArtifactReboot":
@@ -322,13 +326,9 @@ class Deployment:
         except Exception as exc:  # an in-process driver's bug must not take the System down
             log.debug("driver error", exc_info=True)
             result = Result(False, None, f"driver raised {type(exc).__name__}: {exc}")
-        elapsed = time.monotonic() - started
+        if not result.ok and not in_hook:
+            component_logger(name).error("%s failed: %s", step.name, result.message)
         self.journal.record(self.id, seq, key, "finish", result.ok, result.value, result.message)
-        if result.ok:
-            shown = f" -> {value}" if value is not None else ""
-            component_log.info("%s done in %.2fs%s", step.name, elapsed, shown)
-        else:
-            component_log.error("%s failed after %.2fs: %s", step.name, elapsed, result.message)
         return result
 
     def _prepare_work_dir(self, directory: Path, planned: PlannedComponent) -> None:

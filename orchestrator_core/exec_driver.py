@@ -303,6 +303,8 @@ class ExecDriver:
         self.component = component
         self.executable = executable
         self.args = tuple(component.interface_args if args is None else args)
+        # the name the Interface reports itself under: rootfs-image.<interface_name>.version
+        self.interface_name = executable.name
 
     # ---- running one call
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import logging
 import sys
+import threading
 from datetime import datetime
 
 TRACE = 5
@@ -53,15 +54,56 @@ class MenderFormatter(logging.Formatter):
         )
 
 
+class _StatusAwareHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes records to stderr; on a terminal, keeps a live status line below them."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.status: str | None = None
+        self.terminal = stderr_is_terminal()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.terminal and self.status is not None:
+            with _status_lock:
+                self.stream.write("\r\033[K")
+                super().emit(record)
+                self.stream.write(self.status)
+                self.stream.flush()
+        else:
+            super().emit(record)
+
+    def show(self, status: str | None) -> None:
+        with _status_lock:
+            self.status = status
+            if self.terminal:
+                self.stream.write("\r\033[K" + (status or ""))
+                self.stream.flush()
+
+
+_status_lock = threading.Lock()
+_handler: _StatusAwareHandler | None = None
+
+
+def stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+def set_status_line(text: str | None) -> None:
+    """Show ``text`` as the live line under the log (terminals only); None removes it."""
+    if _handler is not None and _handler.terminal:
+        _handler.show(text)
+
+
 def setup(level: str) -> logging.Logger:
     """Send every record of the ``mender_orchestrator`` logger tree to stderr."""
+    global _handler
     logger = logging.getLogger(ROOT)
     logger.setLevel(LEVELS[level])
     logger.propagate = False
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(MenderFormatter())
-        logger.addHandler(handler)
+    if _handler is None:
+        _handler = _StatusAwareHandler()
+        _handler.setFormatter(MenderFormatter())
+        logger.addHandler(_handler)
     return logger
 
 

@@ -50,6 +50,11 @@ class ArtifactPayload:
     def consumed(self) -> bool:
         return self._started
 
+    @property
+    def bytes_read(self) -> int:
+        """Bytes taken from the source so far (for progress displays)."""
+        return self._reader.source.position
+
     def _begin(self) -> None:
         if self._started:
             self._reader.fail("its payload was already read: a feed is readable once")

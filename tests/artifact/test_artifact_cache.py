@@ -69,7 +69,8 @@ def test_disabled_cache_just_opens(tmp_path: Path) -> None:
     opener = Opener(b"abc")
     for _ in range(2):
         stream, where = cache.open("x", opener)
-        assert (stream.read(), where) == (b"abc", "memory")
+        with stream:
+            assert (stream.read(), where) == (b"abc", "memory")
     assert opener.calls == 2
     assert cache.prune(set()) == []
 
@@ -94,7 +95,8 @@ def test_entry_is_stored_only_once_read_to_the_end(tmp_path: Path) -> None:
     stream.close()
     assert entries(tmp_path / "cache") == ["big.mender"]
     again, where = cache.open("big", opener)
-    assert again.read() == data
+    with again:
+        assert again.read() == data
     assert where == f"{tmp_path / 'cache' / 'big.mender'} (cached copy of big)"
     assert opener.calls == 1
 
@@ -203,7 +205,13 @@ def test_waiter_fills_again_when_the_first_fill_fails(tmp_path: Path) -> None:
     stream, _ = cache.open("a", opener)
     stream.read(100)
     got: list[bytes] = []
-    waiter = threading.Thread(target=lambda: got.append(cache.open("a", opener)[0].read()))
+
+    def wait_and_read() -> None:
+        stream, _ = cache.open("a", opener)
+        with stream:
+            got.append(stream.read())
+
+    waiter = threading.Thread(target=wait_and_read)
     waiter.start()
     time.sleep(0.1)
     assert waiter.is_alive()  # waiting for the first fill
@@ -290,7 +298,7 @@ try:
 except ArtifactError as exc:
     print("error:", exc.message)
 else:
-    filling(stream).confirm_verified()
+    stream.confirm_verified()
     print("read", len(data), data == source.read_bytes())
 stream.close()
 """

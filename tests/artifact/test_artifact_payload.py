@@ -3,9 +3,11 @@ verbatim, or stored into ``files/``; always verified, always readable once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import artifact_builder as ab
@@ -16,18 +18,31 @@ from orchestrator_core.artifact import ArtifactPayload, open_payload, read_heade
 from orchestrator_core.config import Config, load_config
 from orchestrator_core.errors import ArtifactError
 
+MakeFeed = Callable[[Path], ArtifactPayload]
 
-def feed_for(path: Path, digest: str | None = None) -> ArtifactPayload:
-    if digest is None:
-        with open(path, "rb") as stream:
-            digest = read_header(stream, source_name=str(path)).manifest_digest
-    return ArtifactPayload(
-        open(path, "rb"), source_name=str(path), manifest_digest=digest, verify_keys=()
-    )
+
+@pytest.fixture
+def feed_for() -> Iterator[MakeFeed]:
+    """Feeds built the way the engine builds one, closed at the end of the test."""
+    with contextlib.ExitStack() as streams:
+
+        def make(path: Path) -> ArtifactPayload:
+            with open(path, "rb") as stream:
+                digest = read_header(stream, source_name=str(path)).manifest_digest
+            return ArtifactPayload(
+                streams.enter_context(open(path, "rb")),
+                source_name=str(path),
+                manifest_digest=digest,
+                verify_keys=(),
+            )
+
+        yield make
 
 
 @pytest.mark.parametrize("which", ["one", "several", "plain", "rootfs", "empty", "augmented"])
-def test_whole_artifact_is_the_file_byte_for_byte(made: dict[str, Made], which: str) -> None:
+def test_whole_artifact_is_the_file_byte_for_byte(
+    made: dict[str, Made], which: str, feed_for: MakeFeed
+) -> None:
     path = made[which].path
     feed = feed_for(path)
     assert not feed.consumed
@@ -37,7 +52,7 @@ def test_whole_artifact_is_the_file_byte_for_byte(made: dict[str, Made], which: 
     assert max(len(c) for c in chunks) <= 2 << 20  # bounded chunks, not the whole file
 
 
-def test_whole_artifact_withholds_the_end_of_a_bad_file(tmp_path: Path) -> None:
+def test_whole_artifact_withholds_the_end_of_a_bad_file(tmp_path: Path, feed_for: MakeFeed) -> None:
     files = {"fw.bin": os.urandom(3_000_000)}
     parts = ab.remanifest(ab.build(files, compression=""), {"fw.bin": b"something else"})
     path = tmp_path / "bad.mender"
@@ -63,7 +78,9 @@ def test_a_different_artifact_at_download_time_is_refused() -> None:
             next(swapped.files())
 
 
-def test_save_to_stores_verified_private_files(tmp_path: Path, made: dict[str, Made]) -> None:
+def test_save_to_stores_verified_private_files(
+    tmp_path: Path, made: dict[str, Made], feed_for: MakeFeed
+) -> None:
     feed = feed_for(made["several"].path)
     files_dir = tmp_path / "work" / "files"
     stored = feed.save_to(files_dir)
@@ -74,7 +91,9 @@ def test_save_to_stores_verified_private_files(tmp_path: Path, made: dict[str, M
     assert feed.consumed
 
 
-def test_save_to_stores_what_the_interface_left(tmp_path: Path, made: dict[str, Made]) -> None:
+def test_save_to_stores_what_the_interface_left(
+    tmp_path: Path, made: dict[str, Made], feed_for: MakeFeed
+) -> None:
     feed = feed_for(made["several"].path)
     first = next(feed.files())
     first.read(10)  # an Interface took a little of the first file, then stopped
@@ -82,7 +101,7 @@ def test_save_to_stores_what_the_interface_left(tmp_path: Path, made: dict[str, 
     assert [p.name for p in stored] == ["notes.txt", "empty.dat"]
 
 
-def test_a_partly_read_bad_file_is_still_caught(tmp_path: Path) -> None:
+def test_a_partly_read_bad_file_is_still_caught(tmp_path: Path, feed_for: MakeFeed) -> None:
     files = {"a.bin": b"a" * 10_000, "b.bin": b"b"}
     parts = ab.remanifest(ab.build(files), {**files, "a.bin": b"x" * 10_000})
     path = tmp_path / "bad.mender"
@@ -93,7 +112,7 @@ def test_a_partly_read_bad_file_is_still_caught(tmp_path: Path) -> None:
         next(iterator)
 
 
-def test_payload_is_readable_once(made: dict[str, Made]) -> None:
+def test_payload_is_readable_once(made: dict[str, Made], feed_for: MakeFeed) -> None:
     feed = feed_for(made["one"].path)
     assert [f.name for f in feed.files()] == ["firmware.bin"]
     assert list(feed.files()) == []
@@ -101,7 +120,7 @@ def test_payload_is_readable_once(made: dict[str, Made]) -> None:
         next(feed.whole_artifact())
 
 
-def test_payload_file_protocol(made: dict[str, Made]) -> None:
+def test_payload_file_protocol(made: dict[str, Made], feed_for: MakeFeed) -> None:
     feed = feed_for(made["several"].path)
     sizes = {}
     for payload in feed.files():

@@ -48,6 +48,11 @@ def make_config(root: Path, **options: Any) -> Config:
     )
 
 
+def where_found(opened: tuple[Any, str]) -> str:
+    opened[0].close()
+    return opened[1]
+
+
 def read_all(opened: tuple[Any, str]) -> bytes:
     stream, _ = opened
     with stream:
@@ -94,8 +99,10 @@ def test_directory_is_searched_by_the_name_inside_the_files(tmp_path: Path) -> N
     shutil.copy(RTOS_V1, store / "release-2025-10.mender")
     (store / "notes.mender").write_text("not an artifact")
     config = make_config(tmp_path, ArtifactSources=[{"Type": "directory", "Path": str(store)}])
-    assert open_artifact("rtos-v1", None, config)[1] == str(store / "release-2025-10.mender")
-    assert open_artifact("rtos-v2", None, config)[1] == str(store / "rtos-v1.mender")
+    assert where_found(open_artifact("rtos-v1", None, config)) == str(
+        store / "release-2025-10.mender"
+    )
+    assert where_found(open_artifact("rtos-v2", None, config)) == str(store / "rtos-v1.mender")
 
 
 def test_a_broken_file_named_after_the_artifact_is_reported(tmp_path: Path) -> None:
@@ -136,7 +143,7 @@ def test_a_broken_source_does_not_hide_the_next_one(tmp_path: Path) -> None:
             {"Type": "directory", "Path": str(tmp_path)},
         ],
     )
-    assert open_artifact("rtos-v1", None, config)[1] == str(tmp_path / "rtos-v1.mender")
+    assert where_found(open_artifact("rtos-v1", None, config)) == str(tmp_path / "rtos-v1.mender")
     with pytest.raises(ArtifactError, match=r"missing does not exist"):
         open_artifact("rtos-v7", None, config)
 
@@ -165,7 +172,8 @@ def test_vendor_source_is_asked_after_the_configured_ones(tmp_path: Path) -> Non
     manager = source_manager([vendor])
     stream, where = open_artifact("rtos-v1", None, config, plugins=manager)
     assert where == "vendor vault"
-    assert read_header(stream, source_name=where).name == "rtos-v1"
+    with stream:
+        assert read_header(stream, source_name=where).name == "rtos-v1"
     stream, where = open_artifact("system-core-v1", None, config, plugins=manager)
     stream.close()
     assert where == str(tmp_path / "system-core-v1.mender")
@@ -281,7 +289,7 @@ def test_404_moves_on_to_the_next_source(tmp_path: Path, server: ArtifactServer)
         tmp_path,
         ArtifactSources=[url_source(server), {"Type": "directory", "Path": str(tmp_path)}],
     )
-    assert open_artifact("rtos-v1", None, config)[1] == str(tmp_path / "rtos-v1.mender")
+    assert where_found(open_artifact("rtos-v1", None, config)) == str(tmp_path / "rtos-v1.mender")
     assert [seen.target for seen in server.behaviour.seen] == ["/a/rtos-v1.mender"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -114,3 +115,19 @@ def test_the_dids_are_configurable(
         r"answered NRC 0x31 RequestOutOfRange",
     ):
         harness(ecu).query("provides")
+
+
+def test_a_bus_that_cannot_be_opened_is_named(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    component = Component(
+        "ecu_brake", "canbus", ("--interface=remote", f"--channel=127.0.0.1:{port}")
+    )
+    harness = Harness(component, tmp_path)
+    with pytest.raises(InterfaceError) as caught:
+        harness.query("identity")
+    assert caught.value.message.startswith(
+        f"ecu_brake[0] (interface canbus): cannot open the CAN bus (interface remote, channel "
+        f"127.0.0.1:{port}, tx 0x7e0 / rx 0x7e8): "
+    )

@@ -135,3 +135,36 @@ def test_the_block_counter_wraps_and_the_ecus_block_length_is_used(
     assert outcome.failure is None
     assert ecu.ecu.trace.count("36") == 282
     assert ecu.bank(1)[:9000] == image
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (
+            "drop-frames",
+            "fault drop-frames needs a block count, e.g. drop-frames=3 (got 'drop-frames')",
+        ),
+        ("corrupt-block=0", "fault corrupt-block needs a block count"),
+        (
+            "wrong-key=1",
+            "unknown fault 'wrong-key=1'; known: drop-frames, corrupt-block, wrong-key",
+        ),
+        ("never-answer=sometimes", "unknown fault 'never-answer=sometimes'"),
+    ],
+)
+def test_bad_fault_specs_are_named(spec: str, expected: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        Faults.parse([spec])
+    assert expected in str(caught.value)
+
+
+def test_fault_specs() -> None:
+    faults = Faults.parse(
+        ["drop-frames=2", "corrupt-block=3", "wrong-key", "never-answer=after-reset"]
+    )
+    assert (faults.drop_frames, faults.corrupt_block, faults.wrong_key) == (2, 3, True)
+    assert (faults.refuse_erase, faults.fail_after, faults.never_answer) == (
+        False,
+        None,
+        "after-reset",
+    )

@@ -63,6 +63,12 @@ FAULT_NAMES = (
     "never-answer",
 )
 
+_COUNTED_FAULTS = {  # fault name -> the ``Faults`` field holding its block count
+    "drop-frames": "drop_frames",
+    "corrupt-block": "corrupt_block",
+    "fail-after": "fail_after",
+    "reset-mid-transfer": "reset_after",
+}
 
 # how many leading request bytes name a request in ``Ecu.trace`` (service, sub-function, id)
 _LABEL_LENGTH = {0x10: 2, 0x11: 2, 0x22: 3, 0x27: 2, 0x2E: 3, 0x31: 4, 0x3E: 2}
@@ -112,18 +118,12 @@ class Faults:
         faults = cls()
         for spec in specs:
             name, _, value = spec.partition("=")
-            numeric = {
-                "drop-frames": "drop_frames",
-                "corrupt-block": "corrupt_block",
-                "fail-after": "fail_after",
-                "reset-mid-transfer": "reset_after",
-            }
-            if name in numeric:
+            if name in _COUNTED_FAULTS:
                 if not value.isdigit() or (name == "corrupt-block" and int(value) < 1):
                     raise ValueError(
                         f"fault {name} needs a block count, e.g. {name}=3 (got {spec!r})"
                     )
-                setattr(faults, numeric[name], int(value))
+                setattr(faults, _COUNTED_FAULTS[name], int(value))
             elif name in ("wrong-key", "refuse-erase") and not value:
                 setattr(faults, name.replace("-", "_"), True)
             elif name == "never-answer" and value in ("", "always", "after-reset"):

@@ -1,0 +1,241 @@
+"""End to end with the real Mender client (Debian's mender-client 3.x, standalone mode).
+
+The client installs Manifest Artifacts made by our manifest-gen, through our Update Module
+(installed by support/Makefile), which drives our orchestrator; the orchestrator updates the
+virtual vehicle (examples/virtual-vehicle): an executable Interface, the CAN brake ECU
+simulator on a python-can-remote bus and the I2C seat heater simulator. Versions are read
+through ``show-provides`` after every step. See tests/mender_client.py for how the client is
+kept in tmp (a private mount namespace for the two paths it cannot be told).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import REPO, SIMULATED_UNIT, System
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from mender_client import MenderClient, unavailable
+
+from orchestrator_core.artifact.writer import ArtifactSpec, software_version, write_artifact
+from orchestrator_core.manifest_gen import generate
+
+sys.path.insert(0, str(REPO / "examples" / "virtual-vehicle"))
+from build_artifacts import SYSTEM_TYPE, build  # noqa: E402
+from vehicle import VirtualVehicle  # noqa: E402
+
+pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
+
+BIN = Path(sys.executable).parent
+MODULE = "usr/share/mender/modules/v3/mender-orchestrator-manifest"
+DEBIAN_MODULES = Path("/usr/share/mender/modules/v3")
+
+V1 = {"ecu_brake_controller": "brake-ecu-firmware-v1.8.0",
+      "seat_heating": "seat-heating-fw-v1.2.0",
+      "telematics_control_unit": "tcu-firmware-v2.4.0"}
+V2 = {"ecu_brake_controller": "brake-ecu-firmware-v1.8.3",
+      "seat_heating": "seat-heating-fw-v1.2.0",
+      "telematics_control_unit": "tcu-firmware-v2.4.1"}
+
+
+def with_path(env: dict[str, str]) -> dict[str, str]:
+    """The client finds ``mender-orchestrator`` on PATH, as on a device."""
+    env = dict(env)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
+    return env
+
+
+@pytest.fixture(scope="module")
+def support_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("image")
+    subprocess.run(["make", "-s", "-C", str(REPO / "support"), "install", f"DESTDIR={root}",
+                    f"BINDIR={BIN}"], check=True, capture_output=True, timeout=60)
+    return root
+
+
+@pytest.fixture(scope="module")
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    directory = tmp_path_factory.mktemp("key")
+    key = ec.generate_private_key(ec.SECP256R1())
+    private, public = directory / "artifacts.pem", directory / "artifacts.pub"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.TraditionalOpenSSL,
+                                          serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return private, public
+
+
+@pytest.fixture
+def vehicle(tmp_path: Path, signing_key: tuple[Path, Path]) -> Iterator[VirtualVehicle]:
+    artifacts = tmp_path / "artifacts"
+    build(artifacts, key=signing_key[0])
+    with VirtualVehicle(tmp_path / "vehicle", artifacts) as running:
+        yield running
+
+
+def failed_lines(result: subprocess.CompletedProcess[str]) -> str:
+    return "\n".join(line for line in (result.stdout + result.stderr).splitlines()
+                     if "level=error" in line or "severity=error" in line)
+
+
+def test_the_client_deploys_manifests_and_reports_a_rolled_back_one(
+    vehicle: VirtualVehicle, support_root: Path, signing_key: tuple[Path, Path], tmp_path: Path
+) -> None:
+    client = MenderClient.create(tmp_path / "client", device_type=SYSTEM_TYPE,
+                                 modules=[support_root / MODULE], env=with_path(vehicle.env),
+                                 verify_key=signing_key[1])
+    artifacts = vehicle.artifacts
+    assert vehicle.versions()["telematics_control_unit"] == "tcu-firmware-v2.3.0"
+
+    # an Artifact not signed with the device's key is refused before any state runs
+    unsigned = tmp_path / "unsigned.mender"
+    generate(REPO / "examples/virtual-vehicle/manifests/vehicle-v1.yaml", (SYSTEM_TYPE,),
+             unsigned)
+    refused = client.run("install", unsigned)
+    assert refused.returncode != 0
+    assert "signature" in refused.stderr.lower()
+    assert vehicle.run("status").stdout.strip() == "no deployment has run on this System"
+
+    for name, expected in (("vehicle-v1", V1), ("vehicle-v2", V2)):
+        installed = client.run("install", artifacts / f"{name}.mender")
+        assert installed.returncode == 0, installed.stderr
+        assert "requested a reboot" not in installed.stdout
+        assert vehicle.versions() == expected  # installed and verified, not yet committed
+        committed = client.run("commit")
+        assert committed.returncode == 0, committed.stderr
+        assert vehicle.versions() == expected
+        assert client.provides() == {
+            "artifact_name": name,
+            "data-partition.mender-orchestrator-manifest.version": name,
+        }
+        assert f"{name}  status succeeded" in vehicle.run("status").stdout
+
+    # vehicle-v3 installs (its telematics self-test is made to pass for this test), then the
+    # modem refuses to make the new slot permanent: the brake ECU and the seat heater were
+    # already committed, and all of them go back to vehicle-v2
+    (vehicle.state / "tcu" / "fail-ArtifactCommit").touch()
+    v3 = tmp_path / "vehicle-v3.yaml"
+    v3.write_text((REPO / "examples/virtual-vehicle/manifests/vehicle-v3.yaml").read_text()
+                  .replace("tcu-firmware-v2.5.0", "tcu-firmware-v2.4.0"))
+    generate(v3, (SYSTEM_TYPE,), tmp_path / "vehicle-v3.mender", key=signing_key[0])
+    installed = client.run("install", tmp_path / "vehicle-v3.mender")
+    assert installed.returncode == 0, installed.stderr
+    assert vehicle.versions() == {"ecu_brake_controller": "brake-ecu-firmware-v1.9.0",
+                                  "seat_heating": "seat-heating-fw-v1.3.0",
+                                  "telematics_control_unit": "tcu-firmware-v2.4.0"}
+    committed = client.run("commit")
+    assert committed.returncode != 0
+    print(committed.stdout, committed.stderr)
+    errors = failed_lines(committed)
+    assert "simulated failure of ArtifactCommit on the modem" in errors
+    assert "Commit failed" in errors  # the client's own report
+    assert vehicle.versions() == V2
+    assert client.provides()["artifact_name"] == "vehicle-v2"
+    assert client.provides()["data-partition.mender-orchestrator-manifest.version"] == \
+        "vehicle-v2"
+    status = vehicle.run("status").stdout
+    assert "vehicle-v3  status failed" in status
+    assert "the System was rolled back" in status
+    assert vehicle.run("resume").returncode != 0  # nothing left in progress
+
+
+# --------------------------------------------------------------------------- system device
+
+
+SYSTEM_DEVICE_TOPOLOGY = """\
+api_version: mender/v1
+kind: topology
+system_type: gateway-system
+components:
+  - component_type: gateway
+    interface: rootfs-image
+    interface_args: {client_options}
+  - component_type: rtos
+    interface: rtos-interface
+    interface_args: ["1", "Automatic"]
+"""
+
+
+def single_file_artifact(directory: Path, name: str, content: str, target: Path) -> Path:
+    """A module-image for Debian's own ``single-file`` Update Module, for the gateway."""
+    payload = directory / name
+    payload.mkdir()
+    (payload / "config.txt").write_text(content)
+    (payload / "dest_dir").write_text(str(target.parent))
+    (payload / "filename").write_text(target.name)
+    key, value, clears = software_version("single-file", name)
+    output = directory / f"{name}.mender"
+    write_artifact(ArtifactSpec(name, "single-file", ("gateway",),
+                                tuple(payload / f for f in ("config.txt", "dest_dir", "filename")),
+                                {key: value}, clears_provides=(clears,)), output)
+    return output
+
+
+def test_the_system_device_is_updated_through_its_own_client(
+    system: System, support_root: Path, tmp_path: Path
+) -> None:
+    """The gateway's Interface is support/'s rootfs-image, which installs the gateway's
+    Artifact with the gateway's Mender client; the rtos board needs the system rebooted
+    (Automatic), so the device's client is asked to reboot between install and commit."""
+    gateway = MenderClient.create(tmp_path / "gateway-client", device_type="gateway",
+                                  modules=[DEBIAN_MODULES / "single-file"], env=system.env,
+                                  image_name="gateway-v1")
+    target = tmp_path / "gateway-rootfs" / "etc" / "config.txt"
+    target.parent.mkdir(parents=True)
+    target.write_text("factory settings\n")
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    single_file_artifact(artifacts, "gateway-v2", "release 2 settings\n", target)
+    write_artifact(ArtifactSpec("rtos-v2", "rtos-interface", ("rtos",),
+                                (SIMULATED_UNIT,),
+                                {"rootfs-image.rtos-interface.version": "rtos-v2"}),
+                   artifacts / "rtos-v2.mender")
+
+    interface = support_root / "usr/share/mender-orchestrator/interfaces/v1/rootfs-image"
+    system.add_interface("rootfs-image", interface)
+    system.add_interface("rtos-interface")
+    options = ", ".join(f'"{option}"' for option in gateway.options())
+    system.write_topology(SYSTEM_DEVICE_TOPOLOGY.format(client_options=f"[{options}]"))
+    system.write_config({"ArtifactSources": [{"Type": "directory", "Path": str(artifacts)}],
+                         "InterfaceTimeoutSeconds": 120, "RebootCommand": ["false"]})
+    env = with_path(system.env)
+    env["MENDER_CLIENT"] = str(gateway.wrapper(tmp_path / "gateway-mender"))
+    device = MenderClient.create(tmp_path / "device-client", device_type="gateway-system",
+                                 modules=[support_root / MODULE], env=env)
+
+    before = system.run("show-provides", env={"MENDER_CLIENT": env["MENDER_CLIENT"]})
+    assert before.returncode == 0, before.stderr
+    gateway_id = os.uname().nodename
+    assert f"gateway.{gateway_id}.rootfs-image.version=gateway-v1" in before.stdout
+
+    manifest = tmp_path / "system-v2.yaml"
+    manifest.write_text(
+        'api_version: "mender/v1"\nkind: "manifest"\nname: "system-v2"\n'
+        'system_types_compatible: ["gateway-system"]\ncomponent_types:\n'
+        "  gateway:\n    artifact_name: gateway-v2\n    update_strategy: {order: 10}\n"
+        "  rtos:\n    artifact_name: rtos-v2\n    update_strategy: {order: 20}\n")
+    generate(manifest, ("gateway-system",), tmp_path / "system-v2.mender")
+
+    installed = device.run("install", tmp_path / "system-v2.mender")
+    assert installed.returncode == 0, installed.stderr
+    assert "At least one payload requested a reboot of the device it updated." in \
+        installed.stdout
+    assert target.read_text() == "release 2 settings\n"  # installed by the gateway's client
+    assert gateway.provides()["artifact_name"] == "gateway-v1"  # not committed yet
+
+    # (the device reboots here: the orchestrator takes the reboot it asked for as done)
+    committed = device.run("commit")
+    assert committed.returncode == 0, committed.stderr
+    assert gateway.provides()["artifact_name"] == "gateway-v2"
+    assert gateway.provides()["rootfs-image.single-file.version"] == "gateway-v2"
+    after = system.run("show-provides", env={"MENDER_CLIENT": env["MENDER_CLIENT"]})
+    assert f"gateway.{gateway_id}.rootfs-image.single-file.version=gateway-v2" in after.stdout
+    assert f"rtos.rtos-1.rootfs-image.rtos-interface.version=rtos-v2" in after.stdout
+    assert device.provides()["data-partition.mender-orchestrator-manifest.version"] == \
+        "system-v2"
