@@ -15,7 +15,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml drivers/canbus/pyproject.toml drivers/i2c/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]' -e drivers/canbus -e drivers/i2c
+	$(BIN)/pip install --quiet -e '.[test]' -e 'drivers/canbus[test]' -e drivers/i2c
 	touch $@
 
 demo: $(STAMP)

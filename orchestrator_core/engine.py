@@ -95,6 +95,10 @@ def exclusive(config: Config) -> Iterator[None]:
         handle.close()
 
 
+def _row(step: Step) -> tuple[str, str, int, str]:
+    return (step.kind, step.name, step.group, step.phase)
+
+
 def _boot_id() -> str:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
@@ -111,6 +115,8 @@ class Deployment:
         self.plan = Plan.from_json(row.plan)
         self._drivers: dict[str, ComponentDriver] = {}
         self._progress = ProgressObserver()
+        self._prepared: set[str] = set()  # File API dirs made by this process
+        self._pool: ThreadPoolExecutor | None = None
         self._cache = _open_cache(config)
 
     # ---- replay
@@ -152,6 +158,9 @@ class Deployment:
                 seq += 1
         except StopIteration:
             pass
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
         return self._finished(progress, options)
 
     def _replayed(self, step: Step, events: dict[str, list[EventRow]]) -> Outcome | None:
@@ -187,7 +196,6 @@ class Deployment:
     def _execute(
         self, seq: int, step: Step, events: dict[str, list[EventRow]], options: RunOptions
     ) -> Outcome | None:
-        self.journal.record_step(self.id, seq, step.kind, step.name, step.group, step.phase)
         outcome: dict[str, Result] = {}
         pending = []
         for key in step.members:
@@ -215,15 +223,12 @@ class Deployment:
             return outcome
         self._announce(step, pending)
         if pending:
+            self.journal.step_entered(self.id, seq, _row(step), pending)
             self._progress.step_started(step.group, step.name, len(pending))
-            workers = min(MAX_PARALLEL, len(pending))
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                for key, result in zip(
-                    pending,
-                    pool.map(lambda k: self._run_member(seq, step, k), pending),
-                    strict=True,
-                ):
-                    outcome[key] = result
+            if self._pool is None:  # threads outlive the step: starting them is not free
+                self._pool = ThreadPoolExecutor(max_workers=MAX_PARALLEL)
+            results = self._pool.map(lambda k: self._run_member(seq, step, k), pending)
+            outcome.update(zip(pending, results, strict=True))
             self._progress.step_finished()
         return outcome
 
@@ -245,9 +250,7 @@ class Deployment:
         options: RunOptions,
         outcome: dict[str, Result],
     ) -> Outcome | None:
-        boot = _boot_id()
-        for key in members:
-            self.journal.record(self.id, seq, key, "enter", None, boot)
+        self.journal.step_entered(self.id, seq, _row(step), members, value=_boot_id())
         log.info("order group %d: system reboot needed for %s", step.group, ", ".join(members))
         if options.exit_on_reboot:
             return None
@@ -298,7 +301,6 @@ class Deployment:
         planned = self.plan.component(key)
         name = f"{key} (interface {planned.component.interface})"
         directory = work_dir(self.config.work_root, self.id, planned)
-        self.journal.record(self.id, seq, key, "enter")
         value: str | None = None
         in_hook = False  # failures inside a hook are logged by the progress observer
         try:
@@ -332,6 +334,8 @@ class Deployment:
         return result
 
     def _prepare_work_dir(self, directory: Path, planned: PlannedComponent) -> None:
+        if planned.key in self._prepared:
+            return
         info = planned.artifact_info
         filetree.prepare(
             directory,
@@ -344,6 +348,7 @@ class Deployment:
             type_info=planned.verbatim("type-info"),
             meta_data=planned.verbatim("meta-data"),
         )
+        self._prepared.add(planned.key)
 
     def _download(self, driver: ComponentDriver, ctx: object, planned: PlannedComponent) -> None:
         from orchestrator_core.artifact import open_payload

@@ -37,7 +37,8 @@ def _write(path: Path, data: bytes) -> None:
             return
     except FileNotFoundError:
         pass
-    atomic.write_bytes(path, data)
+    # scratch files: prepare() writes them again after a crash, so no fsync is needed
+    atomic.write_bytes(path, data, durable=False)
 
 
 def write_version(directory: Path) -> None:

@@ -105,6 +105,11 @@ class Journal:
         crash = os.environ.get(CRASH_SWITCH)
         self._crash_after: int | None = int(crash) if crash else None
         self._writes = 0
+        # group commit: events of Components finishing at the same time share one fsync
+        self._pending: list[tuple[Any, ...]] = []
+        self._pending_lock = threading.Lock()
+        self._submitted = 0
+        self._committed = 0
 
     def close(self) -> None:
         self._db.close()
@@ -112,10 +117,25 @@ class Journal:
     def _write(self, sql: str, args: tuple[Any, ...]) -> int:
         with self._lock:
             cursor = self._db.execute(sql, args)
-            self._writes += 1
-            if self._crash_after is not None and self._writes >= self._crash_after:
-                os.kill(os.getpid(), signal.SIGKILL)
+            self._wrote()
             return cursor.lastrowid or 0
+
+    def _wrote(self) -> None:
+        self._writes += 1
+        if self._crash_after is not None and self._writes >= self._crash_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def _transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Several rows in one commit (one fsync); the caller holds ``_lock``."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, args in statements:
+                self._db.execute(sql, args)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        self._wrote()
 
     # ---- deployments
 
@@ -177,6 +197,34 @@ class Journal:
             (deployment, seq, kind, name, group, phase),
         )
 
+    _INSERT_EVENT = (
+        "INSERT INTO event (deployment, seq, component, kind, ok, value, message, at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    )
+
+    def step_entered(
+        self,
+        deployment: int,
+        seq: int,
+        step: tuple[str, str, int, str],
+        members: list[str],
+        value: str | None = None,
+    ) -> None:
+        """The step (kind, name, group, phase) and an ``enter`` per member, in one commit,
+        before any member starts."""
+        now = time.time()
+        statements: list[tuple[str, tuple[Any, ...]]] = [(
+            "INSERT OR IGNORE INTO step (deployment, seq, kind, name, grp, phase) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (deployment, seq, *step),
+        )]
+        statements.extend(
+            (self._INSERT_EVENT, (deployment, seq, key, "enter", None, value, None, now))
+            for key in members
+        )
+        with self._lock:
+            self._transaction(statements)
+
     def record(
         self,
         deployment: int,
@@ -187,11 +235,20 @@ class Journal:
         value: str | None = None,
         message: str | None = None,
     ) -> None:
-        self._write(
-            "INSERT INTO event (deployment, seq, component, kind, ok, value, message, at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (deployment, seq, component, kind, ok, value, message, time.time()),
-        )
+        """One event, committed before returning; concurrent callers share a commit."""
+        row = (deployment, seq, component, kind, ok, value, message, time.time())
+        with self._pending_lock:
+            self._pending.append(row)
+            self._submitted += 1
+            ticket = self._submitted
+        with self._lock:
+            if self._committed >= ticket:
+                return  # another thread's commit carried this row
+            with self._pending_lock:
+                rows, self._pending = self._pending, []
+                last = self._submitted
+            self._transaction([(self._INSERT_EVENT, r) for r in rows])
+            self._committed = last
 
     def events(self, deployment: int) -> list[EventRow]:
         with self._lock:

@@ -54,7 +54,10 @@ class ProgressObserver:
             ctx.log.error("%s failed after %.2fs: %s", name, time.monotonic() - started, exc)
             self._count_done()
             raise
-        shown = "" if answer is None else f" -> {getattr(answer, 'value', answer)}"
+        # states answer with pluggy's list of results; only queries have an answer to show
+        shown = "" if answer is None or isinstance(answer, list) else (
+            f" -> {getattr(answer, 'value', answer)}"
+        )
         ctx.log.info("%s done in %.2fs%s", name, time.monotonic() - started, shown)
         self._count_done()
         return answer

@@ -106,10 +106,11 @@ class MenderClient:
             *self.options(), *map(str, args),
         ]
 
-    def options(self) -> list[str]:
-        """The client's global options, as an Interface passes them (interface_args)."""
+    def options(self, log_level: str = "info") -> list[str]:
+        """The client's global options, as an Interface passes them (interface_args); at
+        level info it relays what its Update Modules print on stderr."""
         return ["--config", str(self.config), "--fallback-config", str(self.root / "none.conf"),
-                "--data", str(self.data), "--no-syslog", "--log-level", "warning"]
+                "--data", str(self.data), "--no-syslog", "--log-level", log_level]
 
     def run(self, *args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.argv(*args), env=dict(self.env), capture_output=True,
@@ -119,6 +120,11 @@ class MenderClient:
         result = self.run("show-provides")
         assert result.returncode == 0, result.stderr
         return dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+
+    def artifact_name(self) -> str:
+        result = self.run("show-artifact")
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
 
     def wrapper(self, path: Path) -> Path:
         """An executable that runs this client as ``mender`` would be run (for MENDER_CLIENT):

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, REPO, System
+from systems import FIXTURES, REPO, System, make_system
 
 EXAMPLE = REPO / "examples" / "system-core"
 QUERIES_OF_PLANNING = ["Identity", "Provides"]
@@ -235,16 +235,13 @@ components:
     interface: rtos-interface
     interface_args: ["1"]
 """
-JOURNAL_WRITES_OF_A_V2_DEPLOYMENT = 44  # deployment row, 14 steps, 28 events, the end
+JOURNAL_WRITES_OF_A_V2_DEPLOYMENT = 30  # deployment row, 14 steps entered, 14 finished, the end
 
 
 @pytest.fixture(scope="session")
 def on_v1(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> System:
     """A two-Component System that already runs v1, built once and copied by each test."""
-    root = tmp_path_factory.mktemp("baseline") / "system"
-    made = System(root, root / "etc", root / "usr-share", root / "var-lib", root / "devices")
-    for directory in (made.conf_dir, made.interfaces, made.datastore, made.devices):
-        directory.mkdir(parents=True)
+    made = make_system(tmp_path_factory.mktemp("baseline") / "system")
     made.add_interface("rootfs-image")
     made.add_interface("rtos-interface")
     made.write_topology(TWO_COMPONENTS)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CLI, FIXTURES
+from systems import CLI, FIXTURES
 
 GEN = str(Path(sys.executable).parent / "mender-orchestrator-manifest-gen")
 MANIFEST = FIXTURES / "manifest-v1.yaml"  # name system-core-v1, for system-core

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SIMULATED_UNIT, System
+from systems import REPO, SIMULATED_UNIT, System
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from mender_client import MenderClient, unavailable
@@ -131,7 +131,6 @@ def test_the_client_deploys_manifests_and_reports_a_rolled_back_one(
                                   "telematics_control_unit": "tcu-firmware-v2.4.0"}
     committed = client.run("commit")
     assert committed.returncode != 0
-    print(committed.stdout, committed.stderr)
     errors = failed_lines(committed)
     assert "simulated failure of ArtifactCommit on the modem" in errors
     assert "Commit failed" in errors  # the client's own report
@@ -200,7 +199,7 @@ def test_the_system_device_is_updated_through_its_own_client(
     interface = support_root / "usr/share/mender-orchestrator/interfaces/v1/rootfs-image"
     system.add_interface("rootfs-image", interface)
     system.add_interface("rtos-interface")
-    options = ", ".join(f'"{option}"' for option in gateway.options())
+    options = ", ".join(f'"{option}"' for option in gateway.options("error"))
     system.write_topology(SYSTEM_DEVICE_TOPOLOGY.format(client_options=f"[{options}]"))
     system.write_config({"ArtifactSources": [{"Type": "directory", "Path": str(artifacts)}],
                          "InterfaceTimeoutSeconds": 120, "RebootCommand": ["false"]})
@@ -227,12 +226,12 @@ def test_the_system_device_is_updated_through_its_own_client(
     assert "At least one payload requested a reboot of the device it updated." in \
         installed.stdout
     assert target.read_text() == "release 2 settings\n"  # installed by the gateway's client
-    assert gateway.provides()["artifact_name"] == "gateway-v1"  # not committed yet
+    assert gateway.artifact_name() == "gateway-v1"  # not committed yet
 
     # (the device reboots here: the orchestrator takes the reboot it asked for as done)
     committed = device.run("commit")
     assert committed.returncode == 0, committed.stderr
-    assert gateway.provides()["artifact_name"] == "gateway-v2"
+    assert gateway.artifact_name() == "gateway-v2"
     assert gateway.provides()["rootfs-image.single-file.version"] == "gateway-v2"
     after = system.run("show-provides", env={"MENDER_CLIENT": env["MENDER_CLIENT"]})
     assert f"gateway.{gateway_id}.rootfs-image.single-file.version=gateway-v2" in after.stdout

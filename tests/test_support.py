@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, REPO, System
+from systems import FIXTURES, REPO, System
 
 from orchestrator_core.artifact.writer import ArtifactSpec, software_version, write_artifact
 

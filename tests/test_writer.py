@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from conftest import FIXTURES
+from systems import FIXTURES
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 

@@ -167,7 +167,11 @@ class HttpArtifactStream(io.RawIOBase):
         self.content_length: int | None = None
         self._failures = 0  # in a row, without progress
         self.reconnects = 0
-        self._connect(first=True)
+        try:
+            self._connect(first=True)
+        except BaseException:
+            self._session.close()
+            raise
 
     def readable(self) -> bool:
         return True
@@ -196,7 +200,12 @@ class HttpArtifactStream(io.RawIOBase):
             except (requests.ConnectionError, requests.Timeout) as exc:
                 self._retry(str(exc))
                 continue
-            if self._accept(response, first=first):
+            try:
+                accepted = self._accept(response, first=first)
+            except BaseException:
+                response.close()
+                raise
+            if accepted:
                 self._response = response
                 return
             response.close()
@@ -204,7 +213,6 @@ class HttpArtifactStream(io.RawIOBase):
     def _accept(self, response: requests.Response, *, first: bool) -> bool:
         status = response.status_code
         if first and status in (404, 410):
-            response.close()
             raise NotFound(self.url)
         if status in _RETRY_STATUS:
             self._retry(f"the server answered HTTP {status} {response.reason}")

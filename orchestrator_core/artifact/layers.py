@@ -1,4 +1,4 @@
-"""The byte-stream layers the reader stacks: the source, decompressors, bounded slices.
+"""The byte-stream layers the reader stacks: the source, then the decompressors.
 
 Every layer is a read-only ``io.RawIOBase`` whose ``readinto`` fills the caller's buffer,
 so uncompressed payload bytes travel from the source into the consumer's buffer without a
@@ -30,7 +30,7 @@ CHUNK = 1 << 20
 XZ_MEMORY_LIMIT = 256 << 20
 ZSTD_MAX_WINDOW = 1 << 27
 
-COMPRESSIONS = {"": "none", ".gz": "gzip", ".xz": "xz", ".zst": "zstd"}
+COMPRESSION_SUFFIXES = ("", ".gz", ".xz", ".zst")  # of header.tar... and data/0000.tar...
 
 
 class Readable(Protocol):

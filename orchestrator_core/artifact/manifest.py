@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from orchestrator_core.artifact.layers import COMPRESSIONS, Fail
+from orchestrator_core.artifact.layers import COMPRESSION_SUFFIXES, Fail
 
 _LINE = re.compile(r"([0-9a-fA-F]{64})[ \t]+\*?(\S+)")
 DATA_PREFIX = "data/0000/"
@@ -39,7 +39,7 @@ def parse_manifest(data: bytes, what: str, fail: Fail) -> Manifest:
     entries: dict[str, str] = {}
     header_name = "header-augment.tar" if what == "manifest-augment" else "header.tar"
     allowed = {"version"} if what == "manifest" else set()
-    allowed |= {header_name + suffix for suffix in COMPRESSIONS}
+    allowed |= {header_name + suffix for suffix in COMPRESSION_SUFFIXES}
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue

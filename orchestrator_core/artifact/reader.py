@@ -29,7 +29,7 @@ from orchestrator_core.artifact.header import (
     parse_json_object,
 )
 from orchestrator_core.artifact.layers import (
-    COMPRESSIONS,
+    COMPRESSION_SUFFIXES,
     Layer,
     Readable,
     SourceLayer,
@@ -59,7 +59,7 @@ def _suffix(name: str, base: str) -> str | None:
     if not name.startswith(base):
         return None
     suffix = name[len(base) :]
-    return suffix if suffix in COMPRESSIONS else None
+    return suffix if suffix in COMPRESSION_SUFFIXES else None
 
 
 class PayloadFileReader(Layer):

@@ -75,11 +75,9 @@ def url_for(template: str, name: str) -> str:
 
 def open_from_url(template: str, name: str, config: Config) -> Opened | None:
     url = url_for(template, name)
-    session = make_session(config)
     try:
-        stream = HttpArtifactStream(session, url)
+        stream = HttpArtifactStream(make_session(config), url)
     except NotFound:
-        session.close()
         return None
     return io.BufferedReader(stream, CHUNK), redact(url)
 

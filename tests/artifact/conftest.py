@@ -8,57 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures"
-MENDER_ARTIFACT = shutil.which("mender-artifact")
-TOOL = MENDER_ARTIFACT or "mender-artifact"
-
-
-def run(argv: list[str], cwd: Path | None = None) -> str:
-    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
-    if done.returncode != 0:
-        raise AssertionError(f"{argv} failed ({done.returncode}): {done.stderr}{done.stdout}")
-    return done.stdout
-
-
-@dataclass(frozen=True)
-class Keys:
-    rsa_private: Path  # PKCS#1, from openssl genrsa -traditional
-    rsa_public: Path
-    ec_private: Path
-    ec_public: Path
-    other_rsa_public: Path
-    other_rsa: rsa.RSAPrivateKey
-    ed25519: ed25519.Ed25519PrivateKey
-    ed25519_public: Path
-    ec: ec.EllipticCurvePrivateKey
-
-    def sign_rsa_other(self, data: bytes) -> bytes:
-        return self.other_rsa.sign(data, padding.PKCS1v15(), hashes.SHA256())
-
-    def sign_ed25519(self, data: bytes) -> bytes:
-        return self.ed25519.sign(data)
-
-    def sign_ecdsa_der(self, data: bytes) -> bytes:
-        return self.ec.sign(data, ec.ECDSA(hashes.SHA256()))
-
-
-def _public_pem(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey, path: Path) -> Path:
-    path.write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return path
+from .support import MENDER_ARTIFACT, TOOL, Keys, Made, public_pem, run
 
 
 @pytest.fixture(scope="session")
@@ -88,23 +44,12 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
         rsa_public=root / "rsa.pub",
         ec_private=root / "ec.pem",
         ec_public=root / "ec.pub",
-        other_rsa_public=_public_pem(other, root / "other-rsa.pub"),
+        other_rsa_public=public_pem(other, root / "other-rsa.pub"),
         other_rsa=other,
         ed25519=edkey,
-        ed25519_public=_public_pem(edkey, root / "ed25519.pub"),
+        ed25519_public=public_pem(edkey, root / "ed25519.pub"),
         ec=ec_key,
     )
-
-
-@dataclass(frozen=True)
-class Made:
-    """An Artifact written by mender-artifact, and what went into it."""
-
-    path: Path
-    files: dict[str, bytes]
-
-
-MakeArtifact = Callable[..., Made]
 
 
 @pytest.fixture(scope="session")

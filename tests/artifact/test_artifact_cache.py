@@ -16,10 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-import artifact_builder as ab
 import pytest
-from artifact_server import ArtifactServer
-from conftest import FIXTURES
 
 from orchestrator_core.artifact import (
     ArtifactsCache,
@@ -31,6 +28,10 @@ from orchestrator_core.artifact import (
 from orchestrator_core.artifact.cache import entry_file_name
 from orchestrator_core.config import CacheConfig, load_config
 from orchestrator_core.errors import ArtifactError, ConfigError
+
+from . import artifact_builder as ab
+from .artifact_server import ArtifactServer
+from .support import FIXTURES
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from click.testing import CliRunner
-from conftest import FIXTURES, Keys, Made
 
 from orchestrator_core.artifact.commands import artifact
+
+from .support import FIXTURES, Keys, Made
 
 SHIM = Path(__file__).with_name("artifact_cli.py")
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import artifact_builder as ab
 import pytest
-from conftest import FIXTURES, Made
 
 from orchestrator_core.artifact import (
     ArtifactHeader,
@@ -18,6 +16,9 @@ from orchestrator_core.artifact import (
     read_header,
 )
 from orchestrator_core.errors import IncompatibleArtifact
+
+from . import artifact_builder as ab
+from .support import FIXTURES, Made
 
 
 def header_of(path: Path) -> ArtifactHeader:

@@ -5,20 +5,22 @@ user of ``artifact inspect``."""
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
-import artifact_builder as ab
 import pytest
 from click.testing import CliRunner
-from conftest import Keys, Made
 
 from orchestrator_core.artifact import ArtifactPayload, ArtifactReader
 from orchestrator_core.artifact.commands import artifact as artifact_cli
 from orchestrator_core.errors import ArtifactError
+
+from . import artifact_builder as ab
+from .support import Keys, Made
 
 SHIM = Path(__file__).with_name("artifact_cli.py")
 GOOD_HEADER_INFO = ab.as_json(
@@ -401,3 +403,22 @@ def test_command_line_prints_no_traceback(tmp_path: Path) -> None:
     assert done.stdout == ""
     assert done.stderr.startswith(f"error: Artifact {path}: truncated")
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("suffix", "pattern"),
+    [
+        (".gz", r"data/0000\.tar\.gz is truncated: its gzip stream does not end properly"),
+        (".xz", r"data/0000\.tar\.xz is truncated: its xz stream does not end properly"),
+        # zstd just ends early: the tar structure inside is what notices
+        (".zst", r"truncated: data/0000\.tar\.zst ends inside 'a\.bin'"),
+    ],
+)
+def test_compressed_stream_cut_short_inside_a_whole_member(
+    tmp_path: Path, suffix: str, pattern: str
+) -> None:
+    files = {"a.bin": os.urandom(200_000)}
+    parts = ab.build(files, compression=suffix)
+    data = parts.get(f"data/0000.tar{suffix}")
+    parts.replace(f"data/0000.tar{suffix}", data[: len(data) // 2])
+    refused(tmp_path, parts.assemble(), pattern)

@@ -10,13 +10,14 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import artifact_builder as ab
 import pytest
-from conftest import FIXTURES, Made
 
 from orchestrator_core.artifact import ArtifactPayload, open_payload, read_header
 from orchestrator_core.config import Config, load_config
 from orchestrator_core.errors import ArtifactError
+
+from . import artifact_builder as ab
+from .support import FIXTURES, Made
 
 MakeFeed = Callable[[Path], ArtifactPayload]
 

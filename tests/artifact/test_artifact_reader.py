@@ -8,9 +8,7 @@ import io
 import re
 from pathlib import Path
 
-import artifact_builder as ab
 import pytest
-from conftest import FIXTURES, TOOL, Keys, Made, run
 
 from orchestrator_core.artifact import (
     ArtifactHeader,
@@ -19,6 +17,9 @@ from orchestrator_core.artifact import (
     read_header,
 )
 from orchestrator_core.errors import ArtifactError, ConfigError
+
+from . import artifact_builder as ab
+from .support import FIXTURES, TOOL, Keys, Made, run
 
 
 def header_of(path: Path, keys: tuple[Path, ...] = ()) -> ArtifactHeader:

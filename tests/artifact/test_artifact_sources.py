@@ -13,15 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import trustme
-from artifact_server import ArtifactServer
-from conftest import FIXTURES
 
 from orchestrator_core.artifact import ArtifactPayload, open_artifact, read_header, source_manager
 from orchestrator_core.artifact.http import HttpArtifactStream, make_session
 from orchestrator_core.config import Config, load_config
 from orchestrator_core.errors import ArtifactError, ConfigError
 from orchestrator_core.hookspecs import hookimpl
+
+from . import artifact_builder as ab
+from .artifact_server import ArtifactServer
+from .support import FIXTURES
 
 RTOS_V1 = FIXTURES / "rtos-v1.mender"
 MANIFEST_V1 = FIXTURES / "manifest-v1.mender"
@@ -194,8 +197,6 @@ def test_download_by_url_template(tmp_path: Path, server: ArtifactServer) -> Non
 
 def test_broken_connection_is_resumed_with_range(tmp_path: Path, server: ArtifactServer) -> None:
     data = tmp_path / "big.mender"
-    import artifact_builder as ab
-
     files = {"image.bin": bytes(range(256)) * 8000}
     data.write_bytes(ab.build(files, compression="").assemble())
     server.behaviour.files["/a/py-artifact.mender"] = data.read_bytes()
@@ -218,42 +219,37 @@ def test_server_without_range_support(tmp_path: Path, server: ArtifactServer) ->
     assert len(server.behaviour.seen) == 2
 
 
-def test_file_replaced_on_the_server_during_the_download(server: ArtifactServer) -> None:
+def test_file_replaced_on_the_server_during_the_download(
+    server: ArtifactServer, session: requests.Session
+) -> None:
     server.behaviour.drops = [1000]
-    stream = HttpArtifactStream(make_session_plain(), server.url("/a/manifest-v1.mender"))
-    assert len(stream.read(500)) == 500
-    server.behaviour.etags["/a/manifest-v1.mender"] = '"v2"'
-    with pytest.raises(ArtifactError, match="the file changed on the server during the download"):
-        stream.read()
+    stream = HttpArtifactStream(session, server.url("/a/manifest-v1.mender"))
+    with stream:
+        assert len(stream.read(500)) == 500
+        server.behaviour.etags["/a/manifest-v1.mender"] = '"v2"'
+        with pytest.raises(ArtifactError, match="the file changed on the server during"):
+            stream.read()
 
 
-def make_session_plain() -> Any:
-    return make_session(make_config_in_memory())
+@pytest.fixture
+def session(tmp_path: Path) -> requests.Session:
+    return make_session(make_config(tmp_path))
 
 
-def make_config_in_memory() -> Config:
-    import tempfile
-
-    return make_config(Path(tempfile.mkdtemp()))
-
-
-def test_retries_with_growing_pauses(server: ArtifactServer) -> None:
+def test_retries_with_growing_pauses(server: ArtifactServer, session: requests.Session) -> None:
     server.behaviour.statuses = [503, 502, 429]
     pauses: list[float] = []
-    stream = HttpArtifactStream(
-        make_session_plain(), server.url("/a/manifest-v1.mender"), backoff=0.01, sleep=pauses.append
-    )
-    assert stream.read() == MANIFEST_V1.read_bytes()
+    url = server.url("/a/manifest-v1.mender")
+    with HttpArtifactStream(session, url, backoff=0.01, sleep=pauses.append) as stream:
+        assert stream.read() == MANIFEST_V1.read_bytes()
     assert pauses == [0.01, 0.02, 0.04]
 
 
-def test_retries_are_bounded(server: ArtifactServer) -> None:
+def test_retries_are_bounded(server: ArtifactServer, session: requests.Session) -> None:
     server.behaviour.statuses = [503] * 20
     pauses: list[float] = []
     with pytest.raises(ArtifactError) as info:
-        HttpArtifactStream(
-            make_session_plain(), server.url("/a/x"), retries=3, backoff=0.5, sleep=pauses.append
-        )
+        HttpArtifactStream(session, server.url("/a/x"), retries=3, sleep=pauses.append)
     assert pauses == [0.5, 1.0, 2.0]
     assert info.value.message == (
         f"download of {server.url('/a/x')} failed: gave up after 3 retries; last problem: the "
@@ -262,16 +258,15 @@ def test_retries_are_bounded(server: ArtifactServer) -> None:
     assert len(server.behaviour.seen) == 4
 
 
-def test_drops_without_progress_are_bounded(server: ArtifactServer) -> None:
+def test_drops_without_progress_are_bounded(
+    server: ArtifactServer, session: requests.Session
+) -> None:
     server.behaviour.drops = [10] + [0] * 10
     pauses: list[float] = []
-    stream = HttpArtifactStream(
-        make_session_plain(), server.url("/a/manifest-v1.mender"), retries=2, sleep=pauses.append
-    )
-    with pytest.raises(
-        ArtifactError, match="gave up after 2 retries; last problem: the connection"
-    ):
-        stream.read()
+    url = server.url("/a/manifest-v1.mender")
+    with HttpArtifactStream(session, url, retries=2, sleep=pauses.append) as stream:
+        with pytest.raises(ArtifactError, match="gave up after 2 retries; last problem: the conn"):
+            stream.read()
     assert len(pauses) == 2
 
 

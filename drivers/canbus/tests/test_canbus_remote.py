@@ -246,3 +246,26 @@ def test_mender_orchestrator_rolls_a_corrupted_flash_back(
     assert sim.bank() == before
     shown = system.run("show-provides")
     assert f"ecu_brake.{SERIAL}.rootfs-image.canbus.version=ecu-1.0.0" in shown.stdout.splitlines()
+
+
+@needs_tools
+def test_a_rollback_in_a_later_process_restores_the_saved_image(
+    simulator: Callable[..., SimProcess], remote_bus: str, tmp_path: Path
+) -> None:
+    sim = simulator()
+    before = sim.bank()
+    system = System(tmp_path / "system", remote_bus)
+    manifest = system.manifest(pseudo_random("later", 30000), "brake-2.0.0")
+
+    stopped = system.run("install", "--stop-before", "ArtifactVerifyReboot", str(manifest))
+    assert stopped.returncode == 0, stopped.stderr
+    assert sim.bank() != before  # the new image is in flash and the ECU was reset
+
+    # a new orchestrator process: only the File API directory knows the saved image
+    rolled_back = system.run("rollback")
+
+    assert rolled_back.returncode == 0, rolled_back.stderr
+    assert "re-flashing the previous image (ecu-1.0.0)" in rolled_back.stderr
+    assert sim.bank() == before
+    shown = system.run("show-provides")
+    assert f"ecu_brake.{SERIAL}.rootfs-image.canbus.version=ecu-1.0.0" in shown.stdout.splitlines()
