@@ -70,7 +70,29 @@ def session(ctx: click.Context) -> Session:
         _fail(exc)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """Commands from heavier modules are imported only when they are the one being run, so
+    ``--version`` and the inventory poll never pay for the Artifact package."""
+
+    lazy = {
+        "artifact": "orchestrator_core.artifact.commands:artifact",
+        "manifest-gen": "orchestrator_core.manifest_gen:manifest_gen",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            import importlib
+
+            module, attribute = self.lazy[name].split(":")
+            command: click.Command = getattr(importlib.import_module(module), attribute)
+            return command
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="mender-orchestrator")
 @click.option(
     "--log-level",
@@ -384,3 +406,4 @@ def history_command(ctx: click.Context) -> None:
             click.echo(line)
     finally:
         journal.close()
+

@@ -128,14 +128,14 @@ class Deployment:
                 by_step.setdefault(event.seq, {}).setdefault(event.component, []).append(event)
         return by_step
 
-    def _rollback_requested(self) -> bool:
+    def rollback_requested(self) -> bool:
         return any(e.kind == "rollback-requested" for e in self.journal.events(self.id))
 
     def run(self, options: RunOptions) -> RunResult:
         progress = Progress()
         steps = deployment_steps(self.plan.groups, self.config.rollback_reboot_retries, progress)
         recorded = self._recorded()
-        rollback_requested = self._rollback_requested()
+        rollback_requested = self.rollback_requested()
         seq = 0
         try:
             step = next(steps)
@@ -437,7 +437,7 @@ def resume(config: Config, options: RunOptions) -> RunResult:
                 raise NothingToResume("nothing to resume: no deployment is in progress")
             if options.command == "rollback":
                 deployment = Deployment(config, journal, row)
-                if not deployment._rollback_requested():
+                if not deployment.rollback_requested():
                     journal.record(row.id, None, "", "rollback-requested")
                 return deployment.run(options)
             return Deployment(config, journal, row).run(options)

@@ -17,17 +17,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from systems import REPO, SIMULATED_UNIT, System
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from mender_client import MenderClient, unavailable
+from systems import REPO, SIMULATED_UNIT, System
 
 from orchestrator_core.artifact.writer import ArtifactSpec, software_version, write_artifact
 from orchestrator_core.manifest_gen import generate
 
 sys.path.insert(0, str(REPO / "examples" / "virtual-vehicle"))
-from build_artifacts import SYSTEM_TYPE, build  # noqa: E402
-from vehicle import VirtualVehicle  # noqa: E402
+from build_artifacts import SYSTEM_TYPE, build
+from vehicle import VirtualVehicle
 
 pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
 
@@ -235,6 +235,6 @@ def test_the_system_device_is_updated_through_its_own_client(
     assert gateway.provides()["rootfs-image.single-file.version"] == "gateway-v2"
     after = system.run("show-provides", env={"MENDER_CLIENT": env["MENDER_CLIENT"]})
     assert f"gateway.{gateway_id}.rootfs-image.single-file.version=gateway-v2" in after.stdout
-    assert f"rtos.rtos-1.rootfs-image.rtos-interface.version=rtos-v2" in after.stdout
+    assert "rtos.rtos-1.rootfs-image.rtos-interface.version=rtos-v2" in after.stdout
     assert device.provides()["data-partition.mender-orchestrator-manifest.version"] == \
         "system-v2"

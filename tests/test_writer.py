@@ -18,14 +18,15 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from systems import FIXTURES
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
+from systems import FIXTURES
 
 from orchestrator_core.artifact.reader import ArtifactReader
 from orchestrator_core.artifact.writer import ArtifactSpec, Signer, software_version, write_artifact
 from orchestrator_core.errors import ArtifactError, ConfigError
 
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 WRITE = [sys.executable, "-c",
          "import sys; from orchestrator_core.artifact_write import write; "
          "write.main(sys.argv[1:], prog_name='mender-orchestrator artifact write')"]
@@ -43,7 +44,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path
     directory = tmp_path_factory.mktemp("keys")
     traditional, pkcs8 = (serialization.PrivateFormat.TraditionalOpenSSL,
                           serialization.PrivateFormat.PKCS8)
-    made = {
+    made: dict[str, tuple[PrivateKey, serialization.PrivateFormat]] = {
         "rsa": (rsa.generate_private_key(65537, 2048), traditional),
         "ecdsa": (ec.generate_private_key(ec.SECP256R1()), traditional),
         "ed25519": (ed25519.Ed25519PrivateKey.generate(), pkcs8),
@@ -82,7 +83,8 @@ def spec_for(files: list[Path], **changes: object) -> ArtifactSpec:
 
 
 def read_report(path: Path, key: Path | None = None) -> str:
-    result = mender_artifact("read", *(["-k", key] if key else []), path)
+    options: list[str | Path] = ["-k", key] if key else []
+    result = mender_artifact("read", *options, path)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -119,7 +121,8 @@ def test_mender_artifact_reads_and_validates_it(
     assert members(output) == expected_members
 
     public = keys[signed_with][1] if signed_with else None
-    validated = mender_artifact("validate", *(["-k", public] if public else []), output)
+    options: list[str | Path] = ["-k", public] if public else []
+    validated = mender_artifact("validate", *options, output)
     assert validated.returncode == 0, validated.stdout + validated.stderr
     report = read_report(output, public)
     assert "Name: rtos-v7" in report

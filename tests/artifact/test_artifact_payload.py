@@ -7,6 +7,8 @@ import contextlib
 import json
 import os
 import stat
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -152,3 +154,34 @@ def test_open_payload_by_path_and_by_name(tmp_path: Path) -> None:
     for name, where in (("system-core-v1", path), ("system-core-v1", None)):
         with open_payload(name, where, digest, config) as feed:
             assert {f.name: f.read() for f in feed.files()} == expected
+
+
+FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+from orchestrator_core.artifact import ArtifactPayload, read_header
+from orchestrator_core.errors import ArtifactError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+path, files = Path(sys.argv[1]), Path(sys.argv[2])
+digest = read_header(path.open("rb"), source_name=str(path)).manifest_digest
+with path.open("rb") as stream:
+    feed = ArtifactPayload(stream, source_name=str(path), manifest_digest=digest, verify_keys=())
+    try:
+        feed.save_to(files)
+    except ArtifactError as exc:
+        print(exc.message)
+"""
+
+
+def test_save_to_a_full_disk_fails_cleanly(tmp_path: Path, made: dict[str, Made]) -> None:
+    files = tmp_path / "files"
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(made["several"].path), str(files)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout == f"cannot store payload file firmware.bin in {files}: File too large\n"
+    assert list(files.iterdir()) == []  # no partial file left behind
