@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -107,13 +107,20 @@ def _boot_id() -> str:
 
 
 class Deployment:
-    def __init__(self, config: Config, journal: Journal, row: DeploymentRow) -> None:
+    def __init__(
+        self,
+        config: Config,
+        journal: Journal,
+        row: DeploymentRow,
+        preloaded: Mapping[str, ComponentDriver] | None = None,
+    ) -> None:
         self.config = config
         self.journal = journal
         self.id = row.id
         self.row = row
         self.plan = Plan.from_json(row.plan)
         self._drivers: dict[str, ComponentDriver] = {}
+        self._preloaded = dict(preloaded or {})
         self._progress = ProgressObserver()
         self._prepared: set[str] = set()  # File API dirs made by this process
         self._pool: ThreadPoolExecutor | None = None
@@ -292,7 +299,9 @@ class Deployment:
     def _driver(self, planned: PlannedComponent) -> ComponentDriver:
         driver = self._drivers.get(planned.key)
         if driver is None:
-            driver = drivers.load(planned.component, self.config.data_dir)
+            driver = self._preloaded.pop(planned.key, None) or drivers.load(
+                planned.component, self.config.data_dir
+            )
             driver.pm.register(self._progress, name="progress")
             self._drivers[planned.key] = driver
         return driver
@@ -422,7 +431,7 @@ def install(config: Config, plan: Plan, manifest_bytes: bytes, options: RunOptio
             deployment_id = journal.begin(plan.manifest_name, manifest_bytes, plan.to_json())
             row = journal.in_progress()
             assert row is not None and row.id == deployment_id
-            return Deployment(config, journal, row).run(options)
+            return Deployment(config, journal, row, plan.drivers).run(options)
         finally:
             journal.close()
 

@@ -15,6 +15,7 @@ again on an existing directory and ``tmp/`` and ``files/`` survive.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,14 +32,20 @@ HEADER = "header"
 
 
 def _write(path: Path, data: bytes) -> None:
-    # a resumed deployment re-creates its directory: unchanged files are not rewritten
     try:
-        if path.read_bytes() == data:
-            return
-    except FileNotFoundError:
+        # a new file: no Interface runs before prepare() returns, so nobody can see it half
+        # written, and a crash before then means it is written again on resume
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
         pass
-    # scratch files: prepare() writes them again after a crash, so no fsync is needed
-    atomic.write_bytes(path, data, durable=False)
+    else:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(data)
+        return
+    # a resumed deployment re-creates its directory: unchanged files are not rewritten
+    if path.read_bytes() != data:
+        # scratch files: prepare() writes them again after a crash, so no fsync is needed
+        atomic.write_bytes(path, data, durable=False)
 
 
 def write_version(directory: Path) -> None:

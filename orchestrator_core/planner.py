@@ -7,14 +7,15 @@ is all ``resume`` needs to rebuild the engine, including the Topology snapshot.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orchestrator_core.config import Config
 from orchestrator_core.context import ArtifactInfo, Component
 from orchestrator_core.discovery import Discovered, Failed, discover
+from orchestrator_core.drivers import ComponentDriver
 from orchestrator_core.errors import OrchestratorError, ValidationErrors
 from orchestrator_core.manifest import Manifest, check_against_topology
 from orchestrator_core.topology import Topology
@@ -88,6 +89,8 @@ class Plan:
     manifest_path: str
     system_type: str
     components: tuple[PlannedComponent, ...]
+    # the drivers planning already loaded, reused by the engine in the same process
+    drivers: Mapping[str, ComponentDriver] = field(default_factory=dict, compare=False)
 
     @property
     def active(self) -> tuple[PlannedComponent, ...]:
@@ -126,9 +129,12 @@ def _artifact_record(
     header: Any, artifact_name: str, artifact_path: str | None, source: str
 ) -> dict[str, Any]:
     info = header.to_info()
+    # A local file found by a source is opened directly at Download time instead of being
+    # searched for again; the manifest digest check still proves it is the same Artifact.
+    local = source if Path(source).is_file() else artifact_path
     return {
         "name": artifact_name,
-        "path": artifact_path,
+        "path": local,
         "source": source,
         "digest": header.manifest_digest,
         "info": {
@@ -186,6 +192,7 @@ def make_plan(config: Config, topology: Topology, manifest: Manifest) -> Plan:
             problems.append(f"component_type {component_type}: {exc.message}")
 
     planned: list[PlannedComponent] = []
+    loaded: dict[str, ComponentDriver] = {}
     for result in results:
         if not isinstance(result, Discovered) or result.component.component_type not in headers:
             continue
@@ -198,6 +205,7 @@ def make_plan(config: Config, topology: Topology, manifest: Manifest) -> Plan:
             continue
         skip = f"already runs {header.name}" if is_installed(header, result.provides) else None
         order = manifest.component_types[result.component.component_type].order
+        loaded[key] = result.driver
         planned.append(
             PlannedComponent(
                 key, result.component, result.component_id, result.provides, order, record, skip
@@ -205,7 +213,9 @@ def make_plan(config: Config, topology: Topology, manifest: Manifest) -> Plan:
         )
     if problems:
         raise ValidationErrors(problems)
-    return Plan(manifest.name, str(manifest.path), topology.system_type, tuple(planned))
+    return Plan(
+        manifest.name, str(manifest.path), topology.system_type, tuple(planned), loaded
+    )
 
 
 def describe(plan: Plan) -> Sequence[str]:

@@ -42,7 +42,7 @@ CHUNK = 1 << 20  # bytes taken from the payload reader at a time
 AHEAD = 2  # chunks read and verified ahead of the pipe (memory: CHUNK * (AHEAD + 2))
 PIPE_SIZE = 1 << 20  # asked of the kernel for stream pipes: fewer wake-ups per MiB
 _POLL_SECONDS = 0.1  # how often a blocked writer re-checks the Interface and the deadline
-_OPEN_RETRY_MAX = 0.05  # longest pause between two attempts to open a FIFO
+_OPEN_RETRY_MAX = 0.01  # longest pause between two attempts to open a FIFO
 
 
 Chunk = bytes | memoryview  # a memoryview is valid only until the next chunk is asked for
