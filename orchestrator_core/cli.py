@@ -18,6 +18,7 @@ import click
 
 from orchestrator_core import __version__
 from orchestrator_core.errors import OrchestratorError, ValidationErrors
+from orchestrator_core.sequence import STATES
 
 log = logging.getLogger("mender_orchestrator.cli")
 
@@ -243,24 +244,11 @@ def main() -> None:
 
 # --------------------------------------------------------------------------- deployments
 
-STOP_STATES = (
-    "Download",
-    "ArtifactInstall",
-    "ArtifactReboot",
-    "ArtifactVerifyReboot",
-    "ArtifactCommit",
-    "ArtifactRollback",
-    "ArtifactRollbackReboot",
-    "ArtifactVerifyRollbackReboot",
-    "ArtifactFailure",
-    "Cleanup",
-)
-
 stop_before_option = click.option(
     "--stop-before",
     "stop_before",
     multiple=True,
-    type=click.Choice(STOP_STATES),
+    type=click.Choice(STATES),
     help="Save progress and exit just before the System would enter this state (repeatable).",
 )
 exit_on_reboot_option = click.option(
@@ -312,22 +300,28 @@ def install_command(
     _report(result)
 
 
+def _continue(
+    ctx: click.Context, stop_before: tuple[str, ...], exit_on_reboot: bool, command: str
+) -> NoReturn:
+    from orchestrator_core import engine
+
+    s = session(ctx)
+    try:
+        result = engine.resume(
+            s.config, engine.RunOptions(frozenset(stop_before), exit_on_reboot, command)
+        )
+    except OrchestratorError as exc:
+        _fail(exc)
+    _report(result)
+
+
 @cli.command("resume")
 @stop_before_option
 @exit_on_reboot_option
 @click.pass_context
 def resume_command(ctx: click.Context, stop_before: tuple[str, ...], exit_on_reboot: bool) -> None:
     """Continue the deployment in progress (after a stop or a reboot)."""
-    from orchestrator_core import engine
-
-    s = session(ctx)
-    try:
-        result = engine.resume(
-            s.config, engine.RunOptions(frozenset(stop_before), exit_on_reboot, "resume")
-        )
-    except OrchestratorError as exc:
-        _fail(exc)
-    _report(result)
+    _continue(ctx, stop_before, exit_on_reboot, "resume")
 
 
 @cli.command("rollback")
@@ -338,16 +332,7 @@ def rollback_command(
     ctx: click.Context, stop_before: tuple[str, ...], exit_on_reboot: bool
 ) -> None:
     """Roll the whole System back from the deployment in progress."""
-    from orchestrator_core import engine
-
-    s = session(ctx)
-    try:
-        result = engine.resume(
-            s.config, engine.RunOptions(frozenset(stop_before), exit_on_reboot, "rollback")
-        )
-    except OrchestratorError as exc:
-        _fail(exc)
-    _report(result)
+    _continue(ctx, stop_before, exit_on_reboot, "rollback")
 
 
 @cli.command("plan")
@@ -406,4 +391,3 @@ def history_command(ctx: click.Context) -> None:
             click.echo(line)
     finally:
         journal.close()
-

@@ -19,13 +19,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import BinaryIO
 
+from orchestrator_core.atomic import write_bytes as write_atomically
 from orchestrator_core.context import Component, InterfaceContext, RebootNeed
 from orchestrator_core.errors import InterfaceError
 from orchestrator_core.hookspecs import hookimpl
 
 from mender_orchestrator_canbus import hookspecs
 from mender_orchestrator_canbus.args import DriverSettings, parse_interface_args
-from mender_orchestrator_canbus.atomic import write_atomically
 from mender_orchestrator_canbus.security import simulator_key
 from mender_orchestrator_canbus.uds import Refused, UdsSession
 

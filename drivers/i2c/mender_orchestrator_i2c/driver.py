@@ -33,12 +33,12 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from orchestrator_core.atomic import write_bytes as write_atomic
 from orchestrator_core.context import Component, InterfaceContext, RebootNeed
 from orchestrator_core.errors import InterfaceError
 from orchestrator_core.hookspecs import hookimpl
 
 from mender_orchestrator_i2c import hookspecs
-from mender_orchestrator_i2c._files import write_atomic
 from mender_orchestrator_i2c.bus import I2CBus, ResettableBus, open_builtin
 from mender_orchestrator_i2c.protocol import Bootloader, Nacked, NoAnswer
 from mender_orchestrator_i2c.record import VersionRecord, decode

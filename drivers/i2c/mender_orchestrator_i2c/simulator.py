@@ -48,7 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mender_orchestrator_i2c._files import write_atomic
+from orchestrator_core.atomic import write_bytes as write_atomic
+
 from mender_orchestrator_i2c.an4221 import (
     ACK,
     BUSY,
