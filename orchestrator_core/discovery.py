@@ -52,8 +52,15 @@ def _ask(
         provides = driver.provides(ctx)
         inventory = tuple(driver.inventory(ctx)) if with_inventory else ()
     except OrchestratorError as exc:
-        return Failed(component, f"{component.label}: {exc.message}")
+        return Failed(component, _naming(component, exc.message))
     return Discovered(component, driver, component_id, provides, inventory)
+
+
+def _naming(component: Component, message: str) -> str:
+    """``message``, led by the Component's name unless the driver already put it there."""
+    if component.label in message or f"{component.component_type}/" in message:
+        return message
+    return f"{component.label}: {message}"
 
 
 def discover(
