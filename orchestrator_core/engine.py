@@ -183,9 +183,12 @@ class Deployment:
 
     def _refuse(self, seq: int, step: Step, why: str) -> Outcome:
         self.journal.record_step(self.id, seq, step.kind, step.name, step.group, step.phase)
-        for key in step.members:
-            self.journal.record(self.id, seq, key, "finish", False, None, why)
-        return {key: Result(False, None, why) for key in step.members}
+        outcome = {
+            key: Result(False, None, f"{key}: {step.name} not run, {why}") for key in step.members
+        }
+        for key, result in outcome.items():
+            self.journal.record(self.id, seq, key, "finish", False, None, result.message)
+        return outcome
 
     def _stopped(self, seq: int, step: Step, progress: Progress, options: RunOptions) -> RunResult:
         self.journal.record(self.id, None, "", "stopped", None, step.name, options.command)
@@ -216,11 +219,14 @@ class Deployment:
                 self._note_reboot_done(seq, key, history)
                 outcome[key] = Result(True)
             elif step.phase in (INSTALL, COMMIT) and (history or events) and step.kind == "state":
-                why = "interrupted (crash, power loss or spontaneous reboot) before it finished"
+                why = (
+                    f"{key}: {step.name} was interrupted (crash, power loss or spontaneous "
+                    "reboot) before it finished"
+                )
                 if not history:
-                    why = "not started: the deployment was interrupted during this state"
+                    why = f"{key}: {step.name} not started: the deployment was interrupted"
                 self.journal.record(self.id, seq, key, "finish", False, None, why)
-                log.error("%s: %s %s", key, step.name, why)
+                log.error("%s", why)
                 outcome[key] = Result(False, None, why)
             else:
                 pending.append(key)
@@ -290,10 +296,10 @@ class Deployment:
             log.info("system reboot started with %s; the deployment continues on resume", command)
             raise SystemExit(EXIT_OK)
         marker.unlink(missing_ok=True)
-        for key in members:
-            self.journal.record(self.id, seq, key, "finish", False, None, failure)
-            outcome[key] = Result(False, None, failure)
         log.error("%s", failure)
+        for key in members:
+            outcome[key] = Result(False, None, f"{key}: {failure}")
+            self.journal.record(self.id, seq, key, "finish", False, None, outcome[key].message)
         return outcome
 
     def _driver(self, planned: PlannedComponent) -> ComponentDriver:
@@ -337,6 +343,8 @@ class Deployment:
         except Exception as exc:  # an in-process driver's bug must not take the System down
             log.debug("driver error", exc_info=True)
             result = Result(False, None, f"driver raised {type(exc).__name__}: {exc}")
+        if not result.ok and key not in str(result.message):
+            result = Result(False, None, f"{name}: {result.message}")
         if not result.ok and not in_hook:
             component_logger(name).error("%s failed: %s", step.name, result.message)
         self.journal.record(self.id, seq, key, "finish", result.ok, result.value, result.message)

@@ -64,7 +64,8 @@ class Progress:
 
 
 def _failures(outcome: Outcome) -> list[str]:
-    return [f"{key}: {result.message}" for key, result in outcome.items() if not result.ok]
+    # the engine's messages name their Component already
+    return [str(result.message) for result in outcome.values() if not result.ok]
 
 
 def deployment_steps(

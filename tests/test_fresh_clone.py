@@ -51,6 +51,10 @@ def test_the_readme_commands_work_in_a_fresh_clone(tmp_path: Path) -> None:
     clone = tmp_path / "mender-orchestrator"
     subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(clone)],
                    check=True, capture_output=True, timeout=300)
+    # as in CI and on a developer's machine, shared/ (the fixtures) lies beside the clone
+    shared = REPO.parent / "shared"
+    if shared.is_dir():
+        (tmp_path / "shared").symlink_to(shared)
     env = newcomer_env(tmp_path)
     for command in commands:
         result = subprocess.run(command.split(), cwd=clone, env=env, capture_output=True,

@@ -82,7 +82,7 @@ def test_normal_path_groups_then_commit_then_cleanup() -> None:
 
 def test_download_failure_in_lowest_group_only_cleans_up() -> None:
     seen, progress = walk(GROUPS, failing("Download", "a"))
-    assert progress.failure == "a: Download broke"
+    assert progress.failure == "Download broke"
     assert seen == [("Download", 10, ("a",)), ("Cleanup", 10, ("a",))]
     assert progress.inconsistent == {}
 

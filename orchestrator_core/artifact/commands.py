@@ -118,3 +118,13 @@ def inspect(file: str, verify_keys: tuple[Path, ...]) -> None:
         click.echo(f"error: {exc.message}", err=True)
         raise SystemExit(exc.exit_code) from None
     click.echo("\n".join(lines))
+
+
+def _attach_write() -> None:
+    # `artifact write` lives beside the writer it drives
+    from orchestrator_core.artifact_write import write
+
+    artifact.add_command(write)
+
+
+_attach_write()

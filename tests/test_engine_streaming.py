@@ -1,0 +1,129 @@
+"""How payloads reach executable Interfaces during a real deployment (SPEC 5): streamed
+file by file, with sizes, as the whole .mender, or stored in files/ when not streamed."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import pytest
+from systems import REPO, System
+
+RECORDER = REPO / "tests" / "interfaces" / "recorder"
+FILES = {"boot.img": bytes(range(256)) * 300, "app.bin": b"application" * 5000}
+
+
+@pytest.fixture(scope="module")
+def two_file_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("streaming")
+    argv = ["mender-artifact", "write", "module-image", "-T", "fw", "-t", "board", "-n",
+            "fw-v2", "--provides", "rootfs-image.fw.version:v2", "--compression", "none", "-o",
+            str(directory / "fw-v2.mender")]
+    for name, data in FILES.items():
+        (directory / name).write_bytes(data)
+        argv += ["-f", str(directory / name)]
+    subprocess.run(argv, check=True, capture_output=True)
+    for name in FILES:
+        (directory / name).unlink()
+    return directory
+
+
+@pytest.fixture
+def board(system: System, two_file_artifact: Path, tmp_path: Path) -> tuple[System, Path]:
+    system.add_interface("fw", RECORDER)
+    system.write_topology("api_version: mender/v1\nkind: topology\nsystem_type: s\n"
+                          "components:\n  - component_type: board\n    interface: fw\n")
+    system.write_config({"ArtifactSources": [{"Type": "directory",
+                                              "Path": str(two_file_artifact)}]})
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("api_version: mender/v1\nkind: manifest\nname: m\n"
+                        "system_types_compatible: [s]\ncomponent_types:\n"
+                        "  board: {artifact_name: fw-v2, update_strategy: {order: 1}}\n")
+    return system, manifest
+
+
+def behave(system: System, state: str, snippet: str) -> None:
+    directory = system.root / "behaviour" / "all"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / state).write_text(snippet)
+
+
+def install(system: System, manifest: Path) -> subprocess.CompletedProcess[str]:
+    result = system.run("install", str(manifest), env={"TEST_INTERFACE_DIR": str(system.root)})
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def test_streamed_file_by_file(board: tuple[System, Path]) -> None:
+    system, manifest = board
+    result = install(system, manifest)
+    assert result.returncode == 0, result.stderr
+    received = system.root / "received" / "board"
+    # in the Artifact's order, which is the order mender-artifact was given the files
+    assert (received / "lines").read_text().splitlines() == ["streams/boot.img",
+                                                              "streams/app.bin"]
+    for name, data in FILES.items():
+        assert (received / name).read_bytes() == data
+
+
+def test_streamed_with_sizes(board: tuple[System, Path]) -> None:
+    system, manifest = board
+    behave(system, "ProvidePayloadFileSizes", "echo Yes")
+    result = install(system, manifest)
+    assert result.returncode == 0, result.stderr
+    lines = (system.root / "received" / "board" / "lines").read_text().splitlines()
+    assert lines == [f"streams/boot.img {len(FILES['boot.img'])}",
+                     f"streams/app.bin {len(FILES['app.bin'])}"]
+    calls = [line.split("\t")[1] for line in (system.root / "calls.log").read_text().splitlines()]
+    assert "DownloadWithFileSizes" in calls and "Download" not in calls
+
+
+def test_whole_artifact_as_one_stream(board: tuple[System, Path], two_file_artifact: Path
+                                      ) -> None:
+    system, manifest = board
+    behave(system, "NeedsUnpackedArtifact", "echo No")
+    result = install(system, manifest)
+    assert result.returncode == 0, result.stderr
+    received = system.root / "received" / "board"
+    assert (received / "lines").read_text().splitlines() == ["streams/fw-v2.mender"]
+    original = (two_file_artifact / "fw-v2.mender").read_bytes()
+    assert hashlib.sha256((received / "fw-v2.mender").read_bytes()).digest() == \
+        hashlib.sha256(original).digest()
+
+
+def test_not_streamed_then_stored_in_files(board: tuple[System, Path]) -> None:
+    system, manifest = board
+    behave(system, "Download", "exit 0")
+    behave(system, "ArtifactInstall",
+           'mkdir -p "$DIR/version" && cp files/boot.img files/app.bin "$DIR/" && '
+           'echo v2 > "$DIR/version/$KEY"')
+    result = install(system, manifest)
+    assert result.returncode == 0, result.stderr
+    for name, data in FILES.items():
+        assert (system.root / name).read_bytes() == data
+    assert "rootfs-image.fw.version=v2" in system.run(
+        "show-provides", env={"TEST_INTERFACE_DIR": str(system.root)}).stdout
+
+
+def test_a_corrupted_payload_fails_download_and_nothing_is_installed(
+    board: tuple[System, Path], two_file_artifact: Path, tmp_path: Path
+) -> None:
+    system, manifest = board
+    corrupted = tmp_path / "corrupted"
+    corrupted.mkdir()
+    data = bytearray((two_file_artifact / "fw-v2.mender").read_bytes())
+    # flip a byte inside the last payload file (the data section is not compressed)
+    where = data.rfind(b"application")
+    assert where > 0
+    data[where] ^= 0xFF
+    (corrupted / "fw-v2.mender").write_bytes(bytes(data))
+    # the plan reads the header of the good file, the Download streams the corrupted one
+    system.write_config({"ArtifactSources": [{"Type": "directory", "Path": str(corrupted)}]})
+    result = install(system, manifest)
+    assert result.returncode == 1, result.stderr
+    assert "app.bin" in result.stderr, result.stderr[-3000:]
+    assert "payload file data/0000/app.bin does not match the manifest" in result.stderr
+    calls = [line.split("\t")[1] for line in (system.root / "calls.log").read_text().splitlines()]
+    assert calls[-2:] == ["Download", "Cleanup"]
+    assert "ArtifactInstall" not in calls
