@@ -27,7 +27,9 @@ def status_lines(journal: Journal, row: DeploymentRow) -> list[str]:
         seq: (kind, name, group, phase) for seq, kind, name, group, phase in journal.steps(row.id)
     }
     entered: dict[tuple[int, str], float] = {}
-    for event in journal.events(row.id):
+    events = journal.events(row.id)
+    width = max((len(e.component) for e in events), default=0)
+    for event in events:
         if event.seq is None:
             if event.kind == "stopped":
                 lines.append(f"  {_time(event.at)}  stopped before {event.value} ({event.message})")
@@ -42,8 +44,8 @@ def status_lines(journal: Journal, row: DeploymentRow) -> list[str]:
         result = "ok" if event.ok else f"FAILED: {event.message}"
         answer = f" = {event.value}" if event.value and kind == "query" else ""
         lines.append(
-            f"  {_time(event.at)}  group {group:>3}  {phase:<8} {name:<29} "
-            f"{event.component:<30} {event.at - began:7.2f}s  {result}{answer}"
+            f"  {_time(event.at)}  group {group:>3}  {phase:<8} {name:<28} "
+            f"{event.component:<{width}} {event.at - began:7.2f}s  {result}{answer}"
         )
     return lines
 
