@@ -14,9 +14,11 @@ Topology's ``interface_args[0]``.
 
 from __future__ import annotations
 
+import atexit
 import os
 import select
 import selectors
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -311,15 +313,7 @@ class ExecDriver:
     @contextmanager
     def _directory(self, ctx: InterfaceContext) -> Iterator[Path]:
         """The File API directory; outside a deployment a private one holding ``version``."""
-        if ctx.work_dir is not None:
-            yield ctx.work_dir
-            return
-        with tempfile.TemporaryDirectory(
-            prefix="mender-orchestrator-", ignore_cleanup_errors=True
-        ) as temp:  # mkdtemp makes it 0700
-            directory = Path(temp)
-            filetree.write_version(directory)
-            yield directory
+        yield ctx.work_dir if ctx.work_dir is not None else _query_directory()
 
     def _run(
         self,
@@ -526,6 +520,24 @@ class ExecDriver:
     @hookimpl
     def artifact_failure(self, ctx: InterfaceContext) -> None:
         self._state("ArtifactFailure", ctx)
+
+
+_query_dir: Path | None = None
+_query_dir_lock = threading.Lock()
+
+
+def _query_directory() -> Path:
+    """One private directory holding ``version`` for every query asked outside a deployment
+    by this process (queries change nothing), removed when the process exits: a directory
+    per call costs more than the call itself when hundreds of Components are asked."""
+    global _query_dir
+    with _query_dir_lock:
+        if _query_dir is None:
+            directory = Path(tempfile.mkdtemp(prefix="mender-orchestrator-"))  # 0700
+            filetree.write_version(directory)
+            atexit.register(shutil.rmtree, directory, ignore_errors=True)
+            _query_dir = directory
+        return _query_dir
 
 
 def from_topology(component: Component) -> ExecDriver:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -111,7 +113,22 @@ def test_query_outside_a_deployment_runs_in_a_private_dir_with_version(env: Path
     assert (env / "mode").read_text().strip() == "700"
     assert (env / "version_seen").read_text() == "1\n"
     assert (env / "ls").read_text().split() == ["version"]
-    assert not Path(cwd).exists(), "the temporary File API directory is removed afterwards"
+    # one such directory serves every query of the process, and goes when the process ends
+    driver.identity(context())
+    assert calls(env)[1][2] == cwd
+
+
+def test_the_query_directory_is_removed_when_the_process_ends(env: Path) -> None:
+    behave(env, "Identity", 'pwd > "$DIR/cwd"; echo id=x\n')
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import test_exec_driver as t; "
+        "from pathlib import Path; d, c = t.load(Path(sys.argv[2])); print(d.identity(c()))"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(Path(__file__).parent), str(env)],
+                            capture_output=True, text=True, check=False,
+                            env={**os.environ, "TEST_INTERFACE_DIR": str(env)})
+    assert result.stdout.strip() == "x", result.stderr
+    assert not Path((env / "cwd").read_text().strip()).exists()
 
 
 def test_states_run_in_the_file_api_dir_with_protocol_names(env: Path) -> None:

@@ -19,7 +19,6 @@ from urllib.parse import quote
 import pluggy
 
 from orchestrator_core import hookspecs
-from orchestrator_core.artifact.http import HttpArtifactStream, NotFound, make_session, redact
 from orchestrator_core.artifact.layers import CHUNK
 from orchestrator_core.artifact.reader import read_header
 from orchestrator_core.config import ArtifactSourceConfig, Config
@@ -74,6 +73,9 @@ def url_for(template: str, name: str) -> str:
 
 
 def open_from_url(template: str, name: str, config: Config) -> Opened | None:
+    # requests is imported only where a URL source is used: most deployments read local files
+    from orchestrator_core.artifact.http import HttpArtifactStream, NotFound, make_session, redact
+
     url = url_for(template, name)
     try:
         stream = HttpArtifactStream(make_session(config), url)
@@ -84,6 +86,8 @@ def open_from_url(template: str, name: str, config: Config) -> Opened | None:
 
 def _describe(source: ArtifactSourceConfig) -> str:
     if source.kind == "url":
+        from orchestrator_core.artifact.http import redact
+
         return f"URL {redact(source.location)}"
     return f"directory {source.location}"
 
