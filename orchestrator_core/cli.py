@@ -64,7 +64,8 @@ class Session:
 
 
 def session(ctx: click.Context) -> Session:
-    options: Options = ctx.find_object(Options)  # type: ignore[assignment]
+    options = ctx.find_object(Options)
+    assert options is not None  # set by the group callback before any command runs
     try:
         return Session(options)
     except OrchestratorError as exc:
@@ -172,7 +173,8 @@ def validate(ctx: click.Context, manifest: Path | None) -> None:
     """Check the config, the Topology and (if given) MANIFEST together; list every problem."""
     from orchestrator_core.validation import validate_all
 
-    options: Options = ctx.find_object(Options)  # type: ignore[assignment]
+    options = ctx.find_object(Options)
+    assert options is not None  # set by the group callback before any command runs
     from orchestrator_core import log as log_module
 
     log_module.setup(options.log_level or "info")

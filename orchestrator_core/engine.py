@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import subprocess
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from typing import IO, Any
 
 from orchestrator_core import atomic, drivers, filetree, manifest_store
 from orchestrator_core.config import Config
+from orchestrator_core.context import InterfaceContext
 from orchestrator_core.drivers import ComponentDriver
 from orchestrator_core.errors import NothingToResume, OrchestratorError
 from orchestrator_core.journal import DeploymentRow, EventRow, Journal
@@ -42,6 +44,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_INCONSISTENT = 3
 EXIT_REBOOT = 4
+TEST_BOOT_ID = "MENDER_ORCHESTRATOR_TEST_BOOT_ID"
 MAX_PARALLEL = 64  # Components of one step run at once; more wait for a free slot
 # Left in the datastore while the orchestrator reboots the system itself for a run that was
 # not driven stage by stage (no --stop-before): the boot-time unit in support/systemd resumes
@@ -100,6 +103,10 @@ def _row(step: Step) -> tuple[str, str, int, str]:
 
 
 def _boot_id() -> str:
+    """This boot's identity: a change between two runs means the system rebooted."""
+    simulated = os.environ.get(TEST_BOOT_ID)  # tests cannot reboot the machine they run on
+    if simulated:
+        return simulated
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
@@ -138,11 +145,38 @@ class Deployment:
     def rollback_requested(self) -> bool:
         return any(e.kind == "rollback-requested" for e in self.journal.events(self.id))
 
+    def _why_roll_back(self) -> str | None:
+        """Why steps of the install and commit passes that have not begun must not run:
+        a ``rollback`` command, or a reboot nobody asked for (SPEC 7.4: the System takes the
+        rollback path). Notes this process's boot in the journal."""
+        events = self.journal.events(self.id)
+        now = _boot_id()
+        boots = [e.value for e in events if e.kind == "boot"]
+        if boots and boots[-1] != now and not self._reboot_pending(events):
+            self.journal.record(self.id, None, "", "spontaneous-reboot", None, now)
+            log.error("the system rebooted during the deployment without being asked to")
+            events = self.journal.events(self.id)
+        if not boots or boots[-1] != now:
+            self.journal.record(self.id, None, "", "boot", None, now)
+        kinds = {e.kind for e in events}
+        if "spontaneous-reboot" in kinds:
+            return "the system rebooted on its own during the deployment"
+        if "rollback-requested" in kinds:
+            return "rollback requested"
+        return None
+
+    def _reboot_pending(self, events: list[EventRow]) -> bool:
+        """A system reboot step was entered and not finished: we asked for this reboot."""
+        reboots = {seq for seq, kind, *_ in self.journal.steps(self.id) if kind == "reboot"}
+        entered = {(e.seq, e.component) for e in events if e.seq in reboots and e.kind == "enter"}
+        finished = {(e.seq, e.component) for e in events if e.seq in reboots and e.kind == "finish"}
+        return bool(entered - finished)
+
     def run(self, options: RunOptions) -> RunResult:
         progress = Progress()
         steps = deployment_steps(self.plan.groups, self.config.rollback_reboot_retries, progress)
         recorded = self._recorded()
-        rollback_requested = self.rollback_requested()
+        roll_back_because = self._why_roll_back()
         seq = 0
         try:
             step = next(steps)
@@ -151,8 +185,8 @@ class Deployment:
                 outcome = self._replayed(step, events)
                 if outcome is None:
                     if not events:
-                        if rollback_requested and step.phase in (INSTALL, COMMIT):
-                            outcome = self._refuse(seq, step, "rollback requested")
+                        if roll_back_because and step.phase in (INSTALL, COMMIT):
+                            outcome = self._refuse(seq, step, roll_back_because)
                         elif step.stop_names & options.stop_before:
                             return self._stopped(seq, step, progress, options)
                     if outcome is None:
@@ -367,20 +401,22 @@ class Deployment:
         )
         self._prepared.add(planned.key)
 
-    def _download(self, driver: ComponentDriver, ctx: object, planned: PlannedComponent) -> None:
+    def _download(
+        self, driver: ComponentDriver, ctx: InterfaceContext, planned: PlannedComponent
+    ) -> None:
         from orchestrator_core.artifact import open_payload
 
         artifact = planned.artifact
         with open_payload(
             artifact["name"], artifact["path"], artifact["digest"], self.config, self._cache
         ) as feed:
-            ctx.payload = feed  # type: ignore[attr-defined]
+            ctx.payload = feed
             try:
-                driver.run_state("download", ctx)  # type: ignore[arg-type]
-                if not feed.consumed:
-                    feed.save_to(filetree.files_dir(ctx.work_dir))  # type: ignore[attr-defined]
+                driver.run_state("download", ctx)
+                if not feed.consumed and ctx.work_dir is not None:
+                    feed.save_to(filetree.files_dir(ctx.work_dir))
             finally:
-                ctx.payload = None  # type: ignore[attr-defined]
+                ctx.payload = None
 
     # ---- the end
 

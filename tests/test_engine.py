@@ -193,6 +193,38 @@ def test_update_module_failure_then_rollback_command(core: System) -> None:
     assert "status failed" in status.stdout
 
 
+def test_a_reboot_nobody_asked_for_rolls_the_system_back(core: System) -> None:
+    assert core.run("install", manifest("v1")).returncode == 0
+    before = {"MENDER_ORCHESTRATOR_TEST_BOOT_ID": "boot-1"}
+    install = core.run("install", "--stop-before", "ArtifactCommit", manifest("v2"), env=before)
+    assert install.returncode == 0, install.stderr
+    assert versions(core) == ("gateway-v2", "rtos-v2", "rtos-v2")
+    # power cut: the device comes back with a new boot id, and the Update Module resumes
+    after = {"MENDER_ORCHESTRATOR_TEST_BOOT_ID": "boot-2"}
+    resumed = core.run("resume", "--stop-before", "ArtifactRollback", "--stop-before", "Cleanup",
+                       env=after)
+    assert resumed.returncode == 1
+    assert "rebooted during the deployment without being asked to" in resumed.stderr
+    assert "ArtifactCommit" not in states(core, "rtos", "1")[-3:]
+    rollback = core.run("rollback", "--stop-before", "Cleanup", env=after)
+    assert rollback.returncode == 0, rollback.stderr
+    assert versions(core) == ("gateway-v1", "rtos-v1", "rtos-v1")
+    assert core.run("resume", env=after).returncode == 1  # Cleanup; the deployment failed
+
+
+def test_the_reboot_we_asked_for_is_not_a_failure(core: System) -> None:
+    topology = (core.datastore / "topology.yaml").read_text()
+    (core.datastore / "topology.yaml").write_text(
+        topology.replace('interface_args: ["1"]', 'interface_args: ["1", "Automatic"]'))
+    first = core.run("install", "--exit-on-reboot", manifest("v1"),
+                     env={"MENDER_ORCHESTRATOR_TEST_BOOT_ID": "boot-1"})
+    assert first.returncode == 4, first.stderr
+    resumed = core.run("resume", env={"MENDER_ORCHESTRATOR_TEST_BOOT_ID": "boot-2"})
+    assert resumed.returncode == 0, resumed.stderr
+    assert "without being asked" not in resumed.stderr
+    assert versions(core) == ("gateway-v1", "rtos-v1", "rtos-v1")
+
+
 def test_rollback_after_successful_install_rolls_back(core: System) -> None:
     assert core.run("install", manifest("v1")).returncode == 0
     install = core.run("install", "--stop-before", "ArtifactCommit", manifest("v2"))
@@ -235,7 +267,7 @@ components:
     interface: rtos-interface
     interface_args: ["1"]
 """
-JOURNAL_WRITES_OF_A_V2_DEPLOYMENT = 30  # deployment row, 14 steps entered, 14 finished, the end
+JOURNAL_WRITES_OF_A_V2_DEPLOYMENT = 31  # deployment, boot, 14 steps entered, 14 finished, end
 
 
 @pytest.fixture(scope="session")
