@@ -18,6 +18,7 @@ import click
 
 from orchestrator_core import __version__
 from orchestrator_core.errors import OrchestratorError, ValidationErrors
+from orchestrator_core.lock import refuse_while_deploying
 from orchestrator_core.sequence import STATES
 
 log = logging.getLogger("mender_orchestrator.cli")
@@ -136,6 +137,7 @@ def show_provides(ctx: click.Context) -> None:
 
     s = session(ctx)
     try:
+        refuse_while_deploying(s.config, "show-provides")
         topology = s.topology()
     except OrchestratorError as exc:
         _fail(exc)
@@ -153,6 +155,7 @@ def show_inventory(ctx: click.Context) -> None:
 
     s = session(ctx)
     try:
+        refuse_while_deploying(s.config, "show-inventory")
         topology = s.topology()
     except OrchestratorError as exc:
         _fail(exc)
@@ -272,6 +275,7 @@ def _plan_for(s: Session, manifest_path: Path) -> Any:
     from orchestrator_core.manifest import load_manifest
     from orchestrator_core.planner import make_plan
 
+    refuse_while_deploying(s.config, "planning a deployment")
     topology = s.topology()
     return make_plan(s.config, topology, load_manifest(manifest_path))
 

@@ -7,16 +7,14 @@ ran, or executed (Components of the step in parallel, a barrier at its end) when
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import subprocess
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from orchestrator_core import atomic, drivers, filetree, manifest_store
 from orchestrator_core.config import Config
@@ -24,6 +22,7 @@ from orchestrator_core.context import InterfaceContext
 from orchestrator_core.drivers import ComponentDriver
 from orchestrator_core.errors import NothingToResume, OrchestratorError
 from orchestrator_core.journal import DeploymentRow, EventRow, Journal
+from orchestrator_core.lock import exclusive
 from orchestrator_core.log import component_logger
 from orchestrator_core.planner import Plan, PlannedComponent, work_dir
 from orchestrator_core.progress import ProgressObserver
@@ -75,27 +74,11 @@ class RunOptions:
 @dataclass
 class RunResult:
     exit_code: int
-    message: str
-    inconsistent: dict[str, str] = field(default_factory=dict)
+    message: str  # names the inconsistent Components, when there are any
 
 
-@contextmanager
-def exclusive(config: Config) -> Iterator[None]:
-    """One orchestrator at a time may touch the System."""
-    atomic.make_private_dir(config.datastore_dir)
-    path = config.datastore_dir / "lock"
-    handle: IO[str] = path.open("a+")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OrchestratorError(
-                f"another mender-orchestrator is working on this System (lock {path} is held); "
-                f"wait for it to finish"
-            ) from None
-        yield
-    finally:
-        handle.close()
+def _named(inconsistent: Mapping[str, str]) -> str:
+    return "; ".join(f"{key}: {why}" for key, why in sorted(inconsistent.items()))
 
 
 def _row(step: Step) -> tuple[str, str, int, str]:
@@ -231,7 +214,9 @@ class Deployment:
             return RunResult(EXIT_OK, where)
         if options.command == "rollback" and step.phase == CLEANUP:
             if progress.inconsistent:
-                return RunResult(EXIT_INCONSISTENT, where, dict(progress.inconsistent))
+                return RunResult(
+                    EXIT_INCONSISTENT, f"{where}; inconsistent: {_named(progress.inconsistent)}"
+                )
             return RunResult(EXIT_OK, f"rolled back; {where}")
         return RunResult(EXIT_FAILED, f"deployment failed ({progress.failure}); {where}")
 
@@ -430,7 +415,7 @@ class Deployment:
             message = f"deployment of {self.plan.manifest_name} succeeded"
         elif progress.inconsistent:
             status, code = "inconsistent", EXIT_INCONSISTENT
-            names = "; ".join(f"{k}: {why}" for k, why in sorted(progress.inconsistent.items()))
+            names = _named(progress.inconsistent)
             message = (
                 f"deployment of {self.plan.manifest_name} failed ({progress.failure}) and these "
                 f"Components are inconsistent: {names}"
@@ -444,7 +429,7 @@ class Deployment:
                 f"{progress.failure}"
             )
         self.journal.finish_deployment(self.id, status, message)
-        return RunResult(code, message, dict(progress.inconsistent))
+        return RunResult(code, message)
 
 
 def _open_cache(config: Config) -> Any:

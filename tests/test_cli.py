@@ -256,3 +256,27 @@ def test_config_unknown_key_is_only_a_warning(car: System) -> None:
     assert code == 0
     assert "unknown option Colour ignored" in err
     assert json.loads((car.conf_dir / "mender-orchestrator.conf").read_text()) == {"Colour": "red"}
+
+
+def test_queries_wait_while_a_deployment_runs(car: System) -> None:
+    """Asking Components for versions in the middle of their update could break it."""
+    import fcntl
+
+    lock = car.datastore / "lock"
+    with lock.open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # what a running deployment holds
+        for command in ("show-provides", "show-inventory"):
+            code, out, err = run(car, command)
+            assert code == 1 and out == ""
+            assert "a deployment is running on this System right now" in err
+            assert command in err
+        assert not (car.root / "calls.log").exists()  # no Interface was asked anything
+    code, out, _ = run(car, "show-provides")
+    assert code == 0 and "tcu.tcu1.device_type=tcu" in out
+
+
+def test_queries_create_nothing_on_a_fresh_device(car: System) -> None:
+    before = snapshot(car)
+    assert run(car, "show-provides")[0] == 0
+    assert snapshot(car) == before
+    assert not (car.datastore / "lock").exists()
