@@ -31,6 +31,15 @@ def validate_all(components_option: Path | None, manifest_path: Path | None) -> 
     except OrchestratorError as exc:
         report.absorb(exc)
 
+    if config is not None and config.artifact_verify_keys:
+        from orchestrator_core.artifact.signature import load_keys
+
+        try:
+            load_keys(config.artifact_verify_keys)
+            report.lines.append(f"verification keys: OK ({len(config.artifact_verify_keys)})")
+        except OrchestratorError as exc:
+            report.absorb(exc)
+
     topology: Topology | None = None
     if config is not None:
         try:

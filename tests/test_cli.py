@@ -280,3 +280,11 @@ def test_queries_create_nothing_on_a_fresh_device(car: System) -> None:
     assert run(car, "show-provides")[0] == 0
     assert snapshot(car) == before
     assert not (car.datastore / "lock").exists()
+
+
+def test_validate_checks_the_verification_keys(car: System) -> None:
+    (car.conf_dir / "not-a-key.pem").write_text("hello")
+    car.write_config({"ArtifactVerifyKeys": ["not-a-key.pem", "missing.pem"]})
+    code, _, err = run(car, "validate")
+    assert code == 2
+    assert f"verification key {car.conf_dir / 'not-a-key.pem'}: not a PEM public key" in err
