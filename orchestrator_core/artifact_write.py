@@ -8,13 +8,13 @@ without rewriting its arguments. The shared options are also what
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
+from orchestrator_core.artifact.header import MAX_JSON, parse_json_object
 from orchestrator_core.artifact.writer import (
     COMPRESSION_NAMES,
     ArtifactSpec,
@@ -27,8 +27,9 @@ from orchestrator_core.errors import ConfigError, OrchestratorError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class WriteFailed(click.ClickException):
-    """An ``OrchestratorError`` shown as click shows errors, with the error's exit status."""
+class CommandFailed(click.ClickException):
+    """An ``OrchestratorError`` shown as click shows errors ("Error: ..."), with the error's
+    exit status: how the ``artifact`` commands and ``manifest-gen`` report a problem."""
 
     def __init__(self, error: OrchestratorError) -> None:
         super().__init__(error.message)
@@ -51,19 +52,23 @@ def _key_values(
 
 
 def _meta_data(path: Path | None) -> dict[str, Any] | None:
+    """The meta-data file, held to the rules our reader applies to the header's JSON."""
     if path is None:
         return None
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as stream:
+            data = stream.read(MAX_JSON + 1)
     except OSError as exc:
         raise ConfigError(f"meta-data file {path}: cannot read it ({exc.strerror or exc})"
                           ) from exc
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"meta-data file {path}: not valid JSON ({exc})") from exc
-    if not isinstance(value, dict):
-        raise ConfigError(f"meta-data file {path}: expected a JSON object, got "
-                          f"{type(value).__name__}")
-    return value
+    if len(data) > MAX_JSON:
+        raise ConfigError(f"meta-data file {path}: more than {MAX_JSON} bytes; readers accept "
+                          f"at most that much meta-data")
+
+    def fail(problem: str) -> NoReturn:
+        raise ConfigError(problem)
+
+    return parse_json_object(data, f"meta-data file {path}", fail)
 
 
 def payload_options(function: F) -> F:
@@ -237,4 +242,4 @@ def write(
         for line in write_and_describe(spec, output, compression, key):
             click.echo(line)
     except OrchestratorError as exc:
-        raise WriteFailed(exc) from None
+        raise CommandFailed(exc) from None

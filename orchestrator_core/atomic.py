@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 
 def fsync_dir(directory: Path) -> None:
@@ -15,8 +18,11 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_bytes(path: Path, data: bytes, mode: int = 0o600, durable: bool = True) -> None:
-    """Replace ``path`` with ``data``: temporary name in the same directory, fsync, rename.
+@contextmanager
+def replacing(path: Path, mode: int = 0o600, durable: bool = True) -> Iterator[IO[bytes]]:
+    """A file that replaces ``path`` when the block ends without an error: written under a
+    temporary name in the same directory, fsynced, renamed over ``path``, and the directory
+    fsynced; on an error the temporary file is removed and ``path`` is untouched.
 
     ``durable=False`` skips the fsyncs, for files that are re-created after a crash anyway:
     readers still never see a half-written file, but a power cut may leave the old one.
@@ -24,7 +30,7 @@ def write_bytes(path: Path, data: bytes, mode: int = 0o600, durable: bool = True
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
+            yield stream
             stream.flush()
             if durable:
                 os.fsync(stream.fileno())
@@ -35,6 +41,12 @@ def write_bytes(path: Path, data: bytes, mode: int = 0o600, durable: bool = True
         raise
     if durable:
         fsync_dir(path.parent)
+
+
+def write_bytes(path: Path, data: bytes, mode: int = 0o600, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically (see ``replacing``)."""
+    with replacing(path, mode, durable) as stream:
+        stream.write(data)
 
 
 def make_private_dir(path: Path) -> Path:

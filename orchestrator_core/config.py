@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from orchestrator_core.errors import ValidationErrors
 
@@ -168,6 +169,21 @@ def _https_client(origin: Path, value: Any) -> HttpsClientConfig:
     )
 
 
+def _check_url(template: str, index: int) -> None:
+    url = urlsplit(template.replace("{artifact_name}", "name"))
+    shown = template
+    if url.password:  # a message must not show the password
+        shown = template.replace(f":{url.password}@", ":***@", 1)
+    try:
+        url.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        raise ValueError(f"[{index}].Template {shown!r} has an invalid port") from None
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ValueError(
+            f"[{index}].Template {shown!r} must be an http:// or https:// URL with a host"
+        )
+
+
 def _artifact_sources(origin: Path, value: Any) -> tuple[ArtifactSourceConfig, ...]:
     if not isinstance(value, list):
         raise ValueError(f"expected a list of sources, got {json.dumps(value)}")
@@ -181,6 +197,7 @@ def _artifact_sources(origin: Path, value: Any) -> tuple[ArtifactSourceConfig, .
             template = _string(origin, item.get("Template"))
             if "{artifact_name}" not in template:
                 raise ValueError(f"[{index}].Template must contain {{artifact_name}}")
+            _check_url(template, index)
             sources.append(ArtifactSourceConfig("url", template))
         else:
             raise ValueError(

@@ -25,8 +25,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -310,11 +309,6 @@ class ExecDriver:
 
     # ---- running one call
 
-    @contextmanager
-    def _directory(self, ctx: InterfaceContext) -> Iterator[Path]:
-        """The File API directory; outside a deployment a private one holding ``version``."""
-        yield ctx.work_dir if ctx.work_dir is not None else _query_directory()
-
     def _run(
         self,
         state: str,
@@ -325,36 +319,37 @@ class ExecDriver:
     ) -> bytes:
         """Run one state or query; return stdout (queries only) or raise ``InterfaceError``."""
         who = f"{ctx.name} {state}"
-        with self._directory(ctx) as directory:
-            argv = [str(self.executable), state, str(directory), self.component.component_type]
-            argv += self.args
-            ctx.log.debug("%s: running %s", who, argv)
-            try:
-                child = _Child(argv, directory)
-            except OSError as exc:
-                raise InterfaceError(
-                    f"{ctx.name}: the Interface {self.executable} could not be started for "
-                    f"{state}: {exc.strerror or exc}"
-                ) from exc
-            stdout: _Capture | _LineRelay
-            if query:
-                stdout = _Capture(f"{ctx.name}: the Interface, asked {state},")
-            else:
-                stdout = _LineRelay(lambda line: ctx.log.info("%s stdout: %s", who, line))
-            stderr = _LineRelay(lambda line: ctx.log.info("%s stderr: %s", who, line))
-            timed_out = False
-            try:
-                if server is not None:
-                    server.start(child.running, child.kill, ctx.deadline)
-                timed_out = _pump(child, ctx.deadline, stdout.feed, stderr.feed)
-            finally:
-                if timed_out or child.running():
-                    child.kill()
-                if server is not None:
-                    server.join()
-                status = child.reap()
-                stdout.close()
-                stderr.close()
+        # outside a deployment (queries), a private directory holding only ``version``
+        directory = ctx.work_dir if ctx.work_dir is not None else _query_directory()
+        argv = [str(self.executable), state, str(directory), self.component.component_type]
+        argv += self.args
+        ctx.log.debug("%s: running %s", who, argv)
+        try:
+            child = _Child(argv, directory)
+        except OSError as exc:
+            raise InterfaceError(
+                f"{ctx.name}: the Interface {self.executable} could not be started for "
+                f"{state}: {exc.strerror or exc}"
+            ) from exc
+        stdout: _Capture | _LineRelay
+        if query:
+            stdout = _Capture(f"{ctx.name}: the Interface, asked {state},")
+        else:
+            stdout = _LineRelay(lambda line: ctx.log.info("%s stdout: %s", who, line))
+        stderr = _LineRelay(lambda line: ctx.log.info("%s stderr: %s", who, line))
+        timed_out = False
+        try:
+            if server is not None:
+                server.start(child.running, child.kill, ctx.deadline)
+            timed_out = _pump(child, ctx.deadline, stdout.feed, stderr.feed)
+        finally:
+            if timed_out or child.running():
+                child.kill()
+            if server is not None:
+                server.join()
+            status = child.reap()
+            stdout.close()
+            stderr.close()
         self._check_outcome(state, ctx, child, status, timed_out, stderr, server)
         return bytes(stdout.data) if isinstance(stdout, _Capture) else b""
 

@@ -91,19 +91,32 @@ def prepare(
     return work_dir
 
 
-def check_entry_name(name: str) -> str:
-    """Return ``name`` if it is usable as one file name inside ``streams/`` or ``files/``.
+def entry_name_problem(name: str) -> str | None:
+    """What makes ``name`` unusable as one file name in ``streams/`` or ``files/``, or ``None``.
 
     Payload file names come from the Artifact, so one must never reach outside its
-    directory, and a newline would break the one-line ``stream-next`` protocol.
-    Raises ``ArtifactError`` saying what is wrong with it.
+    directory (no separator of any system, no NUL), a line break would break the one-line
+    ``stream-next`` protocol, and a name that is not UTF-8 could not be written into a
+    manifest or announced to an Interface.
     """
     if name in ("", ".", ".."):
-        raise ArtifactError(f"payload file name {name!r} is not a file name")
-    if "/" in name or "\0" in name:
-        raise ArtifactError(f"payload file name {name!r} contains a path separator or NUL")
-    if any(ch in name for ch in "\n\r"):
-        raise ArtifactError(f"payload file name {name!r} contains a line break")
+        return "is empty, '.' or '..'"
+    if "/" in name or "\\" in name or "\0" in name:
+        return "contains a path separator ('/' or '\\') or NUL"
+    if "\n" in name or "\r" in name:
+        return "contains a line break"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    return None
+
+
+def check_entry_name(name: str) -> str:
+    """Return ``name`` if ``entry_name_problem`` finds nothing, else raise ``ArtifactError``."""
+    problem = entry_name_problem(name)
+    if problem is not None:
+        raise ArtifactError(f"payload file name {name!r} {problem}")
     return name
 
 

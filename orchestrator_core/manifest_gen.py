@@ -21,7 +21,7 @@ from typing import Any
 import click
 
 from orchestrator_core.artifact_write import (
-    WriteFailed,
+    CommandFailed,
     build_spec,
     payload_options,
     write_and_describe,
@@ -135,7 +135,7 @@ def manifest_gen(
     try:
         lines = generate(manifest, system_types, output, artifact_name=name, **options)
     except OrchestratorError as exc:
-        raise WriteFailed(exc) from None
+        raise CommandFailed(exc) from None
     click.echo(f"Artifact {output} generated successfully:")
     for line in lines[1:]:
         click.echo(line)

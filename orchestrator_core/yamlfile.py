@@ -72,6 +72,10 @@ def parse_mapping(text: str, source: str, what: str) -> dict[str, Any]:
         ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {source}: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"{what} {source}: YAML nested too deeply; a {what} is a few levels deep"
+        ) from None
     if not isinstance(data, dict):
         found = "an empty file" if data is None else f"a {type(data).__name__}"
         raise ConfigError(

@@ -115,13 +115,16 @@ def test_entry_names_accepted(name: str) -> None:
 @pytest.mark.parametrize(
     ("name", "problem"),
     [
-        ("", "is not a file name"),
-        (".", "is not a file name"),
-        ("..", "is not a file name"),
+        ("", "is empty, '.' or '..'"),
+        (".", "is empty, '.' or '..'"),
+        ("..", "is empty, '.' or '..'"),
+        ("back\\slash", "contains a path separator"),
         ("../etc/passwd", "contains a path separator"),
         ("/abs", "contains a path separator"),
         ("a\0b", "NUL"),
         ("two\nlines", "contains a line break"),
+        ("carriage\rreturn", "contains a line break"),
+        ("bad-\udcff-byte", "is not valid UTF-8"),
     ],
 )
 def test_entry_names_refused(name: str, problem: str) -> None:

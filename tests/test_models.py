@@ -227,3 +227,28 @@ def test_config_unknown_key_is_a_warning_and_bad_json_an_error(tmp_path: Path) -
     path.write_text('{"LogLevel": "info", "LogLevel": "debug"}')
     with pytest.raises(ValidationErrors, match="LogLevel given more than once"):
         load_config(env)
+
+
+def test_deeply_nested_yaml_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_manifest(write(tmp_path, "m.yaml", "[" * 100000))
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("ftp://host/{artifact_name}", "must be an http:// or https:// URL with a host"),
+        ("https:///{artifact_name}", "must be an http:// or https:// URL with a host"),
+        ("https://host:99999/{artifact_name}", "has an invalid port"),
+        ("https://host/fixed.mender", "must contain {artifact_name}"),
+    ],
+)
+def test_artifact_source_templates_are_checked(tmp_path: Path, template: str, expected: str
+                                               ) -> None:
+    env = dirs(tmp_path)
+    (tmp_path / "etc" / "mender-orchestrator.conf").write_text(
+        json.dumps({"ArtifactSources": [{"Type": "url", "Template": template}]}))
+    with pytest.raises(ValidationErrors) as exc:
+        load_config(env)
+    assert "option ArtifactSources: [0].Template" in str(exc.value)
+    assert expected in str(exc.value)

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -24,7 +25,7 @@ from systems import FIXTURES
 
 from orchestrator_core.artifact.reader import ArtifactReader
 from orchestrator_core.artifact.writer import ArtifactSpec, Signer, software_version, write_artifact
-from orchestrator_core.errors import ArtifactError, ConfigError
+from orchestrator_core.errors import ConfigError
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 WRITE = [sys.executable, "-c",
@@ -310,11 +311,81 @@ def test_problems_are_named_and_nothing_is_left_behind(tmp_path: Path, payload: 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["firmware.bin", "notes.txt", "twin"]
 
 
+def test_what_a_reader_would_refuse_is_not_written(tmp_path: Path, payload: list[Path]
+                                                   ) -> None:
+    """Names and JSON our reader (and the File API) would refuse are refused when writing."""
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    newline, not_utf8 = odd / "two\nlines.bin", odd / "bad-\udcff.bin"
+    for path in (newline, not_utf8):
+        path.write_bytes(b"x")
+    bad = spec_for(
+        [newline, not_utf8], device_types=("rtos-\udcff",), depends={"rtos.board": "rev-\udcff"},
+        depends_artifact_names=("",), depends_groups=("fleet-a", ""), clears_provides=("",),
+    )
+    with pytest.raises(ConfigError) as raised:
+        write_artifact(bad, tmp_path / "out.mender")
+    for expected in ("device type 'rtos-\\udcff' is not valid UTF-8",
+                     "depends 'rtos.board' value 'rev-\\udcff' is not valid UTF-8",
+                     "an empty artifact name it depends on was given",
+                     "an empty group it depends on was given",
+                     "an empty cleared provides pattern was given",
+                     "payload file name 'two\\nlines.bin' contains a line break",
+                     "payload file name 'bad-\\udcff.bin' is not valid UTF-8"):
+        assert expected in raised.value.message
+
+    cases = [
+        (spec_for(payload, meta_data={"limit": float("nan")}), "meta-data cannot be written as "
+                                                               "JSON"),
+        (spec_for(payload, meta_data={"text": "x" * (1 << 20)}), r"meta-data would be \d+ "
+                                                                 "bytes; readers accept at "
+                                                                 "most 1048576"),
+        (spec_for(payload, provides={"rtos.big": "x" * (1 << 20)}), r"type-info would be"),
+        (spec_for(payload, meta_data={"text": "\udcff"}), "meta-data holds text that is not "
+                                                          "valid UTF-8"),
+    ]
+    for spec, expected in cases:
+        with pytest.raises(ConfigError, match=expected):
+            write_artifact(spec, tmp_path / "out.mender")
+    assert not (tmp_path / "out.mender").exists()
+
+
+def test_an_existing_artifact_survives_a_failed_write(tmp_path: Path) -> None:
+    """A real failure half way through the output (the file size limit of the process, as a
+    full disk would do) leaves the old Artifact as it was and no temporary file."""
+    firmware = tmp_path / "firmware.bin"
+    firmware.write_bytes(os.urandom(100_000))  # incompressible: sizes are predictable
+    output = tmp_path / "out.mender"
+    output.write_bytes(b"the previous Artifact")
+    # the data section (about 101.9 KB) still fits; the whole Artifact, a few KB more, does not
+    limit = 102_400
+    script = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))\n"
+        "from orchestrator_core.artifact_write import write\n"
+        "write.main(sys.argv[1:], prog_name='artifact write')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, "-T", "rtos-interface", "-n", "rtos-v8", "-t", "rtos",
+         "-f", str(firmware), "--compression", "none", "-o", str(output)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert f"Error: cannot write Artifact {output}: File too large" in result.stderr
+    assert output.read_bytes() == b"the previous Artifact"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["firmware.bin", "out.mender"]
+    # and without the limit the same command replaces it
+    write_artifact(spec_for([firmware]), output, compression="none")
+    assert ArtifactReader(io.BytesIO(output.read_bytes()), source_name="out",
+                          verify_keys=()).read_header().name == "rtos-v7"
+
+
 def test_unknown_compression_and_missing_directory(tmp_path: Path, payload: list[Path]) -> None:
     with pytest.raises(ConfigError, match="compression 'brotli' is not supported; expected one "
                                           "of none, gzip, xz, zstd, lzma"):
         write_artifact(spec_for(payload), tmp_path / "a.mender", compression="brotli")
-    with pytest.raises(ArtifactError, match=r"directory .*nowhere does not exist"):
+    with pytest.raises(ConfigError, match=r"directory .*nowhere does not exist"):
         write_artifact(spec_for(payload), tmp_path / "nowhere" / "a.mender")
 
 
@@ -387,14 +458,36 @@ def test_artifact_write_command_software_version_options(tmp_path: Path,
     (["-k", "/nonexistent/key.pem"], "signing key /nonexistent/key.pem: cannot read it", 2),
     (["-m", "/nonexistent/meta.json"], "meta-data file /nonexistent/meta.json", 2),
     (["--compression", "rar"], "Invalid value for '--compression'", 2),
+    (["-o", "{tmp}/missing-dir/o.mender"], "missing-dir does not exist", 2),
+    (["-n", "rtos-\udcff"], "artifact name 'rtos-\\udcff' is not valid UTF-8", 2),
+    (["-f", "{tmp}/two\nlines.bin"], "payload file name 'two\\nlines.bin' contains a line "
+     "break", 2),
+    (["-k", "/dev/zero"], "signing key /dev/zero: more than 1048576 bytes", 2),
+    (["-k", "{tmp}/public.pem"], "not a PEM private key (it is a public key or a certificate; "
+     "signing needs the private key)", 2),
+    (["-m", "/dev/zero"], "meta-data file /dev/zero: more than 1048576 bytes", 2),
+    (["-m", "{tmp}/nan.json"], "meta-data file {tmp}/nan.json is not acceptable JSON: NaN", 2),
+    (["-m", "{tmp}/deep.json"], "meta-data file {tmp}/deep.json is not acceptable JSON", 2),
+    (["-m", "{tmp}/twice.json"], "meta-data file {tmp}/twice.json has the key 'a' more than "
+     "once", 2),
 ])
 def test_artifact_write_command_errors(tmp_path: Path, arguments: list[str], message: str,
                                        status: int) -> None:
+    (tmp_path / "two\nlines.bin").write_bytes(b"x")
+    (tmp_path / "public.pem").write_bytes(ed25519.Ed25519PrivateKey.generate().public_key()
+                                          .public_bytes(serialization.Encoding.PEM,
+                                                        serialization.PublicFormat
+                                                        .SubjectPublicKeyInfo))
+    (tmp_path / "nan.json").write_text('{"a": NaN}')
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (tmp_path / "twice.json").write_text('{"a": 1, "a": 2}')
     result = subprocess.run(
         [*WRITE, "-T", "rtos-interface", "-n", "rtos-v8", "-t", "rtos",
-         "-o", str(tmp_path / "o.mender"), *arguments],
+         "-o", str(tmp_path / "o.mender"),
+         *[argument.replace("{tmp}", str(tmp_path)) for argument in arguments]],
         capture_output=True, text=True, timeout=60, check=False,
     )
+    message = message.replace("{tmp}", str(tmp_path))
     assert result.returncode == status
     assert message in result.stderr
     assert "Traceback" not in result.stderr

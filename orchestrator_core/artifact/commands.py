@@ -17,7 +17,8 @@ import click
 
 from orchestrator_core.artifact.header import ArtifactHeader
 from orchestrator_core.artifact.reader import ArtifactReader
-from orchestrator_core.errors import OrchestratorError
+from orchestrator_core.artifact_write import CommandFailed, write
+from orchestrator_core.errors import ArtifactError, OrchestratorError
 
 
 @click.group("artifact")
@@ -106,25 +107,21 @@ def inspect(file: str, verify_keys: tuple[Path, ...]) -> None:
     """Verify an Artifact (FILE, or - for standard input) and print what it holds."""
     try:
         if file == "-":
+            if sys.stdin is None:  # started with file descriptor 0 closed
+                raise ArtifactError("Artifact <standard input>: standard input is closed")
             lines = inspect_stream(sys.stdin.buffer, "<standard input>", verify_keys)
         else:
             try:
                 stream = open(file, "rb")
             except OSError as exc:
-                raise click.ClickException(f"cannot open {file}: {exc.strerror or exc}") from exc
+                raise ArtifactError(
+                    f"Artifact {file}: cannot open it ({exc.strerror or exc})"
+                ) from exc
             with stream:
                 lines = inspect_stream(stream, file, verify_keys)
     except OrchestratorError as exc:
-        click.echo(f"error: {exc.message}", err=True)
-        raise SystemExit(exc.exit_code) from None
+        raise CommandFailed(exc) from None
     click.echo("\n".join(lines))
 
 
-def _attach_write() -> None:
-    # `artifact write` lives beside the writer it drives
-    from orchestrator_core.artifact_write import write
-
-    artifact.add_command(write)
-
-
-_attach_write()
+artifact.add_command(write)

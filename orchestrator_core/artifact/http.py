@@ -63,7 +63,9 @@ def redact(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    # rebuilt from the text, not from .hostname/.port: a malformed port must not raise here
+    userinfo, _, host = parts.netloc.rpartition("@")
+    netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
     return urlunsplit(parts._replace(netloc=netloc))
 
 
@@ -228,7 +230,7 @@ class HttpArtifactStream(io.RawIOBase):
             if _validator(response) != self._validator or (
                 length is not None
                 and self.content_length is not None
-                and int(length) != self.content_length
+                and length != str(self.content_length)
             ):
                 raise self._fail("the file changed on the server during the download")
             self._skip = self._position

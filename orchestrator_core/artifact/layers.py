@@ -5,6 +5,13 @@ so uncompressed payload bytes travel from the source into the consumer's buffer 
 copy, and every layer reads at most one bounded chunk ahead: memory does not grow with the
 size of the Artifact.
 
+gzip and xz are driven through ``zlib``/``lzma`` decompressor objects rather than
+``gzip.GzipFile``/``lzma.LZMAFile``: those pull 8 KiB at a time from the layer below (each
+pull going through the tar layer: 128 times as many calls as with 1 MiB chunks),
+``LZMAFile`` takes no memory limit (a hostile xz header may ask for gigabytes), and
+both report a cut stream as a bare ``EOFError``; here each says which section and whether it
+was empty or cut short. zstd's own ``stream_reader`` has none of these problems and is used.
+
 Errors are reported through a ``Fail`` callable supplied by the reader, which turns a
 problem description into an ``ArtifactError`` naming the Artifact.
 """

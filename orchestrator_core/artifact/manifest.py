@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from orchestrator_core.artifact.layers import COMPRESSION_SUFFIXES, Fail
+from orchestrator_core.filetree import entry_name_problem
 
 _LINE = re.compile(r"([0-9a-fA-F]{64})[ \t]+\*?(\S+)")
 DATA_PREFIX = "data/0000/"
@@ -60,10 +61,8 @@ def parse_manifest(data: bytes, what: str, fail: Fail) -> Manifest:
 
 
 def check_file_name(name: str, what: str, fail: Fail) -> None:
-    """Payload files are plain names: they become ``files/<name>`` and ``streams/<name>``."""
-    if name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
-        fail(f"{what}: {name!r} is not a plain file name")
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        fail(f"{what}: file name {name!r} is not valid UTF-8")
+    """Payload files and state scripts are plain names: payload files become
+    ``files/<name>`` and ``streams/<name>``, so the File API's rule applies to both."""
+    problem = entry_name_problem(name)
+    if problem is not None:
+        fail(f"{what}: {name!r} is not a plain file name (it {problem})")

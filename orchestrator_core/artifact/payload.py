@@ -9,8 +9,6 @@ stored into the File API ``files/`` directory (``save_to``). Every way verifies 
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -21,7 +19,7 @@ from orchestrator_core.artifact.cache import ArtifactsCache, CacheStream
 from orchestrator_core.artifact.layers import CHUNK
 from orchestrator_core.artifact.reader import ArtifactReader, PayloadFileReader, read_header
 from orchestrator_core.artifact.sources import open_artifact
-from orchestrator_core.atomic import fsync_dir
+from orchestrator_core.atomic import make_private_dir, replacing
 from orchestrator_core.config import Config
 from orchestrator_core.errors import ArtifactError
 
@@ -98,30 +96,21 @@ class ArtifactPayload:
         """Store the payload files not yet read into ``directory`` (the File API ``files/``),
         each atomically (temporary name, fsync, rename) once it has been verified."""
         self.before_save()
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_private_dir(directory)
         scratch = bytearray(CHUNK)
         view = memoryview(scratch)
         stored = []
         for payload in self.files():
-            fd, temporary = tempfile.mkstemp(prefix=".payload-", suffix=".partial", dir=directory)
             try:
-                with os.fdopen(fd, "wb") as out:
+                with replacing(directory / payload.name) as out:
                     while count := payload.readinto(scratch):
                         out.write(view[:count])
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(temporary, directory / payload.name)
             except OSError as exc:
-                Path(temporary).unlink(missing_ok=True)
                 raise ArtifactError(
                     f"cannot store payload file {payload.name} in {directory}: "
                     f"{exc.strerror or exc}"
                 ) from exc
-            except BaseException:
-                Path(temporary).unlink(missing_ok=True)
-                raise
             stored.append(directory / payload.name)
-        fsync_dir(directory)
         return stored
 
 

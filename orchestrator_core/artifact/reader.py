@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import tarfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NoReturn
@@ -40,7 +41,7 @@ from orchestrator_core.artifact.layers import (
 )
 from orchestrator_core.artifact.manifest import Manifest, check_file_name, parse_manifest
 from orchestrator_core.artifact.signature import check_signature, load_keys
-from orchestrator_core.artifact.tarstream import TarMember, TarReader
+from orchestrator_core.artifact.tarstream import BLOCK, TarMember, TarReader
 from orchestrator_core.errors import ArtifactError
 
 if TYPE_CHECKING:
@@ -50,8 +51,6 @@ MAX_VERSION = 4 << 10
 MAX_MANIFEST = 1 << 20
 MAX_SIGNATURE = 16 << 10
 MAX_HEADER_SECTION = 16 << 20  # compressed header tar, held in memory until verified
-
-_SECTIONS = "header.tar", "header-augment.tar", "data/0000.tar"
 
 
 def _suffix(name: str, base: str) -> str | None:
@@ -128,7 +127,7 @@ class ArtifactReader:
     # ------------------------------------------------------------------ header
 
     def read_header(self) -> ArtifactHeader:
-        first = self._outer.next()
+        first = self._first_member()
         if first is None:
             self.fail("is an empty tar archive, not a Mender Artifact")
         if first.name != "version":
@@ -194,6 +193,27 @@ class ArtifactReader:
             fail=self.fail,
         )
         return self.header
+
+    def _first_member(self) -> TarMember | None:
+        """The outer tar's first member; a file that is not a tar at all is told so plainly
+        (empty, shorter than one tar header, or not starting with one)."""
+        try:
+            return self._outer.next()
+        except ArtifactError as exc:
+            size = self.source.position
+            if size == 0:
+                self.fail("is empty (0 bytes): truncated, or not a Mender Artifact at all")
+            if size < BLOCK:
+                self.fail(
+                    f"is only {size} bytes long: truncated, or not a Mender Artifact (a tar "
+                    f"archive) at all"
+                )
+            if size == BLOCK and isinstance(exc.__context__, tarfile.HeaderError):
+                self.fail(
+                    f"is not a Mender Artifact (a tar archive): its first {BLOCK} bytes are not "
+                    f"a tar header (damaged tar header: {exc.__context__})"
+                )
+            raise
 
     def _read(self, member: TarMember, limit: int) -> bytes:
         if member.size > limit:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,23 +43,62 @@ class SignatureStatus:
         return self.state.value
 
 
+MAX_KEY_FILE = 1 << 20  # a PEM key is a few KiB; a wrong file (say /dev/zero) must not fill memory
+_FAQ_LINK = re.compile(r"\s*See https?://\S+ for more details\.")
+
+
+def read_key_file(path: Path, role: str) -> bytes:
+    """The bytes of a PEM key file; ``role`` ("verification key", "signing key") names it in
+    the ``ConfigError`` raised when it cannot be read."""
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read(MAX_KEY_FILE + 1)
+    except OSError as exc:
+        raise ConfigError(f"{role} {path}: cannot read it ({exc.strerror or exc})") from exc
+    if len(data) > MAX_KEY_FILE:
+        raise ConfigError(
+            f"{role} {path}: more than {MAX_KEY_FILE} bytes, which no PEM key file is"
+        )
+    return data
+
+
+def not_a_key(path: Path, role: str, data: bytes, private: bool, error: Exception) -> ConfigError:
+    """The error for ``data`` that did not load as the PEM key (``private`` or public) wanted:
+    the likely mix-ups are named, else the loader's reason (without its FAQ link) and the
+    forms that are expected."""
+    kind = "private" if private else "public"
+    if not private and b"PRIVATE KEY-----" in data:
+        return ConfigError(
+            f"{role} {path}: not a PEM public key (it is a private key; verification needs the "
+            f"public key, which 'openssl pkey -in {path} -pubout' prints)"
+        )
+    if private and (b"PUBLIC KEY-----" in data or b"CERTIFICATE-----" in data):
+        return ConfigError(
+            f"{role} {path}: not a PEM private key (it is a public key or a certificate; "
+            f"signing needs the private key)"
+        )
+    if b"-----BEGIN" not in data:
+        reason = "there is no '-----BEGIN ...' line in it"
+    else:
+        reason = _FAQ_LINK.sub("", str(error)) or type(error).__name__
+    expected = (
+        "'-----BEGIN RSA PRIVATE KEY-----', '-----BEGIN EC PRIVATE KEY-----' or "
+        "'-----BEGIN PRIVATE KEY-----'"
+        if private
+        else "'-----BEGIN PUBLIC KEY-----', as 'openssl pkey -pubout' writes it"
+    )
+    return ConfigError(f"{role} {path}: not a PEM {kind} key ({reason}); expected {expected}")
+
+
 def load_keys(paths: Sequence[Path]) -> list[tuple[Path, VerifyKey]]:
     """Read the verification keys; a key that cannot be used is a configuration error."""
     keys: list[tuple[Path, VerifyKey]] = []
     for path in paths:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(
-                f"verification key {path}: cannot read it ({exc.strerror or exc})"
-            ) from exc
+        data = read_key_file(path, "verification key")
         try:
             key = serialization.load_pem_public_key(data)
         except (ValueError, UnsupportedAlgorithm) as exc:
-            raise ConfigError(
-                f"verification key {path}: not a PEM public key (expected '-----BEGIN PUBLIC "
-                f"KEY-----', e.g. from 'openssl rsa -pubout'): {exc}"
-            ) from exc
+            raise not_a_key(path, "verification key", data, False, exc) from exc
         if isinstance(key, ec.EllipticCurvePublicKey) and not isinstance(key.curve, ec.SECP256R1):
             raise ConfigError(
                 f"verification key {path}: ECDSA curve {key.curve.name} is not supported; "

@@ -1,10 +1,15 @@
 """Tar archives read front to back from a stream that cannot seek.
 
 The stdlib parses each 512-byte header (``tarfile.TarInfo.frombuf``: checksum, ustar prefix,
-base-256 sizes); the rest is here because an Artifact is hostile input: extended headers
-(pax, GNU long names) are read only up to a small bound, every member that is not a regular
-file is refused by name, and a stream that ends early is reported as truncated, naming the
-member and how far it got.
+base-256 sizes); the walk from header to header is here, not ``tarfile.open(mode="r|")``,
+because an Artifact is hostile input and ``tarfile``'s stream mode is lenient where we must
+not be: after the first member it takes a damaged or cut-off header, or a missing
+end-of-archive marker, for a clean end of the archive (so a cut download could pass for a
+shorter one), and it reads pax and GNU long-name headers into memory whatever their size.
+Here extended headers are read only up to a small bound, every member that is not a regular
+file is refused by name, a stream that ends early is reported as truncated (naming the member
+and how far it got), and a member's bytes are read straight into the caller's buffer, so the
+decompressor and hash layers above copy nothing.
 """
 
 from __future__ import annotations

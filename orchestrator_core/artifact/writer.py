@@ -37,10 +37,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from orchestrator_core import atomic
+from orchestrator_core.artifact.header import MAX_JSON
+from orchestrator_core.artifact.layers import CHUNK
+from orchestrator_core.artifact.signature import not_a_key, read_key_file
+from orchestrator_core.artifact.tarstream import BLOCK
 from orchestrator_core.errors import ArtifactError, ConfigError
-
-CHUNK = 1 << 20
-BLOCK = 512
+from orchestrator_core.filetree import entry_name_problem
 
 # what each compression is called in section names; "lzma" is mender-artifact's name for xz
 SUFFIXES = {"none": "", "gzip": ".gz", "xz": ".xz", "zstd": ".zst"}
@@ -77,11 +79,16 @@ class ArtifactSpec:
     meta_data: Mapping[str, Any] | None = None  # headers/0000/meta-data
 
     def check(self) -> None:
-        """Every problem is a ``ConfigError`` naming the field and what was expected."""
-        problems = []
-        for what, value in (("artifact name", self.artifact_name), ("payload type",
-                                                                    self.payload_type)):
-            if not value or value != value.strip() or any(c.isspace() for c in value):
+        """Every problem is a ``ConfigError`` naming the field and what was expected.
+
+        What passes is what our reader (and a Mender client) accepts: plain UTF-8 names, and
+        header JSON within the reader's bounds.
+        """
+        problems = [f"{what} {value!r} is not valid UTF-8" for what, value in self._texts()
+                    if not _is_utf8(value)]
+        for what, value in (("artifact name", self.artifact_name),
+                            ("payload type", self.payload_type)):
+            if not value or any(c.isspace() for c in value):
                 problems.append(f"the {what} {value!r} must be non-empty, without white space")
         if not self.device_types:
             problems.append("at least one compatible device type is needed (--device-type)")
@@ -97,15 +104,58 @@ class ArtifactSpec:
                                     f"use the dedicated option")
                 if not isinstance(value, str) or "\n" in value:
                     problems.append(f"{what} {key}: the value must be a single-line string")
+        for what, values in (("artifact name it depends on", self.depends_artifact_names),
+                             ("group it depends on", self.depends_groups),
+                             ("cleared provides pattern", self.clears_provides)):
+            if "" in values:
+                problems.append(f"an empty {what} was given; each must be non-empty")
         names = [path.name for path in self.files]
         problems += [f"payload file name {name!r} is given twice (files are stored by name)"
                      for name in sorted({n for n in names if names.count(n) > 1})]
         for path in self.files:
+            problem = entry_name_problem(path.name)
+            if problem is not None:
+                problems.append(f"payload file name {path.name!r} {problem}")
             if not path.is_file():
                 problems.append(f"payload file {path} does not exist or is not a regular file")
+        if not problems:
+            problems += self._json_problems()
         if problems:
             raise ConfigError(f"cannot write Artifact {self.artifact_name!r}: "
                               + "; ".join(problems))
+
+    def _texts(self) -> Iterator[tuple[str, str]]:
+        """Every text that goes into the header, with what it is."""
+        yield "artifact name", self.artifact_name
+        yield "payload type", self.payload_type
+        yield from (("device type", value) for value in self.device_types)
+        for what, mapping in (("provides", self.provides), ("depends", self.depends)):
+            for key, value in mapping.items():
+                yield f"{what} key", key
+                yield f"{what} {key!r} value", value
+        yield from (("cleared provides pattern", value) for value in self.clears_provides)
+        if self.artifact_group is not None:
+            yield "artifact group", self.artifact_group
+        yield from (("artifact name it depends on", v) for v in self.depends_artifact_names)
+        yield from (("group it depends on", value) for value in self.depends_groups)
+
+    def _json_problems(self) -> list[str]:
+        problems = []
+        sections = [("header-info", self.header_info()), ("type-info", self.type_info())]
+        if self.meta_data is not None:
+            sections.append(("meta-data", dict(self.meta_data)))
+        for what, value in sections:
+            try:
+                size = len(_json(value))
+            except UnicodeEncodeError as exc:
+                problems.append(f"{what} holds text that is not valid UTF-8 ({exc.object!r})")
+            except ValueError as exc:  # NaN or Infinity, which JSON does not have
+                problems.append(f"{what} cannot be written as JSON ({exc})")
+            else:
+                if size > MAX_JSON:
+                    problems.append(f"{what} would be {size} bytes; readers accept at most "
+                                    f"{MAX_JSON}")
+        return problems
 
     def header_info(self) -> dict[str, Any]:
         provides: dict[str, Any] = {"artifact_name": self.artifact_name}
@@ -167,11 +217,7 @@ class Signer:
 
     @classmethod
     def load(cls, path: Path) -> Signer:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"signing key {path}: cannot read it ({exc.strerror or exc})"
-                              ) from exc
+        data = read_key_file(path, "signing key")
         try:
             key = serialization.load_pem_private_key(data, password=None)
         except TypeError as exc:
@@ -179,11 +225,7 @@ class Signer:
                 f"signing key {path} is protected by a passphrase; give an unencrypted PEM key"
             ) from exc
         except (ValueError, UnsupportedAlgorithm) as exc:
-            raise ConfigError(
-                f"signing key {path}: not a PEM private key (expected e.g. '-----BEGIN RSA "
-                f"PRIVATE KEY-----', '-----BEGIN EC PRIVATE KEY-----' or '-----BEGIN PRIVATE "
-                f"KEY-----'): {exc}"
-            ) from exc
+            raise not_a_key(path, "signing key", data, True, exc) from exc
         if isinstance(key, ec.EllipticCurvePrivateKey):
             if not isinstance(key.curve, ec.SECP256R1):
                 raise ConfigError(
@@ -301,7 +343,18 @@ def _data_tar(files: Sequence[Path], suffix: str, out: IO[bytes]) -> dict[str, s
 
 
 def _json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(
+        value, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
+
+
+def _is_utf8(text: str) -> bool:
+    # command-line arguments that are not UTF-8 arrive as lone surrogates (PEP 383)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def write_artifact(
@@ -318,12 +371,12 @@ def write_artifact(
     """
     spec.check()
     suffix = compression_suffix(compression)
-    directory = output.parent if str(output.parent) else Path(".")
+    directory = output.parent
     if not directory.is_dir():
-        raise ArtifactError(f"cannot write Artifact {output}: directory {directory} does not "
-                            f"exist")
-    temporaries: list[Path] = []
+        raise ConfigError(f"cannot write Artifact {output}: directory {directory} does not "
+                          f"exist")
     try:
+        # the data section first: the manifest, written before it, needs its digests
         with tempfile.TemporaryFile(dir=directory) as data:
             digests = _data_tar(spec.files, suffix, data)
             data_size = data.tell()
@@ -336,10 +389,8 @@ def write_artifact(
                 **{f"data/0000/{name}": digest for name, digest in digests.items()},
             }
             manifest = "".join(f"{entries[path]}  {path}\n" for path in sorted(entries)).encode()
-
-            fd, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=directory)
-            temporaries.append(Path(name))
-            with os.fdopen(fd, "wb") as out:
+            # 0644: an Artifact is meant to be published
+            with atomic.replacing(output, mode=0o644) as out:
                 tar = _TarStream(out)
                 tar.add_bytes("version", version)
                 tar.add_bytes("manifest", manifest)
@@ -348,14 +399,5 @@ def write_artifact(
                 tar.add_bytes(f"header.tar{suffix}", header)
                 tar.add(f"data/0000.tar{suffix}", data_size, data)
                 tar.close()
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(name, 0o644)
-            os.replace(name, output)
-            temporaries.clear()
-        atomic.fsync_dir(directory)
     except OSError as exc:
         raise ArtifactError(f"cannot write Artifact {output}: {exc.strerror or exc}") from exc
-    finally:
-        for leftover in temporaries:
-            leftover.unlink(missing_ok=True)

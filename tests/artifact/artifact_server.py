@@ -28,6 +28,7 @@ class Behaviour:
     drops: list[int] = field(default_factory=list)  # per coming GET: body bytes before a drop
     statuses: list[int] = field(default_factory=list)  # answered before serving normally
     ranges: bool = True
+    lengths: list[str] = field(default_factory=list)  # per coming GET: its Content-Length
     seen: list[Seen] = field(default_factory=list)
 
 
@@ -58,7 +59,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         else:
             self.send_response(200)
-        self.send_header("Content-Length", str(len(data) - start))
+        if how.lengths:
+            self.send_header("Content-Length", how.lengths.pop(0))
+            self.close_connection = True  # a client cannot tell where such a body ends
+        else:
+            self.send_header("Content-Length", str(len(data) - start))
         self.send_header("ETag", etag)
         self.end_headers()
         body = data[start:]

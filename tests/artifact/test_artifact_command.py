@@ -85,7 +85,7 @@ def test_inspect_with_keys(made: dict[str, Made], keys: Keys) -> None:
     assert f"  Signature: signed and verified correctly with {keys.rsa_public}\n" in output
     code, output = inspect(path, "--verify-key", str(keys.other_rsa_public))
     assert code == 1
-    assert output.startswith(f"error: Artifact {path}: its signature does not verify")
+    assert output.startswith(f"Error: Artifact {path}: its signature does not verify")
     assert "Name:" not in output
 
 
@@ -96,11 +96,34 @@ def test_inspect_reads_standard_input() -> None:
     assert "    Type: rtos-interface\n" in output
 
 
+def test_inspect_of_what_is_no_artifact(tmp_path: Path) -> None:
+    code, output = inspect(str(tmp_path / "missing.mender"))
+    assert (code, output) == (
+        1, f"Error: Artifact {tmp_path / 'missing.mender'}: cannot open it (No such file or "
+           f"directory)\n")
+    code, output = inspect("-", input=b"")
+    assert (code, output) == (
+        1, "Error: Artifact <standard input>: is empty (0 bytes): truncated, or not a Mender "
+           "Artifact at all\n")
+
+
 def test_inspect_bad_key_file_is_a_config_error(made: dict[str, Made], tmp_path: Path) -> None:
     (tmp_path / "k.pem").write_text("junk")
     code, output = inspect(str(made["rsa"].path), "--verify-key", str(tmp_path / "k.pem"))
     assert code == 2
-    assert f"error: verification key {tmp_path / 'k.pem'}: not a PEM public key" in output
+    assert f"Error: verification key {tmp_path / 'k.pem'}: not a PEM public key" in output
+
+
+def test_inspect_with_standard_input_closed() -> None:
+    done = subprocess.run(
+        ["sh", "-c", 'exec "$@" <&-', "sh", sys.executable, str(SHIM), "inspect", "-"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr == "Error: Artifact <standard input>: standard input is closed\n"
 
 
 def test_inspect_as_a_real_process(made: dict[str, Made]) -> None:

@@ -65,7 +65,7 @@ def refused(tmp_path: Path, data: bytes, pattern: str, keys: tuple[Path, ...] = 
     result = CliRunner().invoke(artifact_cli, argv)
     assert isinstance(result.exception, SystemExit), result.exception  # not a crash
     assert result.exit_code == 1
-    assert f"error: Artifact {path}: " in result.output
+    assert f"Error: Artifact {path}: " in result.output
     return info.value.message
 
 
@@ -205,6 +205,17 @@ def test_hostile_payload_members(tmp_path: Path, member: ab.Member, pattern: str
     assert not Path("/tmp/absolute-escape.bin").exists()
 
 
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [("two\nlines", "contains a line break"), ("c:\\x.bin", "contains a path separator")],
+)
+def test_payload_names_no_file_api_could_hold(tmp_path: Path, name: str, problem: str) -> None:
+    # listed nowhere in the manifest: the data section's own member is what is refused
+    parts = ab.build({"a.bin": b"abc"}, data=data_tar_with(ab.Member(name, b"x")))
+    message = refused(tmp_path, parts.assemble(), f"is not a plain file name .it {problem}")
+    assert f"data/0000.tar.zst: payload file: {name!r}" in message
+
+
 def test_symlink_in_the_outer_tar(tmp_path: Path) -> None:
     parts = ab.build({"a.bin": b"abc"})
     data = ab.tar([ab.Member("version", kind=tarfile.SYMTYPE, link="/etc/passwd")])
@@ -331,8 +342,18 @@ def test_malformed_sections(
     refused(tmp_path, parts.assemble(), pattern)
 
 
-def test_not_a_tar_at_all(tmp_path: Path) -> None:
-    refused(tmp_path, b"\x89PNG" + bytes(range(256)) * 8, "damaged tar header")
+@pytest.mark.parametrize(
+    ("data", "pattern"),
+    [
+        (b"\x89PNG" + bytes(range(256)) * 8, r"is not a Mender Artifact \(a tar archive\): its "
+         r"first 512 bytes are not a tar header \(damaged tar header: "),
+        (b"", r"is empty \(0 bytes\): truncated, or not a Mender Artifact at all"),
+        (b"hello\n", r"is only 6 bytes long: truncated, or not a Mender Artifact \(a tar "
+         r"archive\) at all"),
+    ],
+)
+def test_not_a_tar_at_all(tmp_path: Path, data: bytes, pattern: str) -> None:
+    refused(tmp_path, data, pattern)
 
 
 def test_garbage_after_the_gzip_stream(tmp_path: Path) -> None:
@@ -401,7 +422,7 @@ def test_command_line_prints_no_traceback(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert done.stdout == ""
-    assert done.stderr.startswith(f"error: Artifact {path}: truncated")
+    assert done.stderr.startswith(f"Error: Artifact {path}: truncated")
     assert "Traceback" not in done.stderr
 
 

@@ -205,6 +205,24 @@ def test_unusable_key_is_a_config_error(tmp_path: Path, made: dict[str, Made]) -
         header_of(made["rsa"].path, (tmp_path / "missing.pem",))
 
 
+def test_key_mix_ups_are_named(tmp_path: Path, made: dict[str, Made], keys: Keys) -> None:
+    # the usual mistake: the private key where the public one belongs
+    with pytest.raises(ConfigError) as raised:
+        header_of(made["rsa"].path, (keys.rsa_private,))
+    assert raised.value.message == (
+        f"verification key {keys.rsa_private}: not a PEM public key (it is a private key; "
+        f"verification needs the public key, which 'openssl pkey -in {keys.rsa_private} "
+        f"-pubout' prints)"
+    )
+    broken = tmp_path / "broken.pem"
+    broken.write_text("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n")
+    with pytest.raises(ConfigError, match=rf"{broken}: not a PEM public key \(") as raised:
+        header_of(made["rsa"].path, (broken,))
+    assert "https://" not in raised.value.message, "the loader's FAQ link is left out"
+    with pytest.raises(ConfigError, match="/dev/zero: more than 1048576 bytes"):
+        header_of(made["rsa"].path, (Path("/dev/zero"),))
+
+
 # --------------------------------------------------------------------------- Python-written
 
 

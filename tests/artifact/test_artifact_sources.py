@@ -19,7 +19,7 @@ import trustme
 from orchestrator_core.artifact import ArtifactPayload, open_artifact, read_header, source_manager
 from orchestrator_core.artifact.http import HttpArtifactStream, make_session
 from orchestrator_core.config import Config, load_config
-from orchestrator_core.errors import ArtifactError, ConfigError
+from orchestrator_core.errors import ArtifactError, ConfigError, ValidationErrors
 from orchestrator_core.hookspecs import hookimpl
 
 from . import artifact_builder as ab
@@ -231,6 +231,20 @@ def test_file_replaced_on_the_server_during_the_download(
             stream.read()
 
 
+def test_a_garbled_length_on_the_restarted_body(
+    server: ArtifactServer, session: requests.Session
+) -> None:
+    """A server without Range support answers the resume with the whole body again; a
+    Content-Length that is no number cannot be compared, so the download fails cleanly."""
+    whole = MANIFEST_V1.read_bytes()
+    server.behaviour.ranges = False
+    server.behaviour.drops = [1000]
+    server.behaviour.lengths = [str(len(whole)), "twelve"]
+    stream = HttpArtifactStream(session, server.url("/a/manifest-v1.mender"))
+    with stream, pytest.raises(ArtifactError, match="the file changed on the server during"):
+        stream.read()
+
+
 @pytest.fixture
 def session(tmp_path: Path) -> requests.Session:
     return make_session(make_config(tmp_path))
@@ -294,6 +308,16 @@ def test_password_in_url_is_not_shown(tmp_path: Path, server: ArtifactServer) ->
     stream, where = open_artifact("system-core-v1", None, config)
     stream.close()
     assert where == f"http://user:***@127.0.0.1:{server.port}/a/system-core-v1.mender"
+
+
+def test_password_is_hidden_even_in_a_malformed_url(tmp_path: Path) -> None:
+    template = "http://user:secret@127.0.0.1:port/a/{artifact_name}.mender"
+    # refused when the config is read, naming the option, with the password hidden
+    with pytest.raises(ValidationErrors) as raised:
+        make_config(tmp_path, ArtifactSources=[{"Type": "url", "Template": template}])
+    assert "http://user:***@127.0.0.1:port/a/{artifact_name}.mender" in str(raised.value)
+    assert "has an invalid port" in str(raised.value)
+    assert "secret" not in str(raised.value)
 
 
 # --------------------------------------------------------------------------- proxies
