@@ -49,7 +49,9 @@ class CountingBus:
         self.inner.reset_to_bootloader()
 
 
-class Counter:
+class ByteCountingPlugin:
+    """Hands the driver its bus through ``i2c_open_bus``, wrapped to count the bytes moved."""
+
     def __init__(self) -> None:
         self.bytes = [0]
 
@@ -62,7 +64,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         chip = Chip()  # datasheet timings, 64 KiB, 2 KiB pages
-        device = Device.load(root / "stm32.bin", default_chip=chip)
+        device = Device.create(root / "stm32.bin", chip)
         device.flash[:IMAGE_BYTES] = random.Random(0).randbytes(IMAGE_BYTES)  # factory image
         device.flash[-chip.page_size :] = random.Random(2).randbytes(chip.page_size)  # its record
         device.save_flash()
@@ -72,7 +74,7 @@ def main() -> None:
         (root / "work" / "files").mkdir(parents=True)
         (root / "work" / "files" / "fw.bin").write_bytes(image)
         component = Component("bench", "i2c", (f"--bus=sim:{root / 'stm32.bin'}", "--address=0x48"))
-        counter = Counter()
+        counter = ByteCountingPlugin()
         resolution = drivers.resolve("i2c", root)
         driver = drivers.ComponentDriver(component, resolution, I2CDriver(component), [counter])
         artifact = ArtifactInfo("bench-1", None, "i2c", {"rootfs-image.i2c.version": "1"})

@@ -14,7 +14,9 @@ Exit status 0 only if every step did what it should; everything it started is st
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -27,9 +29,15 @@ VEHICLE = HERE / "virtual-vehicle"
 sys.path.insert(0, str(VEHICLE))
 
 from build_artifacts import build  # noqa: E402
-from vehicle import FACTORY, SimulatorError, VirtualVehicle, versions_in  # noqa: E402
+from vehicle import FACTORY, VehicleError, VirtualVehicle, versions_in  # noqa: E402
 
 WIDTH = 100
+
+INTRO = """\
+A vehicle with three Components, each updated a different way: a telematics unit by an
+executable Interface, a brake ECU by the canbus driver (UDS over CAN), a seat heater by the i2c
+driver (STM32 bootloader). Three Manifests are deployed in turn; the third fails on purpose
+and the orchestrator must roll the whole vehicle back."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,7 @@ class Step:
     succeeds: bool
     versions: dict[str, str]  # component_type -> the firmware it must run afterwards
     status_mentions: tuple[str, ...] = ()
+    every_state: bool = False  # print each state ``status`` lists, not only the summary
 
 
 V2 = {
@@ -58,13 +67,17 @@ STEPS = (
     Step("vehicle-v3", "the new telematics firmware fails its self-test after the modem "
          "reboots: the whole vehicle must return to vehicle-v2", False, V2,
          ("status failed", "self-test of tcu-firmware-v2.5.0 failed",
-          "ArtifactRollback", "ArtifactVerifyRollbackReboot")),
+          "ArtifactRollback", "ArtifactVerifyRollbackReboot"), every_state=True),
 )
+# a line of ``status`` for one state of one Component, and the end of one that went well:
+# "2026-11-28 21:45:31  group  10  install  Download  ecu/SN-1  0.01s  ok" (queries: "ok = Yes")
+STATE_LINE = re.compile(r"^\s*\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+group\b")
+WENT_WELL = re.compile(r"\s\d+\.\d+s\s+ok( = \S+)?$")
 
 
 def say(text: str = "", indent: int = 0) -> None:
     prefix = " " * indent
-    for line in text.splitlines() or [""]:
+    for line in text.split("\n"):
         print(textwrap.fill(line, WIDTH, initial_indent=prefix, subsequent_indent=prefix + "  ",
                             break_on_hyphens=False, break_long_words=False) if line else "")
     sys.stdout.flush()
@@ -76,11 +89,22 @@ def output(text: str) -> None:
         print(" " * 6 + line)
 
 
-def show_versions(vehicle: VirtualVehicle) -> dict[str, str]:
-    versions = vehicle.versions()
+def status_summary(status: str) -> str:
+    """``status`` without its state lines that went well: what a newcomer needs of a
+    deployment that did what it should (the full list stays one command away)."""
+    lines = status.splitlines()
+    well = [line for line in lines if STATE_LINE.match(line) and WENT_WELL.search(line)]
+    kept = [line for line in lines if line not in well]
+    elided = len(well)
+    if elided:
+        kept.append(f"  ({elided} states ran and succeeded; `mender-orchestrator status` "
+                    f"lists each with its time)")
+    return "\n".join(kept)
+
+
+def show_table(versions: dict[str, str]) -> None:
     for component_type, version in sorted(versions.items()):
         say(f"{component_type:<26} {version}", 6)
-    return versions
 
 
 def last_message(stderr: str) -> str:
@@ -106,7 +130,7 @@ def deploy(vehicle: VirtualVehicle, step: Step, number: int, logs: Path) -> list
     say("$ mender-orchestrator show-provides", 4)
     output(provides)
     say("$ mender-orchestrator status", 4)
-    output(status)
+    output(status if step.every_state else status_summary(status))
 
     problems = []
     if (result.returncode == 0) != step.succeeds:
@@ -126,8 +150,7 @@ def deploy(vehicle: VirtualVehicle, step: Step, number: int, logs: Path) -> list
     else:
         outcome = "deployed" if step.succeeds else "failed and rolled back, as it should"
         say(f"[ok] {step.manifest} {outcome}; the vehicle runs:", 4)
-        for component_type, version in sorted(step.versions.items()):
-            say(f"{component_type:<26} {version}", 6)
+        show_table(step.versions)
     return problems
 
 
@@ -146,7 +169,9 @@ def run(workdir: Path) -> list[str]:
             f"simulator on it (UDS over ISO-TP); seat heater: STM32 bootloader simulator on "
             f"I2C; telematics: simulated modem in {vehicle.state / 'tcu'}", 4)
         say("Factory firmware, from show-provides:", 4)
-        if show_versions(vehicle) != FACTORY:
+        factory = vehicle.versions()
+        show_table(factory)
+        if factory != FACTORY:
             problems.append(f"the factory state is not {FACTORY}")
         for number, step in enumerate(STEPS, start=3):
             problems += deploy(vehicle, step, number, logs)
@@ -159,17 +184,27 @@ def run(workdir: Path) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path,
-                        help="where to build and run (default: a new temporary directory)")
+                        help="where to build and run, a new or empty directory "
+                             "(default: a new temporary directory)")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work directory (Artifacts, devices, logs) afterwards")
     args = parser.parse_args()
+    if args.workdir is not None:
+        if args.workdir.exists() and (not args.workdir.is_dir() or any(args.workdir.iterdir())):
+            parser.error(f"--workdir {args.workdir}: expected a new or empty directory "
+                         f"(a previous run's devices would not be factory-fresh)")
+        try:
+            args.workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            parser.error(f"--workdir {args.workdir}: cannot create it: {exc.strerror or exc}")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mender-orchestrator-demo-"))
-    workdir.mkdir(parents=True, exist_ok=True)
     say(f"Mender Orchestrator demo: the virtual vehicle (work directory {workdir})\n")
+    say(INTRO + "\n")
     try:
         problems = run(workdir)
-    except SimulatorError as exc:
-        problems = [str(exc)]
+    except (VehicleError, OSError, subprocess.SubprocessError) as exc:
+        # the simulators are stopped by then (VirtualVehicle is a context manager)
+        problems = [f"the demo could not go on: {exc}"]
     except KeyboardInterrupt:
         say("\nInterrupted; the simulators were stopped.")
         return 130

@@ -207,16 +207,19 @@ def drivers_command(ctx: click.Context) -> None:
     if topology is not None:
         click.echo(f"Topology {topology.path} (system_type {topology.system_type}):")
         for component in topology.components:
+            where = f"  {component.component_type}: interface {component.interface} ->"
             try:
                 found = drivers.resolve(component.interface, s.config.data_dir)
-                click.echo(
-                    f"  {component.component_type}: interface {component.interface} -> "
-                    f"{found.kind} {found.target}"
-                )
             except OrchestratorError as exc:
-                click.echo(
-                    f"  {component.component_type}: interface {component.interface} -> NOT FOUND"
-                )
+                click.echo(f"{where} NOT FOUND")
+                log.error("%s", exc.message)
+                problems += 1
+                continue
+            click.echo(f"{where} {found.kind} {found.target}")
+            try:  # a driver checks its interface_args when it is loaded
+                drivers.load(component, s.config.data_dir)
+            except OrchestratorError as exc:
+                click.echo(f"    its interface_args {list(component.interface_args)} are REFUSED")
                 log.error("%s", exc.message)
                 problems += 1
     click.echo(f"Executable Interfaces in {drivers.interfaces_dir(s.config.data_dir)}:")

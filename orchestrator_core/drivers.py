@@ -32,7 +32,7 @@ import pluggy
 
 from orchestrator_core import hookspecs
 from orchestrator_core.context import Component, InterfaceContext, RebootNeed
-from orchestrator_core.errors import ConfigError, DriverNotFound, InterfaceError
+from orchestrator_core.errors import ConfigError, DriverNotFound, InterfaceError, OrchestratorError
 
 DRIVER_GROUP = "mender_orchestrator.drivers"
 PLUGIN_GROUP = "mender_orchestrator.plugins"
@@ -152,7 +152,7 @@ class ComponentDriver:
     # ---- queries, with the protocol's defaults and checks
 
     def identity(self, ctx: InterfaceContext) -> str:
-        answer = self.pm.hook.identity(ctx=ctx)
+        answer = self._call("identity", ctx)
         if not answer:
             raise InterfaceError(f"{ctx.name}: the Identity query gave no id")
         component_id = str(answer)
@@ -165,7 +165,7 @@ class ComponentDriver:
         return component_id
 
     def provides(self, ctx: InterfaceContext) -> dict[str, str]:
-        answer: dict[str, str] | None = self.pm.hook.provides(ctx=ctx)
+        answer: dict[str, str] | None = self._call("provides", ctx)
         if answer is None:
             answer = {}
         result = dict(answer)
@@ -188,28 +188,47 @@ class ComponentDriver:
         return result
 
     def inventory(self, ctx: InterfaceContext) -> list[tuple[str, str]]:
-        answer = self.pm.hook.inventory(ctx=ctx)
+        answer = self._call("inventory", ctx)
         return list(answer or [])
 
     def needs_unpacked_artifact(self, ctx: InterfaceContext) -> bool:
-        answer = self.pm.hook.needs_unpacked_artifact(ctx=ctx)
+        answer = self._call("needs_unpacked_artifact", ctx)
         return True if answer is None else bool(answer)
 
     def provide_payload_file_sizes(self, ctx: InterfaceContext) -> bool:
-        return bool(self.pm.hook.provide_payload_file_sizes(ctx=ctx))
+        return bool(self._call("provide_payload_file_sizes", ctx))
 
     def needs_artifact_reboot(self, ctx: InterfaceContext) -> RebootNeed:
-        answer = self.pm.hook.needs_artifact_reboot(ctx=ctx)
-        return RebootNeed.NO if answer is None else RebootNeed(answer)
+        answer = self._call("needs_artifact_reboot", ctx)
+        try:
+            return RebootNeed.NO if answer is None else RebootNeed(answer)
+        except ValueError:
+            raise InterfaceError(
+                f"{ctx.name}: needs_artifact_reboot answered {answer!r}; expected a RebootNeed "
+                f"(Yes, No or Automatic)"
+            ) from None
 
     def supports_rollback(self, ctx: InterfaceContext) -> bool:
-        return bool(self.pm.hook.supports_rollback(ctx=ctx))
+        return bool(self._call("supports_rollback", ctx))
 
     # ---- states
 
     def run_state(self, state: str, ctx: InterfaceContext) -> None:
         """Run a state hook by its snake_case name; raises ``InterfaceError`` on failure."""
-        getattr(self.pm.hook, state)(ctx=ctx)
+        self._call(state, ctx)
+
+    def _call(self, hook: str, ctx: InterfaceContext) -> Any:
+        """Call one hook; a driver's bug becomes a failure of this Component, not a crash."""
+        try:
+            return getattr(self.pm.hook, hook)(ctx=ctx)
+        except OrchestratorError:
+            raise
+        except Exception as exc:
+            log.debug("driver %s raised in %s", self.resolution.target, hook, exc_info=True)
+            raise InterfaceError(
+                f"{ctx.name}: {hook} failed: driver {self.resolution.target} raised "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
 
 def load(component: Component, data_dir: Path) -> ComponentDriver:

@@ -359,7 +359,7 @@ class Deployment:
             result = Result(True, value)
         except OrchestratorError as exc:
             result = Result(False, None, exc.message)
-        except Exception as exc:  # an in-process driver's bug must not take the System down
+        except Exception as exc:  # disk full, a bug: this Component's state fails, not the run
             log.debug("driver error", exc_info=True)
             result = Result(False, None, f"driver raised {type(exc).__name__}: {exc}")
         if not result.ok and key not in str(result.message):

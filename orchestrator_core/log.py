@@ -44,7 +44,9 @@ class MenderFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created).strftime("%Y-%b-%d %H:%M:%S.%f")
-        name = getattr(record, "mender_name", "Global")
+        # the libraries drivers use (python-can, udsoncan, ...) log under their own names
+        default = "Global" if record.name.startswith(ROOT) else record.name
+        name = getattr(record, "mender_name", default)
         message = record.getMessage()
         if record.exc_info and record.levelno <= logging.DEBUG:
             message += "\n" + self.formatException(record.exc_info)
@@ -104,6 +106,10 @@ def setup(level: str) -> logging.Logger:
         _handler = _StatusAwareHandler()
         _handler.setFormatter(MenderFormatter())
         logger.addHandler(_handler)
+        # other libraries' warnings, in the same shape instead of Python's bare default
+        libraries = logging.getLogger()
+        libraries.addHandler(_handler)
+        libraries.setLevel(max(LEVELS[level], logging.WARNING))
     return logger
 
 

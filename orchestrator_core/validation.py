@@ -56,7 +56,8 @@ def validate_all(components_option: Path | None, manifest_path: Path | None) -> 
     if topology is not None and config is not None:
         for component in topology.components:
             try:
-                drivers.resolve(component.interface, config.data_dir)
+                # loading, not only resolving: a driver checks its interface_args when loaded
+                drivers.load(component, config.data_dir)
             except OrchestratorError as exc:
                 report.problems.append(f"{topology.path}: components[{component.position}]: {exc}")
 

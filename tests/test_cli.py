@@ -288,3 +288,19 @@ def test_validate_checks_the_verification_keys(car: System) -> None:
     code, _, err = run(car, "validate")
     assert code == 2
     assert f"verification key {car.conf_dir / 'not-a-key.pem'}: not a PEM public key" in err
+
+
+def test_a_driver_refusing_its_arguments_is_caught_by_validate_and_drivers(
+    system: System,
+) -> None:
+    """`interface: exec` is an in-process driver: its first argument must be an executable."""
+    system.write_topology("api_version: mender/v1\nkind: topology\nsystem_type: car\n"
+                          "components:\n  - component_type: tcu\n    interface: exec\n"
+                          "    interface_args: [relative/path]\n")
+    code, _, err = run(system, "validate")
+    assert code == 2
+    assert "interface 'exec' needs the absolute path of the Interface executable" in err
+    code, out, err = run(system, "drivers")
+    assert code == 2
+    assert "tcu: interface exec -> driver orchestrator_core.exec_driver:from_topology" in out
+    assert "its interface_args ['relative/path'] are REFUSED" in out

@@ -6,6 +6,7 @@ test makes sure those checks do catch a step that goes differently.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from systems import REPO
 sys.path.insert(0, str(REPO / "examples"))
 sys.path.insert(0, str(REPO / "examples" / "virtual-vehicle"))
 from build_artifacts import build
-from demo import STEPS, Step, deploy
+from demo import STEPS, Step, deploy, status_summary
 from vehicle import VirtualVehicle
 
 
@@ -38,6 +39,7 @@ def test_the_demo_does_what_the_readme_says(tmp_path: Path) -> None:
                              str(workdir)], capture_output=True, text=True, timeout=300,
                             check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
     out = result.stdout
     assert "[ok] vehicle-v1 deployed" in out
     assert "[ok] vehicle-v2 deployed" in out
@@ -50,6 +52,10 @@ def test_the_demo_does_what_the_readme_says(tmp_path: Path) -> None:
            "brake-ecu-firmware-v1.8.3" in out
     assert "left untouched, already runs seat-heating-fw-v1.2.0" in out
     assert "deployment 3: vehicle-v3  status failed" in out
+    # successful deployments are summed up, the failed one is shown state by state
+    assert "(24 states ran and succeeded; `mender-orchestrator status` lists each" in out
+    assert "(16 states ran and succeeded;" in out
+    assert "  group  10  rollback ArtifactVerifyRollbackReboot ecu_brake_controller/" in out
     assert "self-test of tcu-firmware-v2.5.0 failed after the reboot" in out
     # everything it started is gone
     assert processes_mentioning(str(workdir)) == []
@@ -79,3 +85,78 @@ def test_the_example_scripts_explain_themselves(module: str) -> None:
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0
     assert "usage:" in result.stdout
+
+
+def test_a_status_summary_keeps_what_did_not_go_well() -> None:
+    status = "\n".join([
+        "deployment 7: box-2  status failed",
+        "  deployment of box-2 failed and the System was rolled back: x",
+        "  2026-11-28 21:45:31  group  10  install  Download             a/1  0.01s  ok",
+        "  2026-11-28 21:45:31  group  10  install  SupportsRollback     a/1  0.00s  ok = Yes",
+        "  2026-11-28 21:45:32  group  10  install  ArtifactInstall  a/1  1.50s  FAILED: a/1: no",
+        "  2026-11-28 21:45:33  group  10  rollback ArtifactRollback     a/1  0.20s  ok",
+    ])  # fmt: skip
+    assert status_summary(status).splitlines() == [
+        "deployment 7: box-2  status failed",
+        "  deployment of box-2 failed and the System was rolled back: x",
+        "  2026-11-28 21:45:32  group  10  install  ArtifactInstall  a/1  1.50s  FAILED: a/1: no",
+        "  (3 states ran and succeeded; `mender-orchestrator status` lists each with its time)",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("used", ["a file", "a directory with something in it"])
+def test_the_demo_refuses_a_used_workdir(tmp_path: Path, used: str) -> None:
+    workdir = tmp_path / "work"
+    if used == "a file":
+        workdir.write_text("")
+    else:
+        workdir.mkdir()
+        (workdir / "vehicle").mkdir()
+    result = subprocess.run([sys.executable, str(REPO / "examples" / "demo.py"), "--workdir",
+                             str(workdir)], capture_output=True, text=True, timeout=60,
+                            check=False)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].endswith(
+        f"error: --workdir {workdir}: expected a new or empty directory (a previous run's "
+        f"devices would not be factory-fresh)"
+    )
+    assert result.stdout == ""
+
+
+def test_the_modem_says_why_its_rollback_is_not_verified(tmp_path: Path) -> None:
+    modem = tmp_path / "tcu"
+    modem.mkdir()
+    for name, value in (("imei", "1"), ("running", "b"), ("permanent", "a"), ("health", "ok")):
+        (modem / name).write_text(value + "\n")
+    interface = REPO / "examples" / "virtual-vehicle" / "interfaces" / "cellular-ota"
+    result = subprocess.run([str(interface), "ArtifactVerifyRollbackReboot", str(tmp_path),
+                             "telematics_control_unit", str(modem)], capture_output=True,
+                            text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr == (
+        "cellular-ota: after the rollback the modem runs slot b (ok), not its permanent slot a\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("state", "active", "message"),
+    [
+        ("ArtifactVerifyReboot", "rtos-v1", "rtos 1 runs rtos-v1 after the reboot, not rtos-v2\n"),
+        ("ArtifactVerifyRollbackReboot", "rtos-v2",
+         "rtos 1 still runs rtos-v2 after the rollback\n"),
+    ],
+)  # fmt: skip
+def test_the_simulated_unit_says_why_a_verify_fails(
+    tmp_path: Path, state: str, active: str, message: str
+) -> None:
+    devices, work = tmp_path / "devices", tmp_path / "work"
+    (devices / "rtos-1").mkdir(parents=True)
+    (devices / "rtos-1" / "active").write_text(active + "\n")
+    (work / "header").mkdir(parents=True)
+    (work / "header" / "artifact_name").write_text("rtos-v2")
+    interface = REPO / "examples" / "system-core" / "interfaces" / "simulated-unit"
+    result = subprocess.run([str(interface), state, str(work), "rtos", "1"], cwd=work,
+                            env={**os.environ, "SIM_STATE_DIR": str(devices)},
+                            capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr == message

@@ -42,8 +42,9 @@ VERSION_KEYS = {
 READY_SECONDS = 20.0
 
 
-class SimulatorError(RuntimeError):
-    """A simulator did not come up; the message says which and where its log is."""
+class VehicleError(RuntimeError):
+    """The vehicle cannot be used: a simulator did not come up (the message says which and
+    where its log is), or the orchestrator could not read its Components."""
 
 
 def _free_port() -> int:
@@ -100,7 +101,7 @@ class VirtualVehicle:
         """component_type -> the version its Component reports (from show-provides)."""
         result = self.run("show-provides")
         if result.returncode != 0:
-            raise SimulatorError(f"show-provides failed:\n{result.stderr}")
+            raise VehicleError(f"show-provides failed:\n{result.stderr}")
         return versions_in(result.stdout)
 
     # ------------------------------------------------------------------ setting up
@@ -155,7 +156,7 @@ class VirtualVehicle:
         result = subprocess.run([self.python, "-m", module, *args], capture_output=True,
                                 text=True, timeout=60, check=False)
         if result.returncode != 0:
-            raise SimulatorError(f"{module} {' '.join(args)} failed:\n{result.stderr}")
+            raise VehicleError(f"{module} {' '.join(args)} failed:\n{result.stderr}")
 
     # ------------------------------------------------------------------ processes
 
@@ -165,14 +166,16 @@ class VirtualVehicle:
         self._spawn(server_log, "can_remote", "--interface", "virtual", "--channel",
                     "vehicle-can", "--host", "127.0.0.1", "--port", str(self.port))
         self._wait_for(server_log, "Server listening", "the CAN bus server (python-can-remote)")
+        ecu_log = self.logs / "brake-ecu.log"
         self._spawn(
-            self.logs / "brake-ecu.log", "mender_orchestrator_canbus.simulator",
+            ecu_log, "mender_orchestrator_canbus.simulator",
             "--interface", "remote", "--channel", f"127.0.0.1:{self.port}",
             "--state", str(self.state / "brake-ecu.json"), "--bank-size", "65536",
             "--serial", "SIM-BRAKE-0042", "--initial-version", FACTORY["ecu_brake_controller"],
             "--initial-size", "8192",
         )
-        self._wait_for(server_log, "Connected to bus", "the brake ECU simulator")
+        # "ready" comes once the ECU answers, later than its connection to the bus server
+        self._wait_for(ecu_log, " ready: ", "the brake ECU simulator")
 
     def _spawn(self, log: Path, module: str, *args: str) -> None:
         with log.open("ab") as output:
@@ -189,10 +192,10 @@ class VirtualVehicle:
                 return
             for process in self._processes:
                 if process.poll() is not None:
-                    raise SimulatorError(f"{what} exited with status {process.returncode}; "
+                    raise VehicleError(f"{what} exited with status {process.returncode}; "
                                          f"see {log}")
             time.sleep(0.05)
-        raise SimulatorError(f"{what} did not come up within {READY_SECONDS:g} s; see {log}")
+        raise VehicleError(f"{what} did not come up within {READY_SECONDS:g} s; see {log}")
 
     def stop(self) -> None:
         """End the processes this vehicle started: TERM, then KILL after 5 s."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from orchestrator_core import drivers
 from orchestrator_core.context import ArtifactInfo, Component, InterfaceContext, RebootNeed
-from orchestrator_core.errors import ConfigError, InterfaceError
+from orchestrator_core.errors import ArtifactError, ConfigError, InterfaceError, InterfaceTimeout
 from orchestrator_core.hookspecs import hookimpl
 
 DRIVER = "{{ cookiecutter.driver_name }}"
@@ -47,7 +47,7 @@ class PayloadFile:
         chunk = self._stream.read(n)
         self._digest.update(chunk)
         if not chunk and self._digest.hexdigest() != self._expected:
-            raise InterfaceError(f"{self.name}: checksum mismatch")
+            raise ArtifactError(f"{self.name}: checksum mismatch")
         return chunk
 
 
@@ -191,12 +191,28 @@ def test_failure_rolls_back_to_the_previous_version(device: Path, tmp_path: Path
     assert (device / "running").read_text().strip() == "1.0"
 
 
+def test_a_download_past_its_deadline_stops_with_a_timeout(device: Path, tmp_path: Path) -> None:
+    run = deployment(device, tmp_path)
+    run.work_dir.mkdir(mode=0o700)
+    driver = run.driver()
+    ctx = driver.context(
+        log=logging.getLogger("test"),
+        timeout_seconds=0,  # the deadline has passed by the time the first chunk is in
+        work_dir=run.work_dir,
+        payload=Payload("firmware.bin", b"new firmware"),
+    )
+    with pytest.raises(InterfaceTimeout, match="ran past InterfaceTimeoutSeconds while"):
+        driver.run_state("download", ctx)
+    assert (device / "firmware.bin").read_bytes() == b"old firmware"  # nothing installed
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         ((), "--device=/absolute/path is required"),
         (("--device=relative/dir",), "--device=/absolute/path is required"),
         (("--device=/dev/x", "--speed=9"), "unknown argument '--speed=9'"),
+        (("--device=/dev/x", "--device=/dev/y"), "--device is given twice"),
     ],
 )
 def test_bad_interface_args_are_named(tmp_path: Path, args: tuple[str, ...], message: str) -> None:

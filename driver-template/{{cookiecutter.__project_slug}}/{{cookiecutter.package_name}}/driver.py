@@ -19,32 +19,18 @@ later state needs is written under ``ctx.work_dir``, never kept in ``self``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
+# write_atomic: temporary name, fsync, rename, so a crash leaves the old content or the new
+from orchestrator_core.atomic import write_bytes as write_atomic
 from orchestrator_core.context import Component, InterfaceContext, RebootNeed
-from orchestrator_core.errors import ConfigError, InterfaceError
+from orchestrator_core.errors import ConfigError, InterfaceError, InterfaceTimeout
 from orchestrator_core.hookspecs import hookimpl
 
 DRIVER = "{{ cookiecutter.driver_name }}"
 CHUNK = 64 * 1024
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` so that a crash leaves the old content or the new, never a mix."""
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 class Device:
@@ -103,6 +89,8 @@ class {{ cookiecutter.__class_name }}:
                     f"{component.label}: interface_args: unknown argument {arg!r}; "
                     f"the {DRIVER} driver takes --device=/absolute/path"
                 )
+            if device is not None:
+                raise ConfigError(f"{component.label}: interface_args: --device is given twice")
             device = Path(value)
         if device is None or not device.is_absolute():
             raise ConfigError(
@@ -130,8 +118,10 @@ class {{ cookiecutter.__class_name }}:
         return value if isinstance(value, str) else ",".join(value)
 
     def _check_deadline(self, ctx: InterfaceContext, doing: str) -> None:
+        # ctx.deadline is InterfaceTimeoutSeconds from the start of this call; an in-process
+        # driver cannot be killed, so long loops must look at it themselves
         if time.monotonic() > ctx.deadline:
-            raise InterfaceError(f"{ctx.name}: ran out of time while {doing}")
+            raise InterfaceTimeout(f"{ctx.name}: ran past InterfaceTimeoutSeconds while {doing}")
 
     # ------------------------------------------------------------------ queries
 

@@ -23,6 +23,7 @@ from orchestrator_core.atomic import write_bytes as write_atomically
 from orchestrator_core.context import Component, InterfaceContext, RebootNeed
 from orchestrator_core.errors import InterfaceError
 from orchestrator_core.hookspecs import hookimpl
+from udsoncan.Response import Response
 
 from mender_orchestrator_canbus import hookspecs
 from mender_orchestrator_canbus.args import DriverSettings, parse_interface_args
@@ -32,10 +33,22 @@ from mender_orchestrator_canbus.uds import Refused, UdsSession
 STATE_DIR = "canbus"
 RECORD = "install.json"
 PREVIOUS_IMAGE = "previous.bin"
+Code = Response.Code
 ERASED = 0xFF  # the value of erased flash: trailing erased bytes need not be saved
 # NRCs an ECU gives after checking a request and before acting on it: an erase refused with
 # one of these left the flash as it was (0x72 generalProgrammingFailure, say, did not)
-REFUSED_BEFORE_STARTING = frozenset({0x12, 0x13, 0x22, 0x24, 0x31, 0x33, 0x7E, 0x7F})
+REFUSED_BEFORE_STARTING = frozenset(
+    {
+        Code.SubFunctionNotSupported,
+        Code.IncorrectMessageLengthOrInvalidFormat,
+        Code.ConditionsNotCorrect,
+        Code.RequestSequenceError,
+        Code.RequestOutOfRange,
+        Code.SecurityAccessDenied,
+        Code.SubFunctionNotSupportedInActiveSession,
+        Code.ServiceNotSupportedInActiveSession,
+    }
+)
 
 
 @dataclass
@@ -101,7 +114,7 @@ class CanbusDriver:
 
     @staticmethod
     def _payload(ctx: InterfaceContext) -> Path:
-        files = sorted(p for p in ctx.files_dir.iterdir()) if ctx.files_dir.is_dir() else []
+        files = sorted(ctx.files_dir.iterdir()) if ctx.files_dir.is_dir() else []
         if len(files) != 1 or not files[0].is_file():
             raise InterfaceError(
                 f"{ctx.name}: expected exactly one payload file (the ECU image) in "
@@ -125,15 +138,12 @@ class CanbusDriver:
         image.seek(0)
         uds.download(image, size)
         uds.write_text(settings.version_write_did, version)
-        status = uds.routine(
-            settings.check_routine, "checkProgrammingDependencies", crc.to_bytes(4, "big")
+        uds.routine(
+            settings.check_routine,
+            "checkProgrammingDependencies",
+            crc.to_bytes(4, "big"),
+            refusal=f"rejected the image (CRC-32 {crc:08x}, {size} bytes)",
         )
-        if status[:1] not in (b"", b"\x00"):
-            raise InterfaceError(
-                f"{ctx.name}: RoutineControl checkProgrammingDependencies (RID "
-                f"{settings.check_routine:#06x}) rejected the image (CRC-32 {crc:08x}, "
-                f"{size} bytes): status record {status.hex()}"
-            )
 
     def _expect_version(
         self, ctx: InterfaceContext, uds: UdsSession, expected: str, what: str
@@ -247,14 +257,12 @@ class CanbusDriver:
             uds.enter_programming(lambda level, seed: self._key_for(ctx, level, seed))
             if record.previous_bank is not None:
                 ctx.log.info("switching the ECU back to bank %d", record.previous_bank)
-                status = uds.routine(
-                    settings.bank_routine, "selectBank", bytes([record.previous_bank])
+                uds.routine(
+                    settings.bank_routine,
+                    "selectBank",
+                    bytes([record.previous_bank]),
+                    refusal=f"refused bank {record.previous_bank}",
                 )
-                if status[:1] not in (b"", b"\x00"):
-                    raise InterfaceError(
-                        f"{ctx.name}: RoutineControl selectBank (RID {settings.bank_routine:#06x}) "
-                        f"refused bank {record.previous_bank}: status record {status.hex()}"
-                    )
                 return
             if not record.image_saved:
                 raise InterfaceError(

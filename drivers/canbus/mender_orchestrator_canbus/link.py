@@ -8,6 +8,7 @@ of the tester's addresses (``LinkSettings.mirrored``), so one set of defaults fi
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -36,6 +37,11 @@ _MODE_NEEDS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Modes whose CAN identifiers ISO 15765-2 derives from the target and source addresses
+# (0x18DA.... / 0x18CE....): --tx-id and --rx-id play no part in them.
+_IDS_FROM_ADDRESSES = ("normal-fixed-29", "mixed-29")
+
+
 def int_value(low: int, high: int) -> Callable[[str], int]:
     """An argparse ``type`` accepting decimal or 0x-prefixed integers in ``[low, high]``."""
 
@@ -55,15 +61,28 @@ def int_value(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+MAX_SECONDS = 86400.0  # a day: longer is a typo, and can-isotp needs a finite millisecond count
+
+
 def positive_seconds(text: str) -> float:
-    """An argparse ``type`` for a duration in seconds, greater than zero."""
+    """An argparse ``type`` for a duration in seconds, above zero and at most a day."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    if not (math.isfinite(value) and 0 < value <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds above 0 and at most {MAX_SECONDS:g}, got {text!r}"
+        )
     return value
+
+
+def channel_name(text: str) -> str:
+    """An argparse ``type`` for ``--channel``: an empty one would make socketcan listen on every
+    CAN interface of the machine."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a channel name (can0, 127.0.0.1:PORT, ...)")
+    return text
 
 
 @dataclass(frozen=True)
@@ -94,7 +113,10 @@ class LinkSettings:
         )
 
     def describe(self) -> str:
-        ids = f"tx {self.tx_id:#05x} / rx {self.rx_id:#05x}"
+        if self.addressing in _IDS_FROM_ADDRESSES:
+            ids = f"target {self.target_address:#04x} / source {self.source_address:#04x}"
+        else:
+            ids = f"tx {self.tx_id:#05x} / rx {self.rx_id:#05x}"
         if self.addressing != "normal":
             ids = f"{self.addressing} addressing, {ids}"
         return f"interface {self.interface}, channel {self.channel}, {ids}"
@@ -172,6 +194,7 @@ def add_link_arguments(parser: argparse.ArgumentParser, defaults: LinkSettings) 
     )
     group.add_argument(
         "--channel",
+        type=channel_name,
         default=defaults.channel,
         help="python-can channel (can0; a virtual bus name; 127.0.0.1:PORT for remote)",
     )

@@ -26,6 +26,7 @@ from udsoncan.exceptions import (
     TimeoutException,
     UnexpectedResponseException,
 )
+from udsoncan.Response import Response
 from udsoncan.services.DiagnosticSessionControl import DiagnosticSessionControl
 from udsoncan.services.ECUReset import ECUReset
 from udsoncan.typing import ClientConfig
@@ -35,8 +36,7 @@ from mender_orchestrator_canbus.args import DriverSettings
 T = TypeVar("T")
 
 ACTIVE_SESSION_DID = 0xF186  # ISO 14229-1 activeDiagnosticSessionDataIdentifier
-BUSY_REPEAT_REQUEST = 0x21
-REQUEST_OUT_OF_RANGE = 0x31
+Code = Response.Code  # negative response codes (ISO 14229-1 annex A)
 _MAX_PDU = 0xFFFF  # the largest request or response we accept over ISO-TP
 _POLL = 0.01  # seconds the reader thread blocks before it looks for a stop
 
@@ -232,7 +232,7 @@ class UdsSession:
                         f"come back from its reset)"
                     ) from None
             except Refused as exc:
-                if exc.code != BUSY_REPEAT_REQUEST or time.monotonic() >= limit:
+                if exc.code != Code.BusyRepeatRequest or time.monotonic() >= limit:
                     raise
                 time.sleep(min(0.05, self.settings.p2_timeout))
 
@@ -242,7 +242,7 @@ class UdsSession:
         try:
             session = self.read(ACTIVE_SESSION_DID)
         except Refused as exc:
-            if exc.code == REQUEST_OUT_OF_RANGE:
+            if exc.code == Code.RequestOutOfRange:
                 self.log.debug("DID 0xF186 not supported; session not checked")
                 return
             raise
@@ -287,14 +287,20 @@ class UdsSession:
     def _change_session(self, name: str, session: int) -> None:
         self._call(f"DiagnosticSessionControl {name}", lambda: self.client.change_session(session))
 
-    def routine(self, routine_id: int, name: str, data: bytes) -> bytes:
-        """Start a routine and return its status record."""
+    def routine(self, routine_id: int, name: str, data: bytes, *, refusal: str) -> None:
+        """Start a routine that must succeed: its status record's first byte is 0x00 (or the
+        record is empty); anything else fails with ``refusal`` saying what was refused."""
         response = self._call(
             f"RoutineControl {name} (0x31 0x01 RID {routine_id:#06x})",
             lambda: self.client.start_routine(routine_id, data),
         )
         assert response is not None
-        return bytes(response.service_data.routine_status_record or b"")
+        status = bytes(response.service_data.routine_status_record or b"")
+        if status[:1] not in (b"", b"\x00"):
+            raise InterfaceError(
+                f"{self.who}: RoutineControl {name} (RID {routine_id:#06x}) {refusal}: "
+                f"status record {status.hex()}"
+            )
 
     def _location(self, size: int) -> udsoncan.MemoryLocation:
         return udsoncan.MemoryLocation(
@@ -311,12 +317,7 @@ class UdsSession:
             + location.get_address_bytes()
             + location.get_memorysize_bytes()
         )
-        status = self.routine(self.settings.erase_routine, "eraseMemory", record)
-        if status[:1] not in (b"", b"\x00"):
-            raise InterfaceError(
-                f"{self.who}: RoutineControl eraseMemory (RID {self.settings.erase_routine:#06x}) "
-                f"reported failure, status record {status.hex()}"
-            )
+        self.routine(self.settings.erase_routine, "eraseMemory", record, refusal="reported failure")
 
     def write_text(self, did: int, value: str) -> None:
         self._call(
@@ -402,13 +403,17 @@ class UdsSession:
 
 
 _HINTS = {
-    0x33: " (security access is locked: the session was left or the unlock failed)",
-    0x35: (
+    Code.SecurityAccessDenied: (
+        " (security access is locked: the session was left or the unlock failed)"
+    ),
+    Code.InvalidKey: (
         " (the key from the canbus_security_key hook was rejected; without a vendor plugin the "
         "driver uses the simulator's published algorithm, which a real ECU will refuse)"
     ),
-    0x36: " (too many wrong keys; the ECU now delays further attempts)",
-    0x7F: " (the ECU is not in the session this service needs: did it reset?)",
+    Code.ExceedNumberOfAttempts: " (too many wrong keys; the ECU now delays further attempts)",
+    Code.ServiceNotSupportedInActiveSession: (
+        " (the ECU is not in the session this service needs: did it reset?)"
+    ),
 }
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +31,10 @@ from mender_orchestrator_canbus.simulator import EcuConfig
         (["--addressing=extended"], "--addressing=extended needs --target-address and --source-address"),
         (["--addressing=sideways"], "argument --addressing: invalid choice: 'sideways'"),
         (["--security-level=2"], "argument --security-level: expected the odd requestSeed sub-function"),
-        (["--p2-timeout=0"], "argument --p2-timeout: expected a number of seconds above 0, got '0'"),
+        (["--p2-timeout=0"], "argument --p2-timeout: expected a number of seconds above 0 and at most 86400, got '0'"),
+        (["--p2-timeout=inf"], "argument --p2-timeout: expected a number of seconds above 0 and at most 86400, got 'inf'"),
+        (["--reset-wait=1e308"], "argument --reset-wait: expected a number of seconds above 0 and at most 86400, got '1e308'"),
+        (["--channel="], "argument --channel: expected a channel name (can0, 127.0.0.1:PORT, ...)"),
         (["--banks=3"], "argument --banks: invalid choice: 3"),
         (["--version-did=0x10000"], "argument --version-did: expected a value from 0x0 to 0xffff"),
         (["--memory-size=0x100", "--memorysize-format=8"], "argument --memory-size: 0x100 does not fit --memorysize-format=8 bits"),
@@ -131,3 +137,55 @@ def test_a_bus_that_cannot_be_opened_is_named(tmp_path: Path) -> None:
         f"ecu_brake[0] (interface canbus): cannot open the CAN bus (interface remote, channel "
         f"127.0.0.1:{port}, tx 0x7e0 / rx 0x7e8): "
     )
+
+
+CLI = Path(sys.executable).with_name("mender-orchestrator")
+
+
+@pytest.mark.skipif(not CLI.exists(), reason="needs the mender-orchestrator command")
+@pytest.mark.parametrize(
+    ("arg", "expected"),
+    [
+        ("--p2-timeout=inf", "argument --p2-timeout: expected a number of seconds above 0 and at most 86400, got 'inf'"),
+        ("--tx-id=0xZZ", "argument --tx-id: expected an integer (decimal or 0x-prefixed hex), got '0xZZ'"),
+    ],
+)  # fmt: skip
+def test_the_command_line_reports_a_bad_argument_without_a_traceback(
+    tmp_path: Path, arg: str, expected: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MENDER_ORCHESTRATOR_")}
+    for name, sub in (("CONF_DIR", "etc"), ("DATA_DIR", "usr-share"), ("DATASTORE_DIR", "var")):
+        (tmp_path / sub).mkdir()
+        env[f"MENDER_ORCHESTRATOR_{name}"] = str(tmp_path / sub)
+    (tmp_path / "var" / "topology.yaml").write_text(
+        'api_version: "mender/v1"\nkind: "topology"\nsystem_type: "car"\ncomponents:\n'
+        "  - component_type: ecu_brake\n    interface: canbus\n"
+        f'    interface_args: ["--interface=virtual", "--channel=nobody", "{arg}"]\n'
+    )
+
+    result = subprocess.run(
+        [str(CLI), "show-provides"], env=env, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+
+    assert result.returncode != 0
+    assert "ecu_brake[0] (interface canbus): invalid interface_args " in result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("link", "expected"),
+    [
+        (LinkSettings(), "interface socketcan, channel can0, tx 0x7e0 / rx 0x7e8"),
+        (VARIANTS["extended"], "interface socketcan, channel can0, extended addressing, tx 0x7e0 / rx 0x7e8"),
+        # these modes build the identifiers from the addresses, so those are what to look at
+        (VARIANTS["normal-fixed-29"], "interface socketcan, channel can0, normal-fixed-29 addressing, target 0x10 / source 0xf1"),
+        (VARIANTS["mixed-29"], "interface socketcan, channel can0, mixed-29 addressing, target 0x10 / source 0xf1"),
+    ],
+)  # fmt: skip
+def test_messages_describe_the_link_by_what_identifies_the_ecu(
+    link: LinkSettings, expected: str
+) -> None:
+    assert link.describe() == expected

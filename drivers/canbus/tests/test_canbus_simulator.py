@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from canbus_helpers import OLD_VERSION, QUICK_ECU, SERIAL, Harness, SimEcu, pseudo_random
+from canbus_helpers import BANK as HARNESS_BANK
+from canbus_helpers import OLD_VERSION, QUICK_ECU, SERIAL, Harness, Outcome, SimEcu, pseudo_random
+from orchestrator_core.errors import InterfaceError
 
 from mender_orchestrator_canbus.security import simulator_key
 from mender_orchestrator_canbus.simulator import Ecu, EcuConfig, Faults, FlashStore
@@ -168,3 +174,92 @@ def test_fault_specs() -> None:
         None,
         "after-reset",
     )
+
+
+def good_state(tmp_path: Path) -> Path:
+    state = tmp_path / "ecu.json"
+    FlashStore.create(state, banks=2, bank_size=BANK, serial=SERIAL, version="v1", image=b"\x01")
+    return state
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda doc: "{", "ecu.json: not JSON: "),
+        (lambda doc: {**doc, "serial": 5}, "ecu.json: serial: expected a non-empty string, got 5"),
+        (lambda doc: {**doc, "bank_size": 5000}, "ecu.json: bank_size: expected a multiple of 4096 bytes, got 5000"),
+        (lambda doc: {**doc, "boot_bank": 2}, "ecu.json: boot_bank: expected a bank number below 2, got 2"),
+        (lambda doc: {**doc, "banks": []}, "ecu.json: banks: expected a list of 1 or 2 banks, got []"),
+        (lambda doc: {**doc, "banks": [{"valid": "yes", "version": "v1"}]},
+         """ecu.json: banks[0]: expected {"valid": true|false, "version": "..."|null}, got"""),
+        (lambda doc: {**doc, "bank_size": 2 * BANK}, "ecu.json.bank0: bank 0 must hold bank_size=32768 bytes; it holds 16384 bytes"),
+    ],
+)  # fmt: skip
+def test_a_bad_state_file_is_named_before_the_ecu_starts(
+    tmp_path: Path, change: Callable[[dict[str, object]], object], expected: str
+) -> None:
+    state = good_state(tmp_path)
+    document = change(json.loads(state.read_text()))
+    state.write_text(document if isinstance(document, str) else json.dumps(document))
+    with pytest.raises(ValueError) as caught:
+        FlashStore(state)
+    assert str(caught.value).startswith(str(tmp_path / "ecu.json"))
+    assert expected in str(caught.value)
+
+
+def simulator_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mender_orchestrator_canbus.simulator",
+         "--interface=virtual", "--channel=nobody", *map(str, args)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--initial-size=0x20000", "--bank-size=0x10000"], "--initial-size=131072 does not fit --bank-size=65536"),
+        (["--bank-size=5000"], "argument --bank-size: expected a multiple of 4096, got '5000'"),
+        (["--serial="], "argument --serial: expected 1 to 64 printable ASCII characters, got ''"),
+        (["--boot-time=inf"], "argument --boot-time: expected a number of seconds above 0 and at most 86400"),
+        (["--fault=melt"], "unknown fault 'melt'; known: drop-frames, "),
+    ],
+)  # fmt: skip
+def test_the_simulator_names_a_bad_option_in_one_line_and_creates_nothing(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
+    result = simulator_cli("--state", tmp_path / "ecu.json", *args)
+    assert result.returncode == 2
+    usage, error = result.stderr.splitlines()  # a short usage line, then the message
+    assert usage.startswith("usage: python -m mender_orchestrator_canbus.simulator --state FILE")
+    assert error.startswith("python -m mender_orchestrator_canbus.simulator: error: ")
+    assert expected in error
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_simulator_refuses_a_broken_state_file(tmp_path: Path) -> None:
+    state = good_state(tmp_path)
+    (tmp_path / "ecu.json.bank1").unlink()
+    result = simulator_cli("--state", state)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"python -m mender_orchestrator_canbus.simulator: error: --state: {state}.bank1: bank 1 "
+        f"must hold bank_size={BANK} bytes; it is missing"
+    )
+
+
+def test_an_ecu_whose_flash_files_vanish_goes_silent_and_says_why(
+    start_ecu: Callable[..., SimEcu], harness: Callable[..., Harness]
+) -> None:
+    ecu = start_ecu()
+    h = harness(ecu)
+    Path(f"{ecu.state}.bank0").unlink()
+    h.state("artifact_reboot", Outcome())  # the ECU answers, resets, and cannot boot
+    deadline = time.monotonic() + 5
+    while ecu.server.failure is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert str(ecu.server.failure) == (
+        f"{ecu.state}.bank0: bank 0 must hold bank_size={HARNESS_BANK} bytes; it is missing"
+    )
+    with pytest.raises(InterfaceError, match="no answer from the ECU"):
+        h.query("identity")

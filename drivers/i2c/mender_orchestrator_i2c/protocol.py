@@ -31,6 +31,12 @@ from mender_orchestrator_i2c.bus import I2CBus
 from mender_orchestrator_i2c.settings import Settings
 
 STRETCHING = "(clock stretching)"  # ends the description of a command that stretches
+# AN4221: Read Memory NACKs an address outside the memory map (or any, under readout
+# protection); on a working bus that nearly always means the Topology's addresses are wrong
+ADDRESS_REFUSED = (
+    " (the address is outside this MCU's memory, or readout protection is on: check "
+    "--flash-base, --flash-size, --version-record and --uid-address)"
+)
 ERASE_BATCH = 32  # pages per no-stretch Erase; a clock-stretching Erase does one page at a time
 
 
@@ -196,7 +202,10 @@ class Bootloader:
             what = f"Read Memory (0x11) of {size} bytes at 0x{at:08x}"
             self._command(Command.READ_MEMORY, what)
             self._send(address_frame(at), what)
-            self._expect_ack(what)
+            try:
+                self._expect_ack(what)
+            except Nacked as exc:
+                raise Nacked(f"{exc.message}{ADDRESS_REFUSED}") from None
             self._send(command_frame(size - 1), what)
             self._expect_ack(what)
             out += self._receive(size, what)

@@ -67,7 +67,8 @@ def _int(text: str) -> int:
     return int(text, 0)
 
 
-def _size(text: str) -> int:
+def parse_size(text: str) -> int:
+    """``2048``, ``0x800``, ``2K`` or ``1M``; ``ValueError`` otherwise."""
     scale = {"K": 1024, "M": 1024 * 1024}.get(text[-1:].upper(), 1)
     return int(text[:-1] if scale > 1 else text, 0) * scale
 
@@ -130,16 +131,20 @@ def parse(component: Component) -> Settings:
     if bus.startswith("sim:"):
         if not Path(bus[4:]).is_absolute():
             raise bad("bus", "the simulator's path must be absolute (sim:/path/to/flash.bin)")
-    elif not bus.isdigit():
+    elif not (bus.isascii() and bus.isdigit()):
         raise bad("bus", f"expected {ARGUMENTS['bus']}")
     address = get("address", _int)
     if not 0x08 <= address <= 0x77:
         raise bad("address", "a 7-bit I2C address is between 0x08 and 0x77")
     base = get("flash-base", _int, Settings.flash_base)
-    size = get("flash-size", _size, Settings.flash_size)
-    page = get("page-size", _size, Settings.page_size)
-    if base < 0 or base % 4 or base + size > 1 << 32:
+    size = get("flash-size", parse_size, Settings.flash_size)
+    page = get("page-size", parse_size, Settings.page_size)
+    if not 0 <= base < 1 << 32 or base % 4:
         raise bad("flash-base", "expected a word-aligned 32-bit address")
+    if base + size > 1 << 32:
+        raise bad(
+            "flash-size", f"the area would end past the 32-bit address space (from 0x{base:08x})"
+        )
     if page < 256 or page & (page - 1):
         raise bad("page-size", "expected a power of two of at least 256 bytes")
     if size < 2 * page or size % page:

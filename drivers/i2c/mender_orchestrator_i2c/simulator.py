@@ -21,10 +21,11 @@ Files, all next to each other:
 
 ``PATH``
     the flash contents, raw (``flash_size`` bytes), replaced atomically after every erase or
-    write; created erased on first use.
+    write; created erased by ``init`` (opening a path where no device was created is an error,
+    as a typo in ``--bus`` must not conjure up a blank chip).
 ``PATH.json``
-    ``{"chip": {...}, "faults": [...], "state": {...}}``: the chip's description (created with
-    defaults on first use, edit it to change the chip), the faults to inject (consumed as they
+    ``{"chip": {...}, "faults": [...], "state": {...}}``: the chip's description (written by
+    ``init``, edit it to change the chip), the faults to inject (consumed as they
     fire), and the state the simulator keeps (running mode, power). See drivers/i2c/README.md.
 ``PATH.lock``
     held while a bus is open, so one process at a time talks to the device.
@@ -60,6 +61,7 @@ from mender_orchestrator_i2c.an4221 import (
     xor,
 )
 from mender_orchestrator_i2c.record import VersionRecord, decode
+from mender_orchestrator_i2c.settings import parse_size
 
 I2C_M_RD = 0x0001
 LOCK_WAIT_SECONDS = 10.0
@@ -173,23 +175,39 @@ class Chip:
             else:
                 values[name] = _number(value, at)
         chip = cls(**values)
-        chip._check(where)
+        chip.check(lambda field: f"{where}.{field}")
         return chip
 
-    def _check(self, where: str) -> None:
+    def check(self, name: Callable[[str], str]) -> None:
+        """Raise ``SimulatorError`` for a part that cannot exist; ``name`` turns a field name
+        into what the user wrote (a JSON path, a command-line option)."""
         if not 0x08 <= self.address <= 0x77:
-            raise SimulatorError(f"{where}.address: 0x{self.address:x} is not a 7-bit address")
+            raise SimulatorError(f"{name('address')}: 0x{self.address:x} is not a 7-bit address")
+        if not 0 <= self.pid <= 0xFFF:
+            raise SimulatorError(f"{name('pid')}: expected a 12-bit device ID (0x000 .. 0xfff)")
         if self.bootloader_version not in COMMANDS_BY_VERSION:
             known = ", ".join(f"0x{v:02x}" for v in COMMANDS_BY_VERSION)
-            raise SimulatorError(f"{where}.bootloader_version: expected one of {known}")
+            raise SimulatorError(f"{name('bootloader_version')}: expected one of {known}")
         if self.page_size < 256 or self.page_size & (self.page_size - 1):
-            raise SimulatorError(f"{where}.page_size: expected a power of two >= 256")
+            raise SimulatorError(f"{name('page_size')}: expected a power of two >= 256")
         if self.flash_size <= 0 or self.flash_size % self.page_size:
-            raise SimulatorError(f"{where}.flash_size: expected a multiple of page_size")
+            raise SimulatorError(f"{name('flash_size')}: expected a multiple of page_size")
         if self.page_count > 0xFFF0:
-            raise SimulatorError(f"{where}.flash_size: too many pages for the Erase command")
+            raise SimulatorError(f"{name('flash_size')}: too many pages for the Erase command")
+        if self.sram_size < 0:
+            raise SimulatorError(f"{name('sram_size')}: expected a size >= 0")
+        for base_field, region, base, size in (
+            ("flash_base", "flash", self.flash_base, self.flash_size),
+            ("sram_base", "SRAM", self.sram_base, self.sram_size),
+            ("uid_address", "unique ID", self.uid_address, len(self.uid)),
+        ):
+            if base < 0 or base % 4 or base + size > 1 << 32:
+                raise SimulatorError(
+                    f"{name(base_field)}: the {region} must start word-aligned and end inside the "
+                    f"32-bit address space"
+                )
         if len(self.uid) != 12:
-            raise SimulatorError(f"{where}.uid: expected 12 bytes (24 hex digits)")
+            raise SimulatorError(f"{name('uid')}: expected 12 bytes (24 hex digits)")
 
 
 @dataclass
@@ -235,7 +253,10 @@ class Fault:
                 if name == "seconds":
                     fault.seconds = _seconds(raw[name], f"{where}.{name}")
                 else:
-                    setattr(fault, name, _number(raw[name], f"{where}.{name}"))
+                    value = _number(raw[name], f"{where}.{name}")
+                    if value < 0 and name != "times":
+                        raise SimulatorError(f"{where}.{name}: expected a number >= 0, got {value}")
+                    setattr(fault, name, value)
         if fault.times == 0 or fault.times < -1:
             raise SimulatorError(f"{where}.times: expected a count >= 1, or -1 for always")
         if not 0 <= fault.bit <= 7:
@@ -269,8 +290,11 @@ class State:
         if mode not in ("bootloader", "application", "lockup"):
             raise SimulatorError(f"{where}.mode: expected bootloader, application or lockup")
         state.mode = mode
-        state.power_off_transactions = _number(raw.get("power_off_transactions", 0), where)
-        state.power_cycles = _number(raw.get("power_cycles", 0), where)
+        for counter in ("power_off_transactions", "power_cycles"):
+            value = _number(raw.get(counter, 0), f"{where}.{counter}")
+            if value < 0:
+                raise SimulatorError(f"{where}.{counter}: expected a count >= 0, got {value}")
+            setattr(state, counter, value)
         go = raw.get("last_go")
         state.last_go = None if go is None else _number(go, f"{where}.last_go")
         return state
@@ -299,39 +323,51 @@ class Device:
         return side_file(self.path)
 
     @classmethod
-    def load(cls, path: Path, *, default_chip: Chip | None = None) -> Device:
-        side = side_file(path)
-        if side.exists():
-            try:
-                raw = json.loads(side.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise SimulatorError(f"{side}: not readable JSON: {exc}") from exc
-            if not isinstance(raw, dict):
-                raise SimulatorError(f"{side}: expected a JSON object")
-            chip = Chip.from_json(raw.get("chip", {}), f"{side}: chip")
-            faults_raw = raw.get("faults", [])
-            if not isinstance(faults_raw, list):
-                raise SimulatorError(f"{side}: faults: expected a list")
-            faults = [Fault.from_json(f, f"{side}: faults[{i}]") for i, f in enumerate(faults_raw)]
-            state = State.from_json(raw.get("state", {}), f"{side}: state")
-        else:
-            chip = default_chip or Chip(uid=os.urandom(12))
-            faults, state = [], State()
-        if path.exists():
-            flash = bytearray(path.read_bytes())
-            if len(flash) != chip.flash_size:
-                raise SimulatorError(
-                    f"{path}: holds {len(flash)} bytes but {side} says flash_size is "
-                    f"{chip.flash_size}"
-                )
-        else:
-            flash = bytearray(b"\xff" * chip.flash_size)
-        device = cls(path, chip, faults, state, flash)
-        if not side.exists():
-            device.save_side()
-        if not path.exists():
-            device.save_flash()
+    def create(cls, path: Path, chip: Chip) -> Device:
+        """A new chip, its flash erased, no faults; written to ``path`` and its side file."""
+        device = cls(path, chip, [], State(), bytearray(b"\xff" * chip.flash_size))
+        device.save_flash()
+        device.save_side()
         return device
+
+    @staticmethod
+    def require(path: Path) -> None:
+        """Raise ``SimulatorError`` unless a device was created at ``path``: like an empty
+        socket on a real bus, a mistyped path must not become a blank chip."""
+        if not path.exists() and not side_file(path).exists():
+            raise SimulatorError(
+                f"no simulated device at {path}: create one with "
+                f"`python -m mender_orchestrator_i2c.simulator init {path}`"
+            )
+        for needed in (path, side_file(path)):
+            if not needed.is_file():
+                raise SimulatorError(
+                    f"{needed} is not a file: a simulated device is PATH (its flash) and "
+                    f"PATH.json, both made by `python -m mender_orchestrator_i2c.simulator init`"
+                )
+
+    @classmethod
+    def load(cls, path: Path) -> Device:
+        cls.require(path)
+        side = side_file(path)
+        try:
+            raw = json.loads(side.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SimulatorError(f"{side}: not readable JSON: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise SimulatorError(f"{side}: expected a JSON object")
+        chip = Chip.from_json(raw.get("chip", {}), f"{side}: chip")
+        faults_raw = raw.get("faults", [])
+        if not isinstance(faults_raw, list):
+            raise SimulatorError(f"{side}: faults: expected a list")
+        faults = [Fault.from_json(f, f"{side}: faults[{i}]") for i, f in enumerate(faults_raw)]
+        state = State.from_json(raw.get("state", {}), f"{side}: state")
+        flash = bytearray(path.read_bytes())
+        if len(flash) != chip.flash_size:
+            raise SimulatorError(
+                f"{path}: holds {len(flash)} bytes but {side} says flash_size is {chip.flash_size}"
+            )
+        return cls(path, chip, faults, state, flash)
 
     def save_side(self) -> None:
         document = {
@@ -386,6 +422,7 @@ class SimulatedBus:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        Device.require(path)
         self._lock = self._acquire(path.with_name(path.name + ".lock"))
         try:
             self.device = Device.load(path)
@@ -724,46 +761,85 @@ class SimulatedBus:
 # --------------------------------------------------------------------------- command line
 
 
-def _parse_number(text: str) -> int:
-    scale = 1
-    if text[-1:].upper() in ("K", "M"):
-        scale = 1024 if text[-1].upper() == "K" else 1024 * 1024
-        text = text[:-1]
-    return int(text, 0) * scale
+def _argument(parse: Callable[[str], int], expected: str) -> Callable[[str], int]:
+    """An argparse ``type`` whose error says what was expected."""
+
+    def convert(text: str) -> int:
+        try:
+            return parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+    return convert
+
+
+_INTEGER = _argument(lambda text: int(text, 0), "an integer (decimal or 0x hex)")
+_SIZE = _argument(parse_size, "a size in bytes (2048, 0x800, 2K, 1M)")
+
+
+def _uid(text: str) -> bytes:
+    try:
+        uid = bytes.fromhex(text)
+    except ValueError:
+        uid = b""
+    if len(uid) != 12:
+        raise argparse.ArgumentTypeError(f"expected 24 hexadecimal digits, got {text!r}")
+    return uid
+
+
+def _record_offset(chip: Chip, address: int | None) -> int:
+    """Where the version record sits in the flash (the driver's ``--version-record``)."""
+    if address is None:
+        return chip.flash_size - chip.page_size
+    offset = address - chip.flash_base
+    if offset % chip.page_size or not 0 < offset < chip.flash_size:
+        raise SimulatorError(
+            f"--version-record=0x{address:08x}: expected the start of a page after the first, "
+            f"0x{chip.flash_base + chip.page_size:08x} .. "
+            f"0x{chip.flash_base + chip.flash_size - chip.page_size:08x}"
+        )
+    return offset
 
 
 def _init(args: argparse.Namespace) -> int:
     path: Path = args.path
     if (path.exists() or side_file(path).exists()) and not args.force:
-        print(f"{path} already exists; use --force to replace it", file=sys.stderr)
-        return 1
+        raise SimulatorError(f"{path} already exists; use --force to replace it")
+    if not path.parent.is_dir():
+        raise SimulatorError(f"{path}: directory {path.parent} does not exist")
     chip = Chip(
         address=args.address,
         pid=args.pid,
         bootloader_version=args.bootloader_version,
         flash_size=args.flash_size,
         page_size=args.page_size,
-        uid=bytes.fromhex(args.uid) if args.uid else os.urandom(12),
+        uid=args.uid or os.urandom(12),
     )
-    chip._check("init")
-    path.unlink(missing_ok=True)
-    side_file(path).unlink(missing_ok=True)
-    device = Device.load(path, default_chip=chip)
+    chip.check(lambda field: "--" + field.replace("_", "-"))
+    # everything is checked before anything is written, so a mistake leaves no device behind
+    record_offset = _record_offset(chip, args.version_record)
+    factory: tuple[bytes, bytes] | None = None
     if args.image is not None:
-        image = args.image.read_bytes()
-        record_at = args.version_record
-        if record_at is None:
-            record_at = chip.flash_base + chip.flash_size - chip.page_size
-        record = VersionRecord.for_image(args.version, image).encode()
-        limit = record_at - chip.flash_base
-        if len(image) > limit:
-            print(
-                f"{args.image}: {len(image)} bytes do not fit below 0x{record_at:08x}",
-                file=sys.stderr,
+        try:
+            image = args.image.read_bytes()
+        except OSError as exc:
+            raise SimulatorError(f"--image {args.image}: {exc.strerror or exc}") from None
+        try:
+            record = VersionRecord.for_image(args.version, image).encode()
+        except ValueError as exc:
+            raise SimulatorError(f"--version: {exc}") from None
+        if not 0 < len(image) <= record_offset:
+            raise SimulatorError(
+                f"--image {args.image}: {len(image)} bytes; the image must hold 1 to "
+                f"{record_offset} bytes, below the version record at "
+                f"0x{chip.flash_base + record_offset:08x}"
             )
-            return 1
+        factory = (image, record)
+    device = Device.create(path, chip)
+    if factory is not None:
+        image, record = factory
         device.flash[: len(image)] = image
-        device.flash[limit : limit + len(record)] = record
+        device.flash[record_offset : record_offset + len(record)] = record
         device.save_flash()
     print(f"simulated STM32 at 0x{chip.address:02x}: flash {path}, settings {side_file(path)}")
     return 0
@@ -772,10 +848,7 @@ def _init(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     device = Device.load(args.path)
     chip = device.chip
-    record_at = args.version_record
-    if record_at is None:
-        record_at = chip.flash_base + chip.flash_size - chip.page_size
-    offset = record_at - chip.flash_base
+    offset = _record_offset(chip, args.version_record)
     record = decode(bytes(device.flash[offset : offset + VersionRecord.size_limit()]))
     summary = {
         "chip": chip.to_json(),
@@ -801,23 +874,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="action", required=True)
     init = sub.add_parser("init", help="create a device: PATH (flash) and PATH.json (settings)")
     init.add_argument("path", type=Path)
-    init.add_argument("--address", type=_parse_number, default=0x48)
-    init.add_argument("--pid", type=_parse_number, default=0x460)
-    init.add_argument("--bootloader-version", type=_parse_number, default=0x11)
-    init.add_argument("--flash-size", type=_parse_number, default=64 * 1024)
-    init.add_argument("--page-size", type=_parse_number, default=2048)
-    init.add_argument("--uid", help="24 hex digits (default: random)")
+    init.add_argument("--address", type=_INTEGER, default=0x48)
+    init.add_argument("--pid", type=_INTEGER, default=0x460)
+    init.add_argument("--bootloader-version", type=_INTEGER, default=0x11)
+    init.add_argument("--flash-size", type=_SIZE, default=64 * 1024)
+    init.add_argument("--page-size", type=_SIZE, default=2048)
+    init.add_argument("--uid", type=_uid, help="24 hex digits (default: random)")
     init.add_argument("--image", type=Path, help="firmware to place at the flash base")
     init.add_argument("--version", default="factory", help="version written in the record")
-    init.add_argument("--version-record", type=_parse_number, help="default: last flash page")
+    init.add_argument("--version-record", type=_INTEGER, help="default: last flash page")
     init.add_argument("--force", action="store_true", help="replace an existing device")
     show = sub.add_parser("show", help="print the device's settings, state and version record")
     show.add_argument("path", type=Path)
-    show.add_argument("--version-record", type=_parse_number, help="default: last flash page")
+    show.add_argument("--version-record", type=_INTEGER, help="default: last flash page")
     args = parser.parse_args(argv)
     try:
         return _init(args) if args.action == "init" else _show(args)
-    except (SimulatorError, OSError, ValueError) as exc:
+    except (SimulatorError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -15,7 +15,7 @@ from mender_orchestrator_i2c.simulator import Device
 @pytest.fixture
 def sim(tmp_path: Path) -> Sim:
     path = tmp_path / "stm32.bin"
-    Device.load(path, default_chip=fast_chip())
+    Device.create(path, fast_chip())
     return Sim(path)
 
 

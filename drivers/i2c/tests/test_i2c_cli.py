@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ from i2c_helpers import RECORD_AT, Sim, component_args, make_image
 
 from mender_orchestrator_i2c.record import VersionRecord
 
-pytestmark = pytest.mark.skipif(
+needs_mender_artifact = pytest.mark.skipif(
     shutil.which("mender-artifact") is None, reason="needs Debian's mender-artifact"
 )
 
@@ -26,8 +27,11 @@ class System:
         self.sim = sim
         for name in ("etc", "usr-share", "var-lib"):
             (root / name).mkdir(parents=True)
-        args = "".join(f"\n      - {arg}" for arg in component_args(sim))
-        (root / "var-lib" / "topology.yaml").write_text(
+        self.topology(component_args(sim))
+
+    def topology(self, interface_args: tuple[str, ...]) -> None:
+        args = "".join(f"\n      - {json.dumps(arg)}" for arg in interface_args)
+        (self.root / "var-lib" / "topology.yaml").write_text(
             'api_version: "mender/v1"\nkind: "topology"\nsystem_type: "car-2026"\n'
             f"components:\n  - component_type: seat_heating\n    interface: i2c\n"
             f"    interface_args:{args}\n"
@@ -74,6 +78,7 @@ def system(tmp_path: Path, sim: Sim) -> System:
     return System(tmp_path / "system", sim)
 
 
+@needs_mender_artifact
 def test_install_updates_the_chip_and_show_provides_reports_it(system: System, sim: Sim) -> None:
     sim.install_factory(make_image(6000, seed=1), "1.0.0")
     image = make_image(9001, seed=2)
@@ -98,6 +103,7 @@ def test_install_updates_the_chip_and_show_provides_reports_it(system: System, s
     assert sim.path.stat().st_mtime_ns == flashed  # nothing erased or written
 
 
+@needs_mender_artifact
 def test_failed_install_rolls_the_chip_back(system: System, sim: Sim) -> None:
     before = sim.install_factory(make_image(6000, seed=1), "1.0.0")
     sim.faults({"kind": "nack", "command": "write", "page": 3})
@@ -114,3 +120,33 @@ def test_failed_install_rolls_the_chip_back(system: System, sim: Sim) -> None:
     offset = RECORD_AT - 0x0800_0000
     assert sim.flash()[offset : offset + 4] == b"MOVR"
     assert "rootfs-image.i2c.version=1.0.0" in system.run("show-provides").stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--bus=sim:{missing}", "--address=0x48"),
+         "seat_heating[0] (interface i2c): cannot open the simulated I2C bus sim:{missing}: "
+         "no simulated device at {missing}: create one with "
+         "`python -m mender_orchestrator_i2c.simulator init {missing}`"),
+        (("--bus=sim:{sim}", "--address=0x48", "--flash-size=0x10000000000"),
+         "seat_heating[0] (interface i2c): interface_args: --flash-size=0x10000000000: the area "
+         "would end past the 32-bit address space (from 0x08000000)"),
+        (("--bus=sim:{sim}", "--address=0x48", "--busy-timeout=inf"),
+         "seat_heating[0] (interface i2c): interface_args: --busy-timeout='inf' is not valid: "
+         "expected seconds a flash operation may stay BUSY (default 10)"),
+    ],
+)  # fmt: skip
+def test_show_provides_names_a_bad_interface_arg_without_a_traceback(
+    system: System, sim: Sim, tmp_path: Path, args: tuple[str, ...], message: str
+) -> None:
+    missing = tmp_path / "no-such-chip.bin"
+    system.topology(tuple(arg.format(sim=sim.path, missing=missing) for arg in args))
+
+    result = system.run("show-provides")
+
+    assert result.returncode != 0
+    assert message.format(missing=missing) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert not missing.exists()

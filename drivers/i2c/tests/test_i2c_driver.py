@@ -255,13 +255,36 @@ def test_injected_fault_fails_the_install_and_is_rolled_back(
     assert runner.query("provides") == {VERSION_KEY: "1.0.0"}
 
 
-def test_power_loss_is_survived_by_reconnecting(sim: Sim, runner_for: Any) -> None:
-    sim.install_factory(make_image(6000, seed=1), "1.0.0")
+def test_rollback_reconnects_once_power_is_back(sim: Sim, runner_for: Any) -> None:
+    before = sim.install_factory(make_image(6000, seed=1), "1.0.0")
+    # four bus transfers fail after the cut: the rollback's first attempt to reach the
+    # bootloader meets a dead bus and must keep trying until power returns
     sim.faults({"kind": "power_loss", "command": "write", "page": 2, "off_transactions": 4})
     image = make_image(9001, seed=2)
-    runner_for(sim).deploy(image, artifact_for(image, "2.0.0"))
+
+    outcome = runner_for(sim).deploy(image, artifact_for(image, "2.0.0"))
+
+    assert outcome.states == ROLLBACK_AFTER_INSTALL
+    assert "Write Memory (0x32) of 256 bytes at 0x08000800: I2C transfer failed: no device " in (
+        str(outcome.failure)
+    )
+    assert outcome.rollback_errors == []
+    assert not outcome.inconsistent
     assert sim.state()["power_cycles"] == 1
     assert sim.state()["power_off_transactions"] == 0
+    assert sim.flash() == before
+    assert runner_for(sim).query("provides") == {VERSION_KEY: "1.0.0"}
+
+
+def test_an_area_beyond_the_chips_flash_is_explained(sim: Sim, runner_for: Any) -> None:
+    # the Topology says 32 KiB, the chip has 16: the version record is read past its flash
+    with pytest.raises(InterfaceError) as caught:
+        runner_for(sim, "--flash-size=32K").query("provides")
+    assert str(caught.value).endswith(
+        "Read Memory (0x11) of 223 bytes at 0x08007c00: the bootloader answered NACK (the "
+        "address is outside this MCU's memory, or readout protection is on: check "
+        "--flash-base, --flash-size, --version-record and --uid-address)"
+    )
 
 
 def test_a_single_bit_flip_is_repaired_by_rewriting_the_page(

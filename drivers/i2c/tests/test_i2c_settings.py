@@ -43,6 +43,12 @@ CASES = [
     ),
     ((*OK, "--flash-base=0x08000002"), "--flash-base=0x08000002: expected a word-aligned"),
     (
+        (*OK, "--flash-size=0x10000000000"),
+        "--flash-size=0x10000000000: the area would end past the 32-bit address space "
+        "(from 0x08000000)",
+    ),
+    (("--bus=\u0661", "--address=0x48"), "--bus=\u0661: expected N for /dev/i2c-N"),
+    (
         (*OK, "--busy-timeout=-1"),
         "--busy-timeout='-1' is not valid: expected seconds a flash operation may stay BUSY",
     ),

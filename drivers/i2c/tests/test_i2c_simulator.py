@@ -215,10 +215,18 @@ def test_device_is_locked_while_open(sim: Sim, monkeypatch: pytest.MonkeyPatch) 
         ('{"faults": [{"kind": "melt"}]}', "faults[0].kind: expected one of nack, busy"),
         ('{"faults": [{"kind": "busy"}]}', 'faults[0].command: a busy fault needs "write"'),
         ('{"faults": [{"kind": "nack", "times": 0}]}', "faults[0].times: expected a count >= 1"),
+        (
+            '{"faults": [{"kind": "power_loss", "command": "write", "after_bytes": -4}]}',
+            "faults[0].after_bytes: expected a number >= 0, got -4",
+        ),
+        ('{"state": {"power_cycles": "x"}}', "state.power_cycles: expected an integer or a string"),
+        ('{"chip": {"pid": "0x1000"}}', "chip.pid: expected a 12-bit device ID"),
+        ('{"chip": {"sram_size": -1}}', "chip.sram_size: expected a size >= 0"),
     ],
 )
 def test_bad_side_file_is_named(tmp_path: Path, document: str, message: str) -> None:
     path = tmp_path / "dev.bin"
+    path.write_bytes(b"\xff" * 64 * 1024)
     side_file(path).write_text(document)
     with pytest.raises(SimulatorError) as caught:
         SimulatedBus(path)
@@ -248,3 +256,85 @@ def test_command_line_creates_and_shows_a_device(tmp_path: Path) -> None:
         [*command, "init", str(path)], capture_output=True, text=True, timeout=60
     )
     assert again.returncode == 1 and "already exists; use --force" in again.stderr
+
+
+def test_a_path_without_a_device_is_refused_not_created(tmp_path: Path) -> None:
+    path = tmp_path / "typo.bin"
+    with pytest.raises(SimulatorError) as caught:
+        SimulatedBus(path)
+    assert str(caught.value) == (
+        f"no simulated device at {path}: create one with "
+        f"`python -m mender_orchestrator_i2c.simulator init {path}`"
+    )
+    assert list(tmp_path.iterdir()) == []  # no blank chip, no lock file
+
+
+def simulator_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mender_orchestrator_i2c.simulator", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (
+            ["--flash-size=abc"],
+            2,
+            "argument --flash-size: expected a size in bytes (2048, 0x800, 2K, 1M), got 'abc'",
+        ),
+        (["--uid=zz"], 2, "argument --uid: expected 24 hexadecimal digits, got 'zz'"),
+        (["--page-size=100"], 1, "error: --page-size: expected a power of two >= 256"),
+        (["--pid=0x10000"], 1, "error: --pid: expected a 12-bit device ID (0x000 .. 0xfff)"),
+        (
+            ["--image=/nonexistent/fw.bin"],
+            1,
+            "error: --image /nonexistent/fw.bin: No such file or directory",
+        ),
+        (
+            ["--image={fw}", "--version="],
+            1,
+            "error: --version: version '' must be 1 to 200 bytes of UTF-8",
+        ),
+        (
+            ["--image={fw}", "--version-record=0x08000101"],
+            1,
+            "error: --version-record=0x08000101: expected the start of a page after the first, "
+            "0x08000800 .. 0x0800f800",
+        ),
+        (
+            ["--image={fw}", "--version-record=0x08000800"],
+            1,
+            "error: --image {fw}: 3000 bytes; the image must hold 1 to 2048 bytes, below the "
+            "version record at 0x08000800",
+        ),
+    ],
+)
+def test_init_with_bad_arguments_names_them_and_creates_nothing(
+    tmp_path: Path, args: list[str], status: int, message: str
+) -> None:
+    firmware = tmp_path / "fw.bin"
+    firmware.write_bytes(make_image(3000, seed=9))
+    path = tmp_path / "dev.bin"
+    args = [arg.format(fw=firmware) for arg in args]
+
+    result = simulator_cli("init", path, *args)
+
+    assert result.returncode == status
+    assert message.format(fw=firmware) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fw.bin"]
+
+
+def test_show_of_a_missing_device_is_an_error_not_a_new_device(tmp_path: Path) -> None:
+    result = simulator_cli("show", tmp_path / "none.bin")
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: no simulated device at {tmp_path / 'none.bin'}: create one with "
+        f"`python -m mender_orchestrator_i2c.simulator init {tmp_path / 'none.bin'}`\n"
+    )
+    assert list(tmp_path.iterdir()) == []

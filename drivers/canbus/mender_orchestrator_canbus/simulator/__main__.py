@@ -18,15 +18,35 @@ from mender_orchestrator_canbus.link import (
     positive_seconds,
 )
 from mender_orchestrator_canbus.simulator.ecu import FAULT_NAMES, Ecu, EcuConfig, Faults
-from mender_orchestrator_canbus.simulator.flash import FlashStore
+from mender_orchestrator_canbus.simulator.flash import SECTOR, FlashStore
 from mender_orchestrator_canbus.simulator.server import EcuServer
 
 HEX16 = int_value(0, 0xFFFF)
 
 
+def sectors(text: str) -> int:
+    """An argparse ``type`` for a bank size: whole flash sectors, up to 64 MiB."""
+    value = int_value(SECTOR, 1 << 26)(text)
+    if value % SECTOR:
+        raise argparse.ArgumentTypeError(f"expected a multiple of {SECTOR}, got {text!r}")
+    return value
+
+
+def did_text(text: str) -> str:
+    """An argparse ``type`` for a serial number or version: what the ECU's DIDs can hold (the
+    same rule its WriteDataByIdentifier applies)."""
+    if not 1 <= len(text) <= 64 or not text.isascii() or not text.isprintable():
+        raise argparse.ArgumentTypeError(
+            f"expected 1 to 64 printable ASCII characters, got {text!r}"
+        )
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m mender_orchestrator_canbus.simulator",
+        # the full usage of 35 options would bury the one-line error message below it
+        usage="%(prog)s --state FILE [options]   (--help lists them)",
         description="A UDS (ISO 14229-1) ECU on a python-can bus, for the canbus driver.",
     )
     # the ECU listens where the driver sends: its defaults mirror the driver's
@@ -48,13 +68,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     ecu.add_argument(
         "--bank-size",
-        type=int_value(4096, 1 << 26),
+        type=sectors,
         default=0x80000,
-        help="bytes per bank (new state only)",
+        help=f"bytes per bank, a multiple of {SECTOR} (new state only)",
     )
-    ecu.add_argument("--serial", default="SIM-ECU-0001", help="ECU serial number (new state only)")
+    ecu.add_argument(
+        "--serial", type=did_text, default="SIM-ECU-0001", help="ECU serial number (new state only)"
+    )
     ecu.add_argument(
         "--initial-version",
+        type=did_text,
         default="ecu-1.0.0",
         help="version of the image bank 0 starts with (new state only)",
     )
@@ -95,6 +118,25 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _new_ecu(parser: argparse.ArgumentParser, args: argparse.Namespace) -> FlashStore:
+    """The state of a factory-fresh ECU, from the options that describe one."""
+    if args.initial_size > args.bank_size:
+        parser.error(
+            f"--initial-size={args.initial_size} does not fit --bank-size={args.bank_size}"
+        )
+    if not args.state.parent.is_dir():
+        parser.error(f"--state {args.state}: directory {args.state.parent} does not exist")
+    seed = f"{args.serial}/{args.initial_version}".encode()
+    return FlashStore.create(
+        args.state,
+        banks=args.banks,
+        bank_size=args.bank_size,
+        serial=args.serial,
+        version=args.initial_version,
+        image=hashlib.shake_256(seed).digest(args.initial_size),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -109,20 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("mender_orchestrator_canbus.simulator.isotp").setLevel(logging.ERROR)
     state: Path = args.state
     try:
-        if state.exists():
-            flash = FlashStore(state)
-        else:
-            seed = f"{args.serial}/{args.initial_version}".encode()
-            flash = FlashStore.create(
-                state,
-                banks=args.banks,
-                bank_size=args.bank_size,
-                serial=args.serial,
-                version=args.initial_version,
-                image=hashlib.shake_256(seed).digest(args.initial_size),
-            )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        parser.error(f"--state {state}: cannot use it as the ECU's state file: {exc!r}")
+        flash = FlashStore(state) if state.exists() else _new_ecu(parser, args)
+    except (OSError, ValueError) as exc:
+        parser.error(f"--state: {exc}")
     config = EcuConfig(
         version_did=args.version_did,
         serial_did=args.serial_did,
@@ -154,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         while not stop.wait(0.5):
-            pass
+            if server.failure is not None:
+                print(f"ECU simulator stopped: {server.failure}", file=sys.stderr)
+                return 1
     return 0
 
 

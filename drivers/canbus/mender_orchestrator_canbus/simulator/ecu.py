@@ -27,31 +27,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from udsoncan.Request import Request
+from udsoncan.Response import Response
+from udsoncan.services.DiagnosticSessionControl import DiagnosticSessionControl
 
 from mender_orchestrator_canbus.security import SIMULATOR_SECRET, simulator_key
 from mender_orchestrator_canbus.simulator.flash import FlashStore
 
-DEFAULT, PROGRAMMING, EXTENDED = 0x01, 0x02, 0x03
-ACTIVE_SESSION_DID = 0xF186
+Code = Response.Code  # negative response codes (ISO 14229-1 annex A)
+Session = DiagnosticSessionControl.Session
 
-# negative response codes (ISO 14229-1 annex A)
-SERVICE_NOT_SUPPORTED = 0x11
-SUB_FUNCTION_NOT_SUPPORTED = 0x12
-INCORRECT_LENGTH = 0x13
-CONDITIONS_NOT_CORRECT = 0x22
-REQUEST_SEQUENCE_ERROR = 0x24
-REQUEST_OUT_OF_RANGE = 0x31
-SECURITY_ACCESS_DENIED = 0x33
-INVALID_KEY = 0x35
-EXCEEDED_ATTEMPTS = 0x36
-DELAY_NOT_EXPIRED = 0x37
-UPLOAD_DOWNLOAD_NOT_ACCEPTED = 0x70
-TRANSFER_SUSPENDED = 0x71
-GENERAL_PROGRAMMING_FAILURE = 0x72
-WRONG_BLOCK_SEQUENCE_COUNTER = 0x73
-RESPONSE_PENDING = 0x78
-SUB_FUNCTION_NOT_SUPPORTED_IN_SESSION = 0x7E
-SERVICE_NOT_SUPPORTED_IN_SESSION = 0x7F
+DEFAULT = Session.defaultSession
+PROGRAMMING = Session.programmingSession
+EXTENDED = Session.extendedDiagnosticSession
+ACTIVE_SESSION_DID = 0xF186
 
 FAULT_NAMES = (
     "drop-frames",
@@ -243,7 +231,7 @@ class Ecu:
         self.trace.append(payload[: _LABEL_LENGTH.get(sid, 1)].hex())
         handler = self._handlers.get(sid)
         if handler is None:
-            return bytes((0x7F, sid, SERVICE_NOT_SUPPORTED))
+            return bytes((0x7F, sid, Code.ServiceNotSupported))
         request = Request.from_payload(payload)
         try:
             data = handler(request, send)
@@ -260,11 +248,11 @@ class Ecu:
 
     def _require_session(self, *sessions: int) -> None:
         if self.rt.session not in sessions:
-            raise Nrc(SERVICE_NOT_SUPPORTED_IN_SESSION)
+            raise Nrc(Code.ServiceNotSupportedInActiveSession)
 
     def _require_unlocked(self) -> None:
         if not self.rt.unlocked:
-            raise Nrc(SECURITY_ACCESS_DENIED)
+            raise Nrc(Code.SecurityAccessDenied)
 
     def _enter_session(self, session: int) -> None:
         if session != self.rt.session:
@@ -276,11 +264,11 @@ class Ecu:
     def _session_control(self, request: Request, send: Send) -> bytes:
         session = request.subfunction
         if session is None or self._body(request):
-            raise Nrc(INCORRECT_LENGTH)
+            raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
         if session not in (DEFAULT, PROGRAMMING, EXTENDED):
-            raise Nrc(SUB_FUNCTION_NOT_SUPPORTED)
+            raise Nrc(Code.SubFunctionNotSupported)
         if (session, self.rt.session) in ((PROGRAMMING, DEFAULT), (EXTENDED, PROGRAMMING)):
-            raise Nrc(SUB_FUNCTION_NOT_SUPPORTED_IN_SESSION)
+            raise Nrc(Code.SubFunctionNotSupportedInActiveSession)
         self._enter_session(session)
         timing = self.config.p2_ms.to_bytes(2, "big") + (self.config.p2_star_ms // 10).to_bytes(
             2, "big"
@@ -290,17 +278,17 @@ class Ecu:
     def _ecu_reset(self, request: Request, send: Send) -> bytes:
         kind = request.subfunction
         if kind is None or self._body(request):
-            raise Nrc(INCORRECT_LENGTH)
+            raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
         if kind not in (0x01, 0x02, 0x03):
-            raise Nrc(SUB_FUNCTION_NOT_SUPPORTED)
+            raise Nrc(Code.SubFunctionNotSupported)
         self.reset_requested = True
         return bytes((kind,))
 
     def _tester_present(self, request: Request, send: Send) -> bytes:
         if request.subfunction is None or self._body(request):
-            raise Nrc(INCORRECT_LENGTH)
+            raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
         if request.subfunction != 0:
-            raise Nrc(SUB_FUNCTION_NOT_SUPPORTED)
+            raise Nrc(Code.SubFunctionNotSupported)
         return b"\x00"
 
     # ------------------------------------------------------------------ data identifiers
@@ -308,7 +296,7 @@ class Ecu:
     def _read_data(self, request: Request, send: Send) -> bytes:
         body = self._body(request)
         if not body or len(body) % 2:
-            raise Nrc(INCORRECT_LENGTH)
+            raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
         answer = b""
         for index in range(0, len(body), 2):
             did = int.from_bytes(body[index : index + 2], "big")
@@ -322,25 +310,25 @@ class Ecu:
         if did == self.config.version_did:
             # the application it booted, as long as that is still intact in flash
             if self.running_version is None or not layout.banks[self.active_bank].valid:
-                raise Nrc(CONDITIONS_NOT_CORRECT)
+                raise Nrc(Code.ConditionsNotCorrect)
             return self.running_version.encode()
         if did == ACTIVE_SESSION_DID:
             return bytes((self.rt.session,))
         if did == self.config.bank_did and len(layout.banks) == 2:
             return bytes((self.active_bank,))
-        raise Nrc(REQUEST_OUT_OF_RANGE)
+        raise Nrc(Code.RequestOutOfRange)
 
     def _write_data(self, request: Request, send: Send) -> bytes:
         body = self._body(request)
         if len(body) < 3:
-            raise Nrc(INCORRECT_LENGTH)
+            raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
         did = int.from_bytes(body[:2], "big")
         if did != self.config.version_did or self.rt.session != PROGRAMMING:
-            raise Nrc(REQUEST_OUT_OF_RANGE)
+            raise Nrc(Code.RequestOutOfRange)
         self._require_unlocked()
         value = body[2:]
         if len(value) > 64 or not value.isascii() or not value.decode().isprintable():
-            raise Nrc(REQUEST_OUT_OF_RANGE)
+            raise Nrc(Code.RequestOutOfRange)
         self.rt.fingerprint = value.decode()
         return body[:2]
 
@@ -350,15 +338,15 @@ class Ecu:
         self._require_session(PROGRAMMING, EXTENDED)
         level = request.subfunction
         if level is None:
-            raise Nrc(INCORRECT_LENGTH)
+            raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
         if level not in (0x01, 0x02):
-            raise Nrc(SUB_FUNCTION_NOT_SUPPORTED)
+            raise Nrc(Code.SubFunctionNotSupported)
         body = self._body(request)
         if level == 0x01:
             if body:
-                raise Nrc(INCORRECT_LENGTH)
+                raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
             if time.monotonic() < self.lockout_until:
-                raise Nrc(DELAY_NOT_EXPIRED)
+                raise Nrc(Code.RequiredTimeDelayNotExpired)
             if self.rt.unlocked:
                 return b"\x01\x00\x00\x00\x00"
             seed = b"\x00"
@@ -368,18 +356,18 @@ class Ecu:
             return b"\x01" + seed
         pending, self.rt.seed = self.rt.seed, None
         if pending is None:
-            raise Nrc(REQUEST_SEQUENCE_ERROR)
+            raise Nrc(Code.RequestSequenceError)
         seed = pending
         if len(body) != len(seed):
-            raise Nrc(INCORRECT_LENGTH)
+            raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
         secret = b"WRNG" if self.faults.wrong_key else SIMULATOR_SECRET
         if body != simulator_key(seed, secret):
             self.failed_keys += 1
             if self.failed_keys >= 3:
                 self.failed_keys = 0
                 self.lockout_until = time.monotonic() + self.config.lockout_time
-                raise Nrc(EXCEEDED_ATTEMPTS)
-            raise Nrc(INVALID_KEY)
+                raise Nrc(Code.ExceedNumberOfAttempts)
+            raise Nrc(Code.InvalidKey)
         self.failed_keys = 0
         self.rt.unlocked = True
         return b"\x02"
@@ -390,9 +378,9 @@ class Ecu:
         self._require_session(PROGRAMMING, EXTENDED)
         body = self._body(request)
         if request.subfunction is None or len(body) < 2:
-            raise Nrc(INCORRECT_LENGTH)
+            raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
         if request.subfunction != 0x01:  # only startRoutine: these routines run to completion
-            raise Nrc(SUB_FUNCTION_NOT_SUPPORTED)
+            raise Nrc(Code.SubFunctionNotSupported)
         routine_id = int.from_bytes(body[:2], "big")
         routines: dict[int, Callable[[bytes, Send], bytes]] = {
             self.config.erase_routine: self._erase,
@@ -402,9 +390,9 @@ class Ecu:
             routines[self.config.bank_routine] = self._select_bank
         routine = routines.get(routine_id)
         if routine is None:
-            raise Nrc(REQUEST_OUT_OF_RANGE)
+            raise Nrc(Code.RequestOutOfRange)
         if self.rt.session != PROGRAMMING:
-            raise Nrc(CONDITIONS_NOT_CORRECT)
+            raise Nrc(Code.ConditionsNotCorrect)
         self._require_unlocked()
         return b"\x01" + body[:2] + routine(body[2:], send)
 
@@ -412,7 +400,7 @@ class Ecu:
         """Work for ``seconds``, telling the tester with response-pending (0x78) answers."""
         end = time.monotonic() + seconds
         while True:
-            send(bytes((0x7F, sid, RESPONSE_PENDING)))
+            send(bytes((0x7F, sid, Code.RequestCorrectlyReceived_ResponsePending)))
             self.stats["responses_pending"] += 1
             time.sleep(max(0.0, min(end - time.monotonic(), self.config.p2_star_ms / 2000)))
             if time.monotonic() >= end:
@@ -425,24 +413,24 @@ class Ecu:
     def _memory_range(self, record: bytes, bank: int) -> tuple[int, int]:
         """(offset in the bank, size) from addressAndLengthFormatIdentifier, address, size."""
         if not record:
-            raise Nrc(INCORRECT_LENGTH)
+            raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
         address_length, size_length = record[0] & 0x0F, record[0] >> 4
         if not (1 <= address_length <= 5 and 1 <= size_length <= 4):
-            raise Nrc(REQUEST_OUT_OF_RANGE)
+            raise Nrc(Code.RequestOutOfRange)
         if len(record) != 1 + address_length + size_length:
-            raise Nrc(INCORRECT_LENGTH)
+            raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
         address = int.from_bytes(record[1 : 1 + address_length], "big")
         size = int.from_bytes(record[1 + address_length :], "big")
         offset = address - self.config.memory_address
         if size == 0 or offset < 0 or offset + size > self.flash.layout.bank_size:
-            raise Nrc(REQUEST_OUT_OF_RANGE)
+            raise Nrc(Code.RequestOutOfRange)
         return offset, size
 
     def _erase(self, record: bytes, send: Send) -> bytes:
         bank = self._target_bank()
         offset, size = self._memory_range(record, bank)
         if self.faults.refuse_erase or self.rt.transfer is not None:
-            raise Nrc(CONDITIONS_NOT_CORRECT)
+            raise Nrc(Code.ConditionsNotCorrect)
         self._busy(send, 0x31, self.config.erase_time)
         self.flash.erase(bank, offset, size)
         layout = self.flash.layout
@@ -460,9 +448,9 @@ class Ecu:
         """Option record: CRC-32 of the downloaded image. Status 0x00 valid, 0x01 CRC
         mismatch, 0x02 no version (fingerprint) written."""
         if len(record) != 4:
-            raise Nrc(INCORRECT_LENGTH)
+            raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
         if self.rt.downloaded is None:
-            raise Nrc(REQUEST_SEQUENCE_ERROR)
+            raise Nrc(Code.RequestSequenceError)
         bank, offset, size = self.rt.downloaded
         self._busy(send, 0x31, self.config.check_time)
         if zlib.crc32(self.flash.read(bank, offset, size)) != int.from_bytes(record, "big"):
@@ -478,12 +466,12 @@ class Ecu:
 
     def _select_bank(self, record: bytes, send: Send) -> bytes:
         if len(record) != 1:
-            raise Nrc(INCORRECT_LENGTH)
+            raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
         bank = record[0]
         if bank >= len(self.flash.layout.banks):
-            raise Nrc(REQUEST_OUT_OF_RANGE)
+            raise Nrc(Code.RequestOutOfRange)
         if not self.flash.layout.banks[bank].valid:
-            raise Nrc(CONDITIONS_NOT_CORRECT)
+            raise Nrc(Code.ConditionsNotCorrect)
         self.flash.layout.boot_bank = bank
         self.flash.save()
         return b"\x00"
@@ -495,13 +483,13 @@ class Ecu:
         self._require_unlocked()
         body = self._body(request)
         if len(body) < 3:
-            raise Nrc(INCORRECT_LENGTH)
+            raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
         if body[0] != 0x00:  # dataFormatIdentifier: no compression, no encryption
-            raise Nrc(REQUEST_OUT_OF_RANGE)
+            raise Nrc(Code.RequestOutOfRange)
         bank = self.active_bank if upload else self._target_bank()
         offset, size = self._memory_range(body[1:], bank)
         if self.rt.transfer is not None:
-            raise Nrc(CONDITIONS_NOT_CORRECT)
+            raise Nrc(Code.ConditionsNotCorrect)
         erased = self.rt.erased
         if not upload and not (
             erased is not None
@@ -509,7 +497,7 @@ class Ecu:
             and erased[1] <= offset
             and offset + size <= erased[2]
         ):
-            raise Nrc(UPLOAD_DOWNLOAD_NOT_ACCEPTED)
+            raise Nrc(Code.UploadDownloadNotAccepted)
         self.rt.transfer = Transfer(upload, bank, offset, size)
         return b"\x20" + self.config.max_block_length.to_bytes(2, "big")
 
@@ -524,28 +512,28 @@ class Ecu:
         body = self._body(request)
         transfer = self.rt.transfer
         if not body:
-            raise Nrc(INCORRECT_LENGTH)
+            raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
         if transfer is None:
-            raise Nrc(REQUEST_SEQUENCE_ERROR)
+            raise Nrc(Code.RequestSequenceError)
         counter, data = body[0], body[1:]
         room = self.config.max_block_length - 2
         if counter == transfer.last:  # the tester did not get our answer and repeats
             self.stats["repeated_blocks"] += 1
             return bytes((counter,)) + transfer.last_data
         if counter != transfer.expected:
-            raise Nrc(WRONG_BLOCK_SEQUENCE_COUNTER)
+            raise Nrc(Code.WrongBlockSequenceCounter)
         if transfer.upload:
             if data:
-                raise Nrc(INCORRECT_LENGTH)
+                raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
             if transfer.done >= transfer.size:
-                raise Nrc(REQUEST_SEQUENCE_ERROR)
+                raise Nrc(Code.RequestSequenceError)
             count = min(room, transfer.size - transfer.done)
             reply = self.flash.read(transfer.bank, transfer.offset + transfer.done, count)
         else:
             if not data or len(data) > room:
-                raise Nrc(INCORRECT_LENGTH)
+                raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
             if transfer.done + len(data) > transfer.size:
-                raise Nrc(TRANSFER_SUSPENDED)
+                raise Nrc(Code.TransferDataSuspended)
             if not self._write_block(transfer, data):
                 return None
             count, reply = len(data), b""
@@ -566,7 +554,7 @@ class Ecu:
         if faults.fail_after is not None and index > faults.fail_after:
             faults.fail_after = None
             self.rt.transfer = None
-            raise Nrc(GENERAL_PROGRAMMING_FAILURE)
+            raise Nrc(Code.GeneralProgrammingFailure)
         if faults.corrupt_block == index:
             faults.corrupt_block = None
             data = bytes((data[0] ^ 0x01,)) + data[1:]
@@ -579,7 +567,7 @@ class Ecu:
         self._require_session(PROGRAMMING)
         transfer = self.rt.transfer
         if transfer is None or transfer.done != transfer.size:
-            raise Nrc(REQUEST_SEQUENCE_ERROR)
+            raise Nrc(Code.RequestSequenceError)
         self.rt.transfer = None
         if not transfer.upload:
             self.flash.sync(transfer.bank)

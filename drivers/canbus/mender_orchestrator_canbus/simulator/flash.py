@@ -43,6 +43,8 @@ class FlashStore:
         cls, path: Path, *, banks: int, bank_size: int, serial: str, version: str, image: bytes
     ) -> FlashStore:
         """A new ECU: bank 0 holds ``image`` labelled ``version``, any other bank is erased."""
+        if bank_size < SECTOR or bank_size % SECTOR:
+            raise ValueError(f"the bank size ({bank_size} bytes) must be a multiple of {SECTOR}")
         if not 1 <= len(image) <= bank_size:
             raise ValueError(
                 f"the initial image ({len(image)} bytes) must fit a bank of {bank_size}"
@@ -63,13 +65,52 @@ class FlashStore:
         return path.with_name(f"{path.name}.bank{index}")
 
     def _read(self) -> FlashLayout:
-        raw = json.loads(self.path.read_text())
-        return FlashLayout(
-            serial=raw["serial"],
-            bank_size=raw["bank_size"],
-            boot_bank=raw["boot_bank"],
-            banks=[Bank(**bank) for bank in raw["banks"]],
-        )
+        """The layout from the state file, checked field by field: the simulator's own files
+        may be edited by hand, and a mistake must be named, not surface mid-request."""
+        where = str(self.path)
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{where}: cannot read it: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"{where}: not JSON: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"{where}: expected a JSON object")
+        serial, bank_size = raw.get("serial"), raw.get("bank_size")
+        boot_bank, banks = raw.get("boot_bank"), raw.get("banks")
+        if not isinstance(serial, str) or not serial:
+            raise ValueError(f"{where}: serial: expected a non-empty string, got {serial!r}")
+        if type(bank_size) is not int or bank_size < SECTOR or bank_size % SECTOR:
+            raise ValueError(
+                f"{where}: bank_size: expected a multiple of {SECTOR} bytes, got {bank_size!r}"
+            )
+        if not isinstance(banks, list) or len(banks) not in (1, 2):
+            raise ValueError(f"{where}: banks: expected a list of 1 or 2 banks, got {banks!r}")
+        if type(boot_bank) is not int or not 0 <= boot_bank < len(banks):
+            raise ValueError(
+                f"{where}: boot_bank: expected a bank number below {len(banks)}, got {boot_bank!r}"
+            )
+        layout = FlashLayout(serial, bank_size, boot_bank, [])
+        for index, bank in enumerate(banks):
+            if (
+                not isinstance(bank, dict)
+                or set(bank) != {"valid", "version"}
+                or not isinstance(bank["valid"], bool)
+                or not isinstance(bank["version"], str | None)
+            ):
+                raise ValueError(
+                    f'{where}: banks[{index}]: expected {{"valid": true|false, "version": '
+                    f'"..."|null}}, got {bank!r}'
+                )
+            memory = self._bank_path(self.path, index)
+            size = memory.stat().st_size if memory.is_file() else None
+            if size != bank_size:
+                found = "it is missing" if size is None else f"it holds {size} bytes"
+                raise ValueError(
+                    f"{memory}: bank {index} must hold bank_size={bank_size} bytes; {found}"
+                )
+            layout.banks.append(Bank(**bank))
+        return layout
 
     def reload(self) -> None:
         """Forget everything not written to disk (what a power cycle does)."""

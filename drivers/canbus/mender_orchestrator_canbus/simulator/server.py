@@ -82,6 +82,7 @@ class EcuServer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="ecu-simulator", daemon=True)
         self._listening = False
+        self.failure: Exception | None = None  # why the ECU stopped answering, if it did
 
     def _transmit(self, msg: isotp.CanMessage) -> None:
         self._bus.send(
@@ -130,23 +131,29 @@ class EcuServer:
 
     def _serve(self) -> None:
         try:
-            while not self._stop.is_set():
-                if not self.ecu.online():
-                    self._listen(False)
-                    time.sleep(0.01)
-                    continue
-                self._listen(True)
-                request = self._stack.recv(block=True, timeout=_POLL)
-                if request is None:
-                    continue
-                response = self.ecu.handle(bytes(request), self._send)
-                if response is not None:
-                    self._send(response)
-                if self.ecu.reset_requested:
-                    self.ecu.reset_requested = False
-                    self.ecu.power_off()
+            self._answer_requests()
+        except Exception as exc:  # e.g. its flash files went away: like a broken ECU, go silent
+            log.debug("the simulated ECU stopped answering", exc_info=True)
+            self.failure = exc
         finally:
             self._listen(False)
+
+    def _answer_requests(self) -> None:
+        while not self._stop.is_set():
+            if not self.ecu.online():
+                self._listen(False)
+                time.sleep(0.01)
+                continue
+            self._listen(True)
+            request = self._stack.recv(block=True, timeout=_POLL)
+            if request is None:
+                continue
+            response = self.ecu.handle(bytes(request), self._send)
+            if response is not None:
+                self._send(response)
+            if self.ecu.reset_requested:
+                self.ecu.reset_requested = False
+                self.ecu.power_off()
 
     def _send(self, payload: bytes) -> None:
         try:
