@@ -32,11 +32,20 @@ esac
 """
 
 
-def spawn_floor(count: int) -> float:
+def spawn_floor(count: int, argv: list[str] | None = None) -> float:
     start = time.perf_counter()
     for _ in range(count):
-        subprocess.run(["/bin/true"], check=True)
+        subprocess.run(argv or ["/bin/true"], check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
+
+
+def interface_floor(count: int) -> float:
+    """The same number of calls of the no-op Interface itself, one after another."""
+    with tempfile.TemporaryDirectory() as tmp:
+        noop = Path(tmp) / "noop"
+        noop.write_text(NOOP)
+        noop.chmod(0o755)
+        return spawn_floor(count, [str(noop), "Cleanup", tmp, "noop0", "c0"])
 
 
 def make_system(root: Path, n: int, groups: int) -> tuple[dict[str, str], Path]:
@@ -92,20 +101,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 100, 500])
     args = parser.parse_args()
-    print(f"{'N':>5} {'calls':>6} {'spawn floor':>12} {'one group':>10} {'ratio':>6} "
-          f"{'groups':>7} {'N groups':>9} {'ratio':>6}")
+    print(f"{'N':>5} {'calls':>6} {'spawn floor':>12} {'Interface':>10} {'one group':>10} "
+          f"{'ratio':>6} {'overhead':>9} {'groups':>7} {'N groups':>9} {'ratio':>6}")
     single = None
     for n in args.sizes:
         calls = n * CALLS_PER_COMPONENT
         floor = spawn_floor(calls)
+        by_hand = interface_floor(calls)
         one = deployment_time(n, 1)
         groups = min(n, 100)
         many = deployment_time(n, groups)
         single = single if single is not None else one
-        print(f"{n:>5} {calls:>6} {floor:>11.2f}s {one:>9.2f}s {one / floor:>5.2f}x "
-              f"{groups:>7} {many:>8.2f}s {many / floor:>5.2f}x")
+        overhead = (one - floor) / floor
+        print(f"{n:>5} {calls:>6} {floor:>11.2f}s {by_hand:>9.2f}s {one:>9.2f}s "
+              f"{one / floor:>5.2f}x {overhead:>8.2f}x {groups:>7} {many:>8.2f}s "
+              f"{many / floor:>5.2f}x")
     if single is not None:
         print(f"one Component alone: {single:.2f}s (a group of N in parallel should be close)")
+    print("spawn floor: /bin/true run `calls` times in a row; Interface: the no-op Interface "
+          "itself run as often; ratio: deployment / spawn floor; overhead: (deployment - "
+          "spawn floor) / spawn floor")
 
 
 if __name__ == "__main__":
