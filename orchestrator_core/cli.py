@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -360,12 +361,9 @@ def plan_command(ctx: click.Context, manifest: Path) -> None:
         click.echo(line)
 
 
-@cli.command("status")
-@click.pass_context
-def status_command(ctx: click.Context) -> None:
-    """Show the deployment in progress, or the last one, per Component and state."""
+def _from_journal(ctx: click.Context, lines: Callable[[Any], list[str]]) -> None:
+    """Print what ``lines`` reads from the journal; say so when no deployment ever ran."""
     from orchestrator_core.journal import Journal
-    from orchestrator_core.report import status_lines
 
     s = session(ctx)
     if not s.config.journal_path.exists():
@@ -373,30 +371,25 @@ def status_command(ctx: click.Context) -> None:
         return
     journal = Journal(s.config.journal_path)
     try:
-        row = journal.in_progress() or journal.latest()
-        if row is None:
-            click.echo("no deployment has run on this System")
-            return
-        for line in status_lines(journal, row):
+        for line in lines(journal):
             click.echo(line)
     finally:
         journal.close()
+
+
+@cli.command("status")
+@click.pass_context
+def status_command(ctx: click.Context) -> None:
+    """Show the deployment in progress, or the last one, per Component and state."""
+    from orchestrator_core.report import status_lines
+
+    _from_journal(ctx, status_lines)
 
 
 @cli.command("history")
 @click.pass_context
 def history_command(ctx: click.Context) -> None:
     """List past deployments from the journal."""
-    from orchestrator_core.journal import Journal
     from orchestrator_core.report import history_lines
 
-    s = session(ctx)
-    if not s.config.journal_path.exists():
-        click.echo("no deployment has run on this System")
-        return
-    journal = Journal(s.config.journal_path)
-    try:
-        for line in history_lines(journal):
-            click.echo(line)
-    finally:
-        journal.close()
+    _from_journal(ctx, history_lines)

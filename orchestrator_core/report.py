@@ -13,7 +13,15 @@ def _time(stamp: float | None) -> str:
     return datetime.fromtimestamp(stamp).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def status_lines(journal: Journal, row: DeploymentRow) -> list[str]:
+def status_lines(journal: Journal) -> list[str]:
+    """The deployment in progress, or else the last one."""
+    row = journal.in_progress() or journal.latest()
+    if row is None:
+        return ["no deployment has run on this System"]
+    return _deployment_lines(journal, row)
+
+
+def _deployment_lines(journal: Journal, row: DeploymentRow) -> list[str]:
     lines = [
         f"deployment {row.id}: {row.manifest_name}  status {row.status}",
         f"  started {_time(row.started)}  finished {_time(row.finished)}",
