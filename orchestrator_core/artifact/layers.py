@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 Fail = Callable[[str], NoReturn]
 
 CHUNK = 1 << 20
+DRAIN_CHUNK = 1 << 16
 # Beyond these a compressed section is refused rather than given the memory it asks for:
 # xz -9 needs 64 MiB, zstd's default levels 8 MiB and its --long mode 128 MiB.
 XZ_MEMORY_LIMIT = 256 << 20
@@ -120,7 +121,8 @@ def read_exactly(layer: Readable, size: int) -> bytes:
 
 def drain(layer: Readable, limit: int) -> int | None:
     """Read ``layer`` to its end; the byte count, or ``None`` if more than ``limit`` came."""
-    scratch = bytearray(min(limit + 1, CHUNK))
+    # what is drained is small (padding, a trailer): a big zeroed buffer would cost more
+    scratch = bytearray(min(limit + 1, DRAIN_CHUNK))
     total = 0
     while count := layer.readinto(scratch):
         total += count
@@ -132,10 +134,10 @@ def drain(layer: Readable, limit: int) -> int | None:
 class _InputLayer(Layer):
     """A decompressor's side of the compressed bytes: read into one reused buffer."""
 
-    def __init__(self, inner: Readable) -> None:
+    def __init__(self, inner: Readable, input_size: int = CHUNK) -> None:
         super().__init__()
         self._inner = inner
-        self._input = bytearray(CHUNK)
+        self._input = bytearray(input_size)
 
     def _read_input(self) -> memoryview:
         """The next compressed bytes (a view valid until the next call); empty at the end."""
@@ -146,8 +148,8 @@ class _InputLayer(Layer):
 class _GzipLayer(_InputLayer):
     """gzip (several members one after the other, as Go's reader accepts)."""
 
-    def __init__(self, inner: Readable, what: str, fail: Fail) -> None:
-        super().__init__(inner)
+    def __init__(self, inner: Readable, what: str, fail: Fail, input_size: int = CHUNK) -> None:
+        super().__init__(inner, input_size)
         self._what, self._fail = what, fail
         self._decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
         self._pending: bytes | memoryview = b""
@@ -183,8 +185,8 @@ class _GzipLayer(_InputLayer):
 class _XzLayer(_InputLayer):
     """xz (what ``mender-artifact --compression lzma`` writes)."""
 
-    def __init__(self, inner: Readable, what: str, fail: Fail) -> None:
-        super().__init__(inner)
+    def __init__(self, inner: Readable, what: str, fail: Fail, input_size: int = CHUNK) -> None:
+        super().__init__(inner, input_size)
         self._what, self._fail = what, fail
         self._decompressor = self._new()
         self._started = False
@@ -238,14 +240,17 @@ class _ZstdLayer(Layer):
             self._fail(f"{self._what} is not valid zstd data, or needs too much memory ({exc})")
 
 
-def decompressing(inner: Readable, suffix: str, what: str, fail: Fail) -> Readable:
-    """``inner`` seen through the decompressor named by the file-name ``suffix``."""
+def decompressing(
+    inner: Readable, suffix: str, what: str, fail: Fail, input_size: int = CHUNK
+) -> Readable:
+    """``inner`` seen through the decompressor named by the file-name ``suffix``;
+    ``input_size`` bounds the compressed bytes taken at a time (a header is small)."""
     if suffix == "":
         return inner
     if suffix == ".gz":
-        return _GzipLayer(inner, what, fail)
+        return _GzipLayer(inner, what, fail, input_size)
     if suffix == ".xz":
-        return _XzLayer(inner, what, fail)
+        return _XzLayer(inner, what, fail, input_size)
     if suffix == ".zst":
         return _ZstdLayer(inner, what, fail)
     raise ValueError(f"unknown compression suffix {suffix!r}")

@@ -254,7 +254,10 @@ class ArtifactReader:
             self._out_of_order(member, f"{base}[.gz|.xz|.zst]")
         data = self._read(member, MAX_HEADER_SECTION)
         self._check(manifest, member.name, data)
-        stream = decompressing(io.BytesIO(data), suffix, member.name, self.fail)
+        # the header is already in memory: its size is all the input buffer needs
+        stream = decompressing(
+            io.BytesIO(data), suffix, member.name, self.fail, input_size=max(len(data), 1)
+        )
         return parse_header_tar(
             stream, member.name, self.fail, augment=base == "header-augment.tar"
         )
