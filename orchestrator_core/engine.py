@@ -81,6 +81,15 @@ def _named(inconsistent: Mapping[str, str]) -> str:
     return "; ".join(f"{key}: {why}" for key, why in sorted(inconsistent.items()))
 
 
+def _finished(history: list[EventRow]) -> Result | None:
+    """How a member's step ended, from its journal events; None if it never finished."""
+    finishes = [event for event in history if event.kind == "finish"]
+    if not finishes:
+        return None
+    last = finishes[-1]
+    return Result(bool(last.ok), last.value, last.message)
+
+
 def _row(step: Step) -> tuple[str, str, int, str]:
     return (step.kind, step.name, step.group, step.phase)
 
@@ -191,11 +200,10 @@ class Deployment:
         """The recorded outcome of a step that finished for every member, else None."""
         outcome = {}
         for key in step.members:
-            finish = [e for e in events.get(key, []) if e.kind == "finish"]
-            if not finish:
+            result = _finished(events.get(key, []))
+            if result is None:
                 return None
-            last = finish[-1]
-            outcome[key] = Result(bool(last.ok), last.value, last.message)
+            outcome[key] = result
         return outcome
 
     def _refuse(self, seq: int, step: Step, why: str) -> Outcome:
@@ -229,10 +237,9 @@ class Deployment:
         pending = []
         for key in step.members:
             history = events.get(key, [])
-            finished = [e for e in history if e.kind == "finish"]
-            if finished:
-                last = finished[-1]
-                outcome[key] = Result(bool(last.ok), last.value, last.message)
+            result = _finished(history)
+            if result is not None:
+                outcome[key] = result
             elif history and step.kind == "reboot":
                 # we asked for this reboot and a new process is running: it happened
                 self._note_reboot_done(seq, key, history)
