@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean install-support
 
 venv: $(STAMP)
 
@@ -32,3 +32,8 @@ test: lint
 
 clean:
 	rm -rf $(VENV)
+
+# the Mender-side files (Update Module, inventory script, rootfs-image Interface, systemd
+# unit) into the standard paths; DESTDIR=/path/to/rootfs for an image being built
+install-support:
+	$(MAKE) -C support install
