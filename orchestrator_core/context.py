@@ -50,7 +50,17 @@ class ArtifactInfo:
     header_info: Mapping[str, Any] = field(default_factory=dict)
     type_info: Mapping[str, Any] = field(default_factory=dict)
     meta_data: Mapping[str, Any] = field(default_factory=dict)
-    files: tuple[tuple[str, int], ...] = ()  # payload (name, size), in Artifact order
+    # payload (name, size) in Artifact order where the caller knows them; a deployment leaves
+    # it empty, as sizes are known only once the data section streams: read ctx.files_dir
+    files: tuple[tuple[str, int], ...] = ()
+
+    def version_for(self, interface: str) -> str:
+        """The version this Artifact installs for ``interface``: its provides
+        ``rootfs-image.<interface>.version``, else its name."""
+        value = self.provides.get(f"rootfs-image.{interface}.version")
+        if isinstance(value, tuple):
+            value = ",".join(value)
+        return value or self.name
 
 
 class PayloadFile(Protocol):

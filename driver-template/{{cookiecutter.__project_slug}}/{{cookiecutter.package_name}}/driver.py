@@ -112,10 +112,7 @@ class {{ cookiecutter.__class_name }}:
     def _target_version(self, ctx: InterfaceContext) -> str:
         if ctx.artifact is None:
             raise InterfaceError(f"{ctx.name}: no Artifact given to this state")
-        value = ctx.artifact.provides.get(
-            f"rootfs-image.{self.component.interface}.version", ctx.artifact.name
-        )
-        return value if isinstance(value, str) else ",".join(value)
+        return ctx.artifact.version_for(self.component.interface)
 
     def _check_deadline(self, ctx: InterfaceContext, doing: str) -> None:
         # ctx.deadline is InterfaceTimeoutSeconds from the start of this call; an in-process
@@ -150,8 +147,8 @@ class {{ cookiecutter.__class_name }}:
 
     @hookimpl
     def provide_payload_file_sizes(self, ctx: InterfaceContext) -> bool:
-        # Only meaningful for executables (DownloadWithFileSizes); sizes are always in
-        # ctx.artifact.files for an in-process driver.
+        # Only meaningful for executables (DownloadWithFileSizes); an in-process driver gets
+        # each payload file's size from ctx.payload while it streams.
         return False
 
     @hookimpl

@@ -107,10 +107,7 @@ class CanbusDriver:
     def _target_version(ctx: InterfaceContext) -> str:
         if ctx.artifact is None:
             raise InterfaceError(f"{ctx.name}: no Artifact is being installed")
-        value = ctx.artifact.provides.get(f"rootfs-image.{ctx.component.interface}.version")
-        if isinstance(value, str) and value:
-            return value
-        return ctx.artifact.name
+        return ctx.artifact.version_for(ctx.component.interface)
 
     @staticmethod
     def _payload(ctx: InterfaceContext) -> Path:

@@ -424,13 +424,13 @@ class I2CDriver:
     def _target_version(self, ctx: InterfaceContext) -> str:
         if ctx.artifact is None:
             raise InterfaceError(f"{ctx.name}: ArtifactInstall called without an Artifact")
-        key = f"rootfs-image.{self.component.interface}.version"
-        value = ctx.artifact.provides.get(key, ctx.artifact.name)
-        version = value if isinstance(value, str) else ",".join(value)
+        version = ctx.artifact.version_for(self.component.interface)
         try:
             VersionRecord.for_image(version, b"").encode()
         except ValueError as exc:
-            raise InterfaceError(f"{ctx.name}: cannot record the Artifact's {key}: {exc}") from exc
+            raise InterfaceError(
+                f"{ctx.name}: cannot record the Artifact's version {version!r}: {exc}"
+            ) from exc
         return version
 
     def _make_area(

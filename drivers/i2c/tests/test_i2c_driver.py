@@ -453,3 +453,16 @@ def test_vendor_plugin_enters_the_bootloader(sim: Sim, runner_for: Any) -> None:
     assert runner.query("provides") == {VERSION_KEY: "1.0.0"}
     assert board.calls == [0x48]
     assert sim.state()["mode"] == "application"
+
+
+def test_a_version_too_long_for_the_record_fails_before_the_flash_is_touched(
+    sim: Sim, runner_for: Any
+) -> None:
+    factory = make_image(6000, seed=1)
+    sim.install_factory(factory, "1.0.0")
+    image = make_image(9001, seed=2)
+    outcome = runner_for(sim).deploy(image, artifact_for(image, "v" * 300))
+    assert outcome.failure is not None
+    assert "cannot record the Artifact's version 'vvv" in str(outcome.failure)
+    assert sim.flash()[: len(factory)] == factory
+    assert sim.record() == VersionRecord.for_image("1.0.0", factory)
