@@ -26,6 +26,7 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pluggy
@@ -119,6 +120,35 @@ def global_plugins() -> list[object]:
     return _global_plugins
 
 
+class _PluginManager(pluggy.PluginManager):
+    """pluggy's manager, remembering which attributes of a class are hooks.
+
+    pluggy inspects every attribute of a plugin (and of a hookspec module) each time one is
+    registered; a System of hundreds of Components registers the same few classes hundreds of
+    times, which made planning cost a millisecond per Component. The answer only depends on the
+    class, except for attributes set on the instance itself, which are still inspected.
+    """
+
+    _impl_opts: dict[tuple[type, str], pluggy.HookimplOpts | None] = {}
+    _spec_opts: dict[tuple[object, str], pluggy.HookspecOpts | None] = {}
+
+    def parse_hookimpl_opts(self, plugin: object, name: str) -> pluggy.HookimplOpts | None:
+        if isinstance(plugin, (type, ModuleType)) or name in getattr(plugin, "__dict__", ()):
+            return super().parse_hookimpl_opts(plugin, name)
+        key = (type(plugin), name)
+        if key not in self._impl_opts:
+            self._impl_opts[key] = super().parse_hookimpl_opts(plugin, name)
+        return self._impl_opts[key]
+
+    def parse_hookspec_opts(
+        self, module_or_class: ModuleType | type, name: str
+    ) -> pluggy.HookspecOpts | None:
+        key = (module_or_class, name)
+        if key not in self._spec_opts:
+            self._spec_opts[key] = super().parse_hookspec_opts(module_or_class, name)
+        return self._spec_opts[key]
+
+
 class ComponentDriver:
     """A Component's plugin manager, plus the protocol rules applied to its answers."""
 
@@ -131,7 +161,7 @@ class ComponentDriver:
     ) -> None:
         self.component = component
         self.resolution = resolution
-        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm = _PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         extra_specs = getattr(plugin, "extra_hookspecs", None)
         if extra_specs is not None:

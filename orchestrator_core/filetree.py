@@ -31,16 +31,25 @@ TMP = "tmp"
 HEADER = "header"
 
 
-def _write(path: Path, data: bytes) -> None:
+def _create(path: Path, data: bytes) -> bool:
+    """Write a new file; ``False`` if it already exists."""
     try:
-        # a new file: no Interface runs before prepare() returns, so nobody can see it half
-        # written, and a crash before then means it is written again on resume
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(data)
+        return False
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+    return True
+
+
+def _write(path: Path, data: bytes) -> None:
+    # a new file: no Interface runs before prepare() returns, so nobody can see it half
+    # written, and a crash before then means it is written again on resume
+    if _create(path, data):
         return
     # a resumed deployment re-creates its directory: unchanged files are not rewritten
     if path.read_bytes() != data:
@@ -51,6 +60,20 @@ def _write(path: Path, data: bytes) -> None:
 def write_version(directory: Path) -> None:
     """The one file every Interface may rely on, even for queries outside a deployment."""
     _write(directory / "version", f"{PROTOCOL_VERSION}\n".encode())
+
+
+def _new_private_dir(path: Path) -> bool:
+    """Create ``path`` 0700 (and its parents); ``False`` if it existed (then made 0700)."""
+    try:
+        os.mkdir(path, 0o700)
+    except FileNotFoundError:
+        atomic.make_private_dir(path.parent)
+        return _new_private_dir(path)
+    except FileExistsError:
+        atomic.make_private_dir(path)
+        return False
+    os.chmod(path, 0o700)  # the umask may have taken bits away
+    return True
 
 
 def prepare(
@@ -71,23 +94,31 @@ def prepare(
     ``artifact_group`` are taken from it, empty when absent); the three ``bytes`` arguments
     are the verbatim files of the Artifact header. Returns ``work_dir``.
     """
-    atomic.make_private_dir(work_dir)
-    atomic.make_private_dir(work_dir / TMP)
-    header = atomic.make_private_dir(work_dir / HEADER)
-    remove_streams(work_dir)  # left behind only by a Download that was interrupted
-
-    write_version(work_dir)
+    header = work_dir / HEADER
+    files: dict[Path, bytes] = {work_dir / "version": f"{PROTOCOL_VERSION}\n".encode()}
     for key in ("artifact_group", "artifact_name"):
         value = provides.get(key)
-        _write(work_dir / f"current_{key}", b"" if value is None else f"{value}\n".encode())
-    _write(work_dir / "current_device_type", f"{component_type}\n".encode())
+        files[work_dir / f"current_{key}"] = b"" if value is None else f"{value}\n".encode()
+    files[work_dir / "current_device_type"] = f"{component_type}\n".encode()
+    files[header / "artifact_group"] = (artifact_group or "").encode()
+    files[header / "artifact_name"] = artifact_name.encode()
+    files[header / "payload_type"] = (payload_type or "").encode()
+    files[header / "header-info"] = header_info
+    files[header / "type-info"] = type_info
+    files[header / "meta-data"] = meta_data
 
-    _write(header / "artifact_group", (artifact_group or "").encode())
-    _write(header / "artifact_name", artifact_name.encode())
-    _write(header / "payload_type", (payload_type or "").encode())
-    _write(header / "header-info", header_info)
-    _write(header / "type-info", type_info)
-    _write(header / "meta-data", meta_data)
+    # The first time (the common case, hundreds of times at the start of a large
+    # deployment) everything is new: no leftovers to look for, no file to compare.
+    fresh = _new_private_dir(work_dir)
+    _new_private_dir(work_dir / TMP)
+    _new_private_dir(header)
+    if not fresh:
+        remove_streams(work_dir)  # left behind only by a Download that was interrupted
+    for path, data in files.items():
+        if fresh:
+            _create(path, data)
+        else:
+            _write(path, data)
     return work_dir
 
 

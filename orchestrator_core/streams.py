@@ -29,12 +29,13 @@ import select
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from orchestrator_core import atomic, filetree
+from orchestrator_core import filetree
 from orchestrator_core.context import PayloadFeed, PayloadFile
 from orchestrator_core.errors import ArtifactError, InterfaceError, OrchestratorError
 
@@ -135,6 +136,23 @@ def whole_artifact_stream(feed: PayloadFeed, artifact_name: str) -> Iterator[Str
     yield Stream(name, None, False, feed.whole_artifact)
 
 
+_writer_pool: ThreadPoolExecutor | None = None
+_writer_pool_lock = threading.Lock()
+# Every Download of a step may be streaming at once, and a writer that waited for a free
+# thread would leave its Interface blocked on stream-next: the bound is far above any System.
+MAX_WRITERS = 1024
+
+
+def _writers() -> ThreadPoolExecutor:
+    """The threads that serve streams trees, kept between Downloads: starting a thread per
+    Download costs more than the Download of a small payload when hundreds run at once."""
+    global _writer_pool
+    with _writer_pool_lock:
+        if _writer_pool is None:
+            _writer_pool = ThreadPoolExecutor(MAX_WRITERS, thread_name_prefix="stream-writer")
+        return _writer_pool
+
+
 class _Gone(Exception):
     """The Interface exited, or the deadline passed: stop quietly, the caller reports it."""
 
@@ -153,7 +171,7 @@ class StreamServer:
         self.stream_next = work_dir / filetree.STREAM_NEXT
         self.streams_dir = work_dir / filetree.STREAMS
         self._streams = streams
-        self._thread: threading.Thread | None = None
+        self._writer: Future[None] | None = None
         self._running: Callable[[], bool] = lambda: False
         self._abort: Callable[[], None] = lambda: None
         self._deadline = 0.0
@@ -166,10 +184,17 @@ class StreamServer:
         self._current: str | None = None  # the stream announced and not yet fully written
 
     def __enter__(self) -> StreamServer:
-        filetree.remove_streams(self.work_dir)
-        atomic.make_private_dir(self.streams_dir)
-        os.mkfifo(self.stream_next, 0o600)
+        try:
+            self._make_tree()
+        except FileExistsError:  # left by a Download that was interrupted
+            filetree.remove_streams(self.work_dir)
+            self._make_tree()
         return self
+
+    def _make_tree(self) -> None:
+        os.mkdir(self.streams_dir, 0o700)
+        os.chmod(self.streams_dir, 0o700)  # the umask may have taken bits away
+        os.mkfifo(self.stream_next, 0o600)
 
     def __exit__(self, *exc: object) -> None:
         self.join()
@@ -186,12 +211,11 @@ class StreamServer:
         Interface cannot fix, so that it does not wait for bytes that will never come.
         """
         self._running, self._abort, self._deadline = running, abort, deadline
-        self._thread = threading.Thread(target=self._serve, name="stream-writer", daemon=True)
-        self._thread.start()
+        self._writer = _writers().submit(self._serve)
 
     def join(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
+        if self._writer is not None:
+            self._writer.result()
 
     def position(self) -> str:
         """Where streaming stood, for an error message."""

@@ -16,7 +16,12 @@ from orchestrator_core.errors import ConfigError
 MAX_YAML_BYTES = 4 * 1024 * 1024  # far beyond any real Topology or Manifest
 
 
-class _StrictLoader(yaml.SafeLoader):
+# libyaml's parser, when PyYAML was built with it, reads a Topology of hundreds of Components
+# ten times faster; both parsers give the same nodes, marks and nesting limit errors
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictLoader(_SafeLoader):  # type: ignore[valid-type,misc]
     pass
 
 

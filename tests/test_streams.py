@@ -158,6 +158,21 @@ def test_every_payload_file_is_streamed_in_order(env: Path) -> None:
     assert feed.consumed
 
 
+@pytest.mark.parametrize("leftover", [["stream-next"], ["streams"], ["stream-next", "streams"]])
+def test_a_streams_tree_left_by_an_interrupted_download_is_replaced(
+    env: Path, leftover: list[str]
+) -> None:
+    for name in leftover:
+        if name == "stream-next":
+            os.mkfifo(env / "work" / name)
+        else:
+            (env / "work" / name).mkdir()
+            (env / "work" / name / "image.bin").write_bytes(b"stale")
+    files = payload(env, {"image.bin": 1000})
+    download(env, DirFeed(files))
+    assert received(env, "image.bin") == files[0][1].read_bytes()
+
+
 def test_download_with_file_sizes(env: Path) -> None:
     behave(env, "ProvidePayloadFileSizes", "echo Yes")
     files = payload(env, {"a.img": 70000, "b": 1})

@@ -97,13 +97,17 @@ class ArtifactPayload:
         each atomically (temporary name, fsync, rename) once it has been verified."""
         self.before_save()
         make_private_dir(directory)
-        scratch = bytearray(CHUNK)
-        view = memoryview(scratch)
+        scratch = bytearray()
         stored = []
         for payload in self.files():
+            # sized to the largest file so far: zeroing a whole chunk costs more than a small
+            # file's copy, and a System may store the same small file for hundreds of Components
+            if len(scratch) < min(CHUNK, payload.size):
+                scratch = bytearray(min(CHUNK, payload.size))
+            view = memoryview(scratch)
             try:
                 with replacing(directory / payload.name) as out:
-                    while count := payload.readinto(scratch):
+                    while count := payload.readinto(view):
                         out.write(view[:count])
             except OSError as exc:
                 raise ArtifactError(

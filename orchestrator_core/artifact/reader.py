@@ -30,6 +30,7 @@ from orchestrator_core.artifact.header import (
     parse_json_object,
 )
 from orchestrator_core.artifact.layers import (
+    CHUNK,
     COMPRESSION_SUFFIXES,
     Layer,
     Readable,
@@ -279,7 +280,11 @@ class ArtifactReader:
         if self._data is not None:
             where = self._data.name
             suffix = _suffix(where, "data/0000.tar") or ""
-            stream: Readable = decompressing(self._outer.member_stream(), suffix, where, self.fail)
+            # a compressed section smaller than a chunk needs no chunk-sized (zeroed) buffer
+            input_size = max(1, min(CHUNK, self._data.size))
+            stream: Readable = decompressing(
+                self._outer.member_stream(), suffix, where, self.fail, input_size
+            )
             tar = TarReader(stream, where, self.fail)
             while (member := tar.next()) is not None:
                 check_file_name(member.name, f"{where}: payload file", self.fail)
