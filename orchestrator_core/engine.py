@@ -266,8 +266,11 @@ class Deployment:
             self._progress.step_started(step.group, step.name, len(pending))
             if self._pool is None:  # threads outlive the step: starting them is not free
                 self._pool = ThreadPoolExecutor(max_workers=MAX_PARALLEL)
-            results = self._pool.map(lambda k: self._run_member(seq, step, k), pending)
-            outcome.update(zip(pending, results, strict=True))
+            try:
+                results = self._pool.map(lambda k: self._run_member(seq, step, k), pending)
+                outcome.update(zip(pending, results, strict=True))
+            finally:
+                self.journal.flush()  # the barrier: every end is durable before what follows
             self._progress.step_finished()
         return outcome
 
@@ -373,7 +376,9 @@ class Deployment:
             result = Result(False, None, f"{name}: {result.message}")
         if not result.ok and not in_hook:
             component_logger(name).error("%s failed: %s", step.name, result.message)
-        self.journal.record(self.id, seq, key, "finish", result.ok, result.value, result.message)
+        self.journal.record_soon(
+            self.id, seq, key, "finish", result.ok, result.value, result.message
+        )
         return result
 
     def _prepare_work_dir(self, directory: Path, planned: PlannedComponent) -> None:

@@ -15,9 +15,9 @@ Topology's ``interface_args[0]``.
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import select
-import selectors
 import shutil
 import signal
 import subprocess
@@ -53,6 +53,20 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------- the process
 
 
+_devnull_fd: int | None = None
+_devnull_lock = threading.Lock()
+
+
+def _devnull() -> int:
+    """One ``/dev/null`` for the stdin of every Interface: opening it per call costs two
+    system calls, which add up over hundreds of Components."""
+    global _devnull_fd
+    with _devnull_lock:
+        if _devnull_fd is None:
+            _devnull_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        return _devnull_fd
+
+
 class _Child:
     """One Interface process, leader of its own process group.
 
@@ -65,7 +79,7 @@ class _Child:
         self.popen = subprocess.Popen(
             argv,
             cwd=cwd,
-            stdin=subprocess.DEVNULL,
+            stdin=_devnull(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
@@ -116,33 +130,43 @@ def _pump(
     deadline: float,
     on_stdout: Callable[[bytes], None],
     on_stderr: Callable[[bytes], None],
+    tick: Callable[[], float | None] | None = None,
 ) -> bool:
     """Relay the child's output until it exits; ``True`` if the deadline came first.
 
     Stops at the leader's exit rather than at end of file, so a background child that keeps
-    the pipes open cannot hold us; what is already in the pipes is still read.
+    the pipes open cannot hold us; what is already in the pipes is still read. ``poll`` on
+    three descriptors, not an epoll set: a call to a quick Interface would spend more
+    system calls setting up epoll than waiting. ``tick`` (``StreamServer.tick``) is called
+    between waits, which it bounds, until it returns ``None``.
     """
     assert child.popen.stdout is not None and child.popen.stderr is not None
-    with selectors.DefaultSelector() as selector:
-        for pipe, handler in ((child.popen.stdout, on_stdout), (child.popen.stderr, on_stderr)):
-            os.set_blocking(pipe.fileno(), False)
-            selector.register(pipe.fileno(), selectors.EVENT_READ, handler)
-        selector.register(child.pidfd, selectors.EVENT_READ, None)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return True
-            exited = False
-            for key, _ in selector.select(remaining):
-                if key.data is None:
-                    exited = True
-                elif not _read_into(key.fd, key.data):
-                    selector.unregister(key.fd)
-            if exited:
-                for key in list(selector.get_map().values()):
-                    if key.data is not None:
-                        _drain(key.fd, key.data)
-                return False
+    handlers = {child.popen.stdout.fileno(): on_stdout, child.popen.stderr.fileno(): on_stderr}
+    poller = select.poll()
+    for fd in (*handlers, child.pidfd):
+        poller.register(fd, select.POLLIN)
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return True
+        if tick is not None:
+            pause = tick()
+            if pause is None:
+                tick = None
+            else:
+                remaining = min(remaining, pause)
+        exited = False
+        for fd, _ in poller.poll(math.ceil(remaining * 1000)):
+            if fd == child.pidfd:
+                exited = True
+            elif not _read_into(fd, handlers[fd]):  # poll said readable: this read cannot block
+                poller.unregister(fd)
+                del handlers[fd]
+        if exited:
+            for fd, handler in handlers.items():
+                os.set_blocking(fd, False)  # a surviving child may hold the pipe open, silent
+                _drain(fd, handler)
+            return False
 
 
 def _read_into(fd: int, handler: Callable[[bytes], None]) -> bool:
@@ -338,12 +362,15 @@ class ExecDriver:
             stdout = _LineRelay(lambda line: ctx.log.info("%s stdout: %s", who, line))
         stderr = _LineRelay(lambda line: ctx.log.info("%s stderr: %s", who, line))
         timed_out = False
+        exited = False
         try:
             if server is not None:
                 server.start(child.running, child.kill, ctx.deadline)
-            timed_out = _pump(child, ctx.deadline, stdout.feed, stderr.feed)
+            tick = server.tick if server is not None else None
+            timed_out = _pump(child, ctx.deadline, stdout.feed, stderr.feed, tick)
+            exited = not timed_out
         finally:
-            if timed_out or child.running():
+            if not exited:  # the deadline, or our own error while it ran
                 child.kill()
             if server is not None:
                 server.join()

@@ -5,9 +5,11 @@ get one line ``streams/<name>`` (or ``streams/<name> <size>`` for ``DownloadWith
 read that pipe to its end, read ``stream-next`` again, and so on; an empty read of
 ``stream-next`` means there are no more streams.
 
-Our side runs in a writer thread next to the Interface process, and nothing in it waits on
-the Interface without a bound: FIFOs are opened with ``O_NONBLOCK`` (retried while the
-Interface lives and the deadline is ahead) and written with non-blocking writes and ``poll``.
+Until the Interface opens ``stream-next``, the caller's own wait for the Interface process
+polls for it (``StreamServer.tick``); from then on a writer thread serves the tree. Nothing
+waits on the Interface without a bound: FIFOs are opened with ``O_NONBLOCK`` (retried while
+the Interface lives and the deadline is ahead) and written with non-blocking writes and
+``poll``.
 So an Interface that never opens a pipe, reads them out of order, or stops reading halfway
 cannot keep us past its own exit or ``InterfaceTimeoutSeconds``. Bytes go from the payload
 reader, which verifies checksums as they pass, into the pipe a bounded chunk at a time; a
@@ -29,7 +31,6 @@ import select
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -43,6 +44,7 @@ CHUNK = 1 << 20  # bytes taken from the payload reader at a time
 AHEAD = 2  # chunks read and verified ahead of the pipe (memory: CHUNK * (AHEAD + 2))
 PIPE_SIZE = 1 << 20  # asked of the kernel for stream pipes: fewer wake-ups per MiB
 _POLL_SECONDS = 0.1  # how often a blocked writer re-checks the Interface and the deadline
+_FIRST_OPEN_RETRY = 0.001  # pause after the first failed attempt to open a FIFO, then doubled
 _OPEN_RETRY_MAX = 0.01  # longest pause between two attempts to open a FIFO
 
 
@@ -136,23 +138,6 @@ def whole_artifact_stream(feed: PayloadFeed, artifact_name: str) -> Iterator[Str
     yield Stream(name, None, False, feed.whole_artifact)
 
 
-_writer_pool: ThreadPoolExecutor | None = None
-_writer_pool_lock = threading.Lock()
-# Every Download of a step may be streaming at once, and a writer that waited for a free
-# thread would leave its Interface blocked on stream-next: the bound is far above any System.
-MAX_WRITERS = 1024
-
-
-def _writers() -> ThreadPoolExecutor:
-    """The threads that serve streams trees, kept between Downloads: starting a thread per
-    Download costs more than the Download of a small payload when hundreds run at once."""
-    global _writer_pool
-    with _writer_pool_lock:
-        if _writer_pool is None:
-            _writer_pool = ThreadPoolExecutor(MAX_WRITERS, thread_name_prefix="stream-writer")
-        return _writer_pool
-
-
 class _Gone(Exception):
     """The Interface exited, or the deadline passed: stop quietly, the caller reports it."""
 
@@ -171,7 +156,8 @@ class StreamServer:
         self.stream_next = work_dir / filetree.STREAM_NEXT
         self.streams_dir = work_dir / filetree.STREAMS
         self._streams = streams
-        self._writer: Future[None] | None = None
+        self._writer: threading.Thread | None = None
+        self._next_try = _FIRST_OPEN_RETRY
         self._running: Callable[[], bool] = lambda: False
         self._abort: Callable[[], None] = lambda: None
         self._deadline = 0.0
@@ -205,17 +191,43 @@ class StreamServer:
     def start(
         self, running: Callable[[], bool], abort: Callable[[], None], deadline: float
     ) -> None:
-        """Serve the streams to the Interface process, which ``running`` watches.
+        """Get ready to serve the streams to the Interface process, which ``running`` watches.
 
         ``abort`` is called (from the writer thread) when streaming fails for a reason the
         Interface cannot fix, so that it does not wait for bytes that will never come.
         """
         self._running, self._abort, self._deadline = running, abort, deadline
-        self._writer = _writers().submit(self._serve)
+
+    def tick(self) -> float | None:
+        """Call while waiting for the Interface: once it opens ``stream-next``, a writer
+        thread takes over and this returns ``None``; until then it returns how long to wait
+        before calling again.
+
+        Many Interfaces never read the streams (they take ``files/``), so no thread is started
+        for them: with hundreds of Components downloading at once, starting one each cost more
+        than their Interface calls.
+        """
+        if self._writer is not None or self.failure is not None:
+            return None
+        try:
+            fd = self._try_open(self.stream_next)
+        except OSError as exc:
+            self._fail(InterfaceError(f"{filetree.STREAM_NEXT} cannot be opened: {exc}"))
+            return None
+        if fd is None:
+            pause = self._next_try
+            self._next_try = min(pause * 2, _OPEN_RETRY_MAX)
+            return pause
+        self.started = True
+        self._writer = threading.Thread(
+            target=self._serve, args=(fd,), name="stream-writer", daemon=True
+        )
+        self._writer.start()
+        return None
 
     def join(self) -> None:
         if self._writer is not None:
-            self._writer.result()
+            self._writer.join()
 
     def position(self) -> str:
         """Where streaming stood, for an error message."""
@@ -233,29 +245,28 @@ class StreamServer:
 
     # ------------------------------------------------------------------ the writer thread
 
-    def _serve(self) -> None:
-        fd: int | None = None
+    def _serve(self, stream_next: int) -> None:
+        fd = stream_next
+        opened: int | None = fd  # closed on the way out if streaming stops early
         try:
-            fd = self._open(self.stream_next)
-            self.started = True
             for stream in self._streams:
                 current = f"{filetree.STREAMS}/{filetree.check_entry_name(stream.name)}"
                 os.mkfifo(self.work_dir / current, 0o600)
                 line = f"{current} {stream.size}" if stream.announce_size else current
                 self._write(fd, f"{line}\n".encode(), filetree.STREAM_NEXT)
                 os.close(fd)
-                fd = None
+                opened = None
                 self._current = current
                 self._waiting_for = f"the Interface to open {current}"
-                fd = self._open(self.work_dir / current, probe=self.stream_next)
+                fd = opened = self._open(self.work_dir / current, probe=self.stream_next)
                 self._copy(fd, stream, current)
                 os.close(fd)
-                fd = None
+                opened = None
                 self._current = None
                 self._waiting_for = f"the Interface to open {filetree.STREAM_NEXT} again"
-                fd = self._open(self.stream_next)
+                fd = opened = self._open(self.stream_next)
             os.close(fd)  # closed with nothing written: no more streams
-            fd = None
+            opened = None
             self.finished = True
         except _Gone:
             pass
@@ -265,8 +276,8 @@ class StreamServer:
             self._fail(InterfaceError(f"streaming the payload failed: {exc!r}"))
         finally:
             # after _fail has stopped the Interface: it must not take a cut-off stream as whole
-            if fd is not None:
-                os.close(fd)
+            if opened is not None:
+                os.close(opened)
 
     def _fail(self, failure: OrchestratorError) -> None:
         self.failure = failure
@@ -283,14 +294,12 @@ class StreamServer:
         Interface reading ``stream-next`` again instead: opening it briefly gives that
         reader an end of file, so it stops waiting, and tells us it was out of order.
         """
-        pause = 0.001
+        pause = _FIRST_OPEN_RETRY
         probe_found_no_reader = False
         while True:
-            try:
-                return os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            except OSError as exc:
-                if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
-                    raise
+            fd = self._try_open(path)
+            if fd is not None:
+                return fd
             if probe is not None:
                 try:
                     os.close(os.open(probe, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
@@ -304,6 +313,16 @@ class StreamServer:
             self._check()
             time.sleep(pause)
             pause = min(pause * 2, _OPEN_RETRY_MAX)
+
+    @staticmethod
+    def _try_open(path: Path) -> int | None:
+        """The FIFO opened for writing, or ``None`` while nobody has it open for reading."""
+        try:
+            return os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
+                raise
+            return None
 
     def _copy(self, fd: int, stream: Stream, what: str) -> None:
         try:

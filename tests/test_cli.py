@@ -113,7 +113,7 @@ def test_a_hanging_interface_is_killed_at_the_timeout(car: System) -> None:
 
 def test_duplicate_component_ids_are_refused(car: System) -> None:
     behave(car, "rear", "Identity", "echo id=front")
-    code, out, err = run(car, "show-provides")
+    code, _out, err = run(car, "show-provides")
     assert code == 1
     assert "id=front is also the id of brakes[1]" in err
 

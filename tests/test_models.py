@@ -72,7 +72,8 @@ def test_topology_parses_defaults_and_args(tmp_path: Path) -> None:
         (TOPOLOGY.replace("  - component_type: seat_heating", "  - interface: x"),
          "components[1].component_type: expected a non-empty string"),
         (TOPOLOGY + "    colour: red\n", "components[1]: unknown field 'colour'"),
-        (TOPOLOGY.replace("kind: topology", "kind: topology\nkind: topology"), "duplicate key 'kind'"),
+        (TOPOLOGY.replace("kind: topology", "kind: topology\nkind: topology"),
+         "duplicate key 'kind'"),
     ],
 )
 def test_topology_errors_name_file_and_field(tmp_path: Path, text: str, expected: str) -> None:

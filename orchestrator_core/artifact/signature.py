@@ -14,16 +14,17 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from typing import TYPE_CHECKING
 
 from orchestrator_core.artifact.layers import Fail
 from orchestrator_core.errors import ConfigError
 
-VerifyKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
+# cryptography is imported where a key is used: most deployments configure no key, and its
+# import is a sizeable part of the orchestrator's start-up
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    VerifyKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
 
 class SignatureState(enum.Enum):
@@ -92,6 +93,10 @@ def not_a_key(path: Path, role: str, data: bytes, private: bool, error: Exceptio
 
 def load_keys(paths: Sequence[Path]) -> list[tuple[Path, VerifyKey]]:
     """Read the verification keys; a key that cannot be used is a configuration error."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
     keys: list[tuple[Path, VerifyKey]] = []
     for path in paths:
         data = read_key_file(path, "verification key")
@@ -104,7 +109,9 @@ def load_keys(paths: Sequence[Path]) -> list[tuple[Path, VerifyKey]]:
                 f"verification key {path}: ECDSA curve {key.curve.name} is not supported; "
                 f"Mender Artifacts are signed with P-256 (prime256v1)"
             )
-        if not isinstance(key, VerifyKey):
+        if not isinstance(
+            key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)
+        ):
             raise ConfigError(
                 f"verification key {path}: {type(key).__name__} keys are not supported; "
                 f"use RSA, ECDSA P-256 or Ed25519"
@@ -114,6 +121,11 @@ def load_keys(paths: Sequence[Path]) -> list[tuple[Path, VerifyKey]]:
 
 
 def _verifies(key: VerifyKey, signature: bytes, message: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
     try:
         if isinstance(key, rsa.RSAPublicKey):
             key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())

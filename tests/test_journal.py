@@ -1,0 +1,54 @@
+"""The journal's deferred commits: what another process sees, and when."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from orchestrator_core.journal import FLUSH_DELAY_SECONDS, Journal
+
+
+def committed_finishes(path: Path) -> list[tuple[str, int]]:
+    """What a second process (``mender-orchestrator status``) reads: committed rows only."""
+    with sqlite3.connect(path) as other:
+        return other.execute(
+            "SELECT component, ok FROM event WHERE kind = 'finish' ORDER BY id"
+        ).fetchall()
+
+
+def test_an_event_recorded_soon_is_committed_by_flush(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.sqlite")
+    deployment = journal.begin("v2", b"manifest", {})
+    journal.record_soon(deployment, 0, "rtos/1", "finish", True)
+    journal.record_soon(deployment, 0, "rtos/2", "finish", False, None, "it failed")
+    assert committed_finishes(tmp_path / "journal.sqlite") == []
+    journal.flush()
+    assert committed_finishes(tmp_path / "journal.sqlite") == [("rtos/1", 1), ("rtos/2", 0)]
+    journal.close()
+
+
+def test_an_event_recorded_soon_is_committed_without_flush_after_a_short_delay(
+    tmp_path: Path,
+) -> None:
+    journal = Journal(tmp_path / "journal.sqlite")
+    deployment = journal.begin("v2", b"manifest", {})
+    journal.record_soon(deployment, 0, "rtos/1", "finish", True)
+    deadline = time.monotonic() + 20 * FLUSH_DELAY_SECONDS
+    while not committed_finishes(tmp_path / "journal.sqlite"):
+        assert time.monotonic() < deadline, "a step that runs long must not hold its ends back"
+        time.sleep(FLUSH_DELAY_SECONDS / 5)
+    assert committed_finishes(tmp_path / "journal.sqlite") == [("rtos/1", 1)]
+    journal.close()
+
+
+def test_closing_commits_what_was_recorded_soon(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.sqlite")
+    deployment = journal.begin("v2", b"manifest", {})
+    journal.record_soon(deployment, 3, "gateway/1", "finish", True, "Yes")
+    journal.close()
+    assert committed_finishes(tmp_path / "journal.sqlite") == [("gateway/1", 1)]
+    reopened = Journal(tmp_path / "journal.sqlite")
+    [event] = [e for e in reopened.events(deployment) if e.kind == "finish"]
+    assert (event.seq, event.component, event.ok, event.value) == (3, "gateway/1", True, "Yes")
+    reopened.close()
