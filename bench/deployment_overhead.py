@@ -10,26 +10,58 @@ ProvidePayloadFileSizes, Download, SupportsRollback, ArtifactInstall, NeedsArtif
 ArtifactCommit, Cleanup). Targets: at N=100 the one-group deployment within 1.5x the spawn
 floor; one group of N about as long as one Component.
 
-Run: .venv/bin/python bench/deployment_overhead.py [--sizes 1 10 100 500]
+The second target is about Interfaces that take time (flashing an ECU, not a no-op): a no-op
+call costs the machine about as much as spawning it, so 100 of them cannot overlap on two
+cores. So the run ends with Interfaces that sleep ``--slow-ms`` in every call: one Component
+alone, then N of them in one group.
+
+Every figure is the median of ``--runs`` runs. The Systems live under ``--dir`` (default: the
+temporary directory); the File API trees are real files there, so the filesystem shows in
+the result: the "tree floor" column is the time to create and remove that many entries in
+the same directory, measured in the same run. The package's bytecode is compiled first, as
+pip does when it installs it.
+
+Run: .venv/bin/python bench/deployment_overhead.py [--sizes 1 10 100 500] [--runs 3]
+     [--dir DIR] [--slow-ms 100]
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import orchestrator_core
+
 CALLS_PER_COMPONENT = 10
+# the File API entries one Component gets during a deployment: its directory, tmp/, header/,
+# ten files, the streams tree (a directory and a FIFO) and files/
+TREE_ENTRIES = 16
 NOOP = """#!/bin/sh
 case "$1" in
   Identity) echo "id=$4" ;;
   Provides) echo "rootfs-image.noop.version=old" ;;
 esac
 """
+SLOW = """#!/bin/sh
+sleep {seconds}
+case "$1" in
+  Identity) echo "id=$4" ;;
+  Provides) echo "rootfs-image.noop.version=old" ;;
+esac
+"""
+
+
+def median_of(runs: int, measure: Callable[[], float]) -> float:
+    return statistics.median(measure() for _ in range(runs))
 
 
 def spawn_floor(count: int, argv: list[str] | None = None) -> float:
@@ -39,22 +71,38 @@ def spawn_floor(count: int, argv: list[str] | None = None) -> float:
     return time.perf_counter() - start
 
 
-def interface_floor(count: int) -> float:
+def interface_floor(count: int, base: Path) -> float:
     """The same number of calls of the no-op Interface itself, one after another."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=base) as tmp:
         noop = Path(tmp) / "noop"
         noop.write_text(NOOP)
         noop.chmod(0o755)
         return spawn_floor(count, [str(noop), "Cleanup", tmp, "noop0", "c0"])
 
 
-def make_system(root: Path, n: int, groups: int) -> tuple[dict[str, str], Path]:
+def tree_floor(components: int, base: Path) -> float:
+    """Create and remove ``TREE_ENTRIES`` entries per Component under ``base``."""
+    with tempfile.TemporaryDirectory(dir=base) as tmp:
+        start = time.perf_counter()
+        for index in range(components):
+            directory = Path(tmp) / str(index)
+            directory.mkdir()
+            for entry in range(TREE_ENTRIES - 1):
+                (directory / str(entry)).write_bytes(b"x")
+        shutil.rmtree(Path(tmp))
+        Path(tmp).mkdir()
+        return time.perf_counter() - start
+
+
+def make_system(
+    root: Path, n: int, groups: int, interface: str = NOOP
+) -> tuple[dict[str, str], Path]:
     interfaces = root / "share" / "interfaces" / "v1"
     interfaces.mkdir(parents=True)
     for directory in ("etc", "lib", "artifacts"):
         (root / directory).mkdir()
     noop = interfaces / "noop"
-    noop.write_text(NOOP)
+    noop.write_text(interface)
     noop.chmod(0o755)
     types = [f"noop{g}" for g in range(groups)]
     argv = ["mender-artifact", "write", "module-image", "-T", "noop", "-n", "noop-v2",
@@ -87,10 +135,10 @@ def make_system(root: Path, n: int, groups: int) -> tuple[dict[str, str], Path]:
     return env, manifest_path
 
 
-def deployment_time(n: int, groups: int) -> float:
+def deployment_time(n: int, groups: int, base: Path, interface: str = NOOP) -> float:
     cli = str(Path(sys.executable).parent / "mender-orchestrator")
-    with tempfile.TemporaryDirectory() as tmp:
-        env, manifest = make_system(Path(tmp), n, groups)
+    with tempfile.TemporaryDirectory(dir=base) as tmp:
+        env, manifest = make_system(Path(tmp), n, groups, interface)
         start = time.perf_counter()
         subprocess.run([cli, "--log-level", "error", "install", str(manifest)], env=env,
                        check=True)
@@ -100,27 +148,42 @@ def deployment_time(n: int, groups: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 100, 500])
+    parser.add_argument("--runs", type=int, default=3, help="median of this many runs")
+    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()),
+                        help="where the Systems are made (default: the temporary directory)")
+    parser.add_argument("--slow-ms", type=int, default=100,
+                        help="how long each call of the slow Interface takes")
     args = parser.parse_args()
-    print(f"{'N':>5} {'calls':>6} {'spawn floor':>12} {'Interface':>10} {'one group':>10} "
-          f"{'ratio':>6} {'overhead':>9} {'groups':>7} {'N groups':>9} {'ratio':>6}")
-    single = None
+    compileall.compile_dir(Path(orchestrator_core.__file__).parent, quiet=1)
+    print(f"Systems under {args.dir}; medians of {args.runs} runs")
+    print(f"{'N':>5} {'calls':>6} {'spawn floor':>12} {'Interface':>10} {'tree floor':>11} "
+          f"{'one group':>10} {'ratio':>6} {'overhead':>9} {'groups':>7} {'N groups':>9} "
+          f"{'ratio':>6}")
     for n in args.sizes:
         calls = n * CALLS_PER_COMPONENT
-        floor = spawn_floor(calls)
-        by_hand = interface_floor(calls)
-        one = deployment_time(n, 1)
+        floor = median_of(args.runs, lambda: spawn_floor(calls))
+        by_hand = median_of(args.runs, lambda: interface_floor(calls, args.dir))
+        tree = median_of(args.runs, lambda: tree_floor(n, args.dir))
+        one = median_of(args.runs, lambda: deployment_time(n, 1, args.dir))
         groups = min(n, 100)
-        many = deployment_time(n, groups)
-        single = single if single is not None else one
+        many = median_of(args.runs, lambda: deployment_time(n, groups, args.dir))
         overhead = (one - floor) / floor
-        print(f"{n:>5} {calls:>6} {floor:>11.2f}s {by_hand:>9.2f}s {one:>9.2f}s "
-              f"{one / floor:>5.2f}x {overhead:>8.2f}x {groups:>7} {many:>8.2f}s "
-              f"{many / floor:>5.2f}x")
-    if single is not None:
-        print(f"one Component alone: {single:.2f}s (a group of N in parallel should be close)")
+        print(f"{n:>5} {calls:>6} {floor:>11.2f}s {by_hand:>9.2f}s {tree:>10.2f}s "
+              f"{one:>9.2f}s {one / floor:>5.2f}x {overhead:>8.2f}x {groups:>7} "
+              f"{many:>8.2f}s {many / floor:>5.2f}x")
     print("spawn floor: /bin/true run `calls` times in a row; Interface: the no-op Interface "
-          "itself run as often; ratio: deployment / spawn floor; overhead: (deployment - "
-          "spawn floor) / spawn floor")
+          "itself run as often; tree floor: creating and removing the File API entries of N "
+          "Components in the same directory; ratio: deployment / spawn floor; overhead: "
+          "(deployment - spawn floor) / spawn floor")
+
+    slow = SLOW.format(seconds=args.slow_ms / 1000)
+    alone = median_of(args.runs, lambda: deployment_time(1, 1, args.dir, slow))
+    print(f"\nInterfaces taking {args.slow_ms} ms per call ({CALLS_PER_COMPONENT} calls "
+          f"per Component): one Component alone {alone:.2f}s")
+    for n in [size for size in args.sizes if size > 1]:
+        together = median_of(args.runs, lambda: deployment_time(n, 1, args.dir, slow))
+        print(f"  {n:>4} Components in one group: {together:.2f}s "
+              f"({together / alone:.2f}x one Component)")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ from orchestrator_core.drivers import ComponentDriver
 from orchestrator_core.errors import OrchestratorError
 from orchestrator_core.log import component_logger
 
-MAX_PARALLEL_QUERIES = 32
-
 
 @dataclass(frozen=True)
 class Discovered:
@@ -73,7 +71,7 @@ def discover(
     if len(components) == 1:
         results = [_ask(components[0], data_dir, timeout_seconds, with_inventory)]
     else:
-        workers = min(MAX_PARALLEL_QUERIES, len(components)) or 1
+        workers = min(drivers.parallel_calls(), len(components)) or 1
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = list(
                 pool.map(lambda c: _ask(c, data_dir, timeout_seconds, with_inventory), components)

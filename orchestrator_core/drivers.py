@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,12 @@ from orchestrator_core.errors import ConfigError, DriverNotFound, InterfaceError
 
 DRIVER_GROUP = "mender_orchestrator.drivers"
 PLUGIN_GROUP = "mender_orchestrator.plugins"
+# Components called at once (queries while planning, one state of a step): more wait for a
+# free slot. Enough for a group of a hundred slow Interfaces to run side by side.
+MAX_PARALLEL_CALLS = 128
+# Open files one call may need: pipes, pidfd, the Artifact, the streams tree (with room to spare)
+DESCRIPTORS_PER_CALL = 12
+DESCRIPTORS_KEPT = 64  # for everything else: the journal, logs, the lock, Python itself
 
 log = logging.getLogger("mender_orchestrator.drivers")
 
@@ -118,6 +125,22 @@ def global_plugins() -> list[object]:
         )
         _global_plugins = [ext.plugin for ext in manager]
     return _global_plugins
+
+
+def parallel_calls() -> int:
+    """How many Components to call at once: ``MAX_PARALLEL_CALLS``, or fewer if the limit on
+    open files (raised towards its hard limit first) would not hold that many calls; a call
+    failing with "too many open files" would roll a whole System back."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MAX_PARALLEL_CALLS * DESCRIPTORS_PER_CALL + DESCRIPTORS_KEPT
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        raised = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        if raised > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+            soft = raised
+    if soft == resource.RLIM_INFINITY:
+        return MAX_PARALLEL_CALLS
+    return max(1, min(MAX_PARALLEL_CALLS, (soft - DESCRIPTORS_KEPT) // DESCRIPTORS_PER_CALL))
 
 
 class _PluginManager(pluggy.PluginManager):

@@ -44,7 +44,6 @@ EXIT_FAILED = 1
 EXIT_INCONSISTENT = 3
 EXIT_REBOOT = 4
 TEST_BOOT_ID = "MENDER_ORCHESTRATOR_TEST_BOOT_ID"
-MAX_PARALLEL = 64  # Components of one step run at once; more wait for a free slot
 # Left in the datastore while the orchestrator reboots the system itself for a run that was
 # not driven stage by stage (no --stop-before): the boot-time unit in support/systemd resumes
 # only then, so it never runs ahead of a caller (the Mender client) that continues by itself.
@@ -265,7 +264,7 @@ class Deployment:
             self.journal.step_entered(self.id, seq, _row(step), pending)
             self._progress.step_started(step.group, step.name, len(pending))
             if self._pool is None:  # threads outlive the step: starting them is not free
-                self._pool = ThreadPoolExecutor(max_workers=MAX_PARALLEL)
+                self._pool = ThreadPoolExecutor(max_workers=drivers.parallel_calls())
             try:
                 results = self._pool.map(lambda k: self._run_member(seq, step, k), pending)
                 outcome.update(zip(pending, results, strict=True))

@@ -93,6 +93,8 @@ def not_a_key(path: Path, role: str, data: bytes, private: bool, error: Exceptio
 
 def load_keys(paths: Sequence[Path]) -> list[tuple[Path, VerifyKey]]:
     """Read the verification keys; a key that cannot be used is a configuration error."""
+    if not paths:
+        return []
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa

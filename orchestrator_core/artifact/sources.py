@@ -13,7 +13,7 @@ import io
 import logging
 from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 from urllib.parse import quote
 
 import pluggy
@@ -119,14 +119,18 @@ class ConfiguredSources:
         return None
 
 
-def source_manager(extra_plugins: Iterable[object] | None = None) -> pluggy.PluginManager:
-    """A plugin manager with the bundled source, plus vendor plugins.
+def source_manager(
+    extra_plugins: Iterable[object] | None = None, *, without_configured: bool = False
+) -> pluggy.PluginManager:
+    """A plugin manager with the bundled source (unless ``without_configured``), plus vendor
+    plugins.
 
     ``extra_plugins`` defaults to the installed ``mender_orchestrator.plugins`` entry points.
     """
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
-    manager.register(ConfiguredSources(), name="artifact-sources")
+    if not without_configured:
+        manager.register(ConfiguredSources(), name="artifact-sources")
     if extra_plugins is None:
         from orchestrator_core.drivers import global_plugins
 
@@ -157,15 +161,24 @@ def open_artifact(
             f"Artifact file {artifact_path} does not exist, and there is no artifact_name to "
             f"look for instead"
         )
-    manager = plugins if plugins is not None else source_manager()
-    found: Opened | None = manager.hook.artifact_source_open(
-        artifact_name=artifact_name, config=config
+    if plugins is None:
+        # The configured sources come first anyway; only when they do not have the Artifact
+        # are the vendor plugins looked up (scanning entry points is a good part of start-up).
+        found = ConfiguredSources().artifact_source_open(artifact_name, config)
+        if found is not None:
+            return found
+        plugins = source_manager(without_configured=True)
+    found = cast(
+        "Opened | None",
+        plugins.hook.artifact_source_open(artifact_name=artifact_name, config=config),
     )
     if found is not None:
         return found
     tried = [f"artifact_path {artifact_path} (no such file)"] if artifact_path else []
     tried += [_describe(source) for source in config.artifact_sources]
-    others = len(manager.get_plugins()) - 1
+    others = sum(
+        1 for plugin in plugins.get_plugins() if not isinstance(plugin, ConfiguredSources)
+    )
     if others:
         tried.append(f"{others} plugin source(s)")
     where = "; ".join(tried) if tried else "no artifact_path and no ArtifactSources configured"
