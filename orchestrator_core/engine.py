@@ -394,6 +394,7 @@ class Deployment:
             header_info=planned.verbatim("header-info"),
             type_info=planned.verbatim("type-info"),
             meta_data=planned.verbatim("meta-data"),
+            shared=filetree.shared_copies(self.config.work_root / str(self.id)),
         )
         self._prepared.add(planned.key)
 

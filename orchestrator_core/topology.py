@@ -62,6 +62,13 @@ def _parse_components(value: Any, source: Path, problems: list[str]) -> tuple[Co
                 f"got {type_name(component_type)}"
             )
             continue
+        if component_type in (".", "..") or any(c in component_type for c in "/\0\n\r="):
+            # it names a directory of the File API tree and leads show-provides keys
+            problems.append(
+                f"{where}.component_type: {component_type!r} must not be '.' or '..' nor "
+                f"contain '/', '=', NUL or line breaks"
+            )
+            continue
         interface = entry.get("interface", component_type)
         if not isinstance(interface, str) or not interface or "/" in interface:
             problems.append(

@@ -26,9 +26,12 @@ TYPE_INFO = json.dumps(
 ).encode()
 
 
-def prepare(work: Path, provides: dict[str, str] | None = None) -> Path:
+def prepare(
+    work: Path, provides: dict[str, str] | None = None, shared: Path | None = None
+) -> Path:
     return filetree.prepare(
         work,
+        shared=shared,
         component_type="rtos",
         provides={"artifact_name": "rtos-v1", "rootfs-image.rtos-interface.version": "rtos-v1"}
         if provides is None
@@ -105,6 +108,66 @@ def test_preparing_again_keeps_files_and_tmp_and_drops_a_stale_streams_tree(tmp_
     assert (work / "header" / "type-info").stat().st_ino == inode, "unchanged: not rewritten"
     assert (work / "current_artifact_name").read_text() == "rtos-v1\n"
     assert not [p for p in work.rglob(".*")], "no temporary files left behind"
+
+
+FILES = ["version", "current_artifact_group", "current_artifact_name", "current_device_type",
+         "header/artifact_group", "header/artifact_name", "header/payload_type",
+         "header/header-info", "header/type-info", "header/meta-data"]
+
+
+def test_components_of_a_deployment_share_one_copy_of_each_content(tmp_path: Path) -> None:
+    deployment = tmp_path / "work" / "7"
+    shared = filetree.shared_copies(deployment)
+    assert shared == tmp_path / "work" / "7.shared"
+    first = prepare(deployment / "rtos" / "1", shared=shared)
+    second = prepare(deployment / "rtos" / "2", shared=shared)
+    other = prepare(deployment / "rtos" / "3", shared=shared,
+                    provides={"artifact_name": "rtos-v0", "rootfs-image.rtos-interface.version": "x"})
+    alone = prepare(tmp_path / "alone")
+    for name in FILES:
+        assert (first / name).read_bytes() == (alone / name).read_bytes(), name
+        assert (first / name).stat().st_ino == (second / name).stat().st_ino, name
+        assert mode(first / name) & 0o077 == 0
+    assert (other / "current_artifact_name").read_text() == "rtos-v0\n"
+    assert (other / "current_artifact_name").stat().st_ino != (
+        first / "current_artifact_name").stat().st_ino
+    assert (other / "header" / "type-info").stat().st_ino == (
+        first / "header" / "type-info").stat().st_ino
+    # one file per distinct content (8 distinct contents: two header files are empty, both
+    # current_artifact_group and artifact_group, ...), none left half-made
+    contents = {(first / name).read_bytes() for name in FILES} | {b"rtos-v0\n"}
+    assert len(list(shared.iterdir())) == len(contents)
+    assert mode(shared) == 0o700
+
+    filetree.remove(deployment)
+    assert not deployment.exists() and not shared.exists()
+
+
+def test_refreshing_a_shared_file_does_not_change_the_other_components(tmp_path: Path) -> None:
+    deployment = tmp_path / "work" / "7"
+    shared = filetree.shared_copies(deployment)
+    first = prepare(deployment / "rtos" / "1", shared=shared)
+    second = prepare(deployment / "rtos" / "2", shared=shared)
+    # resume after the Component was updated behind our back: its Provides changed
+    prepare(first, shared=shared, provides={"artifact_name": "rtos-v2",
+                                            "rootfs-image.rtos-interface.version": "rtos-v2"})
+    assert (first / "current_artifact_name").read_text() == "rtos-v2\n"
+    assert (second / "current_artifact_name").read_text() == "rtos-v1\n"
+
+
+def test_without_hard_links_each_component_gets_copies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(source: object, target: object) -> None:
+        raise PermissionError(1, "Operation not permitted")  # as on a filesystem without links
+
+    monkeypatch.setattr(os, "link", refuse)
+    deployment = tmp_path / "work" / "7"
+    first = prepare(deployment / "rtos" / "1", shared=filetree.shared_copies(deployment))
+    second = prepare(deployment / "rtos" / "2", shared=filetree.shared_copies(deployment))
+    for name in FILES:
+        assert (first / name).read_bytes() == (second / name).read_bytes()
+        assert (first / name).stat().st_ino != (second / name).stat().st_ino
 
 
 @pytest.mark.parametrize("name", ["image.bin", "a b", "..x", ".hidden", "ü"])
