@@ -37,14 +37,20 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import orchestrator_core
 
 CALLS_PER_COMPONENT = 10
-# the File API entries one Component gets during a deployment: its directory, tmp/, header/,
-# ten files, the streams tree (a directory and a FIFO) and files/
-TREE_ENTRIES = 16
+# What one Component's File API tree costs the filesystem: its directory, tmp/, header/, the
+# streams tree (a directory and a FIFO) and files/, plus ten files that are hard links to
+# copies shared by the deployment (see docs/exec-driver.md)
+TREE_DIRECTORIES = ("", "tmp", "header", "streams", "files")
+TREE_LINKS = ("version", "current_artifact_group", "current_artifact_name",
+              "current_device_type", "header/artifact_group", "header/artifact_name",
+              "header/payload_type", "header/header-info", "header/type-info",
+              "header/meta-data")
 NOOP = """#!/bin/sh
 case "$1" in
   Identity) echo "id=$4" ;;
@@ -81,14 +87,19 @@ def interface_floor(count: int, base: Path) -> float:
 
 
 def tree_floor(components: int, base: Path) -> float:
-    """Create and remove ``TREE_ENTRIES`` entries per Component under ``base``."""
+    """Make and remove the File API trees of ``components`` Components under ``base``, one
+    after another, with nothing else: what the filesystem costs there."""
     with tempfile.TemporaryDirectory(dir=base) as tmp:
         start = time.perf_counter()
+        shared = Path(tmp) / "shared"
+        shared.write_bytes(b"x")
         for index in range(components):
             directory = Path(tmp) / str(index)
-            directory.mkdir()
-            for entry in range(TREE_ENTRIES - 1):
-                (directory / str(entry)).write_bytes(b"x")
+            for name in TREE_DIRECTORIES:
+                (directory / name).mkdir()
+            os.mkfifo(directory / "stream-next")
+            for name in TREE_LINKS:
+                os.link(shared, directory / name)
         shutil.rmtree(Path(tmp))
         Path(tmp).mkdir()
         return time.perf_counter() - start
@@ -161,12 +172,12 @@ def main() -> None:
           f"{'ratio':>6}")
     for n in args.sizes:
         calls = n * CALLS_PER_COMPONENT
-        floor = median_of(args.runs, lambda: spawn_floor(calls))
-        by_hand = median_of(args.runs, lambda: interface_floor(calls, args.dir))
-        tree = median_of(args.runs, lambda: tree_floor(n, args.dir))
-        one = median_of(args.runs, lambda: deployment_time(n, 1, args.dir))
         groups = min(n, 100)
-        many = median_of(args.runs, lambda: deployment_time(n, groups, args.dir))
+        floor = median_of(args.runs, partial(spawn_floor, calls))
+        by_hand = median_of(args.runs, partial(interface_floor, calls, args.dir))
+        tree = median_of(args.runs, partial(tree_floor, n, args.dir))
+        one = median_of(args.runs, partial(deployment_time, n, 1, args.dir))
+        many = median_of(args.runs, partial(deployment_time, n, groups, args.dir))
         overhead = (one - floor) / floor
         print(f"{n:>5} {calls:>6} {floor:>11.2f}s {by_hand:>9.2f}s {tree:>10.2f}s "
               f"{one:>9.2f}s {one / floor:>5.2f}x {overhead:>8.2f}x {groups:>7} "
@@ -177,11 +188,11 @@ def main() -> None:
           "(deployment - spawn floor) / spawn floor")
 
     slow = SLOW.format(seconds=args.slow_ms / 1000)
-    alone = median_of(args.runs, lambda: deployment_time(1, 1, args.dir, slow))
+    alone = median_of(args.runs, partial(deployment_time, 1, 1, args.dir, slow))
     print(f"\nInterfaces taking {args.slow_ms} ms per call ({CALLS_PER_COMPONENT} calls "
           f"per Component): one Component alone {alone:.2f}s")
     for n in [size for size in args.sizes if size > 1]:
-        together = median_of(args.runs, lambda: deployment_time(n, 1, args.dir, slow))
+        together = median_of(args.runs, partial(deployment_time, n, 1, args.dir, slow))
         print(f"  {n:>4} Components in one group: {together:.2f}s "
               f"({together / alone:.2f}x one Component)")
 
