@@ -7,7 +7,6 @@ parallel, so a System's query time is that of its slowest Interface, not their s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,14 +67,9 @@ def discover(
     with_inventory: bool = False,
 ) -> list[Discovered | Failed]:
     """Results in Topology order; Components sharing a type and an ID are both failed."""
-    if len(components) == 1:
-        results = [_ask(components[0], data_dir, timeout_seconds, with_inventory)]
-    else:
-        workers = min(drivers.parallel_calls(), len(components)) or 1
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(
-                pool.map(lambda c: _ask(c, data_dir, timeout_seconds, with_inventory), components)
-            )
+    results = drivers.in_parallel(
+        lambda c: _ask(c, data_dir, timeout_seconds, with_inventory), components
+    )
     seen: dict[tuple[str, str], Component] = {}
     for index, result in enumerate(results):
         if not isinstance(result, Discovered):

@@ -24,11 +24,13 @@ from __future__ import annotations
 import logging
 import os
 import resource
-from collections.abc import Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import pluggy
 
@@ -46,6 +48,9 @@ DESCRIPTORS_PER_CALL = 12
 DESCRIPTORS_KEPT = 64  # for everything else: the journal, logs, the lock, Python itself
 
 log = logging.getLogger("mender_orchestrator.drivers")
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,26 @@ def parallel_calls() -> int:
     if soft == resource.RLIM_INFINITY:
         return MAX_PARALLEL_CALLS
     return max(1, min(MAX_PARALLEL_CALLS, (soft - DESCRIPTORS_KEPT) // DESCRIPTORS_PER_CALL))
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def in_parallel(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``work`` done on every item, up to ``parallel_calls()`` at once; results in order.
+
+    The threads stay for the process's next batch: planning and every state of a step would
+    otherwise start a hundred threads each for a large System, which costs more than calling
+    a quick Interface.
+    """
+    global _pool
+    if len(items) == 1:
+        return [work(items[0])]
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(parallel_calls(), thread_name_prefix="component")
+    return list(_pool.map(work, items))
 
 
 class _PluginManager(pluggy.PluginManager):

@@ -11,7 +11,6 @@ import logging
 import os
 import subprocess
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,7 +120,6 @@ class Deployment:
         self._preloaded = dict(preloaded or {})
         self._progress = ProgressObserver()
         self._prepared: set[str] = set()  # File API dirs made by this process
-        self._pool: ThreadPoolExecutor | None = None
         self._cache = _open_cache(config)
 
     # ---- replay
@@ -190,9 +188,6 @@ class Deployment:
                 seq += 1
         except StopIteration:
             pass
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown()
         return self._finished(progress, options)
 
     def _replayed(self, step: Step, events: dict[str, list[EventRow]]) -> Outcome | None:
@@ -263,10 +258,8 @@ class Deployment:
         if pending:
             self.journal.step_entered(self.id, seq, _row(step), pending)
             self._progress.step_started(step.group, step.name, len(pending))
-            if self._pool is None:  # threads outlive the step: starting them is not free
-                self._pool = ThreadPoolExecutor(max_workers=drivers.parallel_calls())
             try:
-                results = self._pool.map(lambda k: self._run_member(seq, step, k), pending)
+                results = drivers.in_parallel(lambda k: self._run_member(seq, step, k), pending)
                 outcome.update(zip(pending, results, strict=True))
             finally:
                 self.journal.flush()  # the barrier: every end is durable before what follows
