@@ -53,6 +53,10 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------- the process
 
 
+# Interfaces started at the same moment, at most: a hundred threads forking at once fight over
+# the interpreter lock and the CPUs and all finish later; the calls themselves still run side
+# by side, only the start of each one (fork and exec, a millisecond) waits its turn.
+_STARTING = threading.BoundedSemaphore(os.cpu_count() or 2)
 _devnull_fd: int | None = None
 _devnull_lock = threading.Lock()
 
@@ -349,7 +353,8 @@ class ExecDriver:
         argv += self.args
         ctx.log.debug("%s: running %s", who, argv)
         try:
-            child = _Child(argv, directory)
+            with _STARTING:
+                child = _Child(argv, directory)
         except OSError as exc:
             raise InterfaceError(
                 f"{ctx.name}: the Interface {self.executable} could not be started for "
