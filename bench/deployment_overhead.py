@@ -15,13 +15,14 @@ call costs the machine about as much as spawning it, so 100 of them cannot overl
 cores. So the run ends with Interfaces that sleep ``--slow-ms`` in every call: one Component
 alone, then N of them in one group.
 
-Every figure is the median of ``--runs`` runs. The Systems live under ``--dir`` (default: the
+Every figure is the median of ``--runs`` rounds, each round measuring a figure and its
+references one right after the other. The Systems live under ``--dir`` (default: the
 temporary directory); the File API trees are real files there, so the filesystem shows in
 the result: the "tree floor" column is the time to create and remove that many entries in
 the same directory, measured in the same run. The package's bytecode is compiled first, as
 pip does when it installs it.
 
-Run: .venv/bin/python bench/deployment_overhead.py [--sizes 1 10 100 500] [--runs 3]
+Run: .venv/bin/python bench/deployment_overhead.py [--sizes 1 10 100 500] [--runs 5]
      [--dir DIR] [--slow-ms 100]
 """
 
@@ -64,10 +65,6 @@ case "$1" in
   Provides) echo "rootfs-image.noop.version=old" ;;
 esac
 """
-
-
-def median_of(runs: int, measure: Callable[[], float]) -> float:
-    return statistics.median(measure() for _ in range(runs))
 
 
 def spawn_floor(count: int, argv: list[str] | None = None) -> float:
@@ -156,45 +153,66 @@ def deployment_time(n: int, groups: int, base: Path, interface: str = NOOP) -> f
         return time.perf_counter() - start
 
 
+def rounds(runs: int, measures: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+    """Each measure once per round, one after the other, for ``runs`` rounds: a figure and
+    its reference are then taken within seconds of each other, which matters on a machine
+    whose speed drifts (a shared VM)."""
+    taken: dict[str, list[float]] = {name: [] for name in measures}
+    for _ in range(runs):
+        for name, measure in measures.items():
+            taken[name].append(measure())
+    return taken
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 100, 500])
-    parser.add_argument("--runs", type=int, default=3, help="median of this many runs")
+    parser.add_argument("--runs", type=int, default=5, help="rounds; medians are printed")
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()),
                         help="where the Systems are made (default: the temporary directory)")
     parser.add_argument("--slow-ms", type=int, default=100,
                         help="how long each call of the slow Interface takes")
     args = parser.parse_args()
     compileall.compile_dir(Path(orchestrator_core.__file__).parent, quiet=1)
-    print(f"Systems under {args.dir}; medians of {args.runs} runs")
+    median = statistics.median
+    print(f"Systems under {args.dir}; medians of {args.runs} rounds (a ratio is the median of "
+          f"each round's ratio)")
     print(f"{'N':>5} {'calls':>6} {'spawn floor':>12} {'Interface':>10} {'tree floor':>11} "
           f"{'one group':>10} {'ratio':>6} {'overhead':>9} {'groups':>7} {'N groups':>9} "
           f"{'ratio':>6}")
     for n in args.sizes:
         calls = n * CALLS_PER_COMPONENT
         groups = min(n, 100)
-        floor = median_of(args.runs, partial(spawn_floor, calls))
-        by_hand = median_of(args.runs, partial(interface_floor, calls, args.dir))
-        tree = median_of(args.runs, partial(tree_floor, n, args.dir))
-        one = median_of(args.runs, partial(deployment_time, n, 1, args.dir))
-        many = median_of(args.runs, partial(deployment_time, n, groups, args.dir))
-        overhead = (one - floor) / floor
-        print(f"{n:>5} {calls:>6} {floor:>11.2f}s {by_hand:>9.2f}s {tree:>10.2f}s "
-              f"{one:>9.2f}s {one / floor:>5.2f}x {overhead:>8.2f}x {groups:>7} "
-              f"{many:>8.2f}s {many / floor:>5.2f}x")
+        taken = rounds(args.runs, {
+            "floor": partial(spawn_floor, calls),
+            "by_hand": partial(interface_floor, calls, args.dir),
+            "tree": partial(tree_floor, n, args.dir),
+            "one": partial(deployment_time, n, 1, args.dir),
+            "many": partial(deployment_time, n, groups, args.dir),
+        })
+        floors = taken["floor"]
+        one_ratio = median(one / floor for one, floor in zip(taken["one"], floors, strict=True))
+        many_ratio = median(many / floor for many, floor in zip(taken["many"], floors, strict=True))
+        print(f"{n:>5} {calls:>6} {median(floors):>11.2f}s {median(taken['by_hand']):>9.2f}s "
+              f"{median(taken['tree']):>10.2f}s {median(taken['one']):>9.2f}s "
+              f"{one_ratio:>5.2f}x {one_ratio - 1:>8.2f}x {groups:>7} "
+              f"{median(taken['many']):>8.2f}s {many_ratio:>5.2f}x")
     print("spawn floor: /bin/true run `calls` times in a row; Interface: the no-op Interface "
           "itself run as often; tree floor: creating and removing the File API entries of N "
           "Components in the same directory; ratio: deployment / spawn floor; overhead: "
           "(deployment - spawn floor) / spawn floor")
 
     slow = SLOW.format(seconds=args.slow_ms / 1000)
-    alone = median_of(args.runs, partial(deployment_time, 1, 1, args.dir, slow))
     print(f"\nInterfaces taking {args.slow_ms} ms per call ({CALLS_PER_COMPONENT} calls "
-          f"per Component): one Component alone {alone:.2f}s")
+          f"per Component), one group of N next to one Component alone:")
     for n in [size for size in args.sizes if size > 1]:
-        together = median_of(args.runs, partial(deployment_time, n, 1, args.dir, slow))
-        print(f"  {n:>4} Components in one group: {together:.2f}s "
-              f"({together / alone:.2f}x one Component)")
+        taken = rounds(args.runs, {
+            "alone": partial(deployment_time, 1, 1, args.dir, slow),
+            "together": partial(deployment_time, n, 1, args.dir, slow),
+        })
+        ratio = median(t / a for t, a in zip(taken["together"], taken["alone"], strict=True))
+        print(f"  {n:>4} Components: {median(taken['together']):.2f}s, alone "
+              f"{median(taken['alone']):.2f}s ({ratio:.2f}x)")
 
 
 if __name__ == "__main__":
