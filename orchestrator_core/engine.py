@@ -368,8 +368,8 @@ class Deployment:
             result = Result(False, None, f"{name}: {result.message}")
         if not result.ok and not in_hook:
             component_logger(name).error("%s failed: %s", step.name, result.message)
-        self.journal.record_soon(
-            self.id, seq, key, "finish", result.ok, result.value, result.message
+        self.journal.record(
+            self.id, seq, key, "finish", result.ok, result.value, result.message, soon=True
         )
         return result
 

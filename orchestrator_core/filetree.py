@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -80,17 +79,10 @@ def _link_or_create(path: Path, data: bytes, shared: Path) -> None:
 
 
 def _publish(source: Path, data: bytes) -> None:
-    """The shared copy, complete before it has its name: a Component linking it at the same
-    moment never sees it half written."""
+    """The shared copy, complete before it has its name (so a Component linking it at the
+    same moment never sees it half written); no fsync: the tree is made again after a crash."""
     atomic.make_private_dir(source.parent)
-    fd, temporary = tempfile.mkstemp(dir=source.parent, prefix=".new-")
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
-    os.replace(temporary, source)
+    atomic.write_bytes(source, data, durable=False)
 
 
 def _write(path: Path, data: bytes) -> None:

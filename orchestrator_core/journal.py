@@ -27,7 +27,7 @@ from orchestrator_core import atomic
 from orchestrator_core.errors import OrchestratorError
 
 CRASH_SWITCH = "MENDER_ORCHESTRATOR_TEST_CRASH_AFTER_WRITE"
-FLUSH_DELAY_SECONDS = 0.05  # longest an event of ``record_soon`` waits for its commit
+FLUSH_DELAY_SECONDS = 0.05  # longest an event recorded with ``soon`` waits for its commit
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployment (
@@ -237,36 +237,14 @@ class Journal:
         ok: bool | None = None,
         value: str | None = None,
         message: str | None = None,
+        *,
+        soon: bool = False,
     ) -> None:
-        """One event, committed before returning; concurrent callers share a commit."""
-        row = (deployment, seq, component, kind, ok, value, message, time.time())
-        with self._pending_lock:
-            self._pending.append(row)
-            self._submitted += 1
-            ticket = self._submitted
-        with self._lock:
-            if self._committed >= ticket:
-                return  # another thread's commit carried this row
-            with self._pending_lock:
-                rows, self._pending = self._pending, []
-                last = self._submitted
-            self._transaction([(self._INSERT_EVENT, r) for r in rows])
-            self._committed = last
+        """One event, committed before returning; concurrent callers share a commit.
 
-    def record_soon(
-        self,
-        deployment: int,
-        seq: int,
-        component: str,
-        kind: str,
-        ok: bool | None = None,
-        value: str | None = None,
-        message: str | None = None,
-    ) -> None:
-        """One event, committed within ``FLUSH_DELAY_SECONDS`` or by the next ``flush``.
-
-        For the end of one Component's state inside a step: the caller goes on to the next
-        Component at once instead of waiting for an fsync, and the step's barrier flushes
+        With ``soon``, committed within ``FLUSH_DELAY_SECONDS`` or by the next ``flush``
+        instead: for the end of one Component's state inside a step, so the caller goes on to
+        the next Component at once rather than wait for an fsync; the step's barrier flushes
         before anything depends on the row. A crash before the commit leaves the state entered
         and unfinished, which counts as failed, as a crash a moment earlier would.
         """
@@ -274,23 +252,34 @@ class Journal:
         with self._pending_lock:
             self._pending.append(row)
             self._submitted += 1
-            if self._flush_timer is None:
+            ticket = self._submitted
+            if soon and self._flush_timer is None:
                 self._flush_timer = threading.Timer(FLUSH_DELAY_SECONDS, self.flush)
                 self._flush_timer.daemon = True
                 self._flush_timer.start()
+        if soon:
+            return
+        with self._lock:
+            if self._committed < ticket:  # else another thread's commit carried this row
+                self._commit_pending()
 
     def flush(self) -> None:
         """Commit every event recorded so far."""
         with self._lock:
-            with self._pending_lock:
-                rows, self._pending = self._pending, []
-                last = self._submitted
-                timer, self._flush_timer = self._flush_timer, None
-            if timer is not None:
-                timer.cancel()
-            if rows:
-                self._transaction([(self._INSERT_EVENT, r) for r in rows])
-            self._committed = last
+            self._commit_pending()
+
+    def _commit_pending(self) -> None:
+        """Commit the events waiting in ``_pending``, in one transaction; the caller holds
+        ``_lock``."""
+        with self._pending_lock:
+            rows, self._pending = self._pending, []
+            last = self._submitted
+            timer, self._flush_timer = self._flush_timer, None
+        if timer is not None:
+            timer.cancel()
+        if rows:
+            self._transaction([(self._INSERT_EVENT, r) for r in rows])
+        self._committed = last
 
     def events(self, deployment: int) -> list[EventRow]:
         with self._lock:

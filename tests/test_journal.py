@@ -20,8 +20,8 @@ def committed_finishes(path: Path) -> list[tuple[str, int]]:
 def test_an_event_recorded_soon_is_committed_by_flush(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "journal.sqlite")
     deployment = journal.begin("v2", b"manifest", {})
-    journal.record_soon(deployment, 0, "rtos/1", "finish", True)
-    journal.record_soon(deployment, 0, "rtos/2", "finish", False, None, "it failed")
+    journal.record(deployment, 0, "rtos/1", "finish", True, soon=True)
+    journal.record(deployment, 0, "rtos/2", "finish", False, None, "it failed", soon=True)
     assert committed_finishes(tmp_path / "journal.sqlite") == []
     journal.flush()
     assert committed_finishes(tmp_path / "journal.sqlite") == [("rtos/1", 1), ("rtos/2", 0)]
@@ -33,7 +33,7 @@ def test_an_event_recorded_soon_is_committed_without_flush_after_a_short_delay(
 ) -> None:
     journal = Journal(tmp_path / "journal.sqlite")
     deployment = journal.begin("v2", b"manifest", {})
-    journal.record_soon(deployment, 0, "rtos/1", "finish", True)
+    journal.record(deployment, 0, "rtos/1", "finish", True, soon=True)
     deadline = time.monotonic() + 20 * FLUSH_DELAY_SECONDS
     while not committed_finishes(tmp_path / "journal.sqlite"):
         assert time.monotonic() < deadline, "a step that runs long must not hold its ends back"
@@ -45,7 +45,7 @@ def test_an_event_recorded_soon_is_committed_without_flush_after_a_short_delay(
 def test_closing_commits_what_was_recorded_soon(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "journal.sqlite")
     deployment = journal.begin("v2", b"manifest", {})
-    journal.record_soon(deployment, 3, "gateway/1", "finish", True, "Yes")
+    journal.record(deployment, 3, "gateway/1", "finish", True, "Yes", soon=True)
     journal.close()
     assert committed_finishes(tmp_path / "journal.sqlite") == [("gateway/1", 1)]
     reopened = Journal(tmp_path / "journal.sqlite")
