@@ -23,7 +23,7 @@ from orchestrator_core.errors import NothingToResume, OrchestratorError
 from orchestrator_core.journal import DeploymentRow, EventRow, Journal
 from orchestrator_core.lock import exclusive
 from orchestrator_core.log import component_logger
-from orchestrator_core.planner import Plan, PlannedComponent, work_dir
+from orchestrator_core.planner import Plan, PlannedComponent, deployment_dir, work_dir
 from orchestrator_core.progress import ProgressObserver
 from orchestrator_core.sequence import (
     CLEANUP,
@@ -116,6 +116,7 @@ class Deployment:
         self.id = row.id
         self.row = row
         self.plan = Plan.from_json(row.plan)
+        self.directory = deployment_dir(config.work_root, row.id)  # the File API trees
         self._drivers: dict[str, ComponentDriver] = {}
         self._preloaded = dict(preloaded or {})
         self._progress = ProgressObserver()
@@ -336,7 +337,7 @@ class Deployment:
     def _run_member(self, seq: int, step: Step, key: str) -> Result:
         planned = self.plan.component(key)
         name = f"{key} (interface {planned.component.interface})"
-        directory = work_dir(self.config.work_root, self.id, planned)
+        directory = work_dir(self.directory, planned)
         value: str | None = None
         in_hook = False  # failures inside a hook are logged by the progress observer
         try:
@@ -387,7 +388,7 @@ class Deployment:
             header_info=planned.verbatim("header-info"),
             type_info=planned.verbatim("type-info"),
             meta_data=planned.verbatim("meta-data"),
-            shared=filetree.shared_copies(self.config.work_root / str(self.id)),
+            shared=filetree.shared_copies(self.directory),
         )
         self._prepared.add(planned.key)
 
@@ -411,7 +412,7 @@ class Deployment:
     # ---- the end
 
     def _finished(self, progress: Progress, options: RunOptions) -> RunResult:
-        filetree.remove(self.config.work_root / str(self.id))
+        filetree.remove(self.directory)
         if self._cache is not None:
             self._cache.prune({c.artifact["name"] for c in self.plan.components})
         if progress.failure is None:

@@ -247,6 +247,12 @@ def _current_version(planned: PlannedComponent) -> str:
     return "?"
 
 
-def work_dir(root: Path, deployment: int, planned: PlannedComponent) -> Path:
-    """SPEC 5 (our decision): <datastore>/work/<deployment id>/<component_type>/<component id>/."""
-    return root / str(deployment) / planned.component.component_type / planned.component_id
+def deployment_dir(work_root: Path, deployment: int) -> Path:
+    """SPEC 5 (our decision): the File API directories of a deployment are under
+    <datastore>/work/<deployment id>/."""
+    return work_root / str(deployment)
+
+
+def work_dir(deployment: Path, planned: PlannedComponent) -> Path:
+    """A Component's File API directory: <deployment dir>/<component_type>/<component id>/."""
+    return deployment / planned.component.component_type / planned.component_id

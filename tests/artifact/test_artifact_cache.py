@@ -26,7 +26,7 @@ from orchestrator_core.artifact import (
     read_header,
 )
 from orchestrator_core.artifact.cache import entry_file_name
-from orchestrator_core.config import CacheConfig, load_config
+from orchestrator_core.config import CacheConfig, Config, load_config
 from orchestrator_core.errors import ArtifactError, ConfigError
 
 from . import artifact_builder as ab
@@ -54,6 +54,19 @@ class Opener:
         if self.path is not None:
             return open(self.path, "rb"), str(self.path)
         return io.BytesIO(self.data), "memory"
+
+
+def config_with_sources(tmp_path: Path, *sources: dict[str, str]) -> Config:
+    """A configuration read from ``tmp_path/conf``, with these ``ArtifactSources``."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "mender-orchestrator.conf").write_text(json.dumps({"ArtifactSources": list(sources)}))
+    return load_config(
+        {
+            "MENDER_ORCHESTRATOR_CONF_DIR": str(conf),
+            "MENDER_ORCHESTRATOR_DATASTORE_DIR": str(tmp_path),
+        }
+    )
 
 
 def filling(stream: BinaryIO) -> CacheStream:
@@ -144,22 +157,8 @@ def server() -> Iterator[ArtifactServer]:
 
 
 def test_concurrent_requesters_share_one_download(tmp_path: Path, server: ArtifactServer) -> None:
-    conf = tmp_path / "conf"
-    conf.mkdir()
-    (conf / "mender-orchestrator.conf").write_text(
-        json.dumps(
-            {
-                "ArtifactSources": [
-                    {"Type": "url", "Template": server.url("/{artifact_name}.mender")}
-                ]
-            }
-        )
-    )
-    config = load_config(
-        {
-            "MENDER_ORCHESTRATOR_CONF_DIR": str(conf),
-            "MENDER_ORCHESTRATOR_DATASTORE_DIR": str(tmp_path),
-        }
+    config = config_with_sources(
+        tmp_path, {"Type": "url", "Template": server.url("/{artifact_name}.mender")}
     )
     cache = cache_at(tmp_path / "cache")
     started = threading.Event()
@@ -355,17 +354,7 @@ def test_payload_through_the_cache_and_a_stale_entry(tmp_path: Path) -> None:
     store.mkdir()
     files = {"fw.bin": os.urandom(10_000)}
     (store / "py-artifact.mender").write_bytes(ab.build(files).assemble())
-    conf = tmp_path / "conf"
-    conf.mkdir()
-    (conf / "mender-orchestrator.conf").write_text(
-        json.dumps({"ArtifactSources": [{"Type": "directory", "Path": str(store)}]})
-    )
-    config = load_config(
-        {
-            "MENDER_ORCHESTRATOR_CONF_DIR": str(conf),
-            "MENDER_ORCHESTRATOR_DATASTORE_DIR": str(tmp_path),
-        }
-    )
+    config = config_with_sources(tmp_path, {"Type": "directory", "Path": str(store)})
     cache = cache_at(tmp_path / "cache")
     # an earlier deployment left another Artifact of the same name in the cache
     (tmp_path / "cache" / "py-artifact.mender").write_bytes(ab.build({"fw.bin": b"old"}).assemble())
@@ -388,17 +377,7 @@ def test_a_download_that_fails_verification_is_not_kept(tmp_path: Path) -> None:
     files = {"fw.bin": os.urandom(10_000)}
     tampered = ab.remanifest(ab.build(files), {"fw.bin": b"what the manifest promised"})
     (store / "py-artifact.mender").write_bytes(tampered.assemble())
-    conf = tmp_path / "conf"
-    conf.mkdir()
-    (conf / "mender-orchestrator.conf").write_text(
-        json.dumps({"ArtifactSources": [{"Type": "directory", "Path": str(store)}]})
-    )
-    config = load_config(
-        {
-            "MENDER_ORCHESTRATOR_CONF_DIR": str(conf),
-            "MENDER_ORCHESTRATOR_DATASTORE_DIR": str(tmp_path),
-        }
-    )
+    config = config_with_sources(tmp_path, {"Type": "directory", "Path": str(store)})
     cache = cache_at(tmp_path / "cache")
     with open(store / "py-artifact.mender", "rb") as stream:
         digest = read_header(stream, source_name="x").manifest_digest
