@@ -49,8 +49,15 @@ def main() -> None:
         sources = []
         for index, revision in enumerate(args.revisions):
             source = Path(checkouts) / str(index)
-            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-q", "--detach",
-                            str(source), revision], check=True)
+            added = subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-q", "--detach",
+                                    str(source), revision], capture_output=True, text=True,
+                                   check=False)
+            if added.returncode != 0:
+                for made in sources:
+                    subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
+                                    str(made)], check=False)
+                sys.exit(f"compare_revisions: cannot check out {revision!r}: "
+                         f"{added.stderr.strip()}")
             compileall.compile_dir(source / "orchestrator_core", quiet=1)
             sources.append(source)
         try:
