@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import demo_artifacts
 import pytest
-from systems import System, make_system
+from systems import FIXTURES, System, make_system
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # before collection: some test modules read an Artifact header at import
+    demo_artifacts.build(FIXTURES)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(FIXTURES, ignore_errors=True)
 
 
 @pytest.fixture

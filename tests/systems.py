@@ -13,13 +13,15 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-FIXTURES = SHARED / "fixtures"
+# the upstream demo's Artifacts (see demo_artifacts.py), made for this test process by
+# conftest.py before collection
+FIXTURES = Path(tempfile.mkdtemp(prefix="orchestrator-fixtures-"))
 SIMULATED_UNIT = REPO / "examples" / "system-core" / "interfaces" / "simulated-unit"
 CLI = [sys.executable, "-m", "orchestrator_core"]
 

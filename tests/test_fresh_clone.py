@@ -1,10 +1,12 @@
 """The README's two commands in a fresh clone, as a newcomer runs them.
 
-Slow and optional: it clones the repository's committed state (HEAD) into a temporary
-directory, where ``make demo`` and ``make test`` each build ``.venv`` from nothing (pip
-downloads from PyPI) and ``make test`` runs the whole suite once more. It runs only with
+The full run is slow and optional: it clones the repository's committed state (HEAD) into a
+temporary directory, where ``make demo`` and ``make test`` each build ``.venv`` from nothing
+(pip downloads from PyPI) and ``make test`` runs the whole suite once more. It runs only with
 MENDER_ORCHESTRATOR_FRESH_CLONE=1 (``.ci/run`` sets it after ``make test``); inside the clone
-the variable is removed, so the clone's own suite skips this test.
+the variable is removed, so the clone's own suite skips it. The clone has nothing beside it:
+the repository must test alone. A quick check of the same (a clone collects every test and
+reads the Artifacts it builds) and of the README's package list always runs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,13 +23,24 @@ from systems import REPO
 
 ENABLE = "MENDER_ORCHESTRATOR_FRESH_CLONE"
 
-pytestmark = [
-    pytest.mark.skipif(os.environ.get(ENABLE) != "1",
-                       reason=f"slow (builds a venv from nothing, needs PyPI); set {ENABLE}=1"),
-    pytest.mark.skipif(shutil.which("git") is None or shutil.which("make") is None,
-                       reason="needs git and make"),
-    pytest.mark.timeout(3600),
-]
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+
+
+def clone_alone(tmp_path: Path) -> Path:
+    """HEAD cloned into an empty directory: nothing lies beside it."""
+    clone = tmp_path / "mender-orchestrator"
+    subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(clone)],
+                   check=True, capture_output=True, timeout=300)
+    assert [path.name for path in tmp_path.iterdir()] == [clone.name]
+    return clone
+
+
+def apt_packages(text: str) -> list[str]:
+    """The packages of the (first) ``apt-get install`` command in ``text``."""
+    joined = text.replace("\\\n", " ")
+    found = re.search(r"apt-get install((?: +[-a-z0-9.+]+)+)", joined)
+    assert found is not None, "no apt-get install command"
+    return [word for word in found.group(1).split() if not word.startswith("-")]
 
 
 def newcomer_env(home: Path) -> dict[str, str]:
@@ -40,6 +54,33 @@ def newcomer_env(home: Path) -> dict[str, str]:
     return env
 
 
+def test_the_readme_names_the_packages_ci_installs() -> None:
+    readme = apt_packages((REPO / "README.md").read_text())
+    assert {"python3", "python3-venv", "make", "mender-artifact"} <= set(readme)
+    assert readme == apt_packages((REPO / ".ci" / "run").read_text())
+
+
+@needs_git
+def test_a_clone_alone_collects_and_builds_its_artifacts(tmp_path: Path) -> None:
+    clone = clone_alone(tmp_path)
+    # the clone's own code first on the path (python -m puts the working directory there)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST")}
+    pytest_in_clone = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
+    collected = subprocess.run([*pytest_in_clone, "--collect-only", "tests"], cwd=clone,
+                               env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert collected.returncode == 0, collected.stdout[-4000:] + collected.stderr[-4000:]
+    upstream = subprocess.run(
+        [*pytest_in_clone, "tests/artifact/test_artifact_reader.py", "-k", "upstream"],
+        cwd=clone, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert upstream.returncode == 0, upstream.stdout[-4000:] + upstream.stderr[-4000:]
+    assert "2 passed" in upstream.stdout
+
+
+@needs_git
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+@pytest.mark.skipif(os.environ.get(ENABLE) != "1",
+                    reason=f"slow (builds a venv from nothing, needs PyPI); set {ENABLE}=1")
+@pytest.mark.timeout(3600)
 def test_the_readme_commands_work_in_a_fresh_clone(tmp_path: Path) -> None:
     readme = (REPO / "README.md").read_text()
     block = re.search(r"## The two commands.*?```\n(.*?)```", readme, re.DOTALL)
@@ -48,13 +89,7 @@ def test_the_readme_commands_work_in_a_fresh_clone(tmp_path: Path) -> None:
                 if line.strip()]
     assert commands == ["make demo", "make test"]
 
-    clone = tmp_path / "mender-orchestrator"
-    subprocess.run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(clone)],
-                   check=True, capture_output=True, timeout=300)
-    # as in CI and on a developer's machine, shared/ (the fixtures) lies beside the clone
-    shared = REPO.parent / "shared"
-    if shared.is_dir():
-        (tmp_path / "shared").symlink_to(shared)
+    clone = clone_alone(tmp_path)
     env = newcomer_env(tmp_path)
     for command in commands:
         result = subprocess.run(command.split(), cwd=clone, env=env, capture_output=True,

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from systems import FIXTURES
 
 from orchestrator_core import drivers
 from orchestrator_core.artifact import ArtifactPayload, read_header
@@ -395,7 +396,6 @@ def test_a_payload_name_that_would_escape_is_refused(env: Path) -> None:
 needs_mender_artifact = pytest.mark.skipif(
     shutil.which("mender-artifact") is None, reason="needs Debian's mender-artifact"
 )
-FIXTURES = Path("/work/shared/fixtures")
 
 
 def write_artifact(env: Path, files: list[tuple[str, Path]], compression: str = "gzip") -> Path:
@@ -479,7 +479,6 @@ def test_a_real_artifact_the_interface_stops_reading(env: Path) -> None:
     assert threading.active_count() == threads, "the writer and reader threads have ended"
 
 
-@pytest.mark.skipif(not FIXTURES.is_dir(), reason="needs the upstream fixtures")
 def test_an_upstream_artifact_that_is_not_read_is_stored_by_the_feed(env: Path) -> None:
     behave(env, "Download", "exit 0")
     with real_feed(FIXTURES / "rtos-v1.mender") as feed:
@@ -490,7 +489,6 @@ def test_an_upstream_artifact_that_is_not_read_is_stored_by_the_feed(env: Path) 
     assert all(p.stat().st_size == 0 for p in stored)  # its one payload file is empty
 
 
-@pytest.mark.skipif(not FIXTURES.is_dir(), reason="needs the upstream fixtures")
 def test_an_upstream_artifact_streams(env: Path) -> None:
     with real_feed(FIXTURES / "rtos-v2.mender") as feed:
         download(env, feed)

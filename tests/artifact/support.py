@@ -9,8 +9,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from systems import FIXTURES as FIXTURES  # the artifact tests take it from here
 
-FIXTURES = Path(__file__).resolve().parents[2] / ".." / "shared" / "fixtures"
 MENDER_ARTIFACT = shutil.which("mender-artifact")
 TOOL = MENDER_ARTIFACT or "mender-artifact"
 

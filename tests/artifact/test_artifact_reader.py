@@ -1,5 +1,6 @@
-"""The reader against real Artifacts: Debian's mender-artifact, the upstream fixtures, and
-the cases that writer cannot make (zstd, Ed25519, ECDSA in DER form), written in Python."""
+"""The reader against real Artifacts: Debian's mender-artifact (the upstream demo's Artifacts
+among them), and the cases that writer cannot make (zstd, Ed25519, ECDSA in DER form), written
+in Python."""
 
 from __future__ import annotations
 
