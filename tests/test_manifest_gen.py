@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from systems import CLI, FIXTURES
+from systems import CLI, REPO
 
 GEN = str(Path(sys.executable).parent / "mender-orchestrator-manifest-gen")
-MANIFEST = FIXTURES / "manifest-v1.yaml"  # name system-core-v1, for system-core
+MANIFEST = REPO / "examples" / "system-core" / "manifest-v1.yaml"  # system-core-v1, system-core
 
 
 def gen(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -87,19 +87,61 @@ def test_options_after_the_double_dash(tmp_path: Path) -> None:
                        "data/0000.tar.xz"]
 
 
+def test_the_upstream_docs_example_names_the_artifact_apart_from_the_manifest(
+        tmp_path: Path) -> None:
+    """The docs' command: ``--artifact-name manifest-v1`` for a Manifest named system-core-v1.
+    The server knows the Artifact by its name; the Manifest inside stays as written."""
+    shutil.copy(MANIFEST, tmp_path / "manifest-v1.yaml")
+    result = gen("--artifact-name", "manifest-v1", "--output-path", "manifest-v1.mender",
+                 "--system-type", "system-core", "manifest-v1.yaml", cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (0, "")
+    output = tmp_path / "manifest-v1.mender"
+    assert result.stdout.startswith("Artifact manifest-v1.mender generated successfully:")
+    assert mender_artifact("validate", output).returncode == 0
+    report = mender_artifact("read", output).stdout
+    assert "Name: manifest-v1\n" in report
+    assert "data-partition.mender-orchestrator-manifest.version: manifest-v1\n" in report
+    assert f"checksum: {hashlib.sha256(MANIFEST.read_bytes()).hexdigest()}" in report
+    unpacked = tmp_path / "unpacked"
+    unpacked.mkdir()
+    subprocess.run(["tar", "xf", str(output), "data/0000.tar.gz"], cwd=unpacked, check=True)
+    subprocess.run(["tar", "xzf", "data/0000.tar.gz"], cwd=unpacked, check=True)
+    assert (unpacked / "manifest-v1.yaml").read_bytes() == MANIFEST.read_bytes()
+
+
+def test_the_artifact_name_and_more_types_after_the_double_dash(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path / "ev.yaml")  # name ev-v1, for ev-2026 and ev-2027
+    result = gen("-t", "ev-2026", "-n", "ignored", manifest, "--", "-n", "ev-release-9",
+                 "-t", "ev-2027", "--software-version", "9.0", cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (0, "")
+    report = mender_artifact("read", tmp_path / "orchestrator-manifest.mender").stdout
+    assert "Name: ev-release-9\n" in report
+    assert "Compatible devices: '[ev-2026 ev-2027]'" in report
+    assert "data-partition.mender-orchestrator-manifest.version: 9.0\n" in report
+
+
 @pytest.mark.parametrize("arguments,message", [
     (["-t", "other-system", "{m}"],
      "system type(s) other-system given with --system-type are not in the Manifest's "
      "system_types_compatible ['ev-2026', 'ev-2027']"),
-    (["-t", "ev-2026", "-n", "ev-v2", "{m}"],
-     "the Manifest name 'ev-v1' must be equal to the Artifact name 'ev-v2'"),
-    (["-t", "ev-2026", "{m}", "--", "-n", "ev-v9"],
-     "the Manifest name 'ev-v1' must be equal to the Artifact name 'ev-v9'"),
+    (["-t", "ev-2026", "{m}", "--", "-t", "ev-2030"],
+     "system type(s) ev-2030 given with --system-type are not in the Manifest's "
+     "system_types_compatible ['ev-2026', 'ev-2027']"),
     (["{m}"], "Missing option '-t' / '--system-type'"),
     (["-t", "ev-2026"], "Missing argument 'MANIFEST'"),
     (["-t", "ev-2026", "{m}", "--", "-T", "rootfs-image"],
      "option -T after '--' conflicts with what manifest-gen sets itself"),
+    (["-t", "ev-2026", "{m}", "--", "--software-filesystem", "rootfs-image"],
+     "option --software-filesystem after '--' conflicts with what manifest-gen sets itself "
+     "(the payload type, the Manifest file and the provide "
+     "data-partition.mender-orchestrator-manifest.version)"),
+    (["-t", "ev-2026", "{m}", "--", "--no-default-software-version"],
+     "option --no-default-software-version after '--' conflicts"),
     (["-t", "ev-2026", "{m}", "--", "--bogus"], "after '--': No such option '--bogus'"),
+    (["-t", "ev-2026", "{m}", "--", "-s", "ArtifactInstall_Enter_00"],
+     "after '--': No such option '-s'. manifest-gen passes on only the options of "
+     "'mender-artifact write module-image' its Artifact writer understands: "
+     "-n/--artifact-name, -t/--device-type, --software-version, -o/--output-path, -k/--key, "),
     (["-t", "ev-2026", "{m}", "--", "-k", "/nonexistent.pem"],
      "signing key /nonexistent.pem: cannot read it"),
     (["-t", "ev-2026", "/nonexistent/manifest.yaml"],
