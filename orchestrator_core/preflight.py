@@ -1,0 +1,42 @@
+"""What the configuration names on disk, checked before a deployment is journaled.
+
+A problem found only after the journal holds the deployment would leave the System in a
+deployment that every ``resume`` and ``rollback`` fails in the same way, so planning (and
+``validate``) refuse it first.
+"""
+
+from __future__ import annotations
+
+from orchestrator_core.config import Config
+from orchestrator_core.errors import OrchestratorError
+
+
+def environment_problems(config: Config) -> list[str]:
+    """The Artifacts cache directory and the TLS material the URL sources would use."""
+    problems = []
+    cache = config.artifacts_cache
+    if cache.enabled and not cache.path.is_dir():
+        problems.append(
+            f"ArtifactsCache.Path {cache.path} does not exist or is not a directory; "
+            f"create it, or set ArtifactsCache.Enabled to false"
+        )
+    if any(source.kind == "url" for source in config.artifact_sources):
+        from orchestrator_core.artifact.http import tls_context
+
+        try:
+            tls_context(config)
+        except OrchestratorError as exc:
+            problems.append(exc.message)
+    return problems
+
+
+def problems(config: Config) -> list[str]:
+    """Every problem of the configuration that planning can find without any Interface."""
+    from orchestrator_core.artifact.signature import load_keys
+
+    found = environment_problems(config)
+    try:
+        load_keys(config.artifact_verify_keys)
+    except OrchestratorError as exc:
+        found.append(exc.message)
+    return found
