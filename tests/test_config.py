@@ -226,3 +226,21 @@ def test_a_deployment_journaled_with_a_cache_that_went_away_still_rolls_back(
     assert system.version("a", "1") == "factory"
     assert system.calls("a", "1")[-3:] == ["ArtifactRollback", "ArtifactFailure", "Cleanup"]
     assert run(system, "resume").returncode != 0  # the deployment has ended
+
+
+def test_a_manifest_store_that_cannot_be_a_directory_is_refused_before_journaling(
+    unit: tuple[System, Path], artifacts: Path
+) -> None:
+    """Found only at the end, it would fail a deployment whose every Component committed."""
+    system, manifest = unit
+    blocker = system.root / "not-a-dir"
+    blocker.write_text("")
+    system.write_config({"ArtifactSources": [{"Type": "directory", "Path": str(artifacts)}],
+                         "ManifestStore": str(blocker / "manifests")})
+    expected = f"ManifestStore {blocker / 'manifests'}: {blocker} is not a directory"
+    for command in (["validate"], ["install", str(manifest)]):
+        result = run(system, *command)
+        assert result.returncode == 2, result.stderr
+        assert expected in result.stderr
+    assert deployments(system) == 0
+    assert system.calls("a", "1") == []
