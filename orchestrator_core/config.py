@@ -112,9 +112,15 @@ class _Reader:
             return default
 
 
+def _shown(value: Any) -> str:
+    """``value`` as JSON for a message, cut short: a message must stay one readable line."""
+    text = json.dumps(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
 def _string(_: Path, value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise ValueError(f"expected a non-empty string, got {json.dumps(value)}")
+        raise ValueError(f"expected a non-empty string, got {_shown(value)}")
     return value
 
 
@@ -125,13 +131,13 @@ def _path(origin: Path, value: Any) -> Path:
 
 def _bool(_: Path, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {json.dumps(value)}")
+        raise ValueError(f"expected true or false, got {_shown(value)}")
     return value
 
 
 def _non_negative_int(_: Path, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"expected a whole number >= 0, got {json.dumps(value)}")
+        raise ValueError(f"expected a whole number >= 0, got {_shown(value)}")
     return value
 
 
@@ -140,27 +146,27 @@ def _timeout_seconds(_: Path, value: Any) -> float:
     if not number or not math.isfinite(value) or not 0 < value <= MAX_TIMEOUT_SECONDS:
         raise ValueError(
             f"expected a number of seconds > 0 and at most {MAX_TIMEOUT_SECONDS} (7 days), "
-            f"got {json.dumps(value)}"
+            f"got {_shown(value)}"
         )
     return float(value)
 
 
 def _log_level(_: Path, value: Any) -> str:
     if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
-        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {json.dumps(value)}")
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {_shown(value)}")
     return value.lower()
 
 
 def _string_list(origin: Path, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
-        raise ValueError(f"expected a non-empty list of strings, got {json.dumps(value)}")
+        raise ValueError(f"expected a non-empty list of strings, got {_shown(value)}")
     return tuple(_string(origin, item) for item in value)
 
 
 def _object(value: Any, fields: tuple[str, ...]) -> dict[str, Any]:
     # fields it does not know are warned about by _unknown_fields, not refused here
     if not isinstance(value, dict):
-        raise ValueError(f"expected an object with {', '.join(fields)}, got {json.dumps(value)}")
+        raise ValueError(f"expected an object with {', '.join(fields)}, got {_shown(value)}")
     return value
 
 
@@ -192,7 +198,7 @@ def _check_url(template: str, index: int) -> None:
 
 def _artifact_sources(origin: Path, value: Any) -> tuple[ArtifactSourceConfig, ...]:
     if not isinstance(value, list):
-        raise ValueError(f"expected a list of sources, got {json.dumps(value)}")
+        raise ValueError(f"expected a list of sources, got {_shown(value)}")
     sources = []
     for index, item in enumerate(value):
         if isinstance(item, dict) and item.get("Type") == "directory":
@@ -209,7 +215,7 @@ def _artifact_sources(origin: Path, value: Any) -> tuple[ArtifactSourceConfig, .
             raise ValueError(
                 f'[{index}] must be {{"Type": "directory", "Path": ...}} or '
                 f'{{"Type": "url", "Template": "https://.../{{artifact_name}}.mender"}}, '
-                f"got {json.dumps(item)}"
+                f"got {_shown(item)}"
             )
     return tuple(sources)
 

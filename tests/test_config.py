@@ -244,3 +244,14 @@ def test_a_manifest_store_that_cannot_be_a_directory_is_refused_before_journalin
         assert expected in result.stderr
     assert deployments(system) == 0
     assert system.calls("a", "1") == []
+
+
+def test_a_huge_bad_value_is_shown_cut_short(unit: tuple[System, Path]) -> None:
+    system, _ = unit
+    system.write_config({"LogLevel": "x" * 100_000})
+    result = run(system, "validate")
+    assert result.returncode == 2
+    # the log line escapes the quotes of the message
+    assert (f'option LogLevel: expected one of trace, debug, info, warning, error, fatal, '
+            f'got \\"{"x" * 76}..."') in result.stderr
+    assert len(result.stderr) < 1000
