@@ -183,6 +183,8 @@ def validate(ctx: click.Context, manifest: Path | None) -> None:
 
     log_module.setup(options.log_level or "info")
     report = validate_all(options.topology_components, manifest)
+    for warning in report.warnings:
+        log.warning("%s", warning)
     for line in report.lines:
         click.echo(line)
     for problem in report.problems:

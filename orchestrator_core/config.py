@@ -9,6 +9,7 @@ Every problem in the files is collected so ``validate`` can list them all at onc
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,9 @@ from orchestrator_core.errors import ValidationErrors
 CONFIG_FILE_NAME = "mender-orchestrator.conf"
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "fatal")
 DEFAULT_TIMEOUT_SECONDS = 14400.0
+# Past about 24.8 days a timeout no longer fits the milliseconds of poll(2) and every call
+# fails; a week is far beyond any real Interface call and well inside that.
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
 
 ENV_CONF_DIR = "MENDER_ORCHESTRATOR_CONF_DIR"
 ENV_DATA_DIR = "MENDER_ORCHESTRATOR_DATA_DIR"
@@ -108,9 +112,15 @@ class _Reader:
             return default
 
 
+def _shown(value: Any) -> str:
+    """``value`` as JSON for a message, cut short: a message must stay one readable line."""
+    text = json.dumps(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
 def _string(_: Path, value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise ValueError(f"expected a non-empty string, got {json.dumps(value)}")
+        raise ValueError(f"expected a non-empty string, got {_shown(value)}")
     return value
 
 
@@ -121,45 +131,47 @@ def _path(origin: Path, value: Any) -> Path:
 
 def _bool(_: Path, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {json.dumps(value)}")
+        raise ValueError(f"expected true or false, got {_shown(value)}")
     return value
 
 
 def _non_negative_int(_: Path, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"expected a whole number >= 0, got {json.dumps(value)}")
+        raise ValueError(f"expected a whole number >= 0, got {_shown(value)}")
     return value
 
 
-def _positive_number(_: Path, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ValueError(f"expected a number of seconds > 0, got {json.dumps(value)}")
+def _timeout_seconds(_: Path, value: Any) -> float:
+    number = not isinstance(value, bool) and isinstance(value, int | float)
+    if not number or not math.isfinite(value) or not 0 < value <= MAX_TIMEOUT_SECONDS:
+        raise ValueError(
+            f"expected a number of seconds > 0 and at most {MAX_TIMEOUT_SECONDS} (7 days), "
+            f"got {_shown(value)}"
+        )
     return float(value)
 
 
 def _log_level(_: Path, value: Any) -> str:
     if not isinstance(value, str) or value.lower() not in LOG_LEVELS:
-        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {json.dumps(value)}")
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {_shown(value)}")
     return value.lower()
 
 
 def _string_list(origin: Path, value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
-        raise ValueError(f"expected a non-empty list of strings, got {json.dumps(value)}")
+        raise ValueError(f"expected a non-empty list of strings, got {_shown(value)}")
     return tuple(_string(origin, item) for item in value)
 
 
 def _object(value: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+    # fields it does not know are warned about by _unknown_fields, not refused here
     if not isinstance(value, dict):
-        raise ValueError(f"expected an object with {', '.join(fields)}, got {json.dumps(value)}")
-    unknown = sorted(set(value) - set(fields))
-    if unknown:
-        raise ValueError(f"unknown field(s) {', '.join(unknown)}; expected {', '.join(fields)}")
+        raise ValueError(f"expected an object with {', '.join(fields)}, got {_shown(value)}")
     return value
 
 
 def _https_client(origin: Path, value: Any) -> HttpsClientConfig:
-    data = _object(value, ("Certificate", "Key"))
+    data = _object(value, NESTED_FIELDS["HttpsClient"])
     if "Certificate" not in data or "Key" not in data:
         raise ValueError("expected both Certificate and Key")
     key = _string(origin, data["Key"])
@@ -186,14 +198,14 @@ def _check_url(template: str, index: int) -> None:
 
 def _artifact_sources(origin: Path, value: Any) -> tuple[ArtifactSourceConfig, ...]:
     if not isinstance(value, list):
-        raise ValueError(f"expected a list of sources, got {json.dumps(value)}")
+        raise ValueError(f"expected a list of sources, got {_shown(value)}")
     sources = []
     for index, item in enumerate(value):
         if isinstance(item, dict) and item.get("Type") == "directory":
-            _object(item, ("Type", "Path"))
+            _object(item, SOURCE_FIELDS["directory"])
             sources.append(ArtifactSourceConfig("directory", str(_path(origin, item.get("Path")))))
         elif isinstance(item, dict) and item.get("Type") == "url":
-            _object(item, ("Type", "Template"))
+            _object(item, SOURCE_FIELDS["url"])
             template = _string(origin, item.get("Template"))
             if "{artifact_name}" not in template:
                 raise ValueError(f"[{index}].Template must contain {{artifact_name}}")
@@ -203,7 +215,7 @@ def _artifact_sources(origin: Path, value: Any) -> tuple[ArtifactSourceConfig, .
             raise ValueError(
                 f'[{index}] must be {{"Type": "directory", "Path": ...}} or '
                 f'{{"Type": "url", "Template": "https://.../{{artifact_name}}.mender"}}, '
-                f"got {json.dumps(item)}"
+                f"got {_shown(item)}"
             )
     return tuple(sources)
 
@@ -222,6 +234,33 @@ KNOWN_OPTIONS = (
     "ServerCertificate",
     "TopologyComponents",
 )
+
+
+# Fields of the object options that this implementation reads; upstream parses more (such as
+# HttpsClient.SSLEngine), so a config file written for it keeps working with a warning.
+NESTED_FIELDS = {
+    "ArtifactsCache": ("Enabled", "Path", "MaxSizeBytes"),
+    "HttpsClient": ("Certificate", "Key"),
+}
+SOURCE_FIELDS = {"directory": ("Type", "Path"), "url": ("Type", "Template")}
+
+
+def _unknown_fields(path: Path, data: dict[str, Any]) -> list[str]:
+    """Warnings for the fields of object options that are not used."""
+    found: list[tuple[str, Any, tuple[str, ...]]] = [
+        (key, data[key], fields) for key, fields in NESTED_FIELDS.items() if key in data
+    ]
+    sources = data.get("ArtifactSources")
+    if isinstance(sources, list):
+        for index, item in enumerate(sources):
+            if isinstance(item, dict) and item.get("Type") in SOURCE_FIELDS:
+                found.append((f"ArtifactSources[{index}]", item, SOURCE_FIELDS[item["Type"]]))
+    return [
+        f"{path}: unknown field {option}.{name} ignored (used: {', '.join(fields)})"
+        for option, value, fields in found
+        if isinstance(value, dict)
+        for name in sorted(set(value) - set(fields))
+    ]
 
 
 def _read_file(path: Path, problems: list[str]) -> dict[str, Any] | None:
@@ -254,10 +293,24 @@ def _read_file(path: Path, problems: list[str]) -> dict[str, Any] | None:
     except ValueError as exc:
         problems.append(f"{path}: {exc}")
         return None
+    except RecursionError:
+        problems.append(f"{path}: JSON nested too deeply; expected a JSON object of options")
+        return None
     if not isinstance(data, dict):
         problems.append(f"{path}: expected a JSON object of options, got {type(data).__name__}")
         return None
     return data
+
+
+def _server_certificate(reader: _Reader, warnings: list[str]) -> Path | None:
+    path: Path | None = reader.get("ServerCertificate", _path, None)
+    if path is None or path.exists():
+        return path
+    # as the Mender client does: the system's trusted CAs still verify the servers
+    warnings.append(
+        f"ServerCertificate {path} does not exist; only the system's trusted CAs are used"
+    )
+    return None
 
 
 def load_config(env: Mapping[str, str] | None = None) -> Config:
@@ -276,6 +329,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             continue
         for key in sorted(set(data) - set(KNOWN_OPTIONS)):
             warnings.append(f"{path}: unknown option {key} ignored")
+        warnings.extend(_unknown_fields(path, data))
         layers.append((path, data))
 
     reader = _Reader(layers)
@@ -307,7 +361,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     if cache_raw is not None:
         origin, value = cache_raw
         try:
-            data = _object(value, ("Enabled", "Path", "MaxSizeBytes"))
+            data = _object(value, NESTED_FIELDS["ArtifactsCache"])
             cache = CacheConfig(
                 enabled=_bool(origin, data.get("Enabled", False)),
                 path=_path(origin, data["Path"]) if "Path" in data else cache.path,
@@ -335,10 +389,10 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         artifact_verify_keys=keys,
         artifacts_cache=cache,
         https_client=reader.get("HttpsClient", _https_client, None),
-        server_certificate=reader.get("ServerCertificate", _path, None),
+        server_certificate=_server_certificate(reader, warnings),
         artifact_sources=reader.get("ArtifactSources", _artifact_sources, ()),
         interface_timeout_seconds=reader.get(
-            "InterfaceTimeoutSeconds", _positive_number, DEFAULT_TIMEOUT_SECONDS
+            "InterfaceTimeoutSeconds", _timeout_seconds, DEFAULT_TIMEOUT_SECONDS
         ),
         log_level=reader.get("LogLevel", _log_level, "info"),
         reboot_command=reader.get("RebootCommand", _string_list, ("reboot",)),

@@ -443,7 +443,13 @@ def _open_cache(config: Config) -> Any:
         return None
     from orchestrator_core.artifact import ArtifactsCache
 
-    return ArtifactsCache(config.artifacts_cache)
+    try:
+        return ArtifactsCache(config.artifacts_cache)
+    except OrchestratorError as exc:
+        # Planning refuses this, but a deployment journaled before the directory went away
+        # must still reach its rollback and Cleanup: they need no cache, a Download streams.
+        log.warning("%s; this run goes without the cache", exc.message)
+        return None
 
 
 def _announce_plan(plan: Plan) -> None:

@@ -497,8 +497,9 @@ class ExecDriver:
         if ctx.payload is None or ctx.work_dir is None:
             raise InterfaceError(f"{ctx.name}: Download needs a File API directory and a payload")
         unpacked = self._ask(ctx, "needs_unpacked_artifact")
+        # asked whatever the first answer was, as the protocol says (SPEC 4)
+        with_sizes = bool(self._ask(ctx, "provide_payload_file_sizes"))
         if unpacked is None or unpacked:
-            with_sizes = bool(self._ask(ctx, "provide_payload_file_sizes"))
             streams = payload_streams(ctx.payload, with_sizes=with_sizes)
         else:
             # Our decision: the sizes of ProvidePayloadFileSizes are those of payload files;

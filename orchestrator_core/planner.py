@@ -173,9 +173,10 @@ def _read_artifact(
 
 def make_plan(config: Config, topology: Topology, manifest: Manifest) -> Plan:
     """Validate, ask every Component, read every Artifact header; raise listing all problems."""
+    from orchestrator_core import preflight
     from orchestrator_core.artifact import check_compatible, is_installed
 
-    problems = check_against_topology(manifest, topology)
+    problems = preflight.problems(config) + check_against_topology(manifest, topology)
     if problems:
         raise ValidationErrors(problems)
     results = discover(topology.components, config.data_dir, config.interface_timeout_seconds)

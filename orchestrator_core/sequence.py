@@ -76,6 +76,7 @@ def deployment_steps(
     installing: list[str] = []  # ArtifactInstall entered: these need the error states
     can_roll_back: dict[str, bool] = {}
     reboot_need: dict[str, str] = {}
+    rebooted: set[str] = set()  # the system rebooted for these in the install path
 
     def step(
         kind: str,
@@ -118,6 +119,7 @@ def deployment_steps(
                 break
         if automatic:
             outcome = yield step("reboot", SYSTEM_REBOOT, order, INSTALL, automatic)
+            rebooted.update(k for k, r in outcome.items() if r.ok)
             if _failures(outcome):
                 progress.failure = "; ".join(_failures(outcome))
                 break
@@ -140,7 +142,7 @@ def deployment_steps(
     if progress.failure is not None:
         progress.phase = ROLLBACK
         yield from _rollback_path(
-            groups, entered, installing, can_roll_back, reboot_need, retries, progress
+            groups, entered, installing, can_roll_back, reboot_need, rebooted, retries, progress
         )
 
     progress.phase = CLEANUP
@@ -158,10 +160,16 @@ def _rollback_path(
     installing: Sequence[str],
     can_roll_back: Mapping[str, bool],
     reboot_need: dict[str, str],
+    rebooted: set[str],
     retries: int,
     progress: Progress,
 ) -> Generator[Step, Outcome, None]:
-    """SPEC 7.2: highest group that ran first; failures logged and ignored, except verify."""
+    """SPEC 7.2: highest group that ran first; failures logged and ignored, except verify.
+
+    A system reboot (``Automatic``) is repeated only for the Components it was done for in
+    the install path: rebooting for an install that never got that far would restart the
+    gateway for nothing, and verify a "rollback reboot" that undid no reboot.
+    """
     opens: str | None = "ArtifactRollback"
 
     def step(kind: str, name: str, group: int, members: Sequence[str]) -> Step:
@@ -187,7 +195,12 @@ def _rollback_path(
             if unknown:
                 outcome = yield step("query", "NeedsArtifactReboot", order, unknown)
                 reboot_need.update({k: r.value or "No" for k, r in outcome.items()})
-            verifying = [k for k in rolling if reboot_need.get(k) in ("Yes", "Automatic")]
+            verifying = [
+                k
+                for k in rolling
+                if reboot_need.get(k) == "Yes"
+                or (reboot_need.get(k) == "Automatic" and k in rebooted)
+            ]
             attempt = 0
             while verifying:
                 rebooting = [k for k in verifying if reboot_need[k] == "Yes"]

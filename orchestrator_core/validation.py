@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator_core import drivers
+from orchestrator_core import drivers, preflight
 from orchestrator_core.config import Config, load_config
 from orchestrator_core.errors import OrchestratorError, ValidationErrors
 from orchestrator_core.manifest import Manifest, check_against_topology, load_manifest
@@ -16,6 +16,7 @@ from orchestrator_core.topology import Topology, load_topology
 class Report:
     lines: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def absorb(self, exc: OrchestratorError) -> None:
         self.problems.extend(exc.problems if isinstance(exc, ValidationErrors) else [exc.message])
@@ -27,9 +28,15 @@ def validate_all(components_option: Path | None, manifest_path: Path | None) -> 
     try:
         config = load_config()
         files = ", ".join(map(str, config.config_files)) or "none found, defaults used"
-        report.lines.append(f"config: OK ({files})")
+        report.warnings.extend(config.warnings)
+        count = len(config.warnings)
+        warned = f" with {count} warning{'s' if count > 1 else ''}" if count else ""
+        report.lines.append(f"config: OK{warned} ({files})")
     except OrchestratorError as exc:
         report.absorb(exc)
+
+    if config is not None:
+        report.problems.extend(preflight.environment_problems(config))
 
     if config is not None and config.artifact_verify_keys:
         from orchestrator_core.artifact.signature import load_keys

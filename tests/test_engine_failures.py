@@ -60,7 +60,9 @@ def expected_calls(state: str, failing: str, rollback: bool) -> dict[str, list[s
                 calls[unit].append("NeedsArtifactReboot")
             if need[unit] == "Yes":
                 calls[unit].append("ArtifactRollbackReboot")
-            if need[unit] in ("Yes", "Automatic"):
+            # Automatic: the system reboots back only where the install path rebooted it,
+            # which it did right after asking NeedsArtifactReboot
+            if need[unit] == "Yes" or (need[unit] == "Automatic" and asked):
                 calls[unit].append("ArtifactVerifyRollbackReboot")
         if installing:
             calls[unit].append("ArtifactFailure")
@@ -150,6 +152,28 @@ def test_failure_point(tmp_path: Path, unit_artifact: Path, state: str, failing:
     log = (system.devices / "calls").read_text().splitlines()
     failures = [line.split()[0] for line in log if line.endswith(" ArtifactFailure")]
     assert failures == [f"{u}-1" for u in reversed(installed)]
+
+
+def test_no_system_reboot_rolls_back_an_install_that_never_rebooted(
+    tmp_path: Path, unit_artifact: Path
+) -> None:
+    """b (Automatic) fails ArtifactInstall: the install path never rebooted the system, so
+    the rollback path does not either, and verifies no rollback reboot."""
+    system, manifest = three_groups(tmp_path, unit_artifact, rollback=True)
+    system.device("b", "1").mkdir(parents=True)
+    (system.device("b", "1") / "fail-ArtifactInstall").touch()
+    result = system.run("install", "--exit-on-reboot", str(manifest))
+    assert result.returncode == 1, result.stderr  # never 4: no reboot asked for
+    assert system.calls("b", "1") == [
+        *PLANNING, *DOWNLOAD, "SupportsRollback", "ArtifactInstall",
+        "ArtifactRollback", "NeedsArtifactReboot", "ArtifactFailure", "Cleanup",
+    ]
+    assert system.calls("a", "1") == [
+        *PLANNING, *install_calls("Yes"), "ArtifactRollback", "ArtifactRollbackReboot",
+        "ArtifactVerifyRollbackReboot", "ArtifactFailure", "Cleanup",
+    ]
+    assert system.calls("c", "1") == PLANNING
+    assert [system.version(u, "1") for u, _ in UNITS] == ["factory"] * 3
 
 
 def test_a_hung_interface_is_killed_and_the_system_rolled_back(tmp_path: Path,

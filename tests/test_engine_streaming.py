@@ -87,6 +87,10 @@ def test_whole_artifact_as_one_stream(board: tuple[System, Path], two_file_artif
     assert result.returncode == 0, result.stderr
     received = system.root / "received" / "board"
     assert (received / "lines").read_text().splitlines() == ["streams/fw-v2.mender"]
+    calls = [line.split("\t")[1] for line in (system.root / "calls.log").read_text().splitlines()]
+    assert calls == ["Identity", "Provides", "NeedsUnpackedArtifact", "ProvidePayloadFileSizes",
+                     "Download", "SupportsRollback", "ArtifactInstall", "NeedsArtifactReboot",
+                     "ArtifactCommit", "Cleanup"]
     original = (two_file_artifact / "fw-v2.mender").read_bytes()
     assert hashlib.sha256((received / "fw-v2.mender").read_bytes()).digest() == \
         hashlib.sha256(original).digest()

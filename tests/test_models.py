@@ -216,7 +216,8 @@ def test_config_errors_are_all_listed_with_file_and_key(tmp_path: Path) -> None:
         load_config(env)
     text = str(exc.value)
     assert f"{path}: option LogLevel: expected one of trace, debug" in text
-    assert "option InterfaceTimeoutSeconds: expected a number of seconds > 0, got -1" in text
+    assert ("option InterfaceTimeoutSeconds: expected a number of seconds > 0 and at most "
+            "604800 (7 days), got -1") in text
     assert "ArtifactVerifyKey and ArtifactVerifyKeys are both set" in text
     assert "option ArtifactsCache: expected true or false" in text
     assert "option HttpsClient: expected both Certificate and Key" in text

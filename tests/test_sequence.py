@@ -196,3 +196,67 @@ def test_stop_names_open_the_passes() -> None:
         pass
     # the rollback path of a System without rollback support starts with ArtifactFailure
     assert opened == {"ArtifactRollback": "ArtifactFailure@2"}
+
+
+def test_rollback_reboots_the_system_where_the_install_path_did() -> None:
+    """Group 20 rebooted the system in the install path, so its rollback reboots it again."""
+    answer = reboot({"a": "Automatic", "b": "Automatic", "d": "Yes"},
+                    failing("ArtifactVerifyReboot", "d"))
+    seen, progress = walk([(10, ("a",)), (20, ("b",)), (30, ("d",))], answer)
+    tail = seen[seen.index(("ArtifactVerifyReboot", 30, ("d",))) + 1:]
+    assert tail == [
+        ("ArtifactRollback", 30, ("d",)),
+        ("ArtifactRollbackReboot", 30, ("d",)),
+        ("ArtifactVerifyRollbackReboot", 30, ("d",)),
+        ("ArtifactFailure", 30, ("d",)),
+        ("ArtifactRollback", 20, ("b",)),
+        ("SystemReboot", 20, ("b",)),
+        ("ArtifactVerifyRollbackReboot", 20, ("b",)),
+        ("ArtifactFailure", 20, ("b",)),
+        ("ArtifactRollback", 10, ("a",)),
+        ("SystemReboot", 10, ("a",)),
+        ("ArtifactVerifyRollbackReboot", 10, ("a",)),
+        ("ArtifactFailure", 10, ("a",)),
+        ("Cleanup", 10, ("a",)),
+        ("Cleanup", 20, ("b",)),
+        ("Cleanup", 30, ("d",)),
+    ]
+    assert progress.inconsistent == {}
+
+
+def test_no_system_reboot_in_rollback_where_the_install_path_never_reached_it() -> None:
+    """b's ArtifactReboot failed before the group's system reboot for c: neither b's group
+    nor d's (whose install failed before NeedsArtifactReboot) reboots the system."""
+    answer = reboot({"a": "Automatic", "b": "Yes", "c": "Automatic", "d": "Automatic"},
+                    failing("ArtifactReboot", "b"))
+    seen, progress = walk(GROUPS, answer)
+    tail = seen[seen.index(("ArtifactReboot", 20, ("b",))) + 1:]
+    assert tail == [
+        ("ArtifactRollback", 20, ("b", "c")),
+        ("ArtifactRollbackReboot", 20, ("b",)),
+        ("ArtifactVerifyRollbackReboot", 20, ("b",)),
+        ("ArtifactFailure", 20, ("b", "c")),
+        ("ArtifactRollback", 10, ("a",)),
+        ("SystemReboot", 10, ("a",)),
+        ("ArtifactVerifyRollbackReboot", 10, ("a",)),
+        ("ArtifactFailure", 10, ("a",)),
+        ("Cleanup", 10, ("a",)),
+        ("Cleanup", 20, ("b", "c")),
+    ]
+    assert progress.inconsistent == {}
+
+    # an install that failed: the answer Automatic, asked in the rollback path, reboots nothing
+    seen, _ = walk([(10, ("a",))], reboot({"a": "Automatic"}, failing("ArtifactInstall", "a")))
+    assert [name for name, _, _ in seen] == [
+        "Download", "SupportsRollback", "ArtifactInstall", "ArtifactRollback",
+        "NeedsArtifactReboot", "ArtifactFailure", "Cleanup",
+    ]
+
+
+def test_a_system_reboot_that_failed_is_not_repeated_in_the_rollback_path() -> None:
+    answer = reboot({"a": "Automatic"}, failing("SystemReboot", "a"))
+    seen, _ = walk([(10, ("a",))], answer)
+    assert [name for name, _, _ in seen] == [
+        "Download", "SupportsRollback", "ArtifactInstall", "NeedsArtifactReboot",
+        "SystemReboot", "ArtifactRollback", "ArtifactFailure", "Cleanup",
+    ]

@@ -190,13 +190,16 @@ def test_download_with_file_sizes(env: Path) -> None:
     assert received(env, "a.img") == files[0][1].read_bytes()
 
 
-def test_whole_artifact_as_one_stream(env: Path) -> None:
+@pytest.mark.parametrize("sizes", ["Yes", "No"])
+def test_whole_artifact_as_one_stream(env: Path, sizes: str) -> None:
     behave(env, "NeedsUnpackedArtifact", "echo No")
+    behave(env, "ProvidePayloadFileSizes", f"echo {sizes}")
     whole = env / "rtos-v2.mender"
     whole.write_bytes(os.urandom(200_000))
     feed = DirFeed([], whole=whole)
     download(env, feed)
-    assert states(env) == ["NeedsUnpackedArtifact", "Download"]
+    # asked whatever NeedsUnpackedArtifact answered; the whole Artifact has no sizes to give
+    assert states(env) == ["NeedsUnpackedArtifact", "ProvidePayloadFileSizes", "Download"]
     assert (env / "received" / "c1" / "lines").read_text() == "streams/rtos-v2.mender\n"
     assert received(env, "rtos-v2.mender") == whole.read_bytes()
     assert feed.consumed

@@ -443,10 +443,30 @@ def test_pkcs11_key_is_reported_as_unsupported(tmp_path: Path, ca: trustme.CA) -
 
 
 def test_unreadable_server_certificate_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "garbage.pem").write_text("not a certificate")
     config = make_config(
         tmp_path,
         ArtifactSources=[{"Type": "url", "Template": "https://127.0.0.1:9/{artifact_name}"}],
-        ServerCertificate=str(tmp_path / "missing.pem"),
+        ServerCertificate=str(tmp_path / "garbage.pem"),
     )
-    with pytest.raises(ConfigError, match=r"ServerCertificate .*missing\.pem: cannot load it"):
+    with pytest.raises(ConfigError, match=r"ServerCertificate .*garbage\.pem: cannot load it"):
         open_artifact("x", None, config)
+
+
+def test_a_missing_server_certificate_leaves_the_system_trust(
+    tmp_path: Path, ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system_ca = trustme.CA()
+    monkeypatch.setenv("SSL_CERT_FILE", str(write_ca(system_ca, tmp_path / "system.pem")))
+    srv = tls_server(system_ca)
+    try:
+        config = make_config(tmp_path, ArtifactSources=[url_source(srv)],
+                             ServerCertificate=str(tmp_path / "missing.pem"))
+        assert config.server_certificate is None
+        assert config.warnings == (
+            f"ServerCertificate {tmp_path / 'missing.pem'} does not exist; only the system's "
+            f"trusted CAs are used",
+        )
+        assert read_all(open_artifact("system-core-v1", None, config)) == MANIFEST_V1.read_bytes()
+    finally:
+        srv.close()
