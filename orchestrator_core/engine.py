@@ -48,6 +48,10 @@ TEST_BOOT_ID = "MENDER_ORCHESTRATOR_TEST_BOOT_ID"
 # only then, so it never runs ahead of a caller (the Mender client) that continues by itself.
 RESUME_AT_BOOT = "resume-at-boot"
 
+# Journaled when a `rollback` run exits 0 at a stop after completing the rollback path: its
+# caller has reported the failure, so the `resume` that runs Cleanup afterwards succeeds.
+ROLLBACK_REPORTED = "rollback-reported"
+
 HOOK_NAMES = {
     "Download": "download",
     "ArtifactInstall": "artifact_install",
@@ -155,6 +159,9 @@ class Deployment:
             return "rollback requested"
         return None
 
+    def _rollback_reported(self) -> bool:
+        return any(e.kind == ROLLBACK_REPORTED for e in self.journal.events(self.id))
+
     def _reboot_pending(self, events: list[EventRow]) -> bool:
         """A system reboot step was entered and not finished: we asked for this reboot."""
         reboots = {seq for seq, kind, *_ in self.journal.steps(self.id) if kind == "reboot"}
@@ -220,6 +227,8 @@ class Deployment:
                 return RunResult(
                     EXIT_INCONSISTENT, f"{where}; inconsistent: {_named(progress.inconsistent)}"
                 )
+            # the caller now knows the deployment failed: a later run finishing it says ok
+            self.journal.record(self.id, None, "", ROLLBACK_REPORTED)
             return RunResult(EXIT_OK, f"rolled back; {where}")
         return RunResult(EXIT_FAILED, f"deployment failed ({progress.failure}); {where}")
 
@@ -427,9 +436,11 @@ class Deployment:
                 f"Components are inconsistent: {names}"
             )
         else:
-            # a rollback that was asked for and completed is the command's success
+            # a rollback that was asked for and completed is the command's success, and so
+            # is finishing one whose failure an earlier run already reported (SPEC 7.4)
             status = "failed"
-            code = EXIT_OK if options.command == "rollback" else EXIT_FAILED
+            reported = options.command == "rollback" or self._rollback_reported()
+            code = EXIT_OK if reported else EXIT_FAILED
             message = (
                 f"deployment of {self.plan.manifest_name} failed and the System was rolled back: "
                 f"{progress.failure}"

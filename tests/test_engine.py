@@ -187,10 +187,25 @@ def test_update_module_failure_then_rollback_command(core: System) -> None:
     again = core.run("rollback", "--stop-before", "Cleanup", "--exit-on-reboot")
     assert again.returncode == 0, again.stderr
     cleanup = core.run("resume")
-    assert cleanup.returncode == 1  # the deployment ended failed (rolled back)
+    # SPEC 7.4: the rollback run already reported the failure; Cleanup itself succeeded
+    assert cleanup.returncode == 0, cleanup.stderr
+    assert "failed and the System was rolled back" in cleanup.stderr
     assert core.calls("rtos", "2")[-1] == "Cleanup"
     status = core.run("status")
     assert "status failed" in status.stdout
+
+
+def test_a_rollback_no_run_reported_still_ends_failed(core: System) -> None:
+    """Only a rollback that an earlier run completed and reported makes the final resume
+    succeed: one that the final resume runs itself is the failure it reports."""
+    assert core.run("install", manifest("v1")).returncode == 0
+    (core.device("rtos", "1") / "fail-ArtifactInstall").touch()
+    install = core.run("install", "--stop-before", "ArtifactRollback", manifest("v2"))
+    assert install.returncode == 1
+    finished = core.run("resume")
+    assert finished.returncode == 1, finished.stderr
+    assert versions(core) == ("gateway-v1", "rtos-v1", "rtos-v1")
+    assert core.calls("rtos", "2")[-1] == "Cleanup"
 
 
 def test_a_reboot_nobody_asked_for_rolls_the_system_back(core: System) -> None:
@@ -209,7 +224,9 @@ def test_a_reboot_nobody_asked_for_rolls_the_system_back(core: System) -> None:
     rollback = core.run("rollback", "--stop-before", "Cleanup", env=after)
     assert rollback.returncode == 0, rollback.stderr
     assert versions(core) == ("gateway-v1", "rtos-v1", "rtos-v1")
-    assert core.run("resume", env=after).returncode == 1  # Cleanup; the deployment failed
+    cleanup = core.run("resume", env=after)
+    assert cleanup.returncode == 0, cleanup.stderr  # the rollback run reported the failure
+    assert "status failed" in core.run("status").stdout
 
 
 def test_the_reboot_we_asked_for_is_not_a_failure(core: System) -> None:

@@ -267,7 +267,9 @@ def test_a_failed_install_rolls_the_system_back(
     assert at(system, "rtos-v1", "hmi-v1")
     module.run_ok("ArtifactFailure")
     module.run_ok("Cleanup")
-    assert module.log()[-4:] == [ROLLBACK, "exit 0", "resume", "exit 1"]
+    # the orchestrator itself exits 0: the rollback it finishes was reported by ROLLBACK
+    assert module.log()[-4:] == [ROLLBACK, "exit 0", "resume", "exit 0"]
+    assert not any((module.tree / "tmp").iterdir())  # no marker file works around it
     assert "status failed" in system.run("status").stdout
     assert system.run("resume").returncode != 0  # nothing left in progress
 
