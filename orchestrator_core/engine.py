@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -322,16 +323,32 @@ class Deployment:
                     f"{completed.stderr.strip()[-500:]}"
                 )
             )
-        if failure is None:
+        if failure is None and not options.stop_before:
             # the system is going down; whatever runs next is `resume` after the reboot
             log.info("system reboot started with %s; the deployment continues on resume", command)
             raise SystemExit(EXIT_OK)
+        if failure is None:
+            failure = self._await_reboot(command)
         marker.unlink(missing_ok=True)
         log.error("%s", failure)
         for key in members:
             outcome[key] = Result(False, None, f"{key}: {failure}")
             self.journal.record(self.id, seq, key, "finish", False, None, outcome[key].message)
         return outcome
+
+    def _await_reboot(self, command: list[str]) -> str:
+        """Wait for the reboot to end this process; returning means it did not.
+
+        A caller that drives the deployment stage by stage (the Update Module, for the Mender
+        client) takes exit 0 for "this stage succeeded", and the client would report success
+        for a System that may still roll back (SPEC 7.4). So, like the Mender client after its
+        own `reboot`, the run stays until the shutdown kills it; after the boot, the caller
+        runs the same state again and `resume` continues after the reboot."""
+        wait = self.config.reboot_wait_seconds
+        log.info("system reboot started with %s; waiting up to %g s for it to end this run",
+                 command, wait)
+        time.sleep(wait)
+        return f"RebootCommand {command} succeeded but the system did not go down within {wait:g} s"
 
     def _driver(self, planned: PlannedComponent) -> ComponentDriver:
         driver = self._drivers.get(planned.key)

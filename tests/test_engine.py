@@ -7,6 +7,7 @@ assert the exact protocol sequence SPEC 7 prescribes.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import subprocess
@@ -170,6 +171,36 @@ def test_update_module_contract_step_by_step(core: System) -> None:
     nothing = core.run("resume")
     assert nothing.returncode != 0
     assert "nothing to resume" in nothing.stderr
+
+
+def two_automatic_groups(core: System, **config: object) -> None:
+    """The gateway (order 10) and the RTOS boards (order 20) each need a system reboot."""
+    topology = (core.datastore / "topology.yaml").read_text()
+    (core.datastore / "topology.yaml").write_text(
+        topology.replace('["1", "No"]', '["1", "Automatic"]')
+        .replace('interface_args: ["1"]', 'interface_args: ["1", "Automatic"]')
+        .replace('interface_args: ["2"]', 'interface_args: ["2", "Automatic"]'))
+    path = core.conf_dir / "mender-orchestrator.conf"
+    core.write_config({**json.loads(path.read_text()), **config})
+
+
+def test_a_stage_by_stage_run_never_exits_0_after_starting_a_reboot(core: System) -> None:
+    """SPEC 7.4: the Update Module's ArtifactCommit run starts the second group's reboot; it
+    must not exit 0 (the Mender client would report success for a System that may still roll
+    back). It waits for the reboot to end it, and fails if the system stays up."""
+    two_automatic_groups(core, RebootWaitSeconds=1)
+    install = core.run("install", "--stop-before", "ArtifactCommit", "--stop-before",
+                       "ArtifactRollback", "--stop-before", "Cleanup", "--exit-on-reboot",
+                       manifest("v1"), env={"MENDER_ORCHESTRATOR_TEST_BOOT_ID": "boot-1"})
+    assert install.returncode == 4, install.stderr
+    commit = core.run("resume", "--stop-before", "ArtifactRollback", "--stop-before", "Cleanup",
+                      env={"MENDER_ORCHESTRATOR_TEST_BOOT_ID": "boot-2"})
+    assert (core.root / "reboots").read_text() == "reboot\n"  # RebootCommand ran, once
+    assert commit.returncode == 1, commit.stderr
+    assert "succeeded but the system did not go down within 1 s" in commit.stderr
+    assert "stopped before ArtifactRollback" in commit.stderr
+    assert not any("ArtifactCommit" in core.calls(*unit)
+                   for unit in (("gateway", "1"), ("rtos", "1"), ("rtos", "2")))
 
 
 def test_update_module_failure_then_rollback_command(core: System) -> None:
