@@ -263,6 +263,7 @@ TWO_REBOOTS_MANIFEST = (
     "  board:\n    artifact_name: board-v2\n    update_strategy: {order: 10}\n"
     "  panel:\n    artifact_name: panel-v2\n    update_strategy: {order: 20}\n")
 UNITS = (("board", "1"), ("panel", "1"))
+SHUTDOWN_SECONDS = 5  # from RebootCommand to the end of every process
 
 
 def process_tree(root: int) -> list[int]:
@@ -307,11 +308,15 @@ class RebootingDevice:
         deadline = time.monotonic() + 240
         while process.poll() is None and time.monotonic() < deadline:
             if self.reboot_requests() > before:
-                for pid in process_tree(process.pid):  # the system goes down
-                    os.kill(pid, signal.SIGKILL)
-                process.wait()
-                self.boot += 1
-                return None
+                try:  # a shutdown takes a while: what the client does meanwhile counts
+                    process.wait(SHUTDOWN_SECONDS)
+                except subprocess.TimeoutExpired:
+                    for pid in process_tree(process.pid):  # the system goes down
+                        os.kill(pid, signal.SIGKILL)
+                    process.wait()
+                    self.boot += 1
+                    return None
+                break
             time.sleep(0.05)
         assert process.poll() is not None, "the client neither finished nor rebooted"
         if self.reboot_requests() > before:  # it asked for a reboot on its way out
