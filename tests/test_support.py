@@ -187,6 +187,47 @@ def test_make_install_puts_every_file_at_its_standard_path(installed: Path) -> N
     assert "@" not in unit.replace("mender-orchestrator", "")
 
 
+def make_support(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["make", "-s", "-C", str(SUPPORT), *args, f"BINDIR={BIN}"],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_datastore_lives_on_the_persistent_partition_when_there_is_one(
+    tmp_path: Path,
+) -> None:
+    """As Mender links /var/lib/mender to /data/mender: the upstream docs keep the Topology in
+    /data/mender-orchestrator/, which survives an update of the root filesystem."""
+    plain = tmp_path / "no-data-partition"
+    assert make_support("install", f"DESTDIR={plain}").returncode == 0
+    assert not (plain / "var/lib/mender-orchestrator").exists()
+    assert not (plain / "data").exists()
+
+    image = tmp_path / "image"
+    (image / "data").mkdir(parents=True)
+    (image / "var/lib/mender-orchestrator").mkdir(parents=True)  # empty: replaced
+    for _ in range(2):  # and again over its own link
+        result = make_support("install", f"DESTDIR={image}")
+        assert result.returncode == 0, result.stderr
+        link = image / "var/lib/mender-orchestrator"
+        assert link.is_symlink()
+        assert str(link.readlink()) == "/data/mender-orchestrator"
+        assert (image / "data/mender-orchestrator").stat().st_mode & 0o777 == 0o700
+
+    kept = tmp_path / "kept"
+    (kept / "data").mkdir(parents=True)
+    (kept / "var/lib/mender-orchestrator").mkdir(parents=True)
+    (kept / "var/lib/mender-orchestrator/topology.yaml").write_text("kind: topology\n")
+    refused = make_support("install", f"DESTDIR={kept}")
+    assert refused.returncode != 0
+    assert f"{kept}/var/lib/mender-orchestrator holds files; move them to {kept}/data/" \
+        "mender-orchestrator" in refused.stderr
+    assert (kept / "var/lib/mender-orchestrator/topology.yaml").is_file()
+
+    assert make_support("uninstall", f"DESTDIR={image}").returncode == 0
+    assert not (image / "var/lib/mender-orchestrator").is_symlink()
+    assert (image / "data/mender-orchestrator").is_dir()  # the data itself stays
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
 def test_systemd_accepts_the_unit(installed: Path) -> None:
     unit = installed / "usr/lib/systemd/system/mender-orchestrator-resume.service"
