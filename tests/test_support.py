@@ -10,6 +10,8 @@ client itself drives the same module in test_mender_client_e2e.py.
 from __future__ import annotations
 
 import configparser
+import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -487,3 +489,118 @@ def test_the_unit_stays_out_of_a_deployment_driven_stage_by_stage(
     assert started.returncode == 0, started.stderr
     assert (system.root / "reboots").read_text().count("reboot") == 2
     assert not condition.exists()
+
+
+def test_rootfs_image_identity_comes_from_the_device_identity_script(
+    installed: Path, tmp_path: Path
+) -> None:
+    interface = installed / "usr/share/mender-orchestrator/interfaces/v1/rootfs-image"
+    script = tmp_path / "mender-device-identity"
+    script.write_text("#!/bin/sh\necho mac=02:00:00:00:00:01\necho serial=ignored\n")
+    script.chmod(0o755)
+
+    def identity(path: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(interface), "Identity", str(tmp_path), "gateway"],
+                              env={"PATH": "/usr/bin:/bin", "MENDER_DEVICE_IDENTITY": str(path)},
+                              capture_output=True, text=True, timeout=30, check=False)
+
+    assert identity(script).stdout == "id=02:00:00:00:00:01\n"
+    script.write_text("#!/bin/sh\nexit 3\n")
+    failed = identity(script)
+    assert failed.returncode == 1
+    assert f"the device identity script {script} failed" in failed.stderr
+    missing = identity(tmp_path / "absent")
+    assert missing.stdout == f"id={os.uname().nodename}\n"
+    assert f"no device identity script at {tmp_path / 'absent'}; using the host name" in \
+        missing.stderr
+
+
+STANDIN_TOPOLOGY = """\
+api_version: mender/v1
+kind: topology
+system_type: support-test
+components:
+  - component_type: gateway
+    interface: rootfs-image
+    interface_args: ["--data", "{data}"]
+  - component_type: rtos
+    interface: rtos-interface
+    interface_args: ["1", "No"]
+"""
+
+
+@pytest.fixture
+def standin_system(installed: Path, system: System, artifacts: Path, tmp_path: Path
+                   ) -> tuple[System, Path]:
+    """The gateway runs mender-update (4/5), played by tests/mender_update_standin.py."""
+    data = tmp_path / "mender-update-data"
+    data.mkdir()
+    (data / "device_type").write_text("device_type=gateway\n")
+    (data / "standin-db.json").write_text(json.dumps(
+        {"name": "gateway-v1", "provides": {"rootfs-image.version": "gateway-v1"}}))
+    client = tmp_path / "bin" / "mender-update"
+    client.parent.mkdir()
+    client.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} "
+                      f"{shlex.quote(str(REPO / 'tests/mender_update_standin.py'))} \"$@\"\n")
+    client.chmod(0o755)
+    image = tmp_path / "gateway-v2.ext4"
+    image.write_bytes(b"v2" * 4096)
+    subprocess.run(["mender-artifact", "write", "rootfs-image", "-t", "gateway", "-n",
+                    "gateway-v2", "-f", str(image), "-o", str(artifacts / "gateway-v2.mender")],
+                   check=True, capture_output=True, timeout=60)
+    system.add_interface("rootfs-image",
+                         installed / "usr/share/mender-orchestrator/interfaces/v1/rootfs-image")
+    system.add_interface("rtos-interface")
+    system.write_topology(STANDIN_TOPOLOGY.format(data=data))
+    system.write_config({"ArtifactSources": [{"Type": "directory", "Path": str(artifacts)}],
+                         "RebootCommand": ["false"], "InterfaceTimeoutSeconds": 30})
+    return system, client
+
+
+def standin_calls(data: Path) -> list[str]:
+    return [line for line in (data / "calls").read_text().splitlines()
+            if not line.startswith("show-")]
+
+
+def deploy_through_standin(system: System, client: Path, tmp_path: Path
+                           ) -> subprocess.CompletedProcess[str]:
+    manifest = tmp_path / "gw.yaml"
+    manifest.write_text(
+        'api_version: "mender/v1"\nkind: "manifest"\nname: "gw-v2"\n'
+        'system_types_compatible: ["support-test"]\ncomponent_types:\n'
+        "  gateway:\n    artifact_name: gateway-v2\n    update_strategy: {order: 10}\n"
+        "  rtos:\n    artifact_name: rtos-v2\n    update_strategy: {order: 20}\n")
+    env = {"MENDER_CLIENT": str(client), "MENDER_ORCHESTRATOR_TEST_BOOT_ID": "boot-1"}
+    install = system.run("install", "--exit-on-reboot", str(manifest), env=env)
+    assert install.returncode == 4, install.stderr  # the gateway's rootfs needs the reboot
+    return system.run("resume", env={**env, "MENDER_ORCHESTRATOR_TEST_BOOT_ID": "boot-2"})
+
+
+def test_rootfs_image_drives_mender_update_stage_by_stage(
+    standin_system: tuple[System, Path], tmp_path: Path
+) -> None:
+    system, client = standin_system
+    data = tmp_path / "mender-update-data"
+    resumed = deploy_through_standin(system, client, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    calls = standin_calls(data)
+    # streamed from the orchestrator's pipe, no copy; the commit ends only in Cleanup
+    assert calls[0].startswith("install --stop-before ArtifactInstall_Enter streams/")
+    assert calls[1:] == ["resume --reboot-exit-code --stop-before ArtifactCommit_Enter",
+                         "commit --stop-before ArtifactCommit_Leave", "resume"]
+    provides = system.run("show-provides", env={"MENDER_CLIENT": str(client)}).stdout
+    assert ".rootfs-image.version=gateway-v2" in provides
+
+
+def test_rootfs_image_keeps_mender_update_rollback_able_until_the_system_committed(
+    standin_system: tuple[System, Path], tmp_path: Path
+) -> None:
+    system, client = standin_system
+    data = tmp_path / "mender-update-data"
+    system.device("rtos", "1").mkdir(exist_ok=True)
+    (system.device("rtos", "1") / "fail-ArtifactCommit").touch()
+    resumed = deploy_through_standin(system, client, tmp_path)
+    assert resumed.returncode == 1, resumed.stderr  # rolled back, not inconsistent
+    assert standin_calls(data)[-2:] == ["commit --stop-before ArtifactCommit_Leave", "rollback"]
+    provides = system.run("show-provides", env={"MENDER_CLIENT": str(client)}).stdout
+    assert ".rootfs-image.version=gateway-v1" in provides
