@@ -405,3 +405,49 @@ def test_with_two_reboots_a_late_failure_is_reported_as_failure_never_success(
     assert [device.system.version(*unit) for unit in UNITS] == ["factory", "factory"]
     assert device.client.artifact_name() == "factory-image"
     assert "two-reboots-v2  status failed" in device.system.run("status").stdout
+
+
+def test_the_system_device_rolls_back_with_the_system_when_a_later_commit_fails(
+    system: System, support_root: Path, tmp_path: Path
+) -> None:
+    """The gateway's client (3.4) gets its Artifact streamed from the orchestrator's pipe,
+    and its commit waits for Cleanup: when the rtos board (a later order group) fails its
+    ArtifactCommit, the gateway is still rollback-able and the System ends rolled back
+    (exit 1), not inconsistent with the gateway on the new version."""
+    gateway = MenderClient.create(tmp_path / "gateway-client", device_type="gateway",
+                                  modules=[DEBIAN_MODULES / "single-file"], env=system.env,
+                                  image_name="gateway-v1")
+    target = tmp_path / "gateway-rootfs" / "etc" / "config.txt"
+    target.parent.mkdir(parents=True)
+    target.write_text("factory settings\n")
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    single_file_artifact(artifacts, "gateway-v2", "release 2 settings\n", target)
+    write_artifact(ArtifactSpec("rtos-v2", "rtos-interface", ("rtos",), (SIMULATED_UNIT,),
+                                {"rootfs-image.rtos-interface.version": "rtos-v2"}),
+                   artifacts / "rtos-v2.mender")
+    system.add_interface("rootfs-image",
+                         support_root / "usr/share/mender-orchestrator/interfaces/v1/rootfs-image")
+    system.add_interface("rtos-interface")
+    options = ", ".join(f'"{option}"' for option in gateway.options("info"))
+    system.write_topology(SYSTEM_DEVICE_TOPOLOGY.format(client_options=f"[{options}]")
+                          .replace('["1", "Automatic"]', '["1", "No"]'))
+    system.write_config({"ArtifactSources": [{"Type": "directory", "Path": str(artifacts)}],
+                         "InterfaceTimeoutSeconds": 120, "RebootCommand": ["false"]})
+    system.device("rtos", "1").mkdir()
+    (system.device("rtos", "1") / "fail-ArtifactCommit").touch()
+    manifest = tmp_path / "system-v2.yaml"
+    manifest.write_text(
+        'api_version: "mender/v1"\nkind: "manifest"\nname: "system-v2"\n'
+        'system_types_compatible: ["gateway-system"]\ncomponent_types:\n'
+        "  gateway:\n    artifact_name: gateway-v2\n    update_strategy: {order: 10}\n"
+        "  rtos:\n    artifact_name: rtos-v2\n    update_strategy: {order: 20}\n")
+
+    env = {"MENDER_CLIENT": str(gateway.wrapper(tmp_path / "gateway-mender"))}
+    result = system.run("install", str(manifest), env=env)
+    assert result.returncode == 1, result.stderr
+    assert "Start updating from local image file: [streams/" in result.stderr  # no copy
+    assert "simulated failure of ArtifactCommit on rtos 1" in result.stderr
+    assert gateway.artifact_name() == "gateway-v1"
+    assert target.read_text() == "factory settings\n"
+    assert "the System was rolled back" in system.run("status").stdout
