@@ -484,9 +484,15 @@ def test_the_unit_stays_out_of_a_deployment_driven_stage_by_stage(
     make_system(system, artifacts, hmi_reboot="Automatic")
     deploy_v1(system, tmp_path)
     condition, _ = unit_command(installed, system.datastore)
+    config = system.conf_dir / "mender-orchestrator.conf"
+    system.write_config({**json.loads(config.read_text()), "RebootWaitSeconds": 1})
     manifest = write_manifest(tmp_path, "sys-v2", "rtos-v2", "hmi-v2")
-    started = system.run("install", "--stop-before", "ArtifactCommit", str(manifest))
-    assert started.returncode == 0, started.stderr
+    started = system.run("install", "--stop-before", "ArtifactCommit", "--stop-before",
+                         "ArtifactRollback", str(manifest))
+    # it waits for the reboot to end it (this test's RebootCommand only records it)
+    assert started.returncode == 1, started.stderr
+    assert "the system did not go down within 1 s" in started.stderr
+    assert "stopped before ArtifactRollback" in started.stderr
     assert (system.root / "reboots").read_text().count("reboot") == 2
     assert not condition.exists()
 
