@@ -71,6 +71,7 @@ class Config:
     log_level: str
     reboot_command: tuple[str, ...]
     rollback_reboot_retries: int
+    reboot_wait_seconds: float = 600.0  # see RebootWaitSeconds in the README
     config_files: tuple[Path, ...] = ()  # the files that were read, for messages
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
@@ -230,6 +231,7 @@ KNOWN_OPTIONS = (
     "LogLevel",
     "ManifestStore",
     "RebootCommand",
+    "RebootWaitSeconds",
     "RollbackRebootRetries",
     "ServerCertificate",
     "TopologyComponents",
@@ -397,6 +399,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         log_level=reader.get("LogLevel", _log_level, "info"),
         reboot_command=reader.get("RebootCommand", _string_list, ("reboot",)),
         rollback_reboot_retries=reader.get("RollbackRebootRetries", _non_negative_int, 3),
+        reboot_wait_seconds=reader.get("RebootWaitSeconds", _positive_number, 600.0),
         config_files=tuple(path for path, _ in layers),
         warnings=tuple(warnings),
     )

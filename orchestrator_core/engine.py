@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,10 @@ TEST_BOOT_ID = "MENDER_ORCHESTRATOR_TEST_BOOT_ID"
 # not driven stage by stage (no --stop-before): the boot-time unit in support/systemd resumes
 # only then, so it never runs ahead of a caller (the Mender client) that continues by itself.
 RESUME_AT_BOOT = "resume-at-boot"
+
+# Journaled when a `rollback` run exits 0 at a stop after completing the rollback path: its
+# caller has reported the failure, so the `resume` that runs Cleanup afterwards succeeds.
+ROLLBACK_REPORTED = "rollback-reported"
 
 HOOK_NAMES = {
     "Download": "download",
@@ -155,6 +160,9 @@ class Deployment:
             return "rollback requested"
         return None
 
+    def _rollback_reported(self) -> bool:
+        return any(e.kind == ROLLBACK_REPORTED for e in self.journal.events(self.id))
+
     def _reboot_pending(self, events: list[EventRow]) -> bool:
         """A system reboot step was entered and not finished: we asked for this reboot."""
         reboots = {seq for seq, kind, *_ in self.journal.steps(self.id) if kind == "reboot"}
@@ -220,6 +228,8 @@ class Deployment:
                 return RunResult(
                     EXIT_INCONSISTENT, f"{where}; inconsistent: {_named(progress.inconsistent)}"
                 )
+            # the caller now knows the deployment failed: a later run finishing it says ok
+            self.journal.record(self.id, None, "", ROLLBACK_REPORTED)
             return RunResult(EXIT_OK, f"rolled back; {where}")
         return RunResult(EXIT_FAILED, f"deployment failed ({progress.failure}); {where}")
 
@@ -313,16 +323,32 @@ class Deployment:
                     f"{completed.stderr.strip()[-500:]}"
                 )
             )
-        if failure is None:
+        if failure is None and not options.stop_before:
             # the system is going down; whatever runs next is `resume` after the reboot
             log.info("system reboot started with %s; the deployment continues on resume", command)
             raise SystemExit(EXIT_OK)
+        if failure is None:
+            failure = self._await_reboot(command)
         marker.unlink(missing_ok=True)
         log.error("%s", failure)
         for key in members:
             outcome[key] = Result(False, None, f"{key}: {failure}")
             self.journal.record(self.id, seq, key, "finish", False, None, outcome[key].message)
         return outcome
+
+    def _await_reboot(self, command: list[str]) -> str:
+        """Wait for the reboot to end this process; returning means it did not.
+
+        A caller that drives the deployment stage by stage (the Update Module, for the Mender
+        client) takes exit 0 for "this stage succeeded", and the client would report success
+        for a System that may still roll back (SPEC 7.4). So, like the Mender client after its
+        own `reboot`, the run stays until the shutdown kills it; after the boot, the caller
+        runs the same state again and `resume` continues after the reboot."""
+        wait = self.config.reboot_wait_seconds
+        log.info("system reboot started with %s; waiting up to %g s for it to end this run",
+                 command, wait)
+        time.sleep(wait)
+        return f"RebootCommand {command} succeeded but the system did not go down within {wait:g} s"
 
     def _driver(self, planned: PlannedComponent) -> ComponentDriver:
         driver = self._drivers.get(planned.key)
@@ -427,9 +453,11 @@ class Deployment:
                 f"Components are inconsistent: {names}"
             )
         else:
-            # a rollback that was asked for and completed is the command's success
+            # a rollback that was asked for and completed is the command's success, and so
+            # is finishing one whose failure an earlier run already reported (SPEC 7.4)
             status = "failed"
-            code = EXIT_OK if options.command == "rollback" else EXIT_FAILED
+            reported = options.command == "rollback" or self._rollback_reported()
+            code = EXIT_OK if reported else EXIT_FAILED
             message = (
                 f"deployment of {self.plan.manifest_name} failed and the System was rolled back: "
                 f"{progress.failure}"

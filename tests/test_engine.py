@@ -7,6 +7,7 @@ assert the exact protocol sequence SPEC 7 prescribes.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 import subprocess
@@ -172,6 +173,36 @@ def test_update_module_contract_step_by_step(core: System) -> None:
     assert "nothing to resume" in nothing.stderr
 
 
+def two_automatic_groups(core: System, **config: object) -> None:
+    """The gateway (order 10) and the RTOS boards (order 20) each need a system reboot."""
+    topology = (core.datastore / "topology.yaml").read_text()
+    (core.datastore / "topology.yaml").write_text(
+        topology.replace('["1", "No"]', '["1", "Automatic"]')
+        .replace('interface_args: ["1"]', 'interface_args: ["1", "Automatic"]')
+        .replace('interface_args: ["2"]', 'interface_args: ["2", "Automatic"]'))
+    path = core.conf_dir / "mender-orchestrator.conf"
+    core.write_config({**json.loads(path.read_text()), **config})
+
+
+def test_a_stage_by_stage_run_never_exits_0_after_starting_a_reboot(core: System) -> None:
+    """SPEC 7.4: the Update Module's ArtifactCommit run starts the second group's reboot; it
+    must not exit 0 (the Mender client would report success for a System that may still roll
+    back). It waits for the reboot to end it, and fails if the system stays up."""
+    two_automatic_groups(core, RebootWaitSeconds=1)
+    install = core.run("install", "--stop-before", "ArtifactCommit", "--stop-before",
+                       "ArtifactRollback", "--stop-before", "Cleanup", "--exit-on-reboot",
+                       manifest("v1"), env={"MENDER_ORCHESTRATOR_TEST_BOOT_ID": "boot-1"})
+    assert install.returncode == 4, install.stderr
+    commit = core.run("resume", "--stop-before", "ArtifactRollback", "--stop-before", "Cleanup",
+                      env={"MENDER_ORCHESTRATOR_TEST_BOOT_ID": "boot-2"})
+    assert (core.root / "reboots").read_text() == "reboot\n"  # RebootCommand ran, once
+    assert commit.returncode == 1, commit.stderr
+    assert "succeeded but the system did not go down within 1 s" in commit.stderr
+    assert "stopped before ArtifactRollback" in commit.stderr
+    assert not any("ArtifactCommit" in core.calls(*unit)
+                   for unit in (("gateway", "1"), ("rtos", "1"), ("rtos", "2")))
+
+
 def test_update_module_failure_then_rollback_command(core: System) -> None:
     assert core.run("install", manifest("v1")).returncode == 0
     (core.device("rtos", "1") / "fail-ArtifactInstall").touch()
@@ -187,10 +218,25 @@ def test_update_module_failure_then_rollback_command(core: System) -> None:
     again = core.run("rollback", "--stop-before", "Cleanup", "--exit-on-reboot")
     assert again.returncode == 0, again.stderr
     cleanup = core.run("resume")
-    assert cleanup.returncode == 1  # the deployment ended failed (rolled back)
+    # SPEC 7.4: the rollback run already reported the failure; Cleanup itself succeeded
+    assert cleanup.returncode == 0, cleanup.stderr
+    assert "failed and the System was rolled back" in cleanup.stderr
     assert core.calls("rtos", "2")[-1] == "Cleanup"
     status = core.run("status")
     assert "status failed" in status.stdout
+
+
+def test_a_rollback_no_run_reported_still_ends_failed(core: System) -> None:
+    """Only a rollback that an earlier run completed and reported makes the final resume
+    succeed: one that the final resume runs itself is the failure it reports."""
+    assert core.run("install", manifest("v1")).returncode == 0
+    (core.device("rtos", "1") / "fail-ArtifactInstall").touch()
+    install = core.run("install", "--stop-before", "ArtifactRollback", manifest("v2"))
+    assert install.returncode == 1
+    finished = core.run("resume")
+    assert finished.returncode == 1, finished.stderr
+    assert versions(core) == ("gateway-v1", "rtos-v1", "rtos-v1")
+    assert core.calls("rtos", "2")[-1] == "Cleanup"
 
 
 def test_a_reboot_nobody_asked_for_rolls_the_system_back(core: System) -> None:
@@ -209,7 +255,9 @@ def test_a_reboot_nobody_asked_for_rolls_the_system_back(core: System) -> None:
     rollback = core.run("rollback", "--stop-before", "Cleanup", env=after)
     assert rollback.returncode == 0, rollback.stderr
     assert versions(core) == ("gateway-v1", "rtos-v1", "rtos-v1")
-    assert core.run("resume", env=after).returncode == 1  # Cleanup; the deployment failed
+    cleanup = core.run("resume", env=after)
+    assert cleanup.returncode == 0, cleanup.stderr  # the rollback run reported the failure
+    assert "status failed" in core.run("status").stdout
 
 
 def test_the_reboot_we_asked_for_is_not_a_failure(core: System) -> None:

@@ -11,8 +11,10 @@ kept in tmp (a private mount namespace for the two paths it cannot be told).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -238,3 +240,214 @@ def test_the_system_device_is_updated_through_its_own_client(
     assert "rtos.rtos-1.rootfs-image.rtos-interface.version=rtos-v2" in after.stdout
     assert device.provides()["data-partition.mender-orchestrator-manifest.version"] == \
         "system-v2"
+
+
+# --------------------------------------------------------------------------- several reboots
+
+
+TWO_REBOOTS_TOPOLOGY = """\
+api_version: mender/v1
+kind: topology
+system_type: two-reboots
+components:
+  - component_type: board
+    interface: board-interface
+    interface_args: ["1", "Automatic"]
+  - component_type: panel
+    interface: panel-interface
+    interface_args: ["1", "Automatic"]
+"""
+TWO_REBOOTS_MANIFEST = (
+    'api_version: "mender/v1"\nkind: "manifest"\nname: "two-reboots-v2"\n'
+    'system_types_compatible: ["two-reboots"]\ncomponent_types:\n'
+    "  board:\n    artifact_name: board-v2\n    update_strategy: {order: 10}\n"
+    "  panel:\n    artifact_name: panel-v2\n    update_strategy: {order: 20}\n")
+UNITS = (("board", "1"), ("panel", "1"))
+SHUTDOWN_SECONDS = 5  # from RebootCommand to the end of every process
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process descended from it (the client starts its Update Modules in
+    process groups of their own, so a reboot's kill is played process by process)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it ended meanwhile
+        parents[int(stat.parent.name)] = int(fields[1])
+    tree = [root]
+    for pid in tree:
+        tree.extend(child for child, parent in parents.items() if parent == pid)
+    return tree
+
+
+class RebootingDevice:
+    """A device whose system reboots the harness plays: RebootCommand only records the
+    request; the harness then kills the client's whole process tree, as the shutdown would,
+    and starts the next boot (a new boot id) with the command the operator runs next."""
+
+    def __init__(self, system: System, client: MenderClient) -> None:
+        self.system = system
+        self.client = client
+        self.reboots = system.root / "reboots"
+        self.boot = 1
+
+    def reboot_requests(self) -> int:
+        return len(self.reboots.read_text().splitlines()) if self.reboots.exists() else 0
+
+    def run(self, *args: str | Path) -> int | None:
+        """The client's exit status, or None when a system reboot ended it."""
+        env = dict(self.client.env)
+        env["MENDER_ORCHESTRATOR_TEST_BOOT_ID"] = f"boot-{self.boot}"
+        before = self.reboot_requests()
+        log = self.system.root / f"client-boot-{self.boot}.log"
+        with log.open("a") as output:
+            process = subprocess.Popen(self.client.argv(*args), env=env, stdout=output,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 240
+        while process.poll() is None and time.monotonic() < deadline:
+            if self.reboot_requests() > before:
+                try:  # a shutdown takes a while: what the client does meanwhile counts
+                    process.wait(SHUTDOWN_SECONDS)
+                except subprocess.TimeoutExpired:
+                    for pid in process_tree(process.pid):  # the system goes down
+                        os.kill(pid, signal.SIGKILL)
+                    process.wait()
+                    self.boot += 1
+                    return None
+                break
+            time.sleep(0.05)
+        assert process.poll() is not None, "the client neither finished nor rebooted"
+        if self.reboot_requests() > before:  # it asked for a reboot on its way out
+            self.boot += 1
+        return process.returncode
+
+    def power_on(self) -> None:
+        """The boot-time unit of support/systemd: resume only if the orchestrator left the
+        marker (a run that rebooted the system by itself)."""
+        if (self.system.datastore / "resume-at-boot").exists():
+            self.system.run("resume", env={"MENDER_ORCHESTRATOR_TEST_BOOT_ID":
+                                           f"boot-{self.boot}"})
+
+    def committed(self) -> list[str]:
+        return [f"{t}-{u}" for t, u in UNITS if "ArtifactCommit" in self.system.calls(t, u)]
+
+
+@pytest.fixture
+def two_reboots(system: System, support_root: Path, tmp_path: Path) -> RebootingDevice:
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    for component_type, _ in UNITS:
+        interface = f"{component_type}-interface"
+        system.add_interface(interface)
+        name = f"{component_type}-v2"
+        write_artifact(ArtifactSpec(name, interface, (component_type,), (SIMULATED_UNIT,),
+                                    {f"rootfs-image.{interface}.version": name}),
+                       artifacts / f"{name}.mender")
+    system.write_topology(TWO_REBOOTS_TOPOLOGY)
+    reboot = system.write_interface("../../../reboot",
+                                    f"#!/bin/sh\necho reboot >>{system.root}/reboots\n")
+    system.write_config({"ArtifactSources": [{"Type": "directory", "Path": str(artifacts)}],
+                         "RebootCommand": [str(reboot)], "InterfaceTimeoutSeconds": 60,
+                         "RebootWaitSeconds": 200})
+    manifest = tmp_path / "two-reboots-v2.yaml"
+    manifest.write_text(TWO_REBOOTS_MANIFEST)
+    generate(manifest, ("two-reboots",), tmp_path / "two-reboots-v2.mender")
+    client = MenderClient.create(tmp_path / "client", device_type="two-reboots",
+                                 modules=[support_root / MODULE], env=with_path(system.env))
+    return RebootingDevice(system, client)
+
+
+def install_until_the_second_reboot(device: RebootingDevice, tmp_path: Path) -> None:
+    assert device.run("install", tmp_path / "two-reboots-v2.mender") == 0
+    assert device.system.calls("board", "1")[-1] == "NeedsArtifactReboot"  # order 10 installed
+    assert "ArtifactInstall" not in device.system.calls("panel", "1")
+    device.boot += 1  # the client's own reboot, asked for with NeedsArtifactReboot
+    # ArtifactCommit verifies the board, installs the panel and reboots for it: it must not
+    # return (the client would report success), the reboot ends it
+    assert device.run("commit") is None, "ArtifactCommit exited before the System committed"
+    assert device.reboot_requests() == 1
+    assert device.committed() == []
+    assert device.client.artifact_name() == "factory-image"
+    device.power_on()
+
+
+def test_with_two_reboots_the_client_reports_success_once_every_component_committed(
+    two_reboots: RebootingDevice, tmp_path: Path
+) -> None:
+    device = two_reboots
+    install_until_the_second_reboot(device, tmp_path)
+    # after the boot the operator (or the device's boot script) runs the same state again
+    assert device.run("commit") == 0
+    assert device.committed() == ["board-1", "panel-1"]
+    assert device.client.artifact_name() == "two-reboots-v2"
+    assert [device.system.version(*unit) for unit in UNITS] == ["board-v2", "panel-v2"]
+    assert "two-reboots-v2  status succeeded" in device.system.run("status").stdout
+
+
+def test_with_two_reboots_a_late_failure_is_reported_as_failure_never_success(
+    two_reboots: RebootingDevice, tmp_path: Path
+) -> None:
+    device = two_reboots
+    device.system.device("panel", "1").mkdir()
+    (device.system.device("panel", "1") / "fail-ArtifactVerifyReboot").touch()
+    install_until_the_second_reboot(device, tmp_path)
+    outcomes = []
+    for _ in range(3):  # each run ends in failure, or in a rollback reboot
+        outcome = device.run("commit")
+        outcomes.append(outcome)
+        device.power_on()
+        if outcome is not None:
+            break
+    assert 0 not in outcomes and outcomes[-1] is not None, outcomes
+    assert device.committed() == []
+    assert [device.system.version(*unit) for unit in UNITS] == ["factory", "factory"]
+    assert device.client.artifact_name() == "factory-image"
+    assert "two-reboots-v2  status failed" in device.system.run("status").stdout
+
+
+def test_the_system_device_rolls_back_with_the_system_when_a_later_commit_fails(
+    system: System, support_root: Path, tmp_path: Path
+) -> None:
+    """The gateway's client (3.4) gets its Artifact streamed from the orchestrator's pipe,
+    and its commit waits for Cleanup: when the rtos board (a later order group) fails its
+    ArtifactCommit, the gateway is still rollback-able and the System ends rolled back
+    (exit 1), not inconsistent with the gateway on the new version."""
+    gateway = MenderClient.create(tmp_path / "gateway-client", device_type="gateway",
+                                  modules=[DEBIAN_MODULES / "single-file"], env=system.env,
+                                  image_name="gateway-v1")
+    target = tmp_path / "gateway-rootfs" / "etc" / "config.txt"
+    target.parent.mkdir(parents=True)
+    target.write_text("factory settings\n")
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    single_file_artifact(artifacts, "gateway-v2", "release 2 settings\n", target)
+    write_artifact(ArtifactSpec("rtos-v2", "rtos-interface", ("rtos",), (SIMULATED_UNIT,),
+                                {"rootfs-image.rtos-interface.version": "rtos-v2"}),
+                   artifacts / "rtos-v2.mender")
+    system.add_interface("rootfs-image",
+                         support_root / "usr/share/mender-orchestrator/interfaces/v1/rootfs-image")
+    system.add_interface("rtos-interface")
+    options = ", ".join(f'"{option}"' for option in gateway.options("info"))
+    system.write_topology(SYSTEM_DEVICE_TOPOLOGY.format(client_options=f"[{options}]")
+                          .replace('["1", "Automatic"]', '["1", "No"]'))
+    system.write_config({"ArtifactSources": [{"Type": "directory", "Path": str(artifacts)}],
+                         "InterfaceTimeoutSeconds": 120, "RebootCommand": ["false"]})
+    system.device("rtos", "1").mkdir()
+    (system.device("rtos", "1") / "fail-ArtifactCommit").touch()
+    manifest = tmp_path / "system-v2.yaml"
+    manifest.write_text(
+        'api_version: "mender/v1"\nkind: "manifest"\nname: "system-v2"\n'
+        'system_types_compatible: ["gateway-system"]\ncomponent_types:\n'
+        "  gateway:\n    artifact_name: gateway-v2\n    update_strategy: {order: 10}\n"
+        "  rtos:\n    artifact_name: rtos-v2\n    update_strategy: {order: 20}\n")
+
+    env = {"MENDER_CLIENT": str(gateway.wrapper(tmp_path / "gateway-mender"))}
+    result = system.run("install", str(manifest), env=env)
+    assert result.returncode == 1, result.stderr
+    assert "Start updating from local image file: [streams/" in result.stderr  # no copy
+    assert "simulated failure of ArtifactCommit on rtos 1" in result.stderr
+    assert gateway.artifact_name() == "gateway-v1"
+    assert target.read_text() == "factory settings\n"
+    assert "the System was rolled back" in system.run("status").stdout

@@ -10,6 +10,8 @@ client itself drives the same module in test_mender_client_e2e.py.
 from __future__ import annotations
 
 import configparser
+import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -187,6 +189,47 @@ def test_make_install_puts_every_file_at_its_standard_path(installed: Path) -> N
     assert "@" not in unit.replace("mender-orchestrator", "")
 
 
+def make_support(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["make", "-s", "-C", str(SUPPORT), *args, f"BINDIR={BIN}"],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_the_datastore_lives_on_the_persistent_partition_when_there_is_one(
+    tmp_path: Path,
+) -> None:
+    """As Mender links /var/lib/mender to /data/mender: the upstream docs keep the Topology in
+    /data/mender-orchestrator/, which survives an update of the root filesystem."""
+    plain = tmp_path / "no-data-partition"
+    assert make_support("install", f"DESTDIR={plain}").returncode == 0
+    assert not (plain / "var/lib/mender-orchestrator").exists()
+    assert not (plain / "data").exists()
+
+    image = tmp_path / "image"
+    (image / "data").mkdir(parents=True)
+    (image / "var/lib/mender-orchestrator").mkdir(parents=True)  # empty: replaced
+    for _ in range(2):  # and again over its own link
+        result = make_support("install", f"DESTDIR={image}")
+        assert result.returncode == 0, result.stderr
+        link = image / "var/lib/mender-orchestrator"
+        assert link.is_symlink()
+        assert str(link.readlink()) == "/data/mender-orchestrator"
+        assert (image / "data/mender-orchestrator").stat().st_mode & 0o777 == 0o700
+
+    kept = tmp_path / "kept"
+    (kept / "data").mkdir(parents=True)
+    (kept / "var/lib/mender-orchestrator").mkdir(parents=True)
+    (kept / "var/lib/mender-orchestrator/topology.yaml").write_text("kind: topology\n")
+    refused = make_support("install", f"DESTDIR={kept}")
+    assert refused.returncode != 0
+    assert f"{kept}/var/lib/mender-orchestrator holds files; move them to {kept}/data/" \
+        "mender-orchestrator" in refused.stderr
+    assert (kept / "var/lib/mender-orchestrator/topology.yaml").is_file()
+
+    assert make_support("uninstall", f"DESTDIR={image}").returncode == 0
+    assert not (image / "var/lib/mender-orchestrator").is_symlink()
+    assert (image / "data/mender-orchestrator").is_dir()  # the data itself stays
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
 def test_systemd_accepts_the_unit(installed: Path) -> None:
     unit = installed / "usr/lib/systemd/system/mender-orchestrator-resume.service"
@@ -267,7 +310,9 @@ def test_a_failed_install_rolls_the_system_back(
     assert at(system, "rtos-v1", "hmi-v1")
     module.run_ok("ArtifactFailure")
     module.run_ok("Cleanup")
-    assert module.log()[-4:] == [ROLLBACK, "exit 0", "resume", "exit 1"]
+    # the orchestrator itself exits 0: the rollback it finishes was reported by ROLLBACK
+    assert module.log()[-4:] == [ROLLBACK, "exit 0", "resume", "exit 0"]
+    assert not any((module.tree / "tmp").iterdir())  # no marker file works around it
     assert "status failed" in system.run("status").stdout
     assert system.run("resume").returncode != 0  # nothing left in progress
 
@@ -439,8 +484,129 @@ def test_the_unit_stays_out_of_a_deployment_driven_stage_by_stage(
     make_system(system, artifacts, hmi_reboot="Automatic")
     deploy_v1(system, tmp_path)
     condition, _ = unit_command(installed, system.datastore)
+    config = system.conf_dir / "mender-orchestrator.conf"
+    system.write_config({**json.loads(config.read_text()), "RebootWaitSeconds": 1})
     manifest = write_manifest(tmp_path, "sys-v2", "rtos-v2", "hmi-v2")
-    started = system.run("install", "--stop-before", "ArtifactCommit", str(manifest))
-    assert started.returncode == 0, started.stderr
+    started = system.run("install", "--stop-before", "ArtifactCommit", "--stop-before",
+                         "ArtifactRollback", str(manifest))
+    # it waits for the reboot to end it (this test's RebootCommand only records it)
+    assert started.returncode == 1, started.stderr
+    assert "the system did not go down within 1 s" in started.stderr
+    assert "stopped before ArtifactRollback" in started.stderr
     assert (system.root / "reboots").read_text().count("reboot") == 2
     assert not condition.exists()
+
+
+def test_rootfs_image_identity_comes_from_the_device_identity_script(
+    installed: Path, tmp_path: Path
+) -> None:
+    interface = installed / "usr/share/mender-orchestrator/interfaces/v1/rootfs-image"
+    script = tmp_path / "mender-device-identity"
+    script.write_text("#!/bin/sh\necho mac=02:00:00:00:00:01\necho serial=ignored\n")
+    script.chmod(0o755)
+
+    def identity(path: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(interface), "Identity", str(tmp_path), "gateway"],
+                              env={"PATH": "/usr/bin:/bin", "MENDER_DEVICE_IDENTITY": str(path)},
+                              capture_output=True, text=True, timeout=30, check=False)
+
+    assert identity(script).stdout == "id=02:00:00:00:00:01\n"
+    script.write_text("#!/bin/sh\nexit 3\n")
+    failed = identity(script)
+    assert failed.returncode == 1
+    assert f"the device identity script {script} failed" in failed.stderr
+    missing = identity(tmp_path / "absent")
+    assert missing.stdout == f"id={os.uname().nodename}\n"
+    assert f"no device identity script at {tmp_path / 'absent'}; using the host name" in \
+        missing.stderr
+
+
+STANDIN_TOPOLOGY = """\
+api_version: mender/v1
+kind: topology
+system_type: support-test
+components:
+  - component_type: gateway
+    interface: rootfs-image
+    interface_args: ["--data", "{data}"]
+  - component_type: rtos
+    interface: rtos-interface
+    interface_args: ["1", "No"]
+"""
+
+
+@pytest.fixture
+def standin_system(installed: Path, system: System, artifacts: Path, tmp_path: Path
+                   ) -> tuple[System, Path]:
+    """The gateway runs mender-update (4/5), played by tests/mender_update_standin.py."""
+    data = tmp_path / "mender-update-data"
+    data.mkdir()
+    (data / "device_type").write_text("device_type=gateway\n")
+    (data / "standin-db.json").write_text(json.dumps(
+        {"name": "gateway-v1", "provides": {"rootfs-image.version": "gateway-v1"}}))
+    client = tmp_path / "bin" / "mender-update"
+    client.parent.mkdir()
+    client.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} "
+                      f"{shlex.quote(str(REPO / 'tests/mender_update_standin.py'))} \"$@\"\n")
+    client.chmod(0o755)
+    image = tmp_path / "gateway-v2.ext4"
+    image.write_bytes(b"v2" * 4096)
+    subprocess.run(["mender-artifact", "write", "rootfs-image", "-t", "gateway", "-n",
+                    "gateway-v2", "-f", str(image), "-o", str(artifacts / "gateway-v2.mender")],
+                   check=True, capture_output=True, timeout=60)
+    system.add_interface("rootfs-image",
+                         installed / "usr/share/mender-orchestrator/interfaces/v1/rootfs-image")
+    system.add_interface("rtos-interface")
+    system.write_topology(STANDIN_TOPOLOGY.format(data=data))
+    system.write_config({"ArtifactSources": [{"Type": "directory", "Path": str(artifacts)}],
+                         "RebootCommand": ["false"], "InterfaceTimeoutSeconds": 30})
+    return system, client
+
+
+def standin_calls(data: Path) -> list[str]:
+    return [line for line in (data / "calls").read_text().splitlines()
+            if not line.startswith("show-")]
+
+
+def deploy_through_standin(system: System, client: Path, tmp_path: Path
+                           ) -> subprocess.CompletedProcess[str]:
+    manifest = tmp_path / "gw.yaml"
+    manifest.write_text(
+        'api_version: "mender/v1"\nkind: "manifest"\nname: "gw-v2"\n'
+        'system_types_compatible: ["support-test"]\ncomponent_types:\n'
+        "  gateway:\n    artifact_name: gateway-v2\n    update_strategy: {order: 10}\n"
+        "  rtos:\n    artifact_name: rtos-v2\n    update_strategy: {order: 20}\n")
+    env = {"MENDER_CLIENT": str(client), "MENDER_ORCHESTRATOR_TEST_BOOT_ID": "boot-1"}
+    install = system.run("install", "--exit-on-reboot", str(manifest), env=env)
+    assert install.returncode == 4, install.stderr  # the gateway's rootfs needs the reboot
+    return system.run("resume", env={**env, "MENDER_ORCHESTRATOR_TEST_BOOT_ID": "boot-2"})
+
+
+def test_rootfs_image_drives_mender_update_stage_by_stage(
+    standin_system: tuple[System, Path], tmp_path: Path
+) -> None:
+    system, client = standin_system
+    data = tmp_path / "mender-update-data"
+    resumed = deploy_through_standin(system, client, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    calls = standin_calls(data)
+    # streamed from the orchestrator's pipe, no copy; the commit ends only in Cleanup
+    assert calls[0].startswith("install --stop-before ArtifactInstall_Enter streams/")
+    assert calls[1:] == ["resume --reboot-exit-code --stop-before ArtifactCommit_Enter",
+                         "commit --stop-before ArtifactCommit_Leave", "resume"]
+    provides = system.run("show-provides", env={"MENDER_CLIENT": str(client)}).stdout
+    assert ".rootfs-image.version=gateway-v2" in provides
+
+
+def test_rootfs_image_keeps_mender_update_rollback_able_until_the_system_committed(
+    standin_system: tuple[System, Path], tmp_path: Path
+) -> None:
+    system, client = standin_system
+    data = tmp_path / "mender-update-data"
+    system.device("rtos", "1").mkdir(exist_ok=True)
+    (system.device("rtos", "1") / "fail-ArtifactCommit").touch()
+    resumed = deploy_through_standin(system, client, tmp_path)
+    assert resumed.returncode == 1, resumed.stderr  # rolled back, not inconsistent
+    assert standin_calls(data)[-2:] == ["commit --stop-before ArtifactCommit_Leave", "rollback"]
+    provides = system.run("show-provides", env={"MENDER_CLIENT": str(client)}).stdout
+    assert ".rootfs-image.version=gateway-v1" in provides
