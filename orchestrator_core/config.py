@@ -399,7 +399,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         log_level=reader.get("LogLevel", _log_level, "info"),
         reboot_command=reader.get("RebootCommand", _string_list, ("reboot",)),
         rollback_reboot_retries=reader.get("RollbackRebootRetries", _non_negative_int, 3),
-        reboot_wait_seconds=reader.get("RebootWaitSeconds", _positive_number, 600.0),
+        reboot_wait_seconds=reader.get("RebootWaitSeconds", _timeout_seconds, 600.0),
         config_files=tuple(path for path, _ in layers),
         warnings=tuple(warnings),
     )
