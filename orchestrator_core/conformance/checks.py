@@ -237,11 +237,13 @@ def _rollback_check(report: Report, point: str, walk: Walk, start: str) -> None:
     end = walk.version_after_cleanup[-1]
     if walk.failure is not None:
         report.add(name, FAIL, f"the install path failed before the rollback: {walk.failure}")
-    elif walk.rollback_errors:
-        report.add(name, FAIL, "; ".join(walk.rollback_errors))
-    elif end != start:
-        report.add(name, FAIL, f"after the rollback path ({', '.join(walk.states)}) it runs "
-                               f"{end}, not the previous version {start}")
+        return
+    problems = list(walk.rollback_errors)
+    if end != start:
+        problems.insert(0, f"after the rollback path ({', '.join(walk.states)}) it runs {end}, "
+                           f"not the previous version {start}")
+    if problems:
+        report.add(name, FAIL, "; ".join(problems))
     else:
         report.add(name, PASS, f"back on {start} after {', '.join(walk.states)}")
 
