@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import fcntl
 import json
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from systems import REPO, SIMULATED_UNIT, System
+from systems import CLI, REPO, SIMULATED_UNIT, System
 
 sys.path.insert(0, str(REPO / "examples" / "virtual-vehicle"))
 from build_artifacts import Firmware, brake_ecu, seat_heater, telematics
@@ -231,6 +233,39 @@ def test_it_refuses_while_a_deployment_holds_the_lock(system: System) -> None:
     assert "a deployment is running on this System right now" in result.stderr
     assert "check-interface" in result.stderr
     assert system.calls("rtos", "1") == []
+
+
+def test_no_deployment_or_second_check_starts_while_it_installs(system: System) -> None:
+    broken(system, "rtos-interface", "ArtifactCommit",
+           '    ArtifactCommit)\n'
+           '        for _ in $(seq 200); do [ -e "$SIM_STATE_DIR/go" ] && break; sleep 0.1; done ;;')
+    first = subprocess.Popen(
+        [*CLI, "check-interface", "rtos-interface", "--component-type", "rtos", "--arg", "1"],
+        env=system.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while "ArtifactCommit" not in system.calls("rtos", "1"):
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.05)
+        second = system.run("check-interface", "rtos-interface", "--component-type", "rtos",
+                            "--arg", "1")
+        assert second.returncode == 5
+        assert "lock" in second.stderr
+    finally:
+        (system.devices / "go").touch()
+        out, err = first.communicate(timeout=120)
+    assert first.returncode == 0, out + err
+
+
+def test_without_rollback_one_artifact_is_not_enough(system: System, tmp_path: Path) -> None:
+    system.add_interface("rtos-interface")
+    new = firmware_artifact(tmp_path, Firmware("v2", "rtos", "rtos-interface", b"x"))
+    code, _, stderr = check(system, "rtos-interface", "--arg", "1", "--arg", "No",
+                            "--arg", "No", "--artifact", str(new))
+    assert code == 2
+    assert "answers SupportsRollback No: putting it back on factory needs an Artifact of " \
+           "that version as a second --artifact" in stderr
+    assert "Download" not in system.calls("rtos", "1")
 
 
 def test_bad_input_is_one_line_and_exit_2(system: System, tmp_path: Path) -> None:

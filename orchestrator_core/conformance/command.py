@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import NoReturn
 
@@ -115,6 +116,39 @@ def _table(report: Report) -> list[str]:
     return lines
 
 
+def _check(config: Config, interface: str, component_type: str, args: tuple[str, ...],
+           artifacts: tuple[Path, ...], dry: bool, leave_installed: bool) -> Report:
+    from orchestrator_core import drivers
+    from orchestrator_core.context import Component
+
+    driver = drivers.load(Component(component_type, interface, tuple(args)), config.data_dir)
+    report = Report(interface, driver.resolution.kind, driver.resolution.target, component_type)
+    payload_type = getattr(driver.pm.get_plugin("driver"), "interface_name", interface)
+    # the File API directories and the test Artifacts: private, and gone afterwards
+    with tempfile.TemporaryDirectory(prefix="mender-orchestrator-check-") as scratch:
+        root = Path(scratch)
+        maker = artifact_maker(artifacts, config, payload_type, component_type,
+                               root / "artifacts")
+        return run(Probe(driver, config.interface_timeout_seconds), report, maker, root,
+                   dry=dry, leave_installed=leave_installed)
+
+
+@contextlib.contextmanager
+def _no_deployment(config: Config, dry: bool) -> Iterator[None]:
+    """Refuse while a deployment runs; while Artifacts are installed, hold its lock so that
+    none starts in the middle (not where no datastore exists: a workstation has none)."""
+    from orchestrator_core.lock import exclusive, refuse_while_deploying
+
+    with contextlib.ExitStack() as stack:
+        try:
+            refuse_while_deploying(config, "check-interface")
+            if not dry and config.datastore_dir.is_dir():
+                stack.enter_context(exclusive(config))
+        except OrchestratorError as exc:
+            _fail(exc, EXIT_BUSY)
+        yield
+
+
 @click.command("check-interface")
 @click.argument("interface")
 @click.option("--component-type", required=True,
@@ -136,33 +170,18 @@ def check_interface(ctx: click.Context, interface: str, component_type: str,
     """Check, on a real Component, that INTERFACE behaves as the protocol and the engine
     require: queries, a full install, rollback from each point, Cleanup, deadlines, output
     and the File API. Exit 0 only when every check passes."""
-    from orchestrator_core import drivers
     from orchestrator_core.cli import session
-    from orchestrator_core.context import Component
-    from orchestrator_core.lock import refuse_while_deploying
 
     if len(artifacts) > 2:
         raise click.UsageError("--artifact is given at most twice: the version to install, "
                                "then the version the Component runs now")
     config = session(ctx).config
-    try:
-        refuse_while_deploying(config, "check-interface")
-    except OrchestratorError as exc:
-        _fail(exc, EXIT_BUSY)
-    try:
-        driver = drivers.load(Component(component_type, interface, tuple(args)), config.data_dir)
-        report = Report(interface, driver.resolution.kind, driver.resolution.target,
-                        component_type)
-        payload_type = getattr(driver.pm.get_plugin("driver"), "interface_name", interface)
-        # the File API directories and the test Artifacts: private, and gone afterwards
-        with tempfile.TemporaryDirectory(prefix="mender-orchestrator-check-") as scratch:
-            root = Path(scratch)
-            maker = artifact_maker(artifacts, config, payload_type, component_type,
-                                   root / "artifacts")
-            run(Probe(driver, config.interface_timeout_seconds), report, maker, root,
-                dry=dry, leave_installed=leave_installed)
-    except OrchestratorError as exc:
-        _fail(exc)
+    with _no_deployment(config, dry):
+        try:
+            report = _check(config, interface, component_type, args, artifacts, dry,
+                            leave_installed)
+        except OrchestratorError as exc:
+            _fail(exc)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
