@@ -49,7 +49,7 @@ def failed(report: dict[str, Any]) -> dict[str, str]:
 
 def test_the_simulated_unit_passes_every_check_and_is_left_as_found(system: System) -> None:
     system.add_interface("rtos-interface")
-    code, report, stderr = check(system, "rtos-interface", "--arg", "1")
+    code, report, _ = check(system, "rtos-interface", "--arg", "1")
     assert code == 0, report
     assert set(report) == {"interface", "kind", "target", "component_type", "component_id",
                            "version_before", "version_after", "passed", "checks", "calls"}
@@ -238,7 +238,9 @@ def test_it_refuses_while_a_deployment_holds_the_lock(system: System) -> None:
 def test_no_deployment_or_second_check_starts_while_it_installs(system: System) -> None:
     broken(system, "rtos-interface", "ArtifactCommit",
            '    ArtifactCommit)\n'
-           '        for _ in $(seq 200); do [ -e "$SIM_STATE_DIR/go" ] && break; sleep 0.1; done ;;')
+           '        for _ in $(seq 200); do\n'
+           '            [ -e "$SIM_STATE_DIR/go" ] && break; sleep 0.1\n'
+           '        done ;;')
     first = subprocess.Popen(
         [*CLI, "check-interface", "rtos-interface", "--component-type", "rtos", "--arg", "1"],
         env=system.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
