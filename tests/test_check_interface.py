@@ -161,6 +161,23 @@ def test_an_unstable_identity_is_caught(system: System) -> None:
     assert "Download" not in system.calls("rtos", "1")  # nothing is installed on a doubt
 
 
+@pytest.mark.parametrize(("case", "replacement", "name", "message"), [
+    ("Identity", '    Identity) echo "id=a/b" ;;', "identity-valid",
+     "the Identity query gave id='a/b'"),
+    ("NeedsArtifactReboot", "    NeedsArtifactReboot) echo Maybe ;;", "queries-valid",
+     "answered the NeedsArtifactReboot query with 'Maybe"),
+    ("Provides", "    Provides) echo version=1 ;;", "provides-version-key",
+     "did not report rootfs-image.rtos-interface.version"),
+])  # fmt: skip
+def test_bad_query_answers_are_caught_with_dry(system: System, case: str, replacement: str,
+                                                name: str, message: str) -> None:
+    broken(system, "rtos-interface", case, replacement)
+    code, report, _ = check(system, "rtos-interface", "--arg", "1", "--dry")
+    assert code == 1
+    assert failed(report).keys() == {name}
+    assert message in failed(report)[name]
+
+
 def test_a_cleanup_that_fails_the_second_time_is_caught(system: System) -> None:
     broken(system, "rtos-interface", "ArtifactFailure | Cleanup",
            '    ArtifactFailure) : ;;\n'
