@@ -206,15 +206,17 @@ def _walks(walker: Walker, report: Report, queries: Queries, new: TestArtifact,
     _install_check(report, new, complete, error_walks)
     _failure_check(report, error_walks)
     _cleanup_check(report, [first, *error_walks, *([complete] if complete else [])])
-    end = walker.version()
-    report.version_after = end
+    name = "left-installed" if leave_installed else "left-as-found"
     wanted = new.version if leave_installed else start
+    try:
+        end = report.version_after = walker.version()
+    except CallFailed as failed:
+        report.add(name, FAIL, failed.message)
+        return
     if end == wanted:
-        report.add("left-as-found" if not leave_installed else "left-installed", PASS,
-                   f"runs {end}")
+        report.add(name, PASS, f"runs {end}")
     else:
-        report.add("left-as-found" if not leave_installed else "left-installed", FAIL,
-                   f"runs {end} at the end, not {wanted}")
+        report.add(name, FAIL, f"runs {end} at the end, not {wanted}")
 
 
 def _rollback_points(reboot: RebootNeed) -> list[str]:
