@@ -63,7 +63,8 @@ def test_the_simulated_unit_passes_every_check_and_is_left_as_found(system: Syst
     assert set(statuses(report).values()) == {"pass"}
     for entry in report["checks"]:
         assert set(entry) == {"name", "status", "detail"}
-    assert {"hook", "seconds", "error"} == set(report["calls"][0])
+    assert {"hook", "seconds", "error", "output_bytes"} == set(report["calls"][0])
+    assert report["calls"][0]["hook"] == "Identity"
     # the Interface saw the engine's sequences: a rollback from after the reboot ...
     calls = system.calls("rtos", "1")
     assert "ArtifactReboot ArtifactRollback ArtifactRollbackReboot ArtifactVerifyRollbackReboot" \

@@ -57,7 +57,8 @@ class Report:
             "passed": self.passed,
             "checks": [vars(check) for check in self.checks],
             "calls": [
-                {"hook": c.hook, "seconds": round(c.seconds, 3), "error": c.error}
+                {"hook": c.hook, "seconds": round(c.seconds, 3), "error": c.error,
+                 "output_bytes": c.output_bytes}
                 for c in self.calls
             ],
         }
