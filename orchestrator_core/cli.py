@@ -80,6 +80,7 @@ class _LazyGroup(click.Group):
 
     lazy = {
         "artifact": "orchestrator_core.artifact.commands:artifact",
+        "check-interface": "orchestrator_core.conformance.command:check_interface",
         "manifest-gen": "orchestrator_core.manifest_gen:manifest_gen",
     }
 

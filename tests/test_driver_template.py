@@ -13,6 +13,7 @@ environment per package.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -195,6 +196,16 @@ def test_deployment_through_the_generated_driver(system: System) -> None:
         "my_component.SN-42.device_type=my_component",
         "my_component.SN-42.rootfs-image.example.version=2.0",
     ]
+
+
+def test_check_interface_passes_on_the_generated_driver(system: System) -> None:
+    result = system.cli("check-interface", "example", "--component-type", "my_component",
+                        f"--arg=--device={system.device}", "--json")
+    report = json.loads(result.stdout)
+    assert result.returncode == 0, [c for c in report["checks"] if c["status"] != "pass"]
+    assert report["kind"] == "driver"
+    assert report["version_before"] == report["version_after"] == "1.0"
+    assert (system.device / "version").read_text().strip() == "1.0"
 
 
 def test_generator_refuses_a_bad_driver_name(tmp_path: Path) -> None:

@@ -28,9 +28,10 @@ from udsoncan.Response import Response
 from mender_orchestrator_canbus import hookspecs
 from mender_orchestrator_canbus.args import DriverSettings, parse_interface_args
 from mender_orchestrator_canbus.security import simulator_key
-from mender_orchestrator_canbus.uds import Refused, UdsSession
+from mender_orchestrator_canbus.uds import NoAnswer, Refused, UdsSession
 
-STATE_DIR = "canbus"
+# under tmp/: the only part of the File API directory an Interface may write (SPEC 5)
+STATE_DIR = Path("tmp", "canbus")
 RECORD = "install.json"
 PREVIOUS_IMAGE = "previous.bin"
 Code = Response.Code
@@ -81,7 +82,7 @@ class CanbusDriver:
             raise InterfaceError(f"{ctx.name}: this state needs the File API directory")
         directory = ctx.work_dir / STATE_DIR
         if create:
-            directory.mkdir(mode=0o700, exist_ok=True)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         return directory
 
     def _load_record(self, ctx: InterfaceContext) -> InstallRecord | None:
@@ -250,8 +251,17 @@ class CanbusDriver:
             ctx.log.info("the ECU's flash was not touched; nothing to roll back")
             return
         settings = self.settings
+
+        def unlock(level: int, seed: bytes) -> bytes | None:
+            return self._key_for(ctx, level, seed)
+
         with self._session(ctx) as uds:
-            uds.enter_programming(lambda level, seed: self._key_for(ctx, level, seed))
+            try:
+                uds.enter_programming(unlock)
+            except NoAnswer:
+                # the engine may roll back right after ArtifactReboot, while the ECU restarts
+                uds.wait_until_answering(settings.version_did)
+                uds.enter_programming(unlock)
             if record.previous_bank is not None:
                 ctx.log.info("switching the ECU back to bank %d", record.previous_bank)
                 uds.routine(

@@ -129,8 +129,8 @@ def test_an_ecu_dead_after_its_reset_is_reported_and_cannot_be_rolled_back(
     assert not outcome.rollback_verified
     assert outcome.states.count("artifact_verify_rollback_reboot") == 4  # 1 + 3 retries
     assert outcome.rollback_errors[0].startswith(
-        "artifact_rollback: ecu_brake/SIM-BRAKE-0042 (interface canbus): DiagnosticSessionControl "
-        "defaultSession (0x10 0x01): no answer from the ECU"
+        "artifact_rollback: ecu_brake/SIM-BRAKE-0042 (interface canbus): ReadDataByIdentifier "
+        "0xf189 (0x22): no answer from the ECU"
     )
     # the flash itself holds the update: only the ECU's silence failed it
     assert ecu.layout().banks[0].version == NEW_VERSION

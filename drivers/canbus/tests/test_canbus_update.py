@@ -59,7 +59,7 @@ def test_single_bank_update_saves_the_bank_then_flashes_and_verifies(
     assert ecu.bank(0) == padded(IMAGE)
     assert ecu.layout().banks[0].version == NEW_VERSION
     assert h.query("provides") == {"rootfs-image.canbus.version": NEW_VERSION}
-    assert not (h.work_dir / "canbus").exists()  # Cleanup removed the rollback copy
+    assert not (h.work_dir / "tmp" / "canbus").exists()  # Cleanup removed the rollback copy
 
 
 def test_dual_bank_update_leaves_the_old_bank_and_a_late_rollback_switches_back(
