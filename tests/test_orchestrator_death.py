@@ -79,7 +79,9 @@ def slow_system(system: System, artifacts: Path) -> tuple[Path, Path]:
     return device, manifest
 
 
-def start_install(system: System, device: Path, manifest: Path) -> tuple[subprocess.Popen[str], int]:
+def start_install(
+    system: System, device: Path, manifest: Path
+) -> tuple[subprocess.Popen[str], int]:
     """``install`` running, in the middle of ArtifactInstall; returns it and the group id."""
     env = {**system.env, "SLOW_DEVICE": str(device)}
     orchestrator = subprocess.Popen(
