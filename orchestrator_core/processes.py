@@ -25,6 +25,7 @@ small writes and no disk flush.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -103,11 +104,11 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
-def _carrying(token: str) -> list[int]:
-    """Processes whose environment holds ``token``: a call's processes, whatever group they
-    moved to, and the one started just before the orchestrator died, unrecorded."""
-    needle = f"{TOKEN_VARIABLE}={token}".encode()
-    found = []
+def _carriers(tokens: set[str]) -> dict[str, list[int]]:
+    """Living processes whose environment holds one of ``tokens``: a call's processes,
+    whatever group they moved to, even one whose group id was never recorded."""
+    prefix = f"{TOKEN_VARIABLE}=".encode()
+    found: dict[str, list[int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -115,12 +116,16 @@ def _carrying(token: str) -> list[int]:
             environment = Path(entry.path, "environ").read_bytes()
         except OSError:
             continue
-        if needle in environment.split(b"\0") and start_time(int(entry.name)) is not None:
-            found.append(int(entry.name))
+        for variable in environment.split(b"\0"):
+            token = variable[len(prefix) :].decode(errors="replace")
+            if variable.startswith(prefix) and token in tokens:
+                if start_time(int(entry.name)) is not None:
+                    found.setdefault(token, []).append(int(entry.name))
     return found
 
 
 _own_start = start_time(os.getpid()) or 0
+_calls = itertools.count(1)  # with our pid and start time, a token no other call has
 
 
 # --------------------------------------------------------------------------- the record
@@ -144,13 +149,12 @@ class ProcessTable:
             return self._db.execute(sql, args).lastrowid or 0
 
     def starting(self, what: str) -> tuple[int, str]:
+        token = f"{os.getpid()}.{_own_start}.{next(_calls)}"
         row = self._write(
             "INSERT INTO process (deployment, owner_pid, owner_start, token, what, at) "
-            "VALUES (?, ?, ?, '', ?, ?)",
-            (self.deployment, os.getpid(), _own_start, what, time.time()),
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (self.deployment, os.getpid(), _own_start, token, what, time.time()),
         )
-        token = f"{os.getpid()}.{_own_start}.{row}"
-        self._write("UPDATE process SET token = ? WHERE id = ?", (token, row))
         return row, token
 
     def started(self, row: int, pgid: int, start: int) -> None:
@@ -300,7 +304,10 @@ def _on_signal(signum: int, _frame: FrameType | None) -> None:
 @contextmanager
 def interruptible(table: ProcessTable) -> Iterator[None]:
     """For one run under the lock: record calls in ``table``; stop signals interrupt."""
-    previous = {signum: signal.signal(signum, _on_signal) for signum in SIGNALS}
+    # only the main thread may set handlers (a run from another thread, an embedding program,
+    # keeps the records and leaves its signals alone)
+    main = threading.current_thread() is threading.main_thread()
+    previous = {signum: signal.signal(signum, _on_signal) for signum in SIGNALS} if main else {}
     _registry.table = table
     try:
         yield
@@ -330,8 +337,10 @@ def stop_leftovers(table: ProcessTable) -> list[str]:
 
 def _stop_rows(table: ProcessTable, own: bool) -> list[str]:
     stopped = []
-    for row, pgid, start, token, what, deployment in table.leftovers(own):
-        pids = set(_carrying(token))
+    rows = table.leftovers(own)
+    carriers = _carriers({row[3] for row in rows}) if rows else {}
+    for row, pgid, start, token, what, deployment in rows:
+        pids = set(carriers.get(token, []))
         if pgid is not None and start is not None and start_time(pgid) in (start, None):
             # the leader alive with its start time, or gone while its group lives on (a group
             # id is not reused while any member is left): still the group we started
