@@ -23,10 +23,10 @@ INSTALL_SECONDS = 4
 SLOW_INTERFACE = f"""#!/usr/bin/env bash
 set -eu
 state=$1
-dev=$SLOW_DEVICE
+dev=$SLOW_DEVICES/$4
 echo "$state $$" >>"$dev/calls"
 case "$state" in
-    Identity) echo id=u1 ;;
+    Identity) echo "id=$4" ;;
     Provides) echo "rootfs-image.slow.version=$(cat "$dev/version")" ;;
     NeedsArtifactReboot) echo No ;;
     SupportsRollback) echo Yes ;;
@@ -59,42 +59,50 @@ def slow_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def slow_system(system: System, artifacts: Path) -> tuple[Path, Path]:
-    """The System and its manifest; returns (device directory, manifest)."""
+UNITS = [("u1",), ("u1", "u2")]  # one Component (called in the main thread) or a group of two
+
+
+def slow_system(system: System, artifacts: Path, units: tuple[str, ...]) -> tuple[Path, Path]:
+    """The System and its manifest; returns (devices directory, manifest)."""
     system.write_interface("slow", SLOW_INTERFACE)
     system.write_topology(
-        "api_version: mender/v1\nkind: topology\nsystem_type: s\ncomponents:\n"
-        "  - component_type: slow\n    interface: slow\n"
-    )
+        "api_version: mender/v1\nkind: topology\nsystem_type: s\ncomponents:\n" + "".join(
+            f"  - component_type: slow\n    interface: slow\n    interface_args: [{unit}]\n"
+            for unit in units)
+    )  # fmt: skip
     system.write_config({"ArtifactSources": [{"Type": "directory", "Path": str(artifacts)}],
                          "InterfaceTimeoutSeconds": 30})  # fmt: skip
-    device = system.devices / "slow"
-    device.mkdir()
-    (device / "version").write_text("v1\n")
+    for unit in units:
+        (system.devices / unit).mkdir()
+        (system.devices / unit / "version").write_text("v1\n")
     manifest = system.root / "manifest.yaml"
     manifest.write_text(
         "api_version: mender/v1\nkind: manifest\nname: s-v2\nsystem_types_compatible: [s]\n"
         "component_types:\n  slow: {artifact_name: slow-v2, update_strategy: {order: 1}}\n"
     )
-    return device, manifest
+    return system.devices, manifest
 
 
 def start_install(
-    system: System, device: Path, manifest: Path
-) -> tuple[subprocess.Popen[str], int]:
-    """``install`` running, in the middle of ArtifactInstall; returns it and the group id."""
-    env = {**system.env, "SLOW_DEVICE": str(device)}
+    system: System, devices: Path, manifest: Path, units: tuple[str, ...]
+) -> tuple[subprocess.Popen[str], list[int]]:
+    """``install`` running, in the middle of every ArtifactInstall; returns it and the
+    Interfaces' group ids."""
     orchestrator = subprocess.Popen(
-        [*CLI, "install", str(manifest)], env=env, stdout=subprocess.PIPE,
+        [*CLI, "install", str(manifest)], env=env(system), stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    pid_file = device / "install.pid"
+    pid_files = [devices / unit / "install.pid" for unit in units]
     deadline = time.monotonic() + 60
-    while not pid_file.exists() or not pid_file.read_text().strip():
+    while not all(f.exists() and f.read_text().strip() for f in pid_files):
         assert orchestrator.poll() is None, orchestrator.communicate()
         assert time.monotonic() < deadline, "ArtifactInstall never started"
         time.sleep(0.05)
-    return orchestrator, int(pid_file.read_text())
+    return orchestrator, [int(f.read_text()) for f in pid_files]
+
+
+def env(system: System) -> dict[str, str]:
+    return {**system.env, "SLOW_DEVICES": str(system.devices)}
 
 
 def group_alive(pgid: int) -> bool:
@@ -115,45 +123,56 @@ def calls(device: Path) -> list[str]:
     return [line.split()[0] for line in (device / "calls").read_text().splitlines()]
 
 
-def test_resume_after_sigkill_stops_the_old_interface_first(system: System,
-                                                             slow_artifact: Path) -> None:
-    device, manifest = slow_system(system, slow_artifact)
-    orchestrator, pgid = start_install(system, device, manifest)
+def assert_rolled_back(devices: Path, units: tuple[str, ...]) -> None:
+    for unit in units:
+        assert "late-write" not in calls(devices / unit)
+        assert (devices / unit / "version").read_text() == "v1\n"
+        after = calls(devices / unit)[calls(devices / unit).index("ArtifactInstall") + 1 :]
+        assert after == ["ArtifactRollback", "NeedsArtifactReboot", "ArtifactFailure", "Cleanup"]
+
+
+@pytest.mark.parametrize("units", UNITS, ids=len)
+def test_resume_after_sigkill_stops_the_old_interface_first(
+    system: System, slow_artifact: Path, units: tuple[str, ...]
+) -> None:
+    devices, manifest = slow_system(system, slow_artifact, units)
+    orchestrator, groups = start_install(system, devices, manifest, units)
     orchestrator.kill()
     orchestrator.communicate()
-    assert group_alive(pgid)  # the orphaned Interface goes on flashing
+    assert all(group_alive(pgid) for pgid in groups)  # orphaned, the Interfaces go on flashing
 
-    resumed = system.run("resume", env={"SLOW_DEVICE": str(device)})
+    resumed = subprocess.run([*CLI, "resume"], env=env(system), capture_output=True, text=True,
+                             timeout=120, check=False)  # fmt: skip
     assert resumed.returncode == 1, resumed.stderr
-    assert not group_alive(pgid)
-    time.sleep(INSTALL_SECONDS + 1)  # when the old ArtifactInstall would have written "new"
-    assert "late-write" not in calls(device)
-    assert (device / "version").read_text() == "v1\n"
-    after_kill = calls(device)[calls(device).index("ArtifactInstall") + 1 :]
-    assert after_kill == ["ArtifactRollback", "NeedsArtifactReboot", "ArtifactFailure", "Cleanup"]
+    assert not any(group_alive(pgid) for pgid in groups)
+    time.sleep(INSTALL_SECONDS + 1)  # when the old ArtifactInstalls would have written "new"
+    assert_rolled_back(devices, units)
     assert "stopped an Interface call left running by an earlier run" in resumed.stderr
 
 
-def test_sigterm_stops_the_interface_then_releases_the_lock(system: System,
-                                                            slow_artifact: Path) -> None:
-    device, manifest = slow_system(system, slow_artifact)
-    (device / "ignore-term").touch()  # so stopping it takes the whole grace, then KILL
-    orchestrator, pgid = start_install(system, device, manifest)
+@pytest.mark.parametrize("units", UNITS, ids=len)
+def test_sigterm_stops_the_interface_then_releases_the_lock(
+    system: System, slow_artifact: Path, units: tuple[str, ...]
+) -> None:
+    devices, manifest = slow_system(system, slow_artifact, units)
+    for unit in units:  # so stopping them takes the whole grace, then KILL
+        (devices / unit / "ignore-term").touch()
+    orchestrator, groups = start_install(system, devices, manifest, units)
     orchestrator.send_signal(signal.SIGTERM)
     lock = (system.datastore / "lock").open("a+")
     deadline = time.monotonic() + 30
-    while True:  # the moment the lock is free, the Interface must be gone already
+    while True:  # the moment the lock is free, the Interfaces must be gone already
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             break
         except BlockingIOError:
             assert time.monotonic() < deadline, "the lock was never released"
             time.sleep(0.01)
-    interface_left = group_alive(pgid)
+    interfaces_left = [pgid for pgid in groups if group_alive(pgid)]
     fcntl.flock(lock, fcntl.LOCK_UN)
     lock.close()
     _, stderr = orchestrator.communicate(timeout=30)
-    assert not interface_left
+    assert interfaces_left == []
     assert orchestrator.returncode == 7, stderr
     assert "interrupted by SIGTERM" in stderr
     assert "mender-orchestrator resume" in stderr and "mender-orchestrator rollback" in stderr
@@ -164,11 +183,9 @@ def test_sigterm_stops_the_interface_then_releases_the_lock(system: System,
     assert processes == 0
 
     # the interrupted ArtifactInstall counts as failed: resume rolls the System back
-    resumed = system.run("resume", env={"SLOW_DEVICE": str(device)})
+    resumed = subprocess.run([*CLI, "resume"], env=env(system), capture_output=True, text=True,
+                             timeout=120, check=False)  # fmt: skip
     assert resumed.returncode == 1, resumed.stderr
     assert "was interrupted" in resumed.stderr
     time.sleep(1)
-    assert "late-write" not in calls(device)
-    assert (device / "version").read_text() == "v1\n"
-    after_stop = calls(device)[calls(device).index("ArtifactInstall") + 1 :]
-    assert after_stop == ["ArtifactRollback", "NeedsArtifactReboot", "ArtifactFailure", "Cleanup"]
+    assert_rolled_back(devices, units)
