@@ -7,13 +7,14 @@ Each driver is a real package registered through a real entry point: a module an
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from systems import System
+from systems import CLI, System
 
 DRIVER = '''
 import time
@@ -65,6 +66,13 @@ HANGS = '''@hookimpl
         while True:  # ignores ctx.deadline and ctx.cancelled
             time.sleep(3600)'''
 
+LISTENS = '''@hookimpl
+    def artifact_install(self, ctx):
+        self._note("ArtifactInstall")
+        ctx.cancelled.wait()  # the documented way a transport is told to stop
+        self._note("cancelled")
+        raise RuntimeError("stopped")'''
+
 MISSPELT = '''@hookimpl
     def artifact_instal(self, ctx):
         self._note("ArtifactInstall")'''
@@ -101,7 +109,9 @@ def artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def driver_system(system: System, artifacts: Path, name: str, install: str) -> tuple[Path, Path]:
+def driver_system(
+    system: System, artifacts: Path, name: str, install: str, timeout: int = 1
+) -> tuple[Path, Path]:
     """A System of one Component served by the in-process driver ``name``: (log, manifest)."""
     log = system.root / "driver-calls"
     site = register_driver(system.root, name, install, log)
@@ -110,7 +120,7 @@ def driver_system(system: System, artifacts: Path, name: str, install: str) -> t
         f"  - component_type: dev\n    interface: {name}\n"
     )
     system.write_config({"ArtifactSources": [{"Type": "directory", "Path": str(artifacts)}],
-                         "InterfaceTimeoutSeconds": 1})  # fmt: skip
+                         "InterfaceTimeoutSeconds": timeout})  # fmt: skip
     manifest = system.root / "manifest.yaml"
     manifest.write_text(
         "api_version: mender/v1\nkind: manifest\nname: s-v2\nsystem_types_compatible: [s]\n"
@@ -151,3 +161,19 @@ def test_a_misspelt_hook_name_is_a_load_error(system: System, artifact: Path) ->
     listed = run(system, "drivers")
     assert listed.returncode == 2
     assert "artifact_instal" in listed.stderr
+
+
+def test_sigterm_tells_an_in_process_driver_to_stop(system: System, artifact: Path) -> None:
+    log, manifest = driver_system(system, artifact, "listens", LISTENS, timeout=60)
+    env = {**system.env, "PYTHONPATH": (system.root / "pythonpath").read_text()}
+    orchestrator = subprocess.Popen([*CLI, "install", str(manifest)], env=env,
+                                    stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not log.exists() or "ArtifactInstall" not in log.read_text():
+        assert orchestrator.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    orchestrator.send_signal(signal.SIGTERM)
+    _, stderr = orchestrator.communicate(timeout=15)
+    assert orchestrator.returncode == 7, stderr
+    assert log.read_text().split() == ["ArtifactInstall", "cancelled"]
+    assert "mender-orchestrator resume" in stderr
