@@ -102,7 +102,9 @@ def start_install(
 
 
 def env(system: System) -> dict[str, str]:
-    return {**system.env, "SLOW_DEVICES": str(system.devices)}
+    temporary = system.root / "tmp"  # where the query directory of planning goes
+    temporary.mkdir(exist_ok=True)
+    return {**system.env, "SLOW_DEVICES": str(system.devices), "TMPDIR": str(temporary)}
 
 
 def group_alive(pgid: int) -> bool:
@@ -181,6 +183,8 @@ def test_sigterm_stops_the_interface_then_releases_the_lock(
         processes = db.execute("SELECT COUNT(*) FROM process").fetchone()[0]
     assert "interrupted" in kinds
     assert processes == 0
+    assert list((system.root / "tmp").iterdir()) == []
+    assert (system.datastore / "work").exists()  # the File API trees: resume needs them
 
     # the interrupted ArtifactInstall counts as failed: resume rolls the System back
     resumed = subprocess.run([*CLI, "resume"], env=env(system), capture_output=True, text=True,
