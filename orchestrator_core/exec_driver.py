@@ -101,12 +101,24 @@ class _Child:
         self._kill_lock = threading.Lock()
         try:
             self.pidfd = os.pidfd_open(self.popen.pid)
-            processes.track(self, self.record)
-        except BaseException:  # an error, or a stop signal before the registry knew of it
-            self._signal_group(signal.SIGKILL)
-            self.popen.wait()
-            processes.untrack(self, self.record)
+        except OSError:
+            self._abandon()
             raise
+        try:
+            processes.track(self, self.record)
+        except BaseException:  # a stop signal before the registry knew of it
+            os.close(self.pidfd)
+            self._abandon()
+            raise
+
+    def _abandon(self) -> None:
+        """End a child that will never be pumped: kill its group, reap it, drop its record."""
+        self._signal_group(signal.SIGKILL)
+        self.popen.wait()
+        for pipe in (self.popen.stdout, self.popen.stderr):
+            if pipe is not None:
+                pipe.close()
+        processes.untrack(self, self.record)
 
     @property
     def pgid(self) -> int:
