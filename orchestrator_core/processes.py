@@ -232,7 +232,7 @@ def untrack(child: Child, record: tuple[int, str] | None) -> None:
 
 
 def forget(record: tuple[int, str] | None) -> None:
-    """A call that never started, or was stopped and reaped before it was tracked."""
+    """A call whose fork failed: nothing of it runs."""
     if record is not None and _registry.table is not None:
         _registry.table.ended(record[0])
 
@@ -242,8 +242,8 @@ def _group_alive(pgid: int) -> bool:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # a member that changed its user: still there
+        pass
     return True
 
 
