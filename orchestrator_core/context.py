@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -109,6 +110,10 @@ class InterfaceContext:
     payload: PayloadFeed | None = None  # set during Download only
     hook: Any = None  # the Component's pluggy hook relay, for driver-specific hookspecs
     started: float = field(default_factory=time.monotonic)
+    # set at the deadline (the engine gives an in-process call up soon after) and when the
+    # orchestrator is told to stop (SIGTERM, SIGHUP, SIGINT): a driver's transport stops
+    # waiting and the hook returns or raises; see docs/drivers.md
+    cancelled: threading.Event = field(default_factory=threading.Event)
 
     @property
     def deadline(self) -> float:

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 import pluggy
 
-from orchestrator_core import hookspecs
+from orchestrator_core import hookspecs, watchdog
 from orchestrator_core.context import Component, InterfaceContext, RebootNeed
 from orchestrator_core.errors import ConfigError, DriverNotFound, InterfaceError, OrchestratorError
 
@@ -168,6 +168,16 @@ def in_parallel(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
     return list(_pool.map(work, items))
 
 
+def wind_down() -> None:
+    """After a stop signal: wait for the calls already running (stopped, they end quickly),
+    drop those not yet started."""
+    global _pool
+    with _pool_lock:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 class _PluginManager(pluggy.PluginManager):
     """pluggy's manager, remembering which attributes of a class are hooks.
 
@@ -215,9 +225,35 @@ class ComponentDriver:
         if extra_specs is not None:
             self.pm.add_hookspecs(extra_specs)
         self.pm.register(plugin, name="driver")
+        self._check_hook_names()  # before the global plugins, which serve other drivers too
+        # an in-process driver runs in our process: the engine holds its deadline for it
+        self._watched = resolution.kind == "driver" and not getattr(
+            plugin, "kills_at_deadline", False
+        )
         for extra in extra_plugins:
             if not self.pm.is_registered(extra):
                 self.pm.register(extra)
+
+    def _check_hook_names(self) -> None:
+        """A misspelt ``@hookimpl`` would make its state a silent no-op: refuse the driver."""
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError:
+            unknown = sorted(
+                name
+                for name, caller in vars(self.pm.hook).items()
+                if not name.startswith("_") and not caller.has_spec()
+            )
+            known = sorted(
+                name
+                for name, caller in vars(self.pm.hook).items()
+                if not name.startswith("_") and caller.has_spec()
+            )
+            raise ConfigError(
+                f"{self.component.label}: driver {self.resolution.interface!r} "
+                f"({self.resolution.target}) marks {', '.join(unknown)} with @hookimpl, but "
+                f"no hook has that name (misspelt?); hooks are: {', '.join(known)}"
+            ) from None
 
     @property
     def hook(self) -> Any:
@@ -298,6 +334,8 @@ class ComponentDriver:
     def _call(self, hook: str, ctx: InterfaceContext) -> Any:
         """Call one hook; a driver's bug becomes a failure of this Component, not a crash."""
         try:
+            if self._watched:
+                return watchdog.call(getattr(self.pm.hook, hook), hook, ctx, self.resolution.target)
             return getattr(self.pm.hook, hook)(ctx=ctx)
         except OrchestratorError:
             raise

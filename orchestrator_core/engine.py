@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator_core import atomic, drivers, filetree, manifest_store
+from orchestrator_core import atomic, drivers, filetree, manifest_store, processes
 from orchestrator_core.config import Config
 from orchestrator_core.context import InterfaceContext
 from orchestrator_core.drivers import ComponentDriver
@@ -26,6 +26,7 @@ from orchestrator_core.lock import exclusive
 from orchestrator_core.log import component_logger
 from orchestrator_core.planner import Plan, PlannedComponent, deployment_dir, work_dir
 from orchestrator_core.progress import ProgressObserver
+from orchestrator_core.run_guard import guarded
 from orchestrator_core.sequence import (
     CLEANUP,
     COMMIT,
@@ -395,6 +396,8 @@ class Deployment:
             result = Result(False, None, f"{name}: {result.message}")
         if not result.ok and not in_hook:
             component_logger(name).error("%s failed: %s", step.name, result.message)
+        if processes.interrupted():  # unfinished, as after a crash: counts as failed on resume
+            return result
         self.journal.record(
             self.id, seq, key, "finish", result.ok, result.value, result.message, soon=True
         )
@@ -490,17 +493,19 @@ def install(config: Config, plan: Plan, manifest_bytes: bytes, options: RunOptio
     with exclusive(config):
         journal = Journal(config.journal_path)
         try:
-            current = journal.in_progress()
-            if current is not None:
-                raise OrchestratorError(
-                    f"deployment {current.id} of {current.manifest_name} is still in progress; "
-                    f"finish it with 'mender-orchestrator resume' or 'rollback' first"
-                )
-            _announce_plan(plan)
-            deployment_id = journal.begin(plan.manifest_name, manifest_bytes, plan.to_json())
-            row = journal.in_progress()
-            assert row is not None and row.id == deployment_id
-            return Deployment(config, journal, row, plan.drivers).run(options)
+            with guarded(config, journal, options.command) as guard:
+                current = journal.in_progress()
+                if current is not None:
+                    raise OrchestratorError(
+                        f"deployment {current.id} of {current.manifest_name} is still in progress; "
+                        f"finish it with 'mender-orchestrator resume' or 'rollback' first"
+                    )
+                _announce_plan(plan)
+                deployment_id = journal.begin(plan.manifest_name, manifest_bytes, plan.to_json())
+                guard.deployment = deployment_id
+                row = journal.in_progress()
+                assert row is not None and row.id == deployment_id
+                return Deployment(config, journal, row, plan.drivers).run(options)
         finally:
             journal.close()
 
@@ -510,14 +515,16 @@ def resume(config: Config, options: RunOptions) -> RunResult:
         (config.datastore_dir / RESUME_AT_BOOT).unlink(missing_ok=True)
         journal = Journal(config.journal_path)
         try:
-            row = journal.in_progress()
-            if row is None:
-                raise NothingToResume("nothing to resume: no deployment is in progress")
-            if options.command == "rollback":
-                deployment = Deployment(config, journal, row)
-                if not deployment.rollback_requested():
-                    journal.record(row.id, None, "", "rollback-requested")
-                return deployment.run(options)
-            return Deployment(config, journal, row).run(options)
+            with guarded(config, journal, options.command) as guard:
+                row = journal.in_progress()
+                if row is None:
+                    raise NothingToResume("nothing to resume: no deployment is in progress")
+                guard.deployment = row.id
+                if options.command == "rollback":
+                    deployment = Deployment(config, journal, row)
+                    if not deployment.rollback_requested():
+                        journal.record(row.id, None, "", "rollback-requested")
+                    return deployment.run(options)
+                return Deployment(config, journal, row).run(options)
         finally:
             journal.close()

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from orchestrator_core import filetree
+from orchestrator_core import filetree, processes
 from orchestrator_core.context import Component, InterfaceContext, RebootNeed
 from orchestrator_core.errors import (
     ArtifactError,
@@ -38,6 +38,7 @@ from orchestrator_core.errors import (
     InterfaceTimeout,
 )
 from orchestrator_core.hookspecs import hookimpl
+from orchestrator_core.processes import TOKEN_VARIABLE
 from orchestrator_core.streams import StreamServer, payload_streams, whole_artifact_stream
 
 STDOUT_LIMIT = 1 << 20  # a query answer longer than this is not an answer
@@ -79,23 +80,49 @@ class _Child:
     always aimed at this Interface's processes.
     """
 
-    def __init__(self, argv: list[str], cwd: Path) -> None:
-        self.popen = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            stdin=_devnull(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+    def __init__(self, argv: list[str], cwd: Path, what: str) -> None:
+        # recorded before the fork, so that a later run finds it even if we die right after
+        self.record = processes.before_start(what)
+        env = None if self.record is None else {**os.environ, TOKEN_VARIABLE: self.record[1]}
         try:
-            self.pidfd = os.pidfd_open(self.popen.pid)
-        except OSError:
-            self.popen.kill()
-            self.popen.wait()
+            self.popen = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=_devnull(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError:  # nothing started (an interruption keeps the record: maybe it did)
+            processes.forget(self.record)
             raise
         self.killed = False  # we ended it while it was still running
         self._kill_lock = threading.Lock()
+        try:
+            self.pidfd = os.pidfd_open(self.popen.pid)
+        except OSError:
+            self._abandon()
+            raise
+        try:
+            processes.track(self, self.record)
+        except BaseException:  # a stop signal before the registry knew of it
+            os.close(self.pidfd)
+            self._abandon()
+            raise
+
+    def _abandon(self) -> None:
+        """End a child that will never be pumped: kill its group, reap it, drop its record."""
+        self._signal_group(signal.SIGKILL)
+        self.popen.wait()
+        for pipe in (self.popen.stdout, self.popen.stderr):
+            if pipe is not None:
+                pipe.close()
+        processes.untrack(self, self.record)
+
+    @property
+    def pgid(self) -> int:
+        return self.popen.pid
 
     def exited_within(self, seconds: float) -> bool:
         poller = select.poll()
@@ -122,6 +149,7 @@ class _Child:
 
     def reap(self) -> int:
         status = self.popen.wait()
+        processes.untrack(self, self.record)
         os.close(self.pidfd)
         for pipe in (self.popen.stdout, self.popen.stderr):
             if pipe is not None:
@@ -326,6 +354,8 @@ def _key_values(data: bytes) -> list[tuple[str, str]]:
 class ExecDriver:
     """Implements every hook of the Interface protocol by running one executable."""
 
+    kills_at_deadline = True  # so the engine does not watch its calls from another thread
+
     def __init__(
         self, component: Component, executable: Path, args: Sequence[str] | None = None
     ) -> None:
@@ -354,7 +384,7 @@ class ExecDriver:
         ctx.log.debug("%s: running %s", who, argv)
         try:
             with _STARTING:
-                child = _Child(argv, directory)
+                child = _Child(argv, directory, who)
         except OSError as exc:
             raise InterfaceError(
                 f"{ctx.name}: the Interface {self.executable} could not be started for "

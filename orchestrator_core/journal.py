@@ -61,6 +61,17 @@ CREATE TABLE IF NOT EXISTS event (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS event_by_step ON event (deployment, seq);
+CREATE TABLE IF NOT EXISTS process (   -- Interface calls running now (orchestrator_core.processes)
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    deployment INTEGER,              -- NULL outside a deployment
+    owner_pid INTEGER NOT NULL,      -- the orchestrator that started it, and its start time
+    owner_start INTEGER NOT NULL,
+    pgid INTEGER,                    -- NULL until the fork returned
+    start INTEGER,                   -- the leader's start time, /proc/<pid>/stat field 22
+    token TEXT NOT NULL,             -- MENDER_ORCHESTRATOR_CALL in the call's environment
+    what TEXT NOT NULL,
+    at REAL NOT NULL
+);
 """
 
 
