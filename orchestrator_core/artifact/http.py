@@ -22,6 +22,7 @@ from requests.adapters import HTTPAdapter
 
 from orchestrator_core import __version__
 from orchestrator_core.artifact.layers import as_bytes_view
+from orchestrator_core.artifact.tarstream import ascii_number
 from orchestrator_core.config import Config
 from orchestrator_core.errors import ArtifactError, ConfigError
 
@@ -37,7 +38,7 @@ BACKOFF_MAX = 8.0
 MAX_RECONNECTS = 50  # over a whole download, however much progress each one makes
 
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,20})-([0-9]{1,20})/([0-9]{1,20}|\*)")
 _BROKEN = (
     requests.ConnectionError,
     requests.Timeout,
@@ -52,6 +53,20 @@ def _validator(response: requests.Response) -> str | None:
     if etag and not etag.startswith("W/"):
         return etag
     return response.headers.get("Last-Modified")
+
+
+def _unfollowable(exc: Exception) -> str:
+    """Why a request could not be made or followed, in one line."""
+    request = getattr(exc, "request", None)
+    url = getattr(request, "url", None)
+    if isinstance(exc, requests.exceptions.TooManyRedirects):
+        return f"more than {requests.models.DEFAULT_REDIRECT_LIMIT} redirects (a redirect loop?)"
+    if isinstance(exc, requests.exceptions.InvalidSchema):
+        # requests names the refused URL only in its message
+        target = str(exc).rsplit(" for ", 1)[-1].strip("'")
+        return f"redirected to {redact(target)[:200]}; only http:// and https:// are followed"
+    where = f" ({redact(url)[:200]})" if url else ""
+    return f"invalid URL{where}: {str(exc)[:200]}"
 
 
 class NotFound(Exception):
@@ -197,11 +212,12 @@ class HttpArtifactStream(io.RawIOBase):
                 )
             except requests.exceptions.SSLError as exc:
                 raise self._fail(f"TLS error: {exc}") from exc
-            except requests.exceptions.InvalidURL as exc:
-                raise self._fail(f"invalid URL: {exc}") from exc
             except (requests.ConnectionError, requests.Timeout) as exc:
                 self._retry(str(exc))
                 continue
+            except (requests.RequestException, ValueError) as exc:
+                # a redirect to file:// or ftp://, a redirect loop, an unparsable Location
+                raise self._fail(_unfollowable(exc)) from exc
             try:
                 accepted = self._accept(response, first=first)
             except BaseException:
@@ -222,7 +238,7 @@ class HttpArtifactStream(io.RawIOBase):
         if status == 200:
             length = response.headers.get("Content-Length")
             if first:
-                self.content_length = int(length) if length and length.isdigit() else None
+                self.content_length = ascii_number(length) if length else None
                 self._validator = _validator(response)
                 return True
             # the whole body again: either the server ignores Range, or (If-Range) the file

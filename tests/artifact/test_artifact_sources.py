@@ -25,6 +25,7 @@ from orchestrator_core.hookspecs import hookimpl
 from . import artifact_builder as ab
 from .artifact_server import ArtifactServer
 from .support import FIXTURES
+from systems import System
 
 RTOS_V1 = FIXTURES / "rtos-v1.mender"
 MANIFEST_V1 = FIXTURES / "manifest-v1.mender"
@@ -243,6 +244,58 @@ def test_a_garbled_length_on_the_restarted_body(
     stream = HttpArtifactStream(session, server.url("/a/manifest-v1.mender"))
     with stream, pytest.raises(ArtifactError, match="the file changed on the server during"):
         stream.read()
+
+
+def test_a_content_length_of_other_digits_is_ignored(
+    server: ArtifactServer, session: requests.Session
+) -> None:
+    # '²' passes str.isdigit and int() refuses it: the length is unknown, not a traceback
+    server.behaviour.lengths = ["\u00b2"]
+    stream = HttpArtifactStream(session, server.url("/a/manifest-v1.mender"))
+    with stream:
+        assert stream.content_length is None
+        assert stream.read() == MANIFEST_V1.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [
+        ("file:///etc/passwd", "redirected to file:///etc/passwd; only http:// and https:// "
+                               "are followed"),
+        ("ftp://127.0.0.1/a.mender", "redirected to ftp://127.0.0.1/a.mender; only http:// "
+                                     "and https:// are followed"),
+        ("/a/system-core-v1.mender", "more than 30 redirects (a redirect loop?)"),
+        ("http://[::1/a", "invalid URL: Invalid IPv6 URL"),
+        ("http://127.0.0.1:99999/a", "invalid URL (http://127.0.0.1:99999/a): Port out of range"),
+    ],
+)
+def test_unfollowable_redirects_are_a_message(
+    tmp_path: Path, server: ArtifactServer, location: str, expected: str
+) -> None:
+    server.behaviour.redirects["/a/system-core-v1.mender"] = location
+    config = make_config(tmp_path, ArtifactSources=[url_source(server)])
+    with pytest.raises(ArtifactError) as raised:
+        open_artifact("system-core-v1", None, config)
+    url = server.url("/a/system-core-v1.mender")
+    assert f"download of {url} failed: {expected}" in raised.value.message
+    assert "\n" not in raised.value.message
+
+
+def test_a_redirect_loop_while_planning_is_bad_input(system: System, server: ArtifactServer
+                                                     ) -> None:
+    system.add_interface("unit")
+    system.write_topology("api_version: mender/v1\nkind: topology\nsystem_type: s\n"
+                          "components:\n  - component_type: core\n    interface: unit\n")
+    system.write_config({"ArtifactSources": [url_source(server)]})
+    server.behaviour.redirects["/a/core-v2.mender"] = "/a/core-v2.mender"
+    manifest = system.root / "m.yaml"
+    manifest.write_text("api_version: mender/v1\nkind: manifest\nname: m\n"
+                        "system_types_compatible: [s]\ncomponent_types:\n"
+                        "  core: {artifact_name: core-v2, update_strategy: {order: 1}}\n")
+    result = system.run("plan", str(manifest))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "more than 30 redirects (a redirect loop?)" in result.stderr
 
 
 @pytest.fixture
