@@ -385,3 +385,42 @@ def test_a_download_that_fails_verification_is_not_kept(tmp_path: Path) -> None:
         with pytest.raises(ArtifactError, match=r"fw\.bin does not match"):
             feed.save_to(tmp_path / "files")
     assert entries(tmp_path / "cache") == []
+
+
+def plant(path: Path, kind: str) -> None:
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+        (path / "inside").write_bytes(b"x")
+    else:
+        os.symlink("/dev/zero", path)  # a device: endless zeros
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device"])
+def test_a_non_regular_file_under_an_artifacts_name_is_a_miss(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    cache = cache_at(tmp_path / "cache", max_size=1_000_000)
+    planted = tmp_path / "cache" / "x.mender"
+    plant(planted, kind)
+    opener = Opener(b"the artifact")
+    outcome: list[bytes] = []
+
+    def read() -> None:
+        stream, where = cache.open("x", opener)
+        with stream:
+            outcome.append(stream.read())
+            filling(stream).confirm_verified()
+
+    reader = threading.Thread(target=read, daemon=True)
+    with caplog.at_level(logging.WARNING):
+        reader.start()
+        reader.join(10)  # a FIFO opened for reading would wait for a writer forever
+    assert not reader.is_alive()
+    assert outcome == [b"the artifact"] and opener.calls == 1
+    assert f"ArtifactsCache: {planted} is a " in caplog.text
+    assert "not a regular file; not using it" in caplog.text
+    if kind != "directory":  # replaced by the real entry
+        assert planted.read_bytes() == b"the artifact"
+    assert cache.prune(set()) == ([] if kind == "directory" else ["x.mender"])
