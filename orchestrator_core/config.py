@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from orchestrator_core.errors import ValidationErrors
+from orchestrator_core.http_limits import HttpLimits, parse_http_limits
 
 CONFIG_FILE_NAME = "mender-orchestrator.conf"
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "fatal")
@@ -69,6 +70,7 @@ class Config:
     rollback_reboot_retries: int
     config_files: tuple[Path, ...] = ()  # the files that were read, for messages
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    http_limits: HttpLimits = field(default_factory=HttpLimits)  # the HttpTimeouts option
 
     @property
     def topology_file(self) -> Path:
@@ -213,6 +215,7 @@ KNOWN_OPTIONS = (
     "ArtifactVerifyKey",
     "ArtifactVerifyKeys",
     "ArtifactsCache",
+    "HttpTimeouts",
     "HttpsClient",
     "InterfaceTimeoutSeconds",
     "LogLevel",
@@ -345,6 +348,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         rollback_reboot_retries=reader.get("RollbackRebootRetries", _non_negative_int, 3),
         config_files=tuple(path for path, _ in layers),
         warnings=tuple(warnings),
+        http_limits=reader.get("HttpTimeouts", parse_http_limits, HttpLimits()),
     )
     problems.extend(reader.problems)
     if problems:

@@ -321,3 +321,28 @@ def test_values_in_messages_are_excerpts(tmp_path: Path) -> None:
         load_manifest(path)
     assert f"field kind must be 'manifest', got '{'k' * 30}" in str(exc.value)
     assert len(str(exc.value)) < 300
+
+
+def test_http_timeouts_default_and_checked(tmp_path: Path) -> None:
+    env = dirs(tmp_path)
+    path = tmp_path / "etc" / "mender-orchestrator.conf"
+    path.write_text("{}")
+    limits = load_config(env).http_limits
+    assert (limits.connect_seconds, limits.stall_seconds, limits.min_bytes_per_second) == (
+        15.0, 60.0, 1024)
+    path.write_text(json.dumps({"HttpTimeouts": {"StallSeconds": 5, "MinBytesPerSecond": 0}}))
+    limits = load_config(env).http_limits
+    assert (limits.connect_seconds, limits.stall_seconds, limits.min_bytes_per_second) == (
+        15.0, 5.0, 0)
+    for value, expected in [
+        ({"StallSeconds": 0}, "StallSeconds: expected a number of seconds > 0 and <= 3600, got 0"),
+        ({"ConnectSeconds": 1e9}, "ConnectSeconds: expected a number of seconds > 0 and <= 3600"),
+        ({"MinBytesPerSecond": -1}, "MinBytesPerSecond: expected a whole number >= 0, got -1"),
+        ({"ReadSeconds": 1}, "unknown field(s) ReadSeconds; expected ConnectSeconds, "
+                             "StallSeconds, MinBytesPerSecond"),
+        (30, "expected an object with ConnectSeconds, StallSeconds, MinBytesPerSecond, got 30"),
+    ]:
+        path.write_text(json.dumps({"HttpTimeouts": value}))
+        with pytest.raises(ValidationErrors) as exc:
+            load_config(env)
+        assert str(exc.value).startswith(f"{path}: option HttpTimeouts: {expected}")

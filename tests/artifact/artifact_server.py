@@ -32,6 +32,7 @@ class Behaviour:
     lengths: list[str] = field(default_factory=list)  # per coming GET: its Content-Length
     redirects: dict[str, str] = field(default_factory=dict)  # path -> Location of a 302
     trickle: float = 0.0  # seconds between body bytes: a slow server, one byte at a time
+    slow_headers: float = 0.0  # seconds between header bytes, sent for ever
     seen: list[Seen] = field(default_factory=list)
 
 
@@ -46,6 +47,10 @@ class _Handler(BaseHTTPRequestHandler):
         how.seen.append(Seen(self.path, self.headers.get("Range"), self.headers.get("If-Range")))
         if how.statuses:
             self._status_only(how.statuses.pop(0))
+            return
+        if how.slow_headers:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            self._trickle(b"a" * 100_000, how.slow_headers)
             return
         path = urlsplit(self.path).path
         if path in how.redirects:
