@@ -245,10 +245,14 @@ class StreamServer:
             return
         remaining = max(0.0, self._deadline - time.monotonic())
         self._writer.join(remaining + _JOIN_GRACE_SECONDS)
-        if self._writer.is_alive() and self.failure is None:
-            self.failure = InterfaceError(
-                f"streaming the payload did not end by the deadline: it was {self.position()}"
-            )
+        if self._writer.is_alive():
+            # the process is reaped next: the writer, if it ever wakes, must not signal it
+            self._running, self._abort = (lambda: False), (lambda: None)
+            if self.failure is None:
+                self.failure = InterfaceError(
+                    f"streaming the payload did not end by the deadline: it was "
+                    f"{self.position()}"
+                )
 
     def position(self) -> str:
         """Where streaming stood, for an error message."""
