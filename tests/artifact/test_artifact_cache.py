@@ -31,7 +31,7 @@ from orchestrator_core.errors import ArtifactError, ConfigError
 
 from . import artifact_builder as ab
 from .artifact_server import ArtifactServer
-from .support import FIXTURES
+from .support import FIXTURES, Keys
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -424,3 +424,32 @@ def test_a_non_regular_file_under_an_artifacts_name_is_a_miss(
     if kind != "directory":  # replaced by the real entry
         assert planted.read_bytes() == b"the artifact"
     assert cache.prune(set()) == ([] if kind == "directory" else ["x.mender"])
+
+
+def test_a_cached_copy_with_a_bad_signature_is_evicted_and_fetched_again(
+    tmp_path: Path, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    files = {"fw.bin": os.urandom(10_000)}
+    good = ab.build(files, sign=keys.sign_ed25519)
+    (store / "py-artifact.mender").write_bytes(good.assemble())
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "mender-orchestrator.conf").write_text(json.dumps({
+        "ArtifactSources": [{"Type": "directory", "Path": str(store)}],
+        "ArtifactVerifyKey": str(keys.ed25519_public),
+    }))
+    config = load_config({"MENDER_ORCHESTRATOR_CONF_DIR": str(conf),
+                          "MENDER_ORCHESTRATOR_DATASTORE_DIR": str(tmp_path)})
+    cache = cache_at(tmp_path / "cache")
+    # the same Artifact, signed by a key this System does not trust
+    entry = tmp_path / "cache" / "py-artifact.mender"
+    entry.write_bytes(ab.resign(good, keys.sign_rsa_other).assemble())
+    digest = read_header(io.BytesIO(good.assemble()), source_name="x").manifest_digest
+    with caplog.at_level(logging.WARNING):
+        with open_payload("py-artifact", None, digest, config, cache) as feed:
+            assert {f.name: f.read() for f in feed.files()} == files
+    assert "ArtifactsCache: the cached copy of py-artifact fails verification (" in caplog.text
+    assert "signature" in caplog.text
+    assert entry.read_bytes() == (store / "py-artifact.mender").read_bytes()
