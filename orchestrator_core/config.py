@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from orchestrator_core.errors import ValidationErrors
+from orchestrator_core.http_limits import HttpLimits, parse_http_limits
 
 CONFIG_FILE_NAME = "mender-orchestrator.conf"
 LOG_LEVELS = ("trace", "debug", "info", "warning", "error", "fatal")
@@ -74,6 +75,7 @@ class Config:
     reboot_wait_seconds: float = 600.0  # see RebootWaitSeconds in the README
     config_files: tuple[Path, ...] = ()  # the files that were read, for messages
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    http_limits: HttpLimits = field(default_factory=HttpLimits)  # the HttpTimeouts option
 
     @property
     def topology_file(self) -> Path:
@@ -226,6 +228,7 @@ KNOWN_OPTIONS = (
     "ArtifactVerifyKey",
     "ArtifactVerifyKeys",
     "ArtifactsCache",
+    "HttpTimeouts",
     "HttpsClient",
     "InterfaceTimeoutSeconds",
     "LogLevel",
@@ -402,6 +405,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         reboot_wait_seconds=reader.get("RebootWaitSeconds", _timeout_seconds, 600.0),
         config_files=tuple(path for path, _ in layers),
         warnings=tuple(warnings),
+        http_limits=reader.get("HttpTimeouts", parse_http_limits, HttpLimits()),
     )
     problems.extend(reader.problems)
     if problems:

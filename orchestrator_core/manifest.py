@@ -9,7 +9,7 @@ from typing import Any
 
 from orchestrator_core.errors import ValidationErrors
 from orchestrator_core.topology import Topology
-from orchestrator_core.yamlfile import load_mapping, type_name
+from orchestrator_core.yamlfile import excerpt, excerpt_text, load_mapping, type_name
 
 API_VERSION = "mender/v1"
 TOP_LEVEL_FIELDS = ("api_version", "kind", "name", "system_types_compatible", "component_types")
@@ -40,7 +40,9 @@ def _parse_entry(
         problems.append(f"{where}: expected a mapping with artifact_name, got {type_name(entry)}")
         return None
     for unknown in sorted(set(entry) - set(ENTRY_FIELDS), key=str):
-        problems.append(f"{where}: unknown field {unknown!r}; expected {', '.join(ENTRY_FIELDS)}")
+        problems.append(
+            f"{where}: unknown field {excerpt(unknown)}; expected {', '.join(ENTRY_FIELDS)}"
+        )
     values: dict[str, str | None] = {}
     for key in ("artifact_name", "artifact_path"):
         value = entry.get(key)
@@ -58,11 +60,13 @@ def _parse_entry(
         )
         return None
     for unknown in sorted(set(strategy) - {"order"}, key=str):
-        problems.append(f"{where}.update_strategy: unknown field {unknown!r}; expected order")
+        problems.append(
+            f"{where}.update_strategy: unknown field {excerpt(unknown)}; expected order"
+        )
     if isinstance(order, bool) or not isinstance(order, int) or not MIN_ORDER <= order <= MAX_ORDER:
         problems.append(
             f"{where}.update_strategy.order: expected a whole number from {MIN_ORDER} to "
-            f"{MAX_ORDER}, got {order!r}"
+            f"{MAX_ORDER}, got {excerpt(order)}"
         )
         return None
     return ComponentTypeEntry(
@@ -75,13 +79,14 @@ def load_manifest(path: Path) -> Manifest:
     problems: list[str] = []
     if data.get("api_version") != API_VERSION:
         problems.append(
-            f"{path}: field api_version must be {API_VERSION!r}, got {data.get('api_version')!r}"
+            f"{path}: field api_version must be {API_VERSION!r}, "
+            f"got {excerpt(data.get('api_version'))}"
         )
     if data.get("kind") != "manifest":
-        problems.append(f"{path}: field kind must be 'manifest', got {data.get('kind')!r}")
+        problems.append(f"{path}: field kind must be 'manifest', got {excerpt(data.get('kind'))}")
     for unknown in sorted(set(data) - set(TOP_LEVEL_FIELDS), key=str):
         problems.append(
-            f"{path}: unknown field {unknown!r}; expected {', '.join(TOP_LEVEL_FIELDS)}"
+            f"{path}: unknown field {excerpt(unknown)}; expected {', '.join(TOP_LEVEL_FIELDS)}"
         )
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
@@ -94,7 +99,7 @@ def load_manifest(path: Path) -> Manifest:
     ):
         problems.append(
             f"{path}: field system_types_compatible: expected a non-empty list of strings, "
-            f"got {compatible!r}"
+            f"got {excerpt(compatible)}"
         )
         compatible = []
     raw_types = data.get("component_types")
@@ -107,7 +112,10 @@ def load_manifest(path: Path) -> Manifest:
     else:
         for component_type, entry in raw_types.items():
             parsed = _parse_entry(
-                str(component_type), entry, f"{path}: component_types.{component_type}", problems
+                str(component_type),
+                entry,
+                f"{path}: component_types.{excerpt_text(str(component_type))}",
+                problems,
             )
             if parsed is not None:
                 entries[str(component_type)] = parsed
@@ -128,7 +136,7 @@ def check_against_topology(manifest: Manifest, topology: Topology) -> list[str]:
     for component_type in topology.component_types:
         if component_type not in manifest.component_types:
             problems.append(
-                f"{manifest.path}: component_types has no entry for {component_type!r}, "
+                f"{manifest.path}: component_types has no entry for {excerpt(component_type)}, "
                 f"which the Topology {topology.path} lists; every Topology Component needs one"
             )
     return problems

@@ -46,6 +46,8 @@ PIPE_SIZE = 1 << 20  # asked of the kernel for stream pipes: fewer wake-ups per 
 _POLL_SECONDS = 0.1  # how often a blocked writer re-checks the Interface and the deadline
 _FIRST_OPEN_RETRY = 0.001  # pause after the first failed attempt to open a FIFO, then doubled
 _OPEN_RETRY_MAX = 0.01  # longest pause between two attempts to open a FIFO
+_NEXT_FROM_SOURCE = "the next payload file from the Artifact's source"
+_JOIN_GRACE_SECONDS = 1.0  # how long past the deadline a join waits for a thread to stop
 
 
 Chunk = bytes | memoryview  # a memoryview is valid only until the next chunk is asked for
@@ -86,11 +88,14 @@ def _file_chunks(payload_file: PayloadFile) -> Iterator[Chunk]:
         yield buffer[:count]
 
 
-def _ahead(chunks: Iterator[Chunk]) -> Generator[Chunk, None, None]:
+def _ahead(
+    chunks: Iterator[Chunk], check: Callable[[], None] = lambda: None
+) -> Generator[Chunk, None, None]:
     """``chunks``, produced up to ``AHEAD`` chunks in advance by a thread of its own.
 
     Reading and verifying the next chunk (the checksum is most of the work) then overlaps
-    writing this one into the pipe. Close it when done: that stops the producer.
+    writing this one into the pipe. Close it when done: that stops the producer. ``check``
+    is called while waiting for a chunk, to give up (by raising) when waiting is pointless.
     """
     handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=AHEAD)
     stop = threading.Event()
@@ -117,7 +122,11 @@ def _ahead(chunks: Iterator[Chunk]) -> Generator[Chunk, None, None]:
     producer.start()
     try:
         while True:
-            kind, item = handoff.get()
+            try:
+                kind, item = handoff.get(timeout=_POLL_SECONDS)
+            except queue.Empty:  # a slow source: the Interface or the deadline may be gone
+                check()
+                continue
             if kind == "end":
                 return
             if kind == "error":
@@ -125,7 +134,8 @@ def _ahead(chunks: Iterator[Chunk]) -> Generator[Chunk, None, None]:
             yield item
     finally:
         stop.set()
-        producer.join()
+        # a producer stuck in a read of a hung source is left behind (a daemon), not waited for
+        producer.join(_JOIN_GRACE_SECONDS)
 
 
 def whole_artifact_stream(feed: PayloadFeed, artifact_name: str) -> Iterator[Stream]:
@@ -226,8 +236,23 @@ class StreamServer:
         return None
 
     def join(self) -> None:
-        if self._writer is not None:
-            self._writer.join()
+        """Wait for the writer thread, until the Interface deadline (and a grace) at most.
+
+        The writer can be stuck reading a source that hangs (a slow HTTP server): it is then
+        left behind as a daemon, and the Download fails instead of waiting with it.
+        """
+        if self._writer is None:
+            return
+        remaining = max(0.0, self._deadline - time.monotonic())
+        self._writer.join(remaining + _JOIN_GRACE_SECONDS)
+        if self._writer.is_alive():
+            # the process is reaped next: the writer, if it ever wakes, must not signal it
+            self._running, self._abort = (lambda: False), (lambda: None)
+            if self.failure is None:
+                self.failure = InterfaceError(
+                    f"streaming the payload did not end by the deadline: it was "
+                    f"{self.position()}"
+                )
 
     def position(self) -> str:
         """Where streaming stood, for an error message."""
@@ -249,6 +274,7 @@ class StreamServer:
         fd = stream_next
         opened: int | None = fd  # closed on the way out if streaming stops early
         try:
+            self._waiting_for = _NEXT_FROM_SOURCE
             for stream in self._streams:
                 current = f"{filetree.STREAMS}/{filetree.check_entry_name(stream.name)}"
                 os.mkfifo(self.work_dir / current, 0o600)
@@ -265,6 +291,7 @@ class StreamServer:
                 self._current = None
                 self._waiting_for = f"the Interface to open {filetree.STREAM_NEXT} again"
                 fd = opened = self._open(self.stream_next)
+                self._waiting_for = _NEXT_FROM_SOURCE
             os.close(fd)  # closed with nothing written: no more streams
             opened = None
             self.finished = True
@@ -330,14 +357,18 @@ class StreamServer:
         except OSError:
             pass  # above the user's pipe limit: the default size works, only slower
         written = 0
-        with contextlib.closing(_ahead(stream.chunks())) as chunks:
+        of_size = "" if stream.size is None else f" of {stream.size}"
+        self._waiting_for = f"more of {what} from the Artifact's source (0{of_size} bytes written)"
+        with contextlib.closing(_ahead(stream.chunks(), self._check)) as chunks:
             for data in chunks:
-                of_size = "" if stream.size is None else f" of {stream.size}"
                 self._waiting_for = (
                     f"the Interface to read {what} ({written}{of_size} bytes written)"
                 )
                 self._write(fd, data, what, written)
                 written += len(data)
+                self._waiting_for = (
+                    f"more of {what} from the Artifact's source ({written}{of_size} bytes written)"
+                )
         if stream.size is not None and written != stream.size:
             raise ArtifactError(
                 f"payload file {stream.name} has {written} bytes but its header says {stream.size}"

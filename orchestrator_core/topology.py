@@ -8,7 +8,7 @@ from typing import Any
 
 from orchestrator_core.context import Component
 from orchestrator_core.errors import ConfigError, ValidationErrors
-from orchestrator_core.yamlfile import load_mapping, type_name
+from orchestrator_core.yamlfile import excerpt, load_mapping, type_name
 
 API_VERSION = "mender/v1"
 TOP_LEVEL_FIELDS = ("api_version", "kind", "system_type", "components")
@@ -30,10 +30,11 @@ class Topology:
 def _check_header(data: dict[str, Any], path: Path, kind: str, problems: list[str]) -> None:
     if data.get("api_version") != API_VERSION:
         problems.append(
-            f"{path}: field api_version must be {API_VERSION!r}, got {data.get('api_version')!r}"
+            f"{path}: field api_version must be {API_VERSION!r}, "
+            f"got {excerpt(data.get('api_version'))}"
         )
     if data.get("kind") != kind:
-        problems.append(f"{path}: field kind must be {kind!r}, got {data.get('kind')!r}")
+        problems.append(f"{path}: field kind must be {kind!r}, got {excerpt(data.get('kind'))}")
 
 
 def _parse_components(value: Any, source: Path, problems: list[str]) -> tuple[Component, ...]:
@@ -53,7 +54,7 @@ def _parse_components(value: Any, source: Path, problems: list[str]) -> tuple[Co
             continue
         for unknown in sorted(set(entry) - set(COMPONENT_FIELDS), key=str):
             problems.append(
-                f"{where}: unknown field {unknown!r}; expected {', '.join(COMPONENT_FIELDS)}"
+                f"{where}: unknown field {excerpt(unknown)}; expected {', '.join(COMPONENT_FIELDS)}"
             )
         component_type = entry.get("component_type")
         if not isinstance(component_type, str) or not component_type.strip():
@@ -65,20 +66,21 @@ def _parse_components(value: Any, source: Path, problems: list[str]) -> tuple[Co
         if component_type in (".", "..") or any(c in component_type for c in "/\0\n\r="):
             # it names a directory of the File API tree and leads show-provides keys
             problems.append(
-                f"{where}.component_type: {component_type!r} must not be '.' or '..' nor "
+                f"{where}.component_type: {excerpt(component_type)} must not be '.' or '..' nor "
                 f"contain '/', '=', NUL or line breaks"
             )
             continue
         interface = entry.get("interface", component_type)
         if not isinstance(interface, str) or not interface or "/" in interface:
             problems.append(
-                f"{where}.interface: expected an Interface name (no '/'), got {interface!r}"
+                f"{where}.interface: expected an Interface name (no '/'), got {excerpt(interface)}"
             )
             continue
         args = entry.get("interface_args", [])
         if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
             problems.append(
-                f"{where}.interface_args: expected a list of strings (quote numbers), got {args!r}"
+                f"{where}.interface_args: expected a list of strings (quote numbers), "
+                f"got {excerpt(args)}"
             )
             continue
         components.append(Component(component_type, interface, tuple(args), index))
@@ -95,7 +97,8 @@ def load_topology(topology_file: Path, components_file: Path | None) -> Topology
     _check_header(data, topology_file, "topology", problems)
     for unknown in sorted(set(data) - set(TOP_LEVEL_FIELDS), key=str):
         problems.append(
-            f"{topology_file}: unknown field {unknown!r}; expected {', '.join(TOP_LEVEL_FIELDS)}"
+            f"{topology_file}: unknown field {excerpt(unknown)}; "
+            f"expected {', '.join(TOP_LEVEL_FIELDS)}"
         )
     system_type = data.get("system_type")
     if not isinstance(system_type, str) or not system_type.strip():
@@ -115,7 +118,7 @@ def load_topology(topology_file: Path, components_file: Path | None) -> Topology
             split = load_mapping(components_file, "Topology components file")
             for unknown in sorted(set(split) - {"components"}, key=str):
                 problems.append(
-                    f"{components_file}: unknown field {unknown!r}; a split components file "
+                    f"{components_file}: unknown field {excerpt(unknown)}; a split components file "
                     f"holds only 'components'"
                 )
             components = _parse_components(split.get("components"), components_file, problems)

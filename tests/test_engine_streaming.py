@@ -4,10 +4,12 @@ file by file, with sizes, as the whole .mender, or stored in files/ when not str
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from artifact.artifact_server import ArtifactServer
 from systems import REPO, System
 
 RECORDER = REPO / "tests" / "interfaces" / "recorder"
@@ -131,3 +133,42 @@ def test_a_corrupted_payload_fails_download_and_nothing_is_installed(
     calls = [line.split("\t")[1] for line in (system.root / "calls.log").read_text().splitlines()]
     assert calls[-2:] == ["Download", "Cleanup"]
     assert "ArtifactInstall" not in calls
+
+
+def test_a_cached_copy_that_fails_verification_is_evicted_and_fetched_again(
+    board: tuple[System, Path], two_file_artifact: Path
+) -> None:
+    system, manifest = board
+    good = (two_file_artifact / "fw-v2.mender").read_bytes()
+    cache = system.root / "cache"
+    cache.mkdir()
+    server = ArtifactServer()  # only what a URL source brings is cached
+    server.behaviour.files["/fw-v2.mender"] = good
+    system.write_config({
+        "ArtifactSources": [{"Type": "url", "Template": server.url("/{artifact_name}.mender")}],
+        "ArtifactsCache": {"Enabled": True, "Path": str(cache)},
+    })
+    try:
+        assert install(system, manifest).returncode == 0
+        assert len(server.behaviour.seen) == 2  # the plan's header, then the Download
+        second_install(system, cache, good, manifest)
+        assert len(server.behaviour.seen) == 4  # fetched again after the eviction
+    finally:
+        server.close()
+
+
+def second_install(system: System, cache: Path, good: bytes, manifest: Path) -> None:
+    entry = cache / "fw-v2.mender"
+    assert entry.read_bytes() == good
+    # the board back on v1, and the cached copy's payload rotten on disk
+    (system.root / "version" / "board").unlink()
+    shutil.rmtree(system.root / "received")
+    rotten = bytearray(good)
+    rotten[rotten.rfind(b"application")] ^= 0xFF
+    entry.write_bytes(bytes(rotten))
+    result = install(system, manifest)
+    assert result.returncode == 0, result.stderr
+    assert "the cached copy of fw-v2 fails verification" in result.stderr
+    for name, data in FILES.items():
+        assert (system.root / "received" / "board" / name).read_bytes() == data
+    assert entry.read_bytes() == good

@@ -260,3 +260,88 @@ def test_artifact_source_templates_are_checked(tmp_path: Path, template: str, ex
         load_config(env)
     assert "option ArtifactSources: [0].Template" in str(exc.value)
     assert expected in str(exc.value)
+
+
+def alias_bomb(levels: int = 6) -> str:
+    """A Manifest of a few hundred bytes whose aliases stand for 10**levels strings."""
+    lines = ['api_version: mender/v1', 'kind: manifest', 'name: x', 'a0: &a0 ["lol"]']
+    for level in range(1, levels + 1):
+        lines.append(f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 10)}]")
+    lines.append(f"system_types_compatible: *a{levels}")
+    return "\n".join(lines) + "\n"
+
+
+def test_yaml_aliases_are_refused_with_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "m.yaml", alias_bomb())
+    assert path.stat().st_size < 1000
+    with pytest.raises(ConfigError) as exc:
+        load_manifest(path)
+    assert str(exc.value) == (
+        f"Manifest {path}: invalid YAML at line 4 column 5: anchors (&a0) are not allowed"
+    )
+    topology = write(tmp_path, "t.yaml", TOPOLOGY + "  - *first\n")
+    with pytest.raises(ConfigError, match=r"t.yaml: invalid YAML at line 9 column 5: "
+                                          r"aliases \(\*first\) are not allowed"):
+        load_topology(topology, None)
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("  ? [a, b]\n  : x\n", "line 6 column 5: a key must be a plain value, not a list"),
+        ("  {a: 1}: x\n", "line 6 column 3: a key must be a plain value, not a mapping"),
+    ],
+)
+def test_yaml_complex_keys_are_a_message(tmp_path: Path, entry: str, expected: str) -> None:
+    text = MANIFEST.split("component_types:\n")[0] + "component_types:\n" + entry
+    with pytest.raises(ConfigError) as exc:
+        load_manifest(write(tmp_path, "m.yaml", text))
+    assert expected in str(exc.value)
+
+
+def test_an_order_of_thousands_of_digits_is_a_message(tmp_path: Path) -> None:
+    path = write(tmp_path, "m.yaml", MANIFEST.replace("order: 30", "order: " + "9" * 4400))
+    with pytest.raises(ConfigError) as exc:
+        load_manifest(path)
+    assert str(exc.value) == (
+        f"Manifest {path}: invalid YAML at line 8 column 30: a number of 4400 characters is "
+        f"too long"
+    )
+    # just under Python's conversion limit: refused by the bound, shown as an excerpt
+    path = write(tmp_path, "m.yaml", MANIFEST.replace("order: 30", "order: " + "9" * 4000))
+    with pytest.raises(ConfigError) as exc:
+        load_manifest(path)
+    assert "order: expected a whole number from 1 to 100, got 999999" in str(exc.value)
+    assert len(str(exc.value)) < 300
+
+
+def test_values_in_messages_are_excerpts(tmp_path: Path) -> None:
+    long_kind = "k" * 100_000
+    path = write(tmp_path, "m.yaml", MANIFEST.replace('kind: "manifest"', f"kind: {long_kind}"))
+    with pytest.raises(ConfigError) as exc:
+        load_manifest(path)
+    assert f"field kind must be 'manifest', got '{'k' * 30}" in str(exc.value)
+    assert len(str(exc.value)) < 300
+
+
+def test_http_timeouts_default_and_checked(tmp_path: Path) -> None:
+    env = dirs(tmp_path)
+    path = tmp_path / "etc" / "mender-orchestrator.conf"
+    path.write_text("{}")
+    limits = load_config(env).http_limits
+    assert (limits.connect_seconds, limits.stall_seconds, limits.min_bytes_per_second) == (
+        15.0, 60.0, 1024)
+    path.write_text(json.dumps({"HttpTimeouts": {"StallSeconds": 5, "MinBytesPerSecond": 0}}))
+    limits = load_config(env).http_limits
+    assert (limits.connect_seconds, limits.stall_seconds, limits.min_bytes_per_second) == (
+        15.0, 5.0, 0)
+    for value, expected in [
+        ({"StallSeconds": 0}, "StallSeconds: expected a number of seconds > 0 and <= 3600, got 0"),
+        ({"ConnectSeconds": 1e9}, "ConnectSeconds: expected a number of seconds > 0 and <= 3600"),
+        ({"MinBytesPerSecond": -1}, "MinBytesPerSecond: expected a whole number >= 0, got -1"),
+        (30, "expected an object with ConnectSeconds, StallSeconds, MinBytesPerSecond, got 30"),
+    ]:
+        path.write_text(json.dumps({"HttpTimeouts": value}))
+        with pytest.raises(ValidationErrors) as exc:
+            load_config(env)
+        assert str(exc.value).startswith(f"{path}: option HttpTimeouts: {expected}")

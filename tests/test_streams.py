@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import logging
 import os
 import re
@@ -498,3 +499,63 @@ def test_an_upstream_artifact_streams(env: Path) -> None:
     [line] = (env / "received" / "c1" / "lines").read_text().splitlines()
     assert line.startswith("streams/")
     assert received(env, line.removeprefix("streams/")) == b""
+
+
+class _HangingFile:
+    """A payload file whose source stops sending after ``before`` bytes (a hung server)."""
+
+    def __init__(self, name: str, release: threading.Event, before: int = 0) -> None:
+        self.name = name
+        self.size = 1 << 20
+        self._release = release
+        self._left = before
+
+    def read(self, n: int = -1, /) -> bytes:
+        if self._left:
+            data, self._left = bytes(min(n, self._left)), 0
+            return data
+        self._release.wait(60)
+        return b""
+
+
+class HangingFeed:
+    """Payload files from a source that hangs: inside the first file, or before the second."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.release = threading.Event()
+        self.consumed = False
+
+    def files(self) -> Iterator[object]:
+        self.consumed = True
+        if self.where == "inside":
+            yield _HangingFile("image.bin", self.release, before=1000)
+            return
+        first = io.BytesIO(bytes(1000))
+        first.name, first.size = "first.bin", 1000  # type: ignore[attr-defined]
+        yield first
+        self.release.wait(60)  # the next tar header never comes
+        yield _HangingFile("second.bin", self.release)
+
+
+@pytest.mark.parametrize(
+    ("where", "position"),
+    [
+        ("inside", "waiting for more of streams/image.bin from the Artifact's source (1000 of "
+                   "1048576 bytes written)"),
+        ("between", "waiting for the next payload file from the Artifact's source"),
+    ],
+)
+def test_a_hung_source_ends_at_the_interface_deadline(
+    env: Path, where: str, position: str
+) -> None:
+    feed = HangingFeed(where)
+    started = time.monotonic()
+    try:
+        with pytest.raises(InterfaceTimeout) as raised:
+            download(env, feed, timeout=1.5)
+        assert time.monotonic() - started < 6
+    finally:
+        feed.release.set()
+    assert "Download ran longer than InterfaceTimeoutSeconds (1.5 s)" in str(raised.value)
+    assert position in str(raised.value)

@@ -63,6 +63,37 @@ def _known_size(stream: BinaryIO) -> int | None:
     return length if isinstance(length, int) else None
 
 
+def _open_entry(entry: Path) -> io.FileIO | None:
+    """The cache entry opened for reading, or ``None`` (a miss) when there is none or it is
+    not a regular file: a FIFO planted under an Artifact's name would block a plain open
+    forever, and a device or directory is no cached copy."""
+    try:
+        fd = os.open(entry, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.warning("ArtifactsCache: cannot open %s (%s); not using it", entry, exc.strerror)
+        return None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        log.warning(
+            "ArtifactsCache: %s is a %s, not a regular file; not using it",
+            entry,
+            _file_kind(mode),
+        )
+        return None
+    return io.FileIO(fd, "rb")
+
+
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "named pipe"), (stat.S_ISSOCK, "socket"))
+    for test, kind in kinds:
+        if test(mode):
+            return kind
+    return "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "special file"
+
+
 class CacheStream(io.BufferedReader):
     """What ``ArtifactsCache.open`` hands out: the Artifact's bytes, from the entry or the
     source (then filling the entry as they are read)."""
@@ -163,9 +194,11 @@ class _Fill(io.RawIOBase):
             os.replace(self._temporary_path, self._entry)
             fsync_dir(self._cache.path)
         except OSError as exc:
+            self._temporary_path.unlink(missing_ok=True)  # closed already: _discard skips it
             self._give_up(f"storing {self._entry} failed ({exc.strerror or exc})")
             return
         log.info("ArtifactsCache: stored %s (%d bytes)", self._name, self._written)
+        self._cache.verified.add(self._name)
         self._release()
 
     def _release(self) -> None:
@@ -213,6 +246,8 @@ class ArtifactsCache:
         self._condition = threading.Condition()
         self._filling: dict[str, int] = {}  # name -> bytes claimed so far
         self._fillers: dict[str, int] = {}  # name -> thread filling it
+        # entries read whole and verified by this process (or filled by it): not checked again
+        self.verified: set[str] = set()
 
     def open(self, name: str, opener: Opener) -> tuple[BinaryIO, str]:
         """The Artifact ``name``: the cached copy, or ``opener()``'s stream filling the cache.
@@ -228,9 +263,8 @@ class ArtifactsCache:
                 raise RuntimeError(f"this thread is already filling the cache entry of {name}")
             while name in self._filling:
                 self._condition.wait()
-            try:
-                raw = open(entry, "rb", buffering=0)
-            except FileNotFoundError:
+            raw = _open_entry(entry)
+            if raw is None:
                 self._filling[name] = 0
                 self._fillers[name] = threading.get_ident()
             else:
@@ -258,13 +292,15 @@ class ArtifactsCache:
     def invalidate(self, name: str) -> None:
         """Drop the entry of ``name`` (e.g. it is not the Artifact the plan was made with)."""
         if self.enabled:
+            self.verified.discard(name)
             (self.path / entry_file_name(name)).unlink(missing_ok=True)
 
     def _entries(self) -> list[tuple[float, int, Path]]:
         found = []
         with os.scandir(self.path) as listing:
             for item in listing:
-                if item.name.endswith(ENTRY_SUFFIX) and not item.name.startswith("."):
+                entry = item.name.endswith(ENTRY_SUFFIX) and not item.name.startswith(".")
+                if entry and not item.is_dir(follow_symlinks=False):
                     try:
                         status = item.stat()
                     except FileNotFoundError:
@@ -307,7 +343,7 @@ class ArtifactsCache:
                     stale = stale and item.name not in keep
                     leftover = item.name.startswith(".") and item.name.endswith(PARTIAL_SUFFIX)
                     leftover = leftover and not any(item.name.startswith(f".{b}.") for b in busy)
-                    if stale or leftover:
+                    if (stale or leftover) and not item.is_dir(follow_symlinks=False):
                         Path(item.path).unlink(missing_ok=True)
                         removed.append(item.name)
         for name in removed:

@@ -1,6 +1,13 @@
 """Artifacts over HTTP(S): streamed, and resumed with a Range request when the connection
 breaks, a bounded number of times with a growing pause in between.
 
+A slow server cannot hold a deployment (and the lock) for ever (``HttpTimeouts``): no read
+waits longer than ``StallSeconds`` for a byte; an answer's headers must be complete within
+``ConnectSeconds + StallSeconds`` (a timer cuts the connection, however the server trickles
+them); and the body must average ``MinBytesPerSecond`` over the time spent waiting for it,
+measured per ``StallSeconds`` of waiting (time the reader spends elsewhere does not count).
+A server too slow by these rules fails the download at once: a retry would be as slow.
+
 TLS trusts the system's CAs plus ``ServerCertificate``, and presents ``HttpsClient``'s
 certificate when one is configured; ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` are honoured
 (requests reads them from the environment).
@@ -10,34 +17,38 @@ from __future__ import annotations
 
 import io
 import re
+import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
+import urllib3.connection
+import urllib3.connectionpool
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
 from orchestrator_core import __version__
 from orchestrator_core.artifact.layers import as_bytes_view
+from orchestrator_core.artifact.tarstream import ascii_number
 from orchestrator_core.config import Config
 from orchestrator_core.errors import ArtifactError, ConfigError
+from orchestrator_core.http_limits import HttpLimits
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
     from requests.adapters import _HostParams, _PoolKwargs
 
-CONNECT_TIMEOUT = 15.0
-READ_TIMEOUT = 60.0
 RETRIES = 5  # attempts in a row that bring no new byte, before giving up
 BACKOFF = 0.5  # seconds before the first retry; doubled each time, up to BACKOFF_MAX
 BACKOFF_MAX = 8.0
 MAX_RECONNECTS = 50  # over a whole download, however much progress each one makes
 
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,20})-([0-9]{1,20})/([0-9]{1,20}|\*)")
 _BROKEN = (
     requests.ConnectionError,
     requests.Timeout,
@@ -52,6 +63,20 @@ def _validator(response: requests.Response) -> str | None:
     if etag and not etag.startswith("W/"):
         return etag
     return response.headers.get("Last-Modified")
+
+
+def _unfollowable(exc: Exception) -> str:
+    """Why a request could not be made or followed, in one line."""
+    request = getattr(exc, "request", None)
+    url = getattr(request, "url", None)
+    if isinstance(exc, requests.exceptions.TooManyRedirects):
+        return f"more than {requests.models.DEFAULT_REDIRECT_LIMIT} redirects (a redirect loop?)"
+    if isinstance(exc, requests.exceptions.InvalidSchema):
+        # requests names the refused URL only in its message
+        target = str(exc).rsplit(" for ", 1)[-1].strip("'")
+        return f"redirected to {redact(target)[:200]}; only http:// and https:// are followed"
+    where = f" ({redact(url)[:200]})" if url else ""
+    return f"invalid URL{where}: {str(exc)[:200]}"
 
 
 class NotFound(Exception):
@@ -96,7 +121,111 @@ def tls_context(config: Config) -> ssl.SSLContext:
     return context
 
 
-class _TlsAdapter(HTTPAdapter):
+_watching = threading.local()  # the _Watch of the request this thread is making, if any
+
+
+class _Watch:
+    """Cuts the connections a request opens if it has no complete answer in ``seconds``.
+
+    Socket timeouts bound each wait for a byte, not a whole answer: a server can trickle its
+    headers for ever. Used as a context manager around the request.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.fired = False
+        self._connections: list[urllib3.connection.HTTPConnection] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._cut)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Watch:
+        _watching.current = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+        _watching.current = None
+
+    def add(self, connection: urllib3.connection.HTTPConnection) -> None:
+        with self._lock:
+            self._connections.append(connection)
+            if self.fired:
+                _shut(connection)
+
+    def _cut(self) -> None:
+        with self._lock:
+            self.fired = True
+            for connection in self._connections:
+                _shut(connection)
+
+
+def _shut(connection: urllib3.connection.HTTPConnection) -> None:
+    sock = connection.sock
+    if sock is None:
+        return  # still connecting: _Watch.add shuts it once connected
+    try:
+        # the plain socket's shutdown, also for TLS: the reader blocked in it wakes up
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
+
+
+def _watched(connection: urllib3.connection.HTTPConnection) -> None:
+    watch = getattr(_watching, "current", None)
+    if watch is not None:
+        watch.add(connection)
+
+
+class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _watched(self)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        if self.sock is not None:  # a kept-alive connection, reused
+            _watched(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _watched(self)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        if self.sock is not None:
+            _watched(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """Connections (direct or through an HTTP proxy) that a ``_Watch`` can cut."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        if not proxy.lower().startswith("socks"):  # SOCKS pools are urllib3's own
+            manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
+
+
+class _TlsAdapter(_WatchedAdapter):
     """Every HTTPS connection uses our one SSL context, whatever requests would pick."""
 
     def __init__(self, context: ssl.SSLContext) -> None:
@@ -134,6 +263,7 @@ class _TlsAdapter(HTTPAdapter):
 def make_session(config: Config) -> requests.Session:
     session = requests.Session()
     session.headers["User-Agent"] = f"mender-orchestrator-py/{__version__}"
+    session.mount("http://", _WatchedAdapter())
     session.mount("https://", _TlsAdapter(tls_context(config)))
     return session
 
@@ -155,9 +285,14 @@ class HttpArtifactStream(io.RawIOBase):
         retries: int = RETRIES,
         backoff: float = BACKOFF,
         sleep: Callable[[float], None] = time.sleep,
+        limits: HttpLimits | None = None,
     ) -> None:
         super().__init__()
         self.url = url
+        self._limits = limits or HttpLimits()
+        # the minimum-rate window: seconds spent waiting for the body, and the bytes they got
+        self._waited = 0.0
+        self._window_bytes = 0
         self._session = session
         self._retries = retries
         self._backoff = backoff
@@ -188,20 +323,21 @@ class HttpArtifactStream(io.RawIOBase):
                 headers["Range"] = f"bytes={self._position}-"
                 if self._validator:
                     headers["If-Range"] = self._validator
+            watch = _Watch(self._limits.connect_seconds + self._limits.stall_seconds)
             try:
-                response = self._session.get(
-                    self.url,
-                    headers=headers,
-                    stream=True,
-                    timeout=(CONNECT_TIMEOUT, READ_TIMEOUT),
-                )
-            except requests.exceptions.SSLError as exc:
-                raise self._fail(f"TLS error: {exc}") from exc
-            except requests.exceptions.InvalidURL as exc:
-                raise self._fail(f"invalid URL: {exc}") from exc
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                self._retry(str(exc))
+                with watch:
+                    response = self._session.get(
+                        self.url,
+                        headers=headers,
+                        stream=True,
+                        timeout=(self._limits.connect_seconds, self._limits.stall_seconds),
+                    )
+            except (requests.RequestException, ValueError) as exc:
+                self._request_failed(exc, watch)
                 continue
+            if watch.fired:  # cut while it trickled its headers: they may look complete
+                response.close()
+                raise self._too_slow(watch)
             try:
                 accepted = self._accept(response, first=first)
             except BaseException:
@@ -209,8 +345,27 @@ class HttpArtifactStream(io.RawIOBase):
                 raise
             if accepted:
                 self._response = response
+                self._waited, self._window_bytes = 0.0, 0
                 return
             response.close()
+
+    def _too_slow(self, watch: _Watch) -> ArtifactError:
+        return self._fail(
+            f"no complete answer within {watch.seconds:g} s (HttpTimeouts ConnectSeconds "
+            f"+ StallSeconds): the server is too slow"
+        )
+
+    def _request_failed(self, exc: Exception, watch: _Watch) -> None:
+        """After a request that got no answer: pause before the next attempt, or raise."""
+        if watch.fired:
+            raise self._too_slow(watch) from exc
+        if isinstance(exc, requests.exceptions.SSLError):
+            raise self._fail(f"TLS error: {exc}") from exc
+        if isinstance(exc, requests.ConnectionError | requests.Timeout):
+            self._retry(str(exc))
+            return
+        # a redirect to file:// or ftp://, a redirect loop, an unparsable Location
+        raise self._fail(_unfollowable(exc)) from exc
 
     def _accept(self, response: requests.Response, *, first: bool) -> bool:
         status = response.status_code
@@ -222,7 +377,7 @@ class HttpArtifactStream(io.RawIOBase):
         if status == 200:
             length = response.headers.get("Content-Length")
             if first:
-                self.content_length = int(length) if length and length.isdigit() else None
+                self.content_length = ascii_number(length) if length else None
                 self._validator = _validator(response)
                 return True
             # the whole body again: either the server ignores Range, or (If-Range) the file
@@ -264,7 +419,7 @@ class HttpArtifactStream(io.RawIOBase):
                 self._connect()
             assert self._response is not None
             try:
-                count = self._response.raw.readinto(view)
+                count = self._read_some(view)
             except _BROKEN as exc:
                 self._drop()
                 self._retry(f"the connection broke after {self._position} bytes ({exc})")
@@ -285,6 +440,27 @@ class HttpArtifactStream(io.RawIOBase):
             self._position += count
             self._failures = 0
             return count
+
+    def _read_some(self, view: memoryview) -> int:
+        """What the connection has now, up to ``len(view)`` bytes: one wait of at most
+        StallSeconds, then the minimum-rate rule."""
+        assert self._response is not None
+        started = time.monotonic()
+        # read1: a whole-buffer read would wait until the buffer is full, however slowly
+        data = self._response.raw.read1(len(view))
+        view[: len(data)] = data
+        self._waited += time.monotonic() - started
+        self._window_bytes += len(data)
+        if self._waited >= self._limits.stall_seconds:
+            rate = self._window_bytes / self._waited
+            if rate < self._limits.min_bytes_per_second:
+                raise self._fail(
+                    f"the server sent {self._window_bytes} bytes in {self._waited:.1f} s, "
+                    f"slower than HttpTimeouts MinBytesPerSecond "
+                    f"({self._limits.min_bytes_per_second})"
+                )
+            self._waited, self._window_bytes = 0.0, 0
+        return len(data)
 
     def close(self) -> None:
         """Close the connection and the session (which this stream owns)."""

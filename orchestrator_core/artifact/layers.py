@@ -26,6 +26,8 @@ from typing import IO, TYPE_CHECKING, BinaryIO, NoReturn, Protocol, cast
 
 import zstandard
 
+from orchestrator_core.errors import ArtifactError
+
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
@@ -90,13 +92,18 @@ class SourceLayer(Layer):
         self._fail = fail
         self.position = 0
         self.tap: Callable[[memoryview], None] | None = None
+        self.failed = False  # the stream itself failed (a download), not what it holds
 
     def readinto(self, buffer: WriteableBuffer, /) -> int:
         view = as_bytes_view(buffer)
         try:
             count = readinto_from(self._stream, view)
         except OSError as exc:
+            self.failed = True
             self._fail(f"reading failed after {self.position} bytes: {exc}")
+        except ArtifactError:
+            self.failed = True
+            raise
         if count and self.tap is not None:
             self.tap(view[:count])
         self.position += count

@@ -9,6 +9,7 @@ stored into the File API ``files/`` directory (``save_to``). Every way verifies 
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -17,11 +18,13 @@ import pluggy
 
 from orchestrator_core.artifact.cache import ArtifactsCache, CacheStream
 from orchestrator_core.artifact.layers import CHUNK
-from orchestrator_core.artifact.reader import ArtifactReader, PayloadFileReader, read_header
+from orchestrator_core.artifact.reader import ArtifactReader, PayloadFileReader
 from orchestrator_core.artifact.sources import open_artifact
 from orchestrator_core.atomic import make_private_dir, replacing
 from orchestrator_core.config import Config
 from orchestrator_core.errors import ArtifactError
+
+log = logging.getLogger("mender_orchestrator.artifact")
 
 
 class ArtifactPayload:
@@ -137,7 +140,9 @@ def open_payload(
     if artifact_path and Path(artifact_path).is_file():
         stream, source = open_artifact(artifact_name, artifact_path, config, plugins=plugins)
     elif cache is not None:
-        stream, source = _open_cached(cache, artifact_name, manifest_digest, from_sources)
+        stream, source = _open_cached(
+            cache, artifact_name, manifest_digest, config.artifact_verify_keys, from_sources
+        )
     else:
         stream, source = from_sources()
     with stream:
@@ -157,20 +162,49 @@ def _open_cached(
     cache: ArtifactsCache,
     name: str,
     manifest_digest: str,
+    verify_keys: Sequence[Path],
     opener: Callable[[], tuple[BinaryIO, str]],
 ) -> tuple[BinaryIO, str]:
     stream, source = cache.open(name, opener)
     cached = stream.cached_path if isinstance(stream, CacheStream) else None
     if cached is None:
         return stream, source
-    # an entry left by an earlier deployment may be another Artifact of the same name
-    try:
-        with open(cached, "rb") as check:
-            digest = read_header(check, source_name=str(cached)).manifest_digest
-    except (OSError, ArtifactError):
-        digest = None
-    if digest == manifest_digest:
+    if name in cache.verified:
         return stream, source
+    # An entry left by an earlier deployment may be another Artifact of the same name, or
+    # have rotted on disk: kept, it would fail every deployment of this Artifact. A local read
+    # costs far less than a failed deployment.
+    problem = _verify_entry(cached, manifest_digest, verify_keys)
+    if problem is None:
+        cache.verified.add(name)
+        return stream, source
+    log.warning(
+        "ArtifactsCache: the cached copy of %s fails verification (%s); evicted, fetching it "
+        "again",
+        name,
+        problem,
+    )
     stream.close()
     cache.invalidate(name)
     return cache.open(name, opener)
+
+
+def _verify_entry(path: Path, manifest_digest: str, verify_keys: Sequence[Path]) -> str | None:
+    """Why the cache entry ``path`` is not the Artifact, whole and intact; ``None`` if it is."""
+    try:
+        with open(path, "rb") as check:
+            feed = ArtifactPayload(
+                check,
+                source_name=str(path),
+                manifest_digest=manifest_digest,
+                verify_keys=verify_keys,
+            )
+            scratch = bytearray(CHUNK)
+            for payload in feed.files():
+                while payload.readinto(scratch):
+                    pass
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror or exc}"
+    except ArtifactError as exc:
+        return exc.message
+    return None

@@ -201,6 +201,8 @@ class ArtifactReader:
         try:
             return self._outer.next()
         except ArtifactError as exc:
+            if self.source.failed:  # a download that failed says so itself
+                raise
             size = self.source.position
             if size == 0:
                 self.fail("is empty (0 bytes): truncated, or not a Mender Artifact at all")

@@ -78,7 +78,7 @@ def open_from_url(template: str, name: str, config: Config) -> Opened | None:
 
     url = url_for(template, name)
     try:
-        stream = HttpArtifactStream(make_session(config), url)
+        stream = HttpArtifactStream(make_session(config), url, limits=config.http_limits)
     except NotFound:
         return None
     return io.BufferedReader(stream, CHUNK), redact(url)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 BLOCK = 512
 ZERO_BLOCK = bytes(BLOCK)
 MAX_EXTENDED_HEADER = 64 << 10  # pax records and GNU long names: paths, never data
+MAX_DIGITS = 20  # of a size or length field: 10**20 bytes is beyond any Artifact
 
 _REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 _KINDS = {
@@ -37,6 +38,17 @@ _KINDS = {
     tarfile.DIRTYPE: "directory",
     tarfile.GNUTYPE_SPARSE: "sparse file",
 }
+
+
+def ascii_number(text: str) -> int | None:
+    """``text`` as a whole number if it is 1 to MAX_DIGITS ASCII digits, else ``None``.
+
+    ``str.isdigit`` and ``int`` also take other scripts' digits ('²', '٣'), and ``int`` refuses
+    very long numbers with a ValueError; a size field of hostile input is neither.
+    """
+    if not 0 < len(text) <= MAX_DIGITS or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)
 
 
 @dataclass(frozen=True)
@@ -90,9 +102,13 @@ class TarReader:
             name = pax.get("path") or long_name or info.name
             size = info.size
             if "size" in pax:
-                if not pax["size"].isdigit():
-                    self.fail(f"{self.what}: member {name!r} has a bad pax size {pax['size']!r}")
-                size = int(pax["size"])
+                pax_size = ascii_number(pax["size"])
+                if pax_size is None:
+                    self.fail(
+                        f"{self.what}: member {name[:200]!r} has a bad pax size "
+                        f"{pax['size'][:40]!r}; expected at most {MAX_DIGITS} ASCII digits"
+                    )
+                size = pax_size
             if info.type not in _REGULAR:
                 kind = _KINDS.get(info.type, f"member of tar type {info.type!r}")
                 self.fail(
@@ -153,10 +169,10 @@ class TarReader:
         position = 0
         while position < len(data):
             space = data.find(b" ", position)
-            length_text = data[position:space]
-            if space < 0 or not length_text.isdigit() or int(length_text) <= 0:
+            length = ascii_number(data[position:space].decode("ascii", "replace"))
+            if space < 0 or not length:
                 self.fail(f"{self.what} has a malformed pax extended header")
-            end = position + int(length_text)
+            end = position + length
             record = data[space + 1 : end]
             if end > len(data) or not record.endswith(b"\n") or b"=" not in record:
                 self.fail(f"{self.what} has a malformed pax extended header")

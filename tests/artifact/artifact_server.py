@@ -8,6 +8,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -29,6 +30,9 @@ class Behaviour:
     statuses: list[int] = field(default_factory=list)  # answered before serving normally
     ranges: bool = True
     lengths: list[str] = field(default_factory=list)  # per coming GET: its Content-Length
+    redirects: dict[str, str] = field(default_factory=dict)  # path -> Location of a 302
+    trickle: float = 0.0  # seconds between body bytes: a slow server, one byte at a time
+    slow_headers: float = 0.0  # seconds between header bytes, sent for ever
     seen: list[Seen] = field(default_factory=list)
 
 
@@ -44,7 +48,17 @@ class _Handler(BaseHTTPRequestHandler):
         if how.statuses:
             self._status_only(how.statuses.pop(0))
             return
+        if how.slow_headers:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            self._trickle(b"a" * 100_000, how.slow_headers)
+            return
         path = urlsplit(self.path).path
+        if path in how.redirects:
+            self.send_response(302)
+            self.send_header("Location", how.redirects[path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         data = how.files.get(path)
         if data is None:
             self._status_only(404)
@@ -68,6 +82,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         body = data[start:]
         drop = how.drops.pop(0) if how.drops else None
+        if how.trickle:
+            self._trickle(body, how.trickle)
+            return
         if drop is None:
             self.wfile.write(body)
             return
@@ -75,6 +92,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         self.close_connection = True
         self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _trickle(self, body: bytes, pause: float) -> None:
+        for index in range(len(body)):
+            try:
+                self.wfile.write(body[index : index + 1])
+                self.wfile.flush()
+            except OSError:  # the client gave up on us: the point of the slow server
+                self.close_connection = True
+                return
+            time.sleep(pause)
 
     def _status_only(self, status: int) -> None:
         self.send_response(status)

@@ -31,7 +31,7 @@ from orchestrator_core.errors import ArtifactError, ConfigError
 
 from . import artifact_builder as ab
 from .artifact_server import ArtifactServer
-from .support import FIXTURES
+from .support import FIXTURES, Keys
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -385,3 +385,71 @@ def test_a_download_that_fails_verification_is_not_kept(tmp_path: Path) -> None:
         with pytest.raises(ArtifactError, match=r"fw\.bin does not match"):
             feed.save_to(tmp_path / "files")
     assert entries(tmp_path / "cache") == []
+
+
+def plant(path: Path, kind: str) -> None:
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+        (path / "inside").write_bytes(b"x")
+    else:
+        os.symlink("/dev/zero", path)  # a device: endless zeros
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory", "device"])
+def test_a_non_regular_file_under_an_artifacts_name_is_a_miss(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    cache = cache_at(tmp_path / "cache", max_size=1_000_000)
+    planted = tmp_path / "cache" / "x.mender"
+    plant(planted, kind)
+    opener = Opener(b"the artifact")
+    outcome: list[bytes] = []
+
+    def read() -> None:
+        stream, where = cache.open("x", opener)
+        with stream:
+            outcome.append(stream.read())
+            filling(stream).confirm_verified()
+
+    reader = threading.Thread(target=read, daemon=True)
+    with caplog.at_level(logging.WARNING):
+        reader.start()
+        reader.join(10)  # a FIFO opened for reading would wait for a writer forever
+    assert not reader.is_alive()
+    assert outcome == [b"the artifact"] and opener.calls == 1
+    assert f"ArtifactsCache: {planted} is a " in caplog.text
+    assert "not a regular file; not using it" in caplog.text
+    if kind != "directory":  # replaced by the real entry
+        assert planted.read_bytes() == b"the artifact"
+    assert cache.prune(set()) == ([] if kind == "directory" else ["x.mender"])
+
+
+def test_a_cached_copy_with_a_bad_signature_is_evicted_and_fetched_again(
+    tmp_path: Path, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    files = {"fw.bin": os.urandom(10_000)}
+    good = ab.build(files, sign=keys.sign_ed25519)
+    (store / "py-artifact.mender").write_bytes(good.assemble())
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "mender-orchestrator.conf").write_text(json.dumps({
+        "ArtifactSources": [{"Type": "directory", "Path": str(store)}],
+        "ArtifactVerifyKey": str(keys.ed25519_public),
+    }))
+    config = load_config({"MENDER_ORCHESTRATOR_CONF_DIR": str(conf),
+                          "MENDER_ORCHESTRATOR_DATASTORE_DIR": str(tmp_path)})
+    cache = cache_at(tmp_path / "cache")
+    # the same Artifact, signed by a key this System does not trust
+    entry = tmp_path / "cache" / "py-artifact.mender"
+    entry.write_bytes(ab.resign(good, keys.sign_rsa_other).assemble())
+    digest = read_header(io.BytesIO(good.assemble()), source_name="x").manifest_digest
+    with caplog.at_level(logging.WARNING):
+        with open_payload("py-artifact", None, digest, config, cache) as feed:
+            assert {f.name: f.read() for f in feed.files()} == files
+    assert "ArtifactsCache: the cached copy of py-artifact fails verification (" in caplog.text
+    assert "signature" in caplog.text
+    assert entry.read_bytes() == (store / "py-artifact.mender").read_bytes()

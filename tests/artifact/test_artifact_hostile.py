@@ -271,6 +271,36 @@ def test_huge_pax_header(tmp_path: Path) -> None:
     refused(tmp_path, pax + ab.build({}).assemble(), "extended tar header of")
 
 
+def pax_record(key: str, value: str) -> bytes:
+    """One pax record, "<length> key=value\n", its length counting itself."""
+    rest = f" {key}={value}\n".encode()
+    length = len(rest) + 1
+    while len(str(length)) + len(rest) != length:
+        length += 1
+    return str(length).encode() + rest
+
+
+def with_pax(records: bytes) -> bytes:
+    info = tarfile.TarInfo("././@PaxHeader")
+    info.type = tarfile.XHDTYPE
+    info.size = len(records)
+    pax = info.tobuf(tarfile.USTAR_FORMAT) + records + bytes(-len(records) % 512)
+    return pax + ab.build({}).assemble()
+
+
+@pytest.mark.parametrize("size", ["\u00b2", "\u0663", "9" * 5000, "", "-1", "+1", " 1"])
+def test_pax_size_must_be_ascii_digits(tmp_path: Path, size: str) -> None:
+    # '²' and '٣' pass str.isdigit, and int() takes the second and refuses the first
+    message = refused(tmp_path, with_pax(pax_record("size", size)), "has a bad pax size")
+    assert message.endswith("expected at most 20 ASCII digits")
+    assert len(message) < 400
+
+
+@pytest.mark.parametrize("length", ["\u00b2".encode(), b"9" * 5000, b"0"])
+def test_pax_record_length_must_be_ascii_digits(tmp_path: Path, length: bytes) -> None:
+    refused(tmp_path, with_pax(length + b" size=1\n"), "malformed pax extended header")
+
+
 # --------------------------------------------------------------------------- JSON
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,11 +22,13 @@ from orchestrator_core.artifact import ArtifactPayload, open_artifact, read_head
 from orchestrator_core.artifact.http import HttpArtifactStream, make_session
 from orchestrator_core.config import Config, load_config
 from orchestrator_core.errors import ArtifactError, ConfigError, ValidationErrors
+from orchestrator_core.http_limits import HttpLimits
 from orchestrator_core.hookspecs import hookimpl
 
 from . import artifact_builder as ab
 from .artifact_server import ArtifactServer
 from .support import FIXTURES
+from systems import System
 
 RTOS_V1 = FIXTURES / "rtos-v1.mender"
 MANIFEST_V1 = FIXTURES / "manifest-v1.mender"
@@ -243,6 +247,139 @@ def test_a_garbled_length_on_the_restarted_body(
     stream = HttpArtifactStream(session, server.url("/a/manifest-v1.mender"))
     with stream, pytest.raises(ArtifactError, match="the file changed on the server during"):
         stream.read()
+
+
+def test_a_content_length_of_other_digits_is_ignored(
+    server: ArtifactServer, session: requests.Session
+) -> None:
+    # '²' passes str.isdigit and int() refuses it: the length is unknown, not a traceback
+    server.behaviour.lengths = ["\u00b2"]
+    stream = HttpArtifactStream(session, server.url("/a/manifest-v1.mender"))
+    with stream:
+        assert stream.content_length is None
+        assert stream.read() == MANIFEST_V1.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [
+        ("file:///etc/passwd", "redirected to file:///etc/passwd; only http:// and https:// "
+                               "are followed"),
+        ("ftp://127.0.0.1/a.mender", "redirected to ftp://127.0.0.1/a.mender; only http:// "
+                                     "and https:// are followed"),
+        ("/a/system-core-v1.mender", "more than 30 redirects (a redirect loop?)"),
+        ("http://[::1/a", "invalid URL: Invalid IPv6 URL"),
+        ("http://127.0.0.1:99999/a", "invalid URL (http://127.0.0.1:99999/a): Port out of range"),
+    ],
+)
+def test_unfollowable_redirects_are_a_message(
+    tmp_path: Path, server: ArtifactServer, location: str, expected: str
+) -> None:
+    server.behaviour.redirects["/a/system-core-v1.mender"] = location
+    config = make_config(tmp_path, ArtifactSources=[url_source(server)])
+    with pytest.raises(ArtifactError) as raised:
+        open_artifact("system-core-v1", None, config)
+    url = server.url("/a/system-core-v1.mender")
+    assert f"download of {url} failed: {expected}" in raised.value.message
+    assert "\n" not in raised.value.message
+
+
+def test_a_redirect_loop_while_planning_is_bad_input(system: System, server: ArtifactServer
+                                                     ) -> None:
+    system.add_interface("unit")
+    system.write_topology("api_version: mender/v1\nkind: topology\nsystem_type: s\n"
+                          "components:\n  - component_type: core\n    interface: unit\n")
+    system.write_config({"ArtifactSources": [url_source(server)]})
+    server.behaviour.redirects["/a/core-v2.mender"] = "/a/core-v2.mender"
+    manifest = system.root / "m.yaml"
+    manifest.write_text("api_version: mender/v1\nkind: manifest\nname: m\n"
+                        "system_types_compatible: [s]\ncomponent_types:\n"
+                        "  core: {artifact_name: core-v2, update_strategy: {order: 1}}\n")
+    result = system.run("plan", str(manifest))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "more than 30 redirects (a redirect loop?)" in result.stderr
+
+
+# --------------------------------------------------------------------------- slow servers
+
+
+def test_a_trickling_body_fails_by_the_minimum_rate(
+    tmp_path: Path, server: ArtifactServer
+) -> None:
+    server.behaviour.trickle = 0.05  # 20 bytes a second
+    config = make_config(
+        tmp_path,
+        ArtifactSources=[url_source(server)],
+        HttpTimeouts={"StallSeconds": 0.5, "MinBytesPerSecond": 100},
+    )
+    started = time.monotonic()
+    stream, _ = open_artifact("system-core-v1", None, config)
+    with stream, pytest.raises(ArtifactError) as raised:
+        stream.read()
+    assert time.monotonic() - started < 3
+    assert re.fullmatch(
+        rf"download of {re.escape(server.url('/a/system-core-v1.mender'))} failed: the server "
+        r"sent \d+ bytes in 0\.\d s, slower than HttpTimeouts MinBytesPerSecond \(100\)",
+        raised.value.message,
+    ), raised.value.message
+
+
+def test_the_time_the_reader_spends_elsewhere_does_not_count(
+    tmp_path: Path, server: ArtifactServer
+) -> None:
+    config = make_config(
+        tmp_path,
+        ArtifactSources=[url_source(server)],
+        HttpTimeouts={"StallSeconds": 0.2, "MinBytesPerSecond": 1_000_000},
+    )
+    stream, _ = open_artifact("system-core-v1", None, config)
+    with stream:
+        first = stream.read(1000)
+        time.sleep(0.5)  # the Interface busy writing what it got
+        assert first + stream.read() == MANIFEST_V1.read_bytes()
+
+
+def test_trickling_headers_are_cut_at_the_deadline(
+    server: ArtifactServer, session: requests.Session
+) -> None:
+    server.behaviour.slow_headers = 0.05
+    started = time.monotonic()
+    with pytest.raises(ArtifactError) as raised:
+        HttpArtifactStream(
+            session,
+            server.url("/a/manifest-v1.mender"),
+            limits=HttpLimits(connect_seconds=0.5, stall_seconds=0.5),
+        )
+    assert time.monotonic() - started < 3
+    assert raised.value.message.endswith(
+        "failed: no complete answer within 1 s (HttpTimeouts ConnectSeconds + StallSeconds): "
+        "the server is too slow"
+    )
+
+
+def test_a_slow_source_while_planning_is_bad_input_in_seconds(
+    system: System, server: ArtifactServer
+) -> None:
+    system.add_interface("unit")
+    system.write_topology("api_version: mender/v1\nkind: topology\nsystem_type: s\n"
+                          "components:\n  - component_type: core\n    interface: unit\n")
+    system.write_config({
+        "ArtifactSources": [url_source(server)],
+        "HttpTimeouts": {"ConnectSeconds": 1, "StallSeconds": 1, "MinBytesPerSecond": 100},
+    })
+    server.behaviour.files["/a/core-v2.mender"] = MANIFEST_V1.read_bytes()
+    server.behaviour.trickle = 0.5  # the field's slow server: one byte every half second
+    manifest = system.root / "m.yaml"
+    manifest.write_text("api_version: mender/v1\nkind: manifest\nname: m\n"
+                        "system_types_compatible: [s]\ncomponent_types:\n"
+                        "  core: {artifact_name: core-v2, update_strategy: {order: 1}}\n")
+    started = time.monotonic()
+    result = system.run("plan", str(manifest), timeout=30)
+    assert time.monotonic() - started < 10
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "slower than HttpTimeouts MinBytesPerSecond (100)" in result.stderr
 
 
 @pytest.fixture
