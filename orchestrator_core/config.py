@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from orchestrator_core.errors import ValidationErrors
+from orchestrator_core.http_limits import FIELDS as HTTP_LIMIT_FIELDS
 from orchestrator_core.http_limits import HttpLimits, parse_http_limits
 
 CONFIG_FILE_NAME = "mender-orchestrator.conf"
@@ -246,6 +247,7 @@ KNOWN_OPTIONS = (
 NESTED_FIELDS = {
     "ArtifactsCache": ("Enabled", "Path", "MaxSizeBytes"),
     "HttpsClient": ("Certificate", "Key"),
+    "HttpTimeouts": HTTP_LIMIT_FIELDS,
 }
 SOURCE_FIELDS = {"directory": ("Type", "Path"), "url": ("Type", "Template")}
 
