@@ -19,7 +19,7 @@ import click
 
 from orchestrator_core import __version__
 from orchestrator_core.errors import OrchestratorError, ValidationErrors
-from orchestrator_core.lock import refuse_while_deploying
+from orchestrator_core.lock import shared
 from orchestrator_core.sequence import STATES
 
 log = logging.getLogger("mender_orchestrator.cli")
@@ -138,11 +138,13 @@ def show_provides(ctx: click.Context) -> None:
 
     s = session(ctx)
     try:
-        refuse_while_deploying(s.config, "show-provides")
         topology = s.topology()
+        with shared(s.config, "show-provides"):
+            results = discover(
+                topology.components, s.config.data_dir, s.config.interface_timeout_seconds
+            )
     except OrchestratorError as exc:
         _fail(exc)
-    results = discover(topology.components, s.config.data_dir, s.config.interface_timeout_seconds)
     _print_discovery(results, provides_lines(results))
 
 
@@ -156,16 +158,16 @@ def show_inventory(ctx: click.Context) -> None:
 
     s = session(ctx)
     try:
-        refuse_while_deploying(s.config, "show-inventory")
         topology = s.topology()
+        with shared(s.config, "show-inventory"):
+            results = discover(
+                topology.components,
+                s.config.data_dir,
+                s.config.interface_timeout_seconds,
+                with_inventory=True,
+            )
     except OrchestratorError as exc:
         _fail(exc)
-    results = discover(
-        topology.components,
-        s.config.data_dir,
-        s.config.interface_timeout_seconds,
-        with_inventory=True,
-    )
     name = manifest_store.current_name(s.config.manifest_store)
     _print_discovery(results, inventory_lines(topology.system_type, name, results))
 
@@ -275,13 +277,17 @@ def _report(result: Any) -> NoReturn:
     raise SystemExit(result.exit_code)
 
 
-def _plan_for(s: Session, manifest_path: Path) -> Any:
+def _plan_for(s: Session, manifest_path: Path, what: str | None = None) -> Any:
+    """The plan; with ``what``, under the shared lock (``install`` holds it exclusively)."""
     from orchestrator_core.manifest import load_manifest
     from orchestrator_core.planner import make_plan
 
-    refuse_while_deploying(s.config, "planning a deployment")
     topology = s.topology()
-    return make_plan(s.config, topology, load_manifest(manifest_path))
+    manifest = load_manifest(manifest_path)
+    if what is None:
+        return make_plan(s.config, topology, manifest)
+    with shared(s.config, what):
+        return make_plan(s.config, topology, manifest)
 
 
 @cli.command("install")
@@ -296,13 +302,14 @@ def install_command(
     from orchestrator_core import engine
 
     s = session(ctx)
+
+    def planned() -> tuple[Any, bytes]:  # called by the engine once it holds the lock
+        return _plan_for(s, manifest), manifest.read_bytes()
+
     try:
-        plan = _plan_for(s, manifest)
-        manifest_bytes = manifest.read_bytes()
         result = engine.install(
             s.config,
-            plan,
-            manifest_bytes,
+            planned,
             engine.RunOptions(frozenset(stop_before), exit_on_reboot, "install"),
         )
     except OrchestratorError as exc:
@@ -354,7 +361,7 @@ def plan_command(ctx: click.Context, manifest: Path) -> None:
 
     s = session(ctx)
     try:
-        plan = _plan_for(s, manifest)
+        plan = _plan_for(s, manifest, "planning a deployment")
     except OrchestratorError as exc:
         _fail(exc)
     for line in describe(plan):

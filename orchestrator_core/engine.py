@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from orchestrator_core import atomic, drivers, filetree, manifest_store
 from orchestrator_core.config import Config
 from orchestrator_core.context import InterfaceContext
 from orchestrator_core.drivers import ComponentDriver
-from orchestrator_core.errors import NothingToResume, OrchestratorError
+from orchestrator_core.errors import Busy, NothingToResume, OrchestratorError
 from orchestrator_core.journal import DeploymentRow, EventRow, Journal
 from orchestrator_core.lock import exclusive
 from orchestrator_core.log import component_logger
@@ -452,16 +452,32 @@ def _announce_plan(plan: Plan) -> None:
             log.info("%s: left untouched, %s", planned.key, planned.skip_reason)
 
 
-def install(config: Config, plan: Plan, manifest_bytes: bytes, options: RunOptions) -> RunResult:
+def _refuse_in_progress(config: Config) -> None:
+    """Raise ``Busy`` if the journal holds a deployment in progress; creates no journal."""
+    if not config.journal_path.exists():
+        return
+    journal = Journal(config.journal_path)
+    try:
+        current = journal.in_progress()
+    finally:
+        journal.close()
+    if current is not None:
+        raise Busy(
+            f"deployment {current.id} of {current.manifest_name} is still in progress; "
+            f"finish it with 'mender-orchestrator resume' or 'rollback' first"
+        )
+
+
+def install(
+    config: Config, planned: Callable[[], tuple[Plan, bytes]], options: RunOptions
+) -> RunResult:
+    """Plan (``planned`` returns the plan and the Manifest's bytes) and deploy, all under the
+    lock: nothing is asked of any Interface while a deployment is in progress."""
     with exclusive(config):
+        _refuse_in_progress(config)
+        plan, manifest_bytes = planned()
         journal = Journal(config.journal_path)
         try:
-            current = journal.in_progress()
-            if current is not None:
-                raise OrchestratorError(
-                    f"deployment {current.id} of {current.manifest_name} is still in progress; "
-                    f"finish it with 'mender-orchestrator resume' or 'rollback' first"
-                )
             _announce_plan(plan)
             deployment_id = journal.begin(plan.manifest_name, manifest_bytes, plan.to_json())
             row = journal.in_progress()

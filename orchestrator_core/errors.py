@@ -57,3 +57,12 @@ class IncompatibleArtifact(ArtifactError):
 
 class NothingToResume(OrchestratorError):
     """``resume`` or ``rollback`` was called with no deployment in progress."""
+
+    exit_code = 6
+
+
+class Busy(OrchestratorError):
+    """Another mender-orchestrator holds the lock, or ``install`` found a deployment still in
+    progress: nothing was touched, the command may be run again later."""
+
+    exit_code = 5
