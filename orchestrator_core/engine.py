@@ -244,8 +244,8 @@ class Deployment:
         if options.command != "rollback":
             raise JournalMismatch(
                 f"{what} (was the program or its configuration changed in the middle of the "
-                f"deployment?); nothing was run; run 'mender-orchestrator rollback' to roll back "
-                f"every Component it may have touched"
+                f"deployment?); it stays in progress: run 'mender-orchestrator rollback' to roll "
+                f"back every Component it may have touched"
             )
         log.error("%s; rolling back every Component it may have touched", what)
         switch = replay.Switch(seq, replay.after(identities, recorded, seq), why)
