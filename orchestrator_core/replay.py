@@ -44,24 +44,25 @@ def mismatch(
 ) -> str | None:
     """Why position ``seq`` of the journal does not hold ``step`` (None: the sequence ended
     there), or None when it does or holds nothing yet."""
-    if step is None:
-        beyond = sorted(s for s in {*identities, *recorded} if s >= seq)
-        if beyond:
-            return (
-                f"the journal records steps from position {beyond[0]} on, where the plan's "
-                f"steps have ended"
-            )
-        return None
-    expected = identity(step)
     found = identities.get(seq)
     components = recorded.get(seq, {})
+    if step is None or (found is None and not components):
+        # where replay ends, so must the journal: steps are recorded in order, without gaps
+        beyond = min((s for s in {*identities, *recorded} if s >= seq), default=None)
+        if beyond is None:
+            return None
+        if step is None:
+            return f"the journal records steps from position {beyond} on, past the plan's last step"
+        return (
+            f"the journal records steps from position {beyond} on but none at position {seq}, "
+            f"where the plan gives {_told(identity(step))}"
+        )
+    expected = identity(step)
     if found is None:
-        if components:
-            return (
-                f"position {seq} holds events of {', '.join(sorted(components))} but no record "
-                f"of its step; the plan gives {_told(expected)}"
-            )
-        return None
+        return (
+            f"position {seq} holds events of {', '.join(sorted(components))} but no record "
+            f"of its step; the plan gives {_told(expected)}"
+        )
     same_members = found.members is None or found.members == expected.members
     if tuple(found[:4]) != tuple(expected[:4]) or not same_members:
         return (

@@ -183,3 +183,24 @@ def test_a_journal_of_format_0_is_upgraded_and_still_checked(stopped: System) ->
         db.execute("UPDATE event SET component = 'b/b-1' WHERE seq = 9")
     run_ok(system, "resume")
     assert system.calls("b", "1")[-2:] == ["ArtifactCommit", "Cleanup"]
+
+
+def test_a_step_recorded_past_where_replay_ends_is_refused_before_anything_runs(
+    stopped: System,
+) -> None:
+    system = stopped
+    with journal(system) as db:
+        db.execute("INSERT INTO step (deployment, seq, kind, name, grp, phase, members) "
+                   "VALUES (1, 40, 'state', 'Cleanup', 10, 'cleanup', '[\"a/a-1\"]')")
+    before = all_calls(system)
+    err = run_ok(system, "resume", code=INCONSISTENT)
+    assert ("the journal records steps from position 40 on but none at position 10, where the "
+            "plan gives state ArtifactCommit of order group 10 (commit; a/a-1)") in err
+    assert all_calls(system) == before
+    run_ok(system, "rollback")
+    assert all_calls(system)[len(before):] == [
+        "b-1 ArtifactRollback", "b-1 ArtifactFailure", "a-1 ArtifactRollback",
+        "a-1 ArtifactRollbackReboot", "a-1 ArtifactVerifyRollbackReboot", "a-1 ArtifactFailure",
+        "a-1 Cleanup", "b-1 Cleanup",
+    ]
+    assert (system.version("a", "1"), system.version("b", "1")) == ("factory", "factory")
