@@ -277,17 +277,15 @@ def _report(result: Any) -> NoReturn:
     raise SystemExit(result.exit_code)
 
 
-def _plan_for(s: Session, manifest_path: Path, what: str | None = None) -> Any:
-    """The plan; with ``what``, under the shared lock (``install`` holds it exclusively)."""
+def _planner(s: Session, manifest_path: Path) -> Callable[[], Any]:
+    """Planning, with the files read and checked now; the Interfaces are asked (and the
+    Artifacts fetched) only when the result is called, by a caller that holds the lock."""
     from orchestrator_core.manifest import load_manifest
     from orchestrator_core.planner import make_plan
 
     topology = s.topology()
     manifest = load_manifest(manifest_path)
-    if what is None:
-        return make_plan(s.config, topology, manifest)
-    with shared(s.config, what):
-        return make_plan(s.config, topology, manifest)
+    return lambda: make_plan(s.config, topology, manifest)
 
 
 @cli.command("install")
@@ -302,14 +300,13 @@ def install_command(
     from orchestrator_core import engine
 
     s = session(ctx)
-
-    def planned() -> tuple[Any, bytes]:  # called by the engine once it holds the lock
-        return _plan_for(s, manifest), manifest.read_bytes()
-
     try:
+        planned = _planner(s, manifest)
+        manifest_bytes = manifest.read_bytes()
         result = engine.install(
             s.config,
             planned,
+            manifest_bytes,
             engine.RunOptions(frozenset(stop_before), exit_on_reboot, "install"),
         )
     except OrchestratorError as exc:
@@ -361,7 +358,9 @@ def plan_command(ctx: click.Context, manifest: Path) -> None:
 
     s = session(ctx)
     try:
-        plan = _plan_for(s, manifest, "planning a deployment")
+        planned = _planner(s, manifest)
+        with shared(s.config, "planning a deployment"):
+            plan = planned()
     except OrchestratorError as exc:
         _fail(exc)
     for line in describe(plan):

@@ -532,15 +532,15 @@ def _refuse_in_progress(config: Config) -> None:
 
 
 def install(
-    config: Config, planned: Callable[[], tuple[Plan, bytes]], options: RunOptions
+    config: Config, planned: Callable[[], Plan], manifest_bytes: bytes, options: RunOptions
 ) -> RunResult:
-    """Plan (``planned`` returns the plan and the Manifest's bytes) and deploy, all under the
-    lock: nothing is asked of any Interface while a deployment is in progress."""
+    """Plan (``planned`` asks the Interfaces) and deploy, all under the lock: nothing is asked
+    of any Interface while another command calls them or a deployment is in progress."""
     with exclusive(config):
         _refuse_in_progress(config)
-        plan, manifest_bytes = planned()
         journal = Journal(config.journal_path)
         try:
+            plan = planned()
             _announce_plan(plan)
             deployment_id = journal.begin(plan.manifest_name, manifest_bytes, plan.to_json())
             row = journal.in_progress()
