@@ -65,7 +65,7 @@ def shared(config: Config, what: str) -> Iterator[None]:
 
 def _open_shared(path: Path) -> IO[str] | None:
     """The lock file opened for reading, created first if no deployment ever made it; None
-    when it cannot be created (a read-only datastore), where no deployment can run either."""
+    where no deployment can run (no datastore directory, or a read-only one)."""
     try:
         return path.open("r")
     except FileNotFoundError:
@@ -73,8 +73,6 @@ def _open_shared(path: Path) -> IO[str] | None:
     except OSError as exc:
         raise OrchestratorError(f"cannot open the lock {path}: {exc.strerror}") from None
     try:
-        if not path.parent.is_dir():
-            atomic.make_private_dir(path.parent)
-        return path.open("a+")
+        return path.open("a+") if path.parent.is_dir() else None
     except OSError:
         return None
