@@ -19,7 +19,7 @@ import click
 
 from orchestrator_core import __version__
 from orchestrator_core.errors import OrchestratorError, ValidationErrors
-from orchestrator_core.lock import refuse_while_deploying
+from orchestrator_core.lock import shared
 from orchestrator_core.sequence import STATES
 
 log = logging.getLogger("mender_orchestrator.cli")
@@ -139,11 +139,13 @@ def show_provides(ctx: click.Context) -> None:
 
     s = session(ctx)
     try:
-        refuse_while_deploying(s.config, "show-provides")
         topology = s.topology()
+        with shared(s.config, "show-provides"):
+            results = discover(
+                topology.components, s.config.data_dir, s.config.interface_timeout_seconds
+            )
     except OrchestratorError as exc:
         _fail(exc)
-    results = discover(topology.components, s.config.data_dir, s.config.interface_timeout_seconds)
     _print_discovery(results, provides_lines(results))
 
 
@@ -157,16 +159,16 @@ def show_inventory(ctx: click.Context) -> None:
 
     s = session(ctx)
     try:
-        refuse_while_deploying(s.config, "show-inventory")
         topology = s.topology()
+        with shared(s.config, "show-inventory"):
+            results = discover(
+                topology.components,
+                s.config.data_dir,
+                s.config.interface_timeout_seconds,
+                with_inventory=True,
+            )
     except OrchestratorError as exc:
         _fail(exc)
-    results = discover(
-        topology.components,
-        s.config.data_dir,
-        s.config.interface_timeout_seconds,
-        with_inventory=True,
-    )
     name = manifest_store.current_name(s.config.manifest_store)
     _print_discovery(results, inventory_lines(topology.system_type, name, results))
 
@@ -278,13 +280,15 @@ def _report(result: Any) -> NoReturn:
     raise SystemExit(result.exit_code)
 
 
-def _plan_for(s: Session, manifest_path: Path) -> Any:
+def _planner(s: Session, manifest_path: Path) -> Callable[[], Any]:
+    """Planning, with the files read and checked now; the Interfaces are asked (and the
+    Artifacts fetched) only when the result is called, by a caller that holds the lock."""
     from orchestrator_core.manifest import load_manifest
     from orchestrator_core.planner import make_plan
 
-    refuse_while_deploying(s.config, "planning a deployment")
     topology = s.topology()
-    return make_plan(s.config, topology, load_manifest(manifest_path))
+    manifest = load_manifest(manifest_path)
+    return lambda: make_plan(s.config, topology, manifest)
 
 
 @cli.command("install")
@@ -300,11 +304,11 @@ def install_command(
 
     s = session(ctx)
     try:
-        plan = _plan_for(s, manifest)
+        planned = _planner(s, manifest)
         manifest_bytes = manifest.read_bytes()
         result = engine.install(
             s.config,
-            plan,
+            planned,
             manifest_bytes,
             engine.RunOptions(frozenset(stop_before), exit_on_reboot, "install"),
         )
@@ -357,7 +361,9 @@ def plan_command(ctx: click.Context, manifest: Path) -> None:
 
     s = session(ctx)
     try:
-        plan = _plan_for(s, manifest)
+        planned = _planner(s, manifest)
+        with shared(s.config, "planning a deployment"):
+            plan = planned()
     except OrchestratorError as exc:
         _fail(exc)
     for line in describe(plan):

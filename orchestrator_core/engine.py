@@ -11,17 +11,17 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator_core import atomic, drivers, filetree, manifest_store, processes
+from orchestrator_core import atomic, drivers, filetree, manifest_store, processes, replay
 from orchestrator_core.config import Config
 from orchestrator_core.context import InterfaceContext
 from orchestrator_core.drivers import ComponentDriver
-from orchestrator_core.errors import NothingToResume, OrchestratorError
-from orchestrator_core.journal import DeploymentRow, EventRow, Journal
+from orchestrator_core.errors import Busy, JournalMismatch, NothingToResume, OrchestratorError
+from orchestrator_core.journal import DeploymentRow, EventRow, Journal, StepIdentity
 from orchestrator_core.lock import exclusive
 from orchestrator_core.log import component_logger
 from orchestrator_core.planner import Plan, PlannedComponent, deployment_dir, work_dir
@@ -36,6 +36,7 @@ from orchestrator_core.sequence import (
     Result,
     Step,
     deployment_steps,
+    recovery_steps,
 )
 
 log = logging.getLogger("mender_orchestrator.engine")
@@ -94,8 +95,16 @@ def _finished(history: list[EventRow]) -> Result | None:
     return Result(bool(last.ok), last.value, last.message)
 
 
-def _row(step: Step) -> tuple[str, str, int, str]:
-    return (step.kind, step.name, step.group, step.phase)
+def _row(step: Step) -> StepIdentity:
+    return replay.identity(step)
+
+
+def _next(steps: Generator[Step, Outcome, None], outcome: Outcome | None) -> Step | None:
+    """The next step of ``steps`` (None: the first), or None once they have ended."""
+    try:
+        return next(steps) if outcome is None else steps.send(outcome)
+    except StopIteration:
+        return None
 
 
 def _boot_id() -> str:
@@ -121,7 +130,12 @@ class Deployment:
         self.journal = journal
         self.id = row.id
         self.row = row
-        self.plan = Plan.from_json(row.plan)
+        try:
+            self.plan = Plan.from_json(row.plan)
+        except JournalMismatch as exc:
+            raise JournalMismatch(
+                f"deployment {row.id} of {row.manifest_name}: {exc.message}"
+            ) from None
         self.directory = deployment_dir(config.work_root, row.id)  # the File API trees
         self._drivers: dict[str, ComponentDriver] = {}
         self._preloaded = dict(preloaded or {})
@@ -171,34 +185,83 @@ class Deployment:
         finished = {(e.seq, e.component) for e in events if e.seq in reboots and e.kind == "finish"}
         return bool(entered - finished)
 
+    def _retries(self) -> int:
+        if self.plan.rollback_reboot_retries is not None:
+            return self.plan.rollback_reboot_retries
+        log.warning(
+            "deployment %d began under a mender-orchestrator that did not record "
+            "RollbackRebootRetries in its plan; the configured %d is used, and every replayed "
+            "step is checked against the journal",
+            self.id,
+            self.config.rollback_reboot_retries,
+        )
+        return self.config.rollback_reboot_retries
+
     def run(self, options: RunOptions) -> RunResult:
         progress = Progress()
-        steps = deployment_steps(self.plan.groups, self.config.rollback_reboot_retries, progress)
+        retries = self._retries()  # frozen in the plan at install time
+        steps = deployment_steps(self.plan.groups, retries, progress)
         recorded = self._recorded()
+        identities = self.journal.identities(self.id)
+        switches = replay.switches(self.journal.events(self.id))
         roll_back_because = self._why_roll_back()
         seq = 0
-        try:
-            step = next(steps)
-            while True:
-                events = recorded.get(seq, {})
-                outcome = self._replayed(step, events)
+        step = _next(steps, None)
+        while True:
+            switch = switches.pop(0) if switches and switches[0].at == seq else None
+            why = None if switch else replay.mismatch(seq, step, identities, recorded)
+            if why is not None:
+                switch = self._diverged(seq, why, identities, recorded, options)
+            if switch is not None:
+                keys = {key for _, members in self.plan.groups for key in members}
+                touched = replay.touched(recorded, switch, keys)
+                steps = recovery_steps(self.plan.groups, touched, retries, progress, switch.why)
+                seq, step = switch.base, _next(steps, None)
+                continue
+            if step is None:
+                break
+            events = recorded.get(seq, {})
+            outcome = self._replayed(step, events)
+            if outcome is None:
+                if not events:
+                    if roll_back_because and step.phase in (INSTALL, COMMIT):
+                        outcome = self._refuse(seq, step, roll_back_because)
+                    elif step.stop_names & options.stop_before:
+                        return self._stopped(seq, step, progress, options)
                 if outcome is None:
-                    if not events:
-                        if roll_back_because and step.phase in (INSTALL, COMMIT):
-                            outcome = self._refuse(seq, step, roll_back_because)
-                        elif step.stop_names & options.stop_before:
-                            return self._stopped(seq, step, progress, options)
-                    if outcome is None:
-                        outcome = self._execute(seq, step, events, options)
-                        if outcome is None:  # a system reboot is under way
-                            return RunResult(
-                                EXIT_REBOOT, "system reboot needed; run resume after it"
-                            )
-                step = steps.send(outcome)
-                seq += 1
-        except StopIteration:
-            pass
+                    outcome = self._execute(seq, step, events, options)
+                    if outcome is None:  # a system reboot is under way
+                        return RunResult(EXIT_REBOOT, "system reboot needed; run resume after it")
+            step = _next(steps, outcome)
+            seq += 1
         return self._finished(progress, options)
+
+    def _diverged(
+        self,
+        seq: int,
+        why: str,
+        identities: Mapping[int, StepIdentity],
+        recorded: Mapping[int, object],
+        options: RunOptions,
+    ) -> replay.Switch:
+        """The journal does not match the steps at ``seq``: nothing recorded from there on
+        can be trusted. ``resume`` refuses; ``rollback`` switches to the recovery steps."""
+        what = (
+            f"deployment {self.id} of {self.plan.manifest_name}: the journal does not match "
+            f"the steps this mender-orchestrator replays: {why}"
+        )
+        if options.command != "rollback":
+            raise JournalMismatch(
+                f"{what} (was the program or its configuration changed in the middle of the "
+                f"deployment?); it stays in progress: run 'mender-orchestrator rollback' to roll "
+                f"back every Component it may have touched"
+            )
+        log.error("%s; rolling back every Component it may have touched", what)
+        switch = replay.Switch(seq, replay.after(identities, recorded, seq), why)
+        self.journal.record(
+            self.id, None, "", replay.RECOVERY, None, f"{switch.at} {switch.base}", why
+        )
+        return switch
 
     def _replayed(self, step: Step, events: dict[str, list[EventRow]]) -> Outcome | None:
         """The recorded outcome of a step that finished for every member, else None."""
@@ -211,7 +274,7 @@ class Deployment:
         return outcome
 
     def _refuse(self, seq: int, step: Step, why: str) -> Outcome:
-        self.journal.record_step(self.id, seq, step.kind, step.name, step.group, step.phase)
+        self.journal.record_step(self.id, seq, _row(step))
         outcome = {
             key: Result(False, None, f"{key}: {step.name} not run, {why}") for key in step.members
         }
@@ -489,17 +552,33 @@ def _announce_plan(plan: Plan) -> None:
             log.info("%s: left untouched, %s", planned.key, planned.skip_reason)
 
 
-def install(config: Config, plan: Plan, manifest_bytes: bytes, options: RunOptions) -> RunResult:
+def refuse_in_progress(config: Config) -> None:
+    """Raise ``Busy`` if the journal holds a deployment in progress; creates no journal."""
+    if not config.journal_path.exists():
+        return
+    journal = Journal(config.journal_path)
+    try:
+        current = journal.in_progress()
+    finally:
+        journal.close()
+    if current is not None:
+        raise Busy(
+            f"deployment {current.id} of {current.manifest_name} is still in progress; "
+            f"finish it with 'mender-orchestrator resume' or 'rollback' first"
+        )
+
+
+def install(
+    config: Config, planned: Callable[[], Plan], manifest_bytes: bytes, options: RunOptions
+) -> RunResult:
+    """Plan (``planned`` asks the Interfaces) and deploy, all under the lock: nothing is asked
+    of any Interface while another command calls them or a deployment is in progress."""
     with exclusive(config):
+        refuse_in_progress(config)
         journal = Journal(config.journal_path)
         try:
             with guarded(config, journal, options.command) as guard:
-                current = journal.in_progress()
-                if current is not None:
-                    raise OrchestratorError(
-                        f"deployment {current.id} of {current.manifest_name} is still in progress; "
-                        f"finish it with 'mender-orchestrator resume' or 'rollback' first"
-                    )
+                plan = planned()
                 _announce_plan(plan)
                 deployment_id = journal.begin(plan.manifest_name, manifest_bytes, plan.to_json())
                 guard.deployment = deployment_id

@@ -57,3 +57,20 @@ class IncompatibleArtifact(ArtifactError):
 
 class NothingToResume(OrchestratorError):
     """``resume`` or ``rollback`` was called with no deployment in progress."""
+
+    exit_code = 6
+
+
+class Busy(OrchestratorError):
+    """Another mender-orchestrator holds the lock, or ``install`` found a deployment still in
+    progress: nothing was touched, the command may be run again later."""
+
+    exit_code = 5
+
+
+class JournalMismatch(OrchestratorError):
+    """The journal or the plan of a deployment does not match what this program would replay
+    (another format, or other steps at the same positions): replaying it could run the wrong
+    states, so it is refused; ``rollback`` still recovers the System."""
+
+    exit_code = 3

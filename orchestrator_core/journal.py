@@ -21,12 +21,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from orchestrator_core import atomic
-from orchestrator_core.errors import OrchestratorError
+from orchestrator_core.errors import JournalMismatch, OrchestratorError
 
 CRASH_SWITCH = "MENDER_ORCHESTRATOR_TEST_CRASH_AFTER_WRITE"
+# PRAGMA user_version: 0 before formats were numbered, 1 adds step.members
+JOURNAL_FORMAT = 1
 FLUSH_DELAY_SECONDS = 0.05  # longest an event recorded with ``soon`` waits for its commit
 
 SCHEMA = """
@@ -47,6 +49,7 @@ CREATE TABLE IF NOT EXISTS step (
     name TEXT NOT NULL,
     grp INTEGER NOT NULL,
     phase TEXT NOT NULL,             -- install, commit, rollback, cleanup
+    members TEXT,                    -- JSON list of Component keys; NULL before format 1
     PRIMARY KEY (deployment, seq)
 );
 CREATE TABLE IF NOT EXISTS event (
@@ -87,6 +90,16 @@ class DeploymentRow:
     summary: str | None
 
 
+class StepIdentity(NamedTuple):
+    """Which step a journal position holds; checked against the sequence on replay."""
+
+    kind: str
+    name: str
+    group: int
+    phase: str
+    members: tuple[str, ...] | None  # None in journals from before format 1
+
+
 @dataclass(frozen=True)
 class EventRow:
     seq: int | None
@@ -106,7 +119,17 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=10000")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > JOURNAL_FORMAT:
+                self._db.close()
+                raise JournalMismatch(
+                    f"journal {path} has format {version}, newer than this "
+                    f"mender-orchestrator reads (up to {JOURNAL_FORMAT}): it was written by a "
+                    f"newer version; finish its deployment with that version"
+                )
             self._db.executescript(SCHEMA)
+            if version < JOURNAL_FORMAT:
+                self._upgrade()
         except sqlite3.DatabaseError as exc:
             raise OrchestratorError(
                 f"journal {path} cannot be opened: {exc}; move it aside to start afresh "
@@ -123,6 +146,13 @@ class Journal:
         self._submitted = 0
         self._committed = 0
         self._flush_timer: threading.Timer | None = None
+
+    def _upgrade(self) -> None:
+        """Bring a journal of format 0 to JOURNAL_FORMAT; its old rows keep NULL members."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(step)")}
+        if "members" not in columns:
+            self._db.execute("ALTER TABLE step ADD COLUMN members TEXT")
+        self._db.execute(f"PRAGMA user_version = {JOURNAL_FORMAT}")
 
     def close(self) -> None:
         self.flush()
@@ -202,14 +232,17 @@ class Journal:
 
     # ---- steps and events
 
-    def record_step(
-        self, deployment: int, seq: int, kind: str, name: str, group: int, phase: str
-    ) -> None:
-        self._write(
-            "INSERT OR IGNORE INTO step (deployment, seq, kind, name, grp, phase) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (deployment, seq, kind, name, group, phase),
-        )
+    _INSERT_STEP = (
+        "INSERT OR IGNORE INTO step (deployment, seq, kind, name, grp, phase, members) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)"
+    )
+
+    @staticmethod
+    def _step_row(deployment: int, seq: int, step: StepIdentity) -> tuple[Any, ...]:
+        return (deployment, seq, *step[:4], json.dumps(list(step.members or ())))
+
+    def record_step(self, deployment: int, seq: int, step: StepIdentity) -> None:
+        self._write(self._INSERT_STEP, self._step_row(deployment, seq, step))
 
     _INSERT_EVENT = (
         "INSERT INTO event (deployment, seq, component, kind, ok, value, message, at) "
@@ -220,18 +253,16 @@ class Journal:
         self,
         deployment: int,
         seq: int,
-        step: tuple[str, str, int, str],
+        step: StepIdentity,
         members: list[str],
         value: str | None = None,
     ) -> None:
-        """The step (kind, name, group, phase) and an ``enter`` per member, in one commit,
-        before any member starts."""
+        """The step and an ``enter`` per member of ``members`` (those that start now), in one
+        commit, before any member starts."""
         now = time.time()
-        statements: list[tuple[str, tuple[Any, ...]]] = [(
-            "INSERT OR IGNORE INTO step (deployment, seq, kind, name, grp, phase) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (deployment, seq, *step),
-        )]
+        statements: list[tuple[str, tuple[Any, ...]]] = [
+            (self._INSERT_STEP, self._step_row(deployment, seq, step))
+        ]
         statements.extend(
             (self._INSERT_EVENT, (deployment, seq, key, "enter", None, value, None, now))
             for key in members
@@ -313,3 +344,26 @@ class Journal:
                     (deployment,),
                 ).fetchall()
             )
+
+    def identities(self, deployment: int) -> dict[int, StepIdentity]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, kind, name, grp, phase, members FROM step WHERE deployment = ?",
+                (deployment,),
+            ).fetchall()
+        return {
+            r[0]: StepIdentity(r[1], r[2], r[3], r[4], _members(r[5])) for r in rows
+        }
+
+
+def _members(text: str | None) -> tuple[str, ...] | None:
+    """A step row's members; a row that does not hold a list of keys is reported as such."""
+    if text is None:
+        return None
+    try:
+        members = json.loads(text)
+    except ValueError:
+        return ("<unreadable members>",)
+    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+        return ("<unreadable members>",)
+    return tuple(members)

@@ -1,8 +1,11 @@
 """One orchestrator at a time: the lock file ``<datastore>/lock`` (flock).
 
-A deployment holds it while it runs. Queries (``show-provides``, ``show-inventory``, ``plan``)
-check it too: asking a CAN ECU for its version in the middle of its flashing session, say,
-could break the very update the deployment is making, so they refuse while it is held.
+A deployment (``install``, ``resume``, ``rollback``) holds it exclusively from before its first
+Interface call to its end; ``install`` takes it before planning. Queries (``show-provides``,
+``show-inventory``, ``plan``) hold it shared for as long as they call Interfaces: asking a CAN
+ECU for its version in the middle of its flashing session, say, could break the very update
+the deployment is making, so neither may start while the other runs. Queries may run side by
+side.
 """
 
 from __future__ import annotations
@@ -10,11 +13,12 @@ from __future__ import annotations
 import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import IO
 
 from orchestrator_core import atomic
 from orchestrator_core.config import Config
-from orchestrator_core.errors import OrchestratorError
+from orchestrator_core.errors import Busy, OrchestratorError
 
 LOCK_FILE = "lock"
 
@@ -29,7 +33,7 @@ def exclusive(config: Config) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise OrchestratorError(
+            raise Busy(
                 f"another mender-orchestrator is working on this System (lock {path} is held); "
                 f"wait for it to finish"
             ) from None
@@ -38,19 +42,37 @@ def exclusive(config: Config) -> Iterator[None]:
         handle.close()
 
 
-def refuse_while_deploying(config: Config, what: str) -> None:
-    """Raise if a deployment is running right now; creates nothing when none ever ran."""
+@contextmanager
+def shared(config: Config, what: str) -> Iterator[None]:
+    """Hold the lock shared while a query calls Interfaces; fail at once if a deployment
+    holds it."""
     path = config.datastore_dir / LOCK_FILE
-    try:
-        handle = path.open("r")
-    except OSError:
-        return  # no lock file: no deployment has ever run here
+    handle = _open_shared(path)
+    if handle is None:
+        yield
+        return
     with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise OrchestratorError(
+            raise Busy(
                 f"a deployment is running on this System right now (lock {path} is held); "
                 f"{what} would query its Components in the middle of their update, so it "
                 f"waits for the next run"
             ) from None
+        yield
+
+
+def _open_shared(path: Path) -> IO[str] | None:
+    """The lock file opened for reading, created first if no deployment ever made it; None
+    where no deployment can run (no datastore directory, or a read-only one)."""
+    try:
+        return path.open("r")
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise OrchestratorError(f"cannot open the lock {path}: {exc.strerror}") from None
+    try:
+        return path.open("a+") if path.parent.is_dir() else None
+    except OSError:
+        return None

@@ -1,7 +1,9 @@
 """SPEC 7.3: everything checked before any Component is touched, and the resulting plan.
 
 The plan is plain JSON-able data: it is stored in the journal when the deployment begins and
-is all ``resume`` needs to rebuild the engine, including the Topology snapshot.
+is all ``resume`` needs to rebuild the engine, including the Topology snapshot and the
+settings that shape the sequence of steps, so that neither a changed configuration nor an
+updated program replays a deployment with other steps than it began with.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from orchestrator_core.config import Config
 from orchestrator_core.context import ArtifactInfo, Component
 from orchestrator_core.discovery import Discovered, Failed, discover
 from orchestrator_core.drivers import ComponentDriver
-from orchestrator_core.errors import OrchestratorError, ValidationErrors
+from orchestrator_core.errors import JournalMismatch, OrchestratorError, ValidationErrors
 from orchestrator_core.manifest import Manifest, check_against_topology
 from orchestrator_core.topology import Topology
 
@@ -83,12 +85,18 @@ class PlannedComponent:
         return base64.b64decode(self.artifact["verbatim"][name])
 
 
+# 1: before plans carried a format (no frozen settings); 2: "format" and "sequence"
+PLAN_FORMAT = 2
+
+
 @dataclass(frozen=True)
 class Plan:
     manifest_name: str
     manifest_path: str
     system_type: str
     components: tuple[PlannedComponent, ...]
+    # frozen at install time; None in a plan of format 1, which did not record it
+    rollback_reboot_retries: int | None = None
     # the drivers planning already loaded, reused by the engine in the same process
     drivers: Mapping[str, ComponentDriver] = field(default_factory=dict, compare=False)
 
@@ -109,19 +117,39 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "format": PLAN_FORMAT,
             "manifest_name": self.manifest_name,
             "manifest_path": self.manifest_path,
             "system_type": self.system_type,
             "components": [c.to_json() for c in self.components],
+            "sequence": {"RollbackRebootRetries": self.rollback_reboot_retries},
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
+        """A plan of this format or of format 1 (its sequence settings unknown: None)."""
+        version = data.get("format", 1)
+        if version not in (1, PLAN_FORMAT):
+            raise JournalMismatch(
+                f"its plan has format {version!r}; this mender-orchestrator reads formats 1 to "
+                f"{PLAN_FORMAT}: it was written by another version; finish the deployment with "
+                f"that version"
+            )
+        retries = None
+        if version == PLAN_FORMAT:
+            sequence = data.get("sequence")
+            retries = sequence.get("RollbackRebootRetries") if isinstance(sequence, dict) else None
+            if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+                raise JournalMismatch(
+                    f"its plan's sequence.RollbackRebootRetries is {retries!r}, not a "
+                    f"non-negative integer"
+                )
         return cls(
             data["manifest_name"],
             data["manifest_path"],
             data["system_type"],
             tuple(PlannedComponent.from_json(c) for c in data["components"]),
+            retries,
         )
 
 
@@ -215,7 +243,12 @@ def make_plan(config: Config, topology: Topology, manifest: Manifest) -> Plan:
     if problems:
         raise ValidationErrors(problems)
     return Plan(
-        manifest.name, str(manifest.path), topology.system_type, tuple(planned), loaded
+        manifest.name,
+        str(manifest.path),
+        topology.system_type,
+        tuple(planned),
+        config.rollback_reboot_retries,
+        loaded,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from orchestrator_core.journal import DeploymentRow, Journal
+from orchestrator_core.replay import RECOVERY
 
 
 def _time(stamp: float | None) -> str:
@@ -43,6 +44,11 @@ def _deployment_lines(journal: Journal, row: DeploymentRow) -> list[str]:
                 lines.append(f"  {_time(event.at)}  stopped before {event.value} ({event.message})")
             elif event.kind == "rollback-requested":
                 lines.append(f"  {_time(event.at)}  rollback requested")
+            elif event.kind == RECOVERY:
+                lines.append(
+                    f"  {_time(event.at)}  the journal stopped matching the steps "
+                    f"({event.message}): rolling back every Component it may have touched"
+                )
             continue
         kind, name, group, phase = steps.get(event.seq, ("?", "?", 0, "?"))
         if event.kind == "enter":

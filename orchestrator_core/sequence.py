@@ -10,7 +10,7 @@ stopped. Every decision the deployment makes therefore lives here, in one readab
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Collection, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 INSTALL, COMMIT, ROLLBACK, CLEANUP = "install", "commit", "rollback", "cleanup"
@@ -56,11 +56,17 @@ Outcome = Mapping[str, Result]
 
 @dataclass
 class Progress:
-    """What the deployment has concluded so far; read by the engine when it stops."""
+    """What the deployment has concluded so far; read by the engine when it stops, and by
+    ``recovery_steps`` when the journal stops matching the steps."""
 
     failure: str | None = None
     phase: str = INSTALL
     inconsistent: dict[str, str] = field(default_factory=dict)  # key -> why
+    entered: dict[int, tuple[str, ...]] = field(default_factory=dict)  # group -> its keys
+    installing: list[str] = field(default_factory=list)  # ArtifactInstall entered
+    can_roll_back: dict[str, bool] = field(default_factory=dict)
+    reboot_need: dict[str, str] = field(default_factory=dict)
+    rebooted: set[str] = field(default_factory=set)  # the system rebooted for these (install)
 
 
 def _failures(outcome: Outcome) -> list[str]:
@@ -72,11 +78,11 @@ def deployment_steps(
     groups: Sequence[tuple[int, tuple[str, ...]]], retries: int, progress: Progress
 ) -> Generator[Step, Outcome, None]:
     """All steps of one deployment over ``groups`` (ascending order, Component keys)."""
-    entered: dict[int, tuple[str, ...]] = {}  # order group -> its Components that began
-    installing: list[str] = []  # ArtifactInstall entered: these need the error states
-    can_roll_back: dict[str, bool] = {}
-    reboot_need: dict[str, str] = {}
-    rebooted: set[str] = set()  # the system rebooted for these in the install path
+    entered = progress.entered  # order group -> its Components that began
+    installing = progress.installing  # ArtifactInstall entered: these need the error states
+    can_roll_back = progress.can_roll_back
+    reboot_need = progress.reboot_need
+    rebooted = progress.rebooted  # the system rebooted for these in the install path
 
     def step(
         kind: str,
@@ -145,13 +151,60 @@ def deployment_steps(
             groups, entered, installing, can_roll_back, reboot_need, rebooted, retries, progress
         )
 
+    yield from _cleanup(groups, progress)
+
+
+def recovery_steps(
+    groups: Sequence[tuple[int, tuple[str, ...]]],
+    touched: Collection[str],
+    retries: int,
+    progress: Progress,
+    why: str,
+) -> Generator[Step, Outcome, None]:
+    """Where the journal stopped matching the steps above (``progress`` holds what the steps
+    that still matched concluded): the rollback path for every Component that began
+    ArtifactInstall or that any unmatched record names, since those may have been touched
+    in ways no longer known, then Cleanup. A Component never asked SupportsRollback is asked
+    first."""
+    progress.failure = progress.failure or why
+    progress.phase = ROLLBACK
+    for order, keys in groups:
+        mine = [k for k in keys if k in touched and k not in progress.installing]
+        if mine:
+            progress.entered.setdefault(order, keys)
+            progress.installing.extend(mine)
+            # whether the system rebooted for these is no longer known: a rollback reboot
+            # with its verification is safer than an unverified rollback
+            progress.rebooted.update(mine)
+    for key in progress.installing:
+        progress.inconsistent.pop(key, None)  # the rollback path below decides afresh
+    opens: str | None = "ArtifactRollback"
+    for order, keys in groups:
+        unknown = [k for k in keys if k in progress.installing and k not in progress.can_roll_back]
+        if unknown:
+            outcome = yield Step(
+                "query", "SupportsRollback", order, ROLLBACK, tuple(unknown),
+                frozenset({"SupportsRollback"} | ({opens} if opens else set())),
+            )
+            opens = None
+            progress.can_roll_back.update(
+                {k: r.ok and r.value == "Yes" for k, r in outcome.items()}
+            )
+    yield from _rollback_path(
+        groups, progress.entered, progress.installing, progress.can_roll_back,
+        progress.reboot_need, progress.rebooted, retries, progress, opens,
+    )
+    yield from _cleanup(groups, progress)
+
+
+def _cleanup(
+    groups: Sequence[tuple[int, tuple[str, ...]]], progress: Progress
+) -> Generator[Step, Outcome, None]:
     progress.phase = CLEANUP
-    first = True
     for order, _ in groups:
-        if order in entered:
-            opens = "Cleanup" if first else None
-            yield step("state", "Cleanup", order, CLEANUP, entered[order], opens)
-            first = False
+        if order in progress.entered:
+            keys = progress.entered[order]
+            yield Step("state", "Cleanup", order, CLEANUP, keys, frozenset({"Cleanup"}))
 
 
 def _rollback_path(
@@ -163,6 +216,7 @@ def _rollback_path(
     rebooted: set[str],
     retries: int,
     progress: Progress,
+    opens: str | None = "ArtifactRollback",
 ) -> Generator[Step, Outcome, None]:
     """SPEC 7.2: highest group that ran first; failures logged and ignored, except verify.
 
@@ -170,7 +224,6 @@ def _rollback_path(
     the install path: rebooting for an install that never got that far would restart the
     gateway for nothing, and verify a "rollback reboot" that undid no reboot.
     """
-    opens: str | None = "ArtifactRollback"
 
     def step(kind: str, name: str, group: int, members: Sequence[str]) -> Step:
         nonlocal opens

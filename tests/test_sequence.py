@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from orchestrator_core.sequence import Progress, Result, Step, deployment_steps
+from orchestrator_core.sequence import Progress, Result, Step, deployment_steps, recovery_steps
 
 Answer = Callable[[Step, str], Result]
 
@@ -260,3 +260,37 @@ def test_a_system_reboot_that_failed_is_not_repeated_in_the_rollback_path() -> N
         "Download", "SupportsRollback", "ArtifactInstall", "NeedsArtifactReboot",
         "SystemReboot", "ArtifactRollback", "ArtifactFailure", "Cleanup",
     ]
+
+
+def test_recovery_rolls_back_what_the_matching_steps_installed_and_what_records_name() -> None:
+    """After the journal stopped matching: ``a`` had installed (known from the steps that
+    matched), ``b`` is only named by records past the mismatch, so its SupportsRollback and
+    NeedsArtifactReboot answers are asked again."""
+    groups = [(10, ("a",)), (20, ("b",)), (30, ("c",))]
+    progress = Progress(entered={10: ("a",), 20: ("b",)}, installing=["a"],
+                        can_roll_back={"a": True}, reboot_need={"a": "Yes"})
+    steps = recovery_steps(groups, {"b"}, 3, progress, "position 7 does not match")
+    seen = []
+    try:
+        step = next(steps)
+        while True:
+            seen.append((step.name, step.group, step.members, sorted(step.stop_names)))
+            step = steps.send({key: ok(step, key) for key in step.members})
+    except StopIteration:
+        pass
+    assert seen == [
+        ("SupportsRollback", 20, ("b",), ["ArtifactRollback", "SupportsRollback"]),
+        ("ArtifactRollback", 20, ("b",), ["ArtifactRollback"]),
+        ("NeedsArtifactReboot", 20, ("b",), ["NeedsArtifactReboot"]),
+        ("ArtifactRollbackReboot", 20, ("b",), ["ArtifactRollbackReboot"]),
+        ("ArtifactVerifyRollbackReboot", 20, ("b",), ["ArtifactVerifyRollbackReboot"]),
+        ("ArtifactFailure", 20, ("b",), ["ArtifactFailure"]),
+        ("ArtifactRollback", 10, ("a",), ["ArtifactRollback"]),
+        ("ArtifactRollbackReboot", 10, ("a",), ["ArtifactRollbackReboot"]),
+        ("ArtifactVerifyRollbackReboot", 10, ("a",), ["ArtifactVerifyRollbackReboot"]),
+        ("ArtifactFailure", 10, ("a",), ["ArtifactFailure"]),
+        ("Cleanup", 10, ("a",), ["Cleanup"]),
+        ("Cleanup", 20, ("b",), ["Cleanup"]),
+    ]
+    assert progress.failure == "position 7 does not match"
+    assert progress.inconsistent == {}

@@ -419,6 +419,29 @@ def test_the_inventory_script_relays_show_inventory(
     assert "topology.yaml" in broken.stderr
 
 
+def test_the_inventory_script_skips_a_poll_while_a_deployment_runs(
+    installed: Path, system: System
+) -> None:
+    import fcntl
+
+    system.add_interface("rtos-interface")
+    system.write_topology(TOPOLOGY.format(hmi_reboot="No").split("  - component_type: hmi")[0])
+    script = installed / "usr/share/mender/inventory/mender-inventory-mender-orchestrator"
+    env = system.env
+    env["MENDER_ORCHESTRATOR_BIN"] = str(BIN / "mender-orchestrator")
+    with (system.datastore / "lock").open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # what a running deployment holds
+        busy = subprocess.run([str(script)], env=env, capture_output=True, text=True,
+                              timeout=60, check=False)
+    assert (busy.returncode, busy.stdout) == (0, "")
+    assert "a deployment is running on this System right now" in busy.stderr
+    assert system.calls("rtos", "1") == []  # no Component was asked in the middle of it
+    after = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=60,
+                           check=False)
+    assert after.returncode == 0, after.stderr
+    assert "rtos.rtos-1.rootfs-image.rtos-interface.version=factory" in after.stdout
+
+
 # --------------------------------------------------------------------------- rootfs-image
 
 

@@ -135,15 +135,20 @@ def _check(config: Config, interface: str, component_type: str, args: tuple[str,
 
 @contextlib.contextmanager
 def _no_deployment(config: Config, dry: bool) -> Iterator[None]:
-    """Refuse while a deployment runs; while Artifacts are installed, hold its lock so that
-    none starts in the middle (not where no datastore exists: a workstation has none)."""
-    from orchestrator_core.lock import exclusive, refuse_while_deploying
+    """Hold the lock while Interfaces are called: shared for the queries alone (as
+    show-provides), exclusive while Artifacts are installed so that no deployment starts in
+    the middle (not where no datastore exists: a workstation has none)."""
+    from orchestrator_core.engine import refuse_in_progress
+    from orchestrator_core.lock import exclusive, shared
 
     with contextlib.ExitStack() as stack:
         try:
-            refuse_while_deploying(config, "check-interface")
             if not dry and config.datastore_dir.is_dir():
                 stack.enter_context(exclusive(config))
+                # nor between the Update Module's states of a deployment still in progress
+                refuse_in_progress(config)
+            else:
+                stack.enter_context(shared(config, "check-interface"))
         except OrchestratorError as exc:
             _fail(exc, EXIT_BUSY)
         yield
