@@ -247,10 +247,44 @@ def test_it_refuses_while_a_deployment_holds_the_lock(system: System) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         result = system.run("check-interface", "rtos-interface", "--component-type", "rtos",
                             "--arg", "1")
+        dry = system.run("check-interface", "rtos-interface", "--component-type", "rtos",
+                         "--arg", "1", "--dry")
     assert result.returncode == 5
-    assert "a deployment is running on this System right now" in result.stderr
-    assert "check-interface" in result.stderr
+    assert "another mender-orchestrator is working on this System" in result.stderr
+    assert dry.returncode == 5
+    assert "a deployment is running on this System right now" in dry.stderr
+    assert "check-interface" in dry.stderr
     assert system.calls("rtos", "1") == []
+
+
+def test_it_installs_nothing_while_a_deployment_is_in_progress(system: System) -> None:
+    """Between the Update Module's states no process holds the lock, but the deployment is
+    still in progress: installing on one of its Components then would break it."""
+    system.add_interface("rtos-interface")
+    system.write_topology(
+        'api_version: "mender/v1"\nkind: "topology"\nsystem_type: "s"\ncomponents:\n'
+        '  - component_type: rtos\n    interface: rtos-interface\n    interface_args: ["1"]\n'
+    )
+    manifest = system.root / "manifest.yaml"
+    artifact = system.root / "rtos-v2.mender"
+    made = system.run("artifact", "write", "-T", "rtos-interface", "-t", "rtos",
+                      "-n", "rtos-v2", "--provides", "rootfs-image.rtos-interface.version:rtos-v2",
+                      "-o", str(artifact))
+    assert made.returncode == 0, made.stderr
+    manifest.write_text(
+        'api_version: "mender/v1"\nkind: "manifest"\nname: "m"\n'
+        'system_types_compatible: ["s"]\ncomponent_types:\n'
+        f'  rtos:\n    artifact_path: {artifact}\n    artifact_name: rtos-v2\n'
+        '    update_strategy: {order: 10}\n'
+    )
+    stopped = system.run("install", "--stop-before", "ArtifactInstall", str(manifest))
+    assert stopped.returncode == 0, stopped.stderr
+    calls = system.calls("rtos", "1")
+    result = system.run("check-interface", "rtos-interface", "--component-type", "rtos",
+                        "--arg", "1")
+    assert result.returncode == 5
+    assert "is still in progress" in result.stderr
+    assert system.calls("rtos", "1") == calls
 
 
 def test_no_deployment_or_second_check_starts_while_it_installs(system: System) -> None:
