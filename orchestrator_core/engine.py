@@ -376,7 +376,12 @@ class Deployment:
 
     def _prepare_work_dir(self, directory: Path, planned: PlannedComponent) -> None:
         if planned.key in self._prepared:
-            return
+            # made by this process, but something may have deleted it since: without it
+            # every later call fails, the rollback's too, so it is made again (as on resume)
+            if (directory / filetree.TMP).is_dir():
+                return
+            log.warning("%s: its File API directory %s vanished; making it again",
+                        planned.key, directory)
         info = planned.artifact_info
         filetree.prepare(
             directory,
@@ -412,9 +417,6 @@ class Deployment:
     # ---- the end
 
     def _finished(self, progress: Progress, options: RunOptions) -> RunResult:
-        filetree.remove(self.directory)
-        if self._cache is not None:
-            self._cache.prune({c.artifact["name"] for c in self.plan.components})
         if progress.failure is None:
             manifest_store.record(self.config.manifest_store, self.row.manifest)
             status, code = "succeeded", EXIT_OK
@@ -435,6 +437,14 @@ class Deployment:
                 f"{progress.failure}"
             )
         self.journal.finish_deployment(self.id, status, message)
+        # only after the end is journaled: a tree that cannot go (a mount left in tmp/, a
+        # read-only file system) must not keep the deployment in progress for ever
+        left = filetree.remove(self.directory)
+        if left:
+            log.warning("the deployment has ended, but its File API directory %s could not be "
+                        "removed (%s); remove it by hand", self.directory, "; ".join(left[:3]))
+        if self._cache is not None:
+            self._cache.prune({c.artifact["name"] for c in self.plan.components})
         return RunResult(code, message)
 
 
