@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator_core import atomic, drivers, filetree, manifest_store
+from orchestrator_core import atomic, drivers, filetree, manifest_store, preflight
 from orchestrator_core.config import Config
 from orchestrator_core.context import InterfaceContext
 from orchestrator_core.drivers import ComponentDriver
 from orchestrator_core.errors import NothingToResume, OrchestratorError
-from orchestrator_core.journal import DeploymentRow, EventRow, Journal
+from orchestrator_core.journal import DeploymentRow, EventRow, Journal, damaged_plan
 from orchestrator_core.lock import exclusive
 from orchestrator_core.log import component_logger
 from orchestrator_core.planner import Plan, PlannedComponent, deployment_dir, work_dir
@@ -115,7 +115,10 @@ class Deployment:
         self.journal = journal
         self.id = row.id
         self.row = row
-        self.plan = Plan.from_json(row.plan)
+        try:
+            self.plan = Plan.from_json(row.plan)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise damaged_plan(journal.path, row.id, exc) from None
         self.directory = deployment_dir(config.work_root, row.id)  # the File API trees
         self._drivers: dict[str, ComponentDriver] = {}
         self._preloaded = dict(preloaded or {})
@@ -464,6 +467,7 @@ def _announce_plan(plan: Plan) -> None:
 
 def install(config: Config, plan: Plan, manifest_bytes: bytes, options: RunOptions) -> RunResult:
     with exclusive(config):
+        preflight.check(config)
         journal = Journal(config.journal_path)
         try:
             current = journal.in_progress()
@@ -484,6 +488,7 @@ def install(config: Config, plan: Plan, manifest_bytes: bytes, options: RunOptio
 def resume(config: Config, options: RunOptions) -> RunResult:
     with exclusive(config):
         (config.datastore_dir / RESUME_AT_BOOT).unlink(missing_ok=True)
+        preflight.check(config)
         journal = Journal(config.journal_path)
         try:
             row = journal.in_progress()

@@ -222,3 +222,135 @@ def test_work_directories_are_private_whatever_the_umask(unit: Unit) -> None:
     work = unit.datastore / "work"
     for directory in (work, work / "1", work / "1" / "a", work / "1" / "a" / "a-1"):
         assert directory.stat().st_mode & 0o777 == 0o700, directory
+
+
+# ---- section 6: the journal
+
+
+@needs_mounts
+def test_a_full_disk_stops_the_deployment_with_a_message_and_resume_rolls_back(
+    unit: Unit,
+) -> None:
+    datastore = unit.root / "small-disk"
+    datastore.mkdir()
+    unit.fault("fill", "ArtifactInstall")
+    # one namespace for the three commands: the small disk lives as long as it does
+    script = """
+        mount -t tmpfs -o size=2m tmpfs "$DS" || exit 90
+        "$@" install "$M" 2>"$OUT/install.err"; echo $? >"$OUT/install.rc"
+        rm "$DS/filler" || exit 91
+        "$@" resume 2>"$OUT/resume.err"; echo $? >"$OUT/resume.rc"
+        "$@" status >"$OUT/status.out" 2>&1
+    """
+    ran = unit.in_namespace(script, DS=str(datastore), M=str(unit.manifest("v1")),
+                            OUT=str(unit.root), MENDER_ORCHESTRATOR_DATASTORE_DIR=str(datastore),
+                            MENDER_ORCHESTRATOR_TOPOLOGY_DIR=str(unit.datastore))
+    assert ran.returncode == 0, ran.stderr
+    installed = (unit.root / "install.err").read_text()
+    one_line_messages(installed)
+    assert (unit.root / "install.rc").read_text().strip() == "3", installed
+    assert "could not be written (database or disk is full)" in installed
+    assert "'mender-orchestrator resume' or 'rollback'" in installed
+    resumed = (unit.root / "resume.err").read_text()
+    one_line_messages(resumed)
+    assert (unit.root / "resume.rc").read_text().strip() == "1", resumed
+    assert "rolled back" in resumed
+    assert unit.states() == [*DOWNLOAD, "SupportsRollback", "ArtifactInstall",
+                             "ArtifactRollback", "NeedsArtifactReboot", "ArtifactFailure",
+                             "Cleanup"]
+    assert unit.version("a", "1") == "factory"
+    assert "status failed" in (unit.root / "status.out").read_text()
+
+
+def test_a_journal_locked_by_another_process_is_busy(unit: Unit) -> None:
+    assert unit.run("install", "--stop-before", "ArtifactCommit",
+                    str(unit.manifest("v1"))).returncode == 0
+    other = sqlite3.connect(unit.datastore / "journal.sqlite", isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")
+        result = unit.run("resume")
+    finally:
+        other.close()
+    one_line_messages(result.stderr)
+    assert result.returncode == 5, result.stderr
+    assert "is locked by another process (database is locked)" in result.stderr
+    assert unit.states() == INSTALL  # nothing ran while it was locked
+    assert unit.run("resume").returncode == 0
+
+
+@needs_mounts
+def test_status_and_history_read_a_journal_on_a_read_only_file_system(unit: Unit) -> None:
+    assert unit.run("install", str(unit.manifest("v1"))).returncode == 0
+    script = """
+        mount --bind "$DS" "$DS" && mount -o remount,bind,ro "$DS" "$DS" || exit 90
+        "$@" status && "$@" history
+    """
+    result = unit.in_namespace(script, DS=str(unit.datastore))
+    one_line_messages(result.stderr)
+    assert result.returncode == 0, result.stderr
+    assert "deployment 1: s-v1  status succeeded" in result.stdout
+    assert "succeeded    s-v1" in result.stdout
+
+
+def _overwrite_pages(path: Path) -> None:
+    """Every page but the first (the header and schema) becomes garbage."""
+    data = bytearray(path.read_bytes())
+    data[4096:] = b"\xa5" * (len(data) - 4096)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [
+    "UPDATE deployment SET plan = '{\"components\": [' ",
+    "UPDATE deployment SET plan = CAST(X'7BFF22' AS TEXT)",
+    "pages",
+])
+def test_a_damaged_journal_is_a_message(unit: Unit, damage: str) -> None:
+    assert unit.run("install", "--stop-before", "ArtifactCommit",
+                    str(unit.manifest("v1"))).returncode == 0
+    journal = unit.datastore / "journal.sqlite"
+    if damage == "pages":
+        _overwrite_pages(journal)
+    else:
+        with sqlite3.connect(journal) as db:
+            db.execute(damage)
+    for command in ("status", "history", "resume", "rollback"):
+        result = unit.run(command)
+        one_line_messages(result.stderr)
+        assert result.returncode == 3, (command, result.stderr)
+        assert f"journal {journal}" in result.stderr and "damaged" in result.stderr
+        assert "move the journal aside" in result.stderr
+    assert unit.states() == INSTALL
+
+
+def test_too_few_file_descriptors_refuse_before_anything_changes(unit: Unit) -> None:
+    result = subprocess.run(
+        ["prlimit", "--nofile=12:12", *CLI, "install", str(unit.manifest("v1"))],
+        env=unit.env, capture_output=True, text=True, timeout=120, check=False)
+    one_line_messages(result.stderr)
+    assert result.returncode == 2, result.stderr
+    assert "the limit on open files is 12; mender-orchestrator needs at least" in result.stderr
+    assert unit.states() == []
+    assert unit.version("a", "1") == "factory"
+    assert not (unit.datastore / "journal.sqlite").exists()
+
+
+def test_an_emptied_journal_is_refused_loudly(unit: Unit) -> None:
+    assert unit.run("install", str(unit.manifest("v1"))).returncode == 0
+    assert unit.run("install", "--stop-before", "ArtifactCommit",
+                    str(unit.manifest("v2"))).returncode == 0
+    journal = unit.datastore / "journal.sqlite"
+    for leftover in unit.datastore.glob("journal.sqlite-*"):
+        leftover.unlink()
+    journal.write_bytes(b"")
+    for command in (["install", str(unit.manifest("v1"))], ["resume"], ["status"]):
+        result = unit.run(*command)
+        one_line_messages(result.stderr)
+        assert result.returncode == 3, (command, result.stderr)
+        assert f"journal {journal} is" in result.stderr and "lost" in result.stderr
+    assert journal.stat().st_size == 0
+    assert unit.version("a", "1") == "unit-v2"
+    # the operator looked, and moved it aside: the System takes a deployment again
+    journal.rename(unit.datastore / "journal.sqlite.lost")
+    result = unit.run("install", str(unit.manifest("v1")))
+    assert result.returncode == 0, result.stderr
+    assert unit.version("a", "1") == "unit-v1"
