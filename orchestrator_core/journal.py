@@ -82,7 +82,9 @@ class JournalBusy(JournalError):
 def _failure(path: Path, exc: Exception, doing: str) -> JournalError:
     """The message for a journal error: what happened and what to do about it."""
     name = getattr(exc, "sqlite_errorname", None) or ""
-    what = str(exc)
+    if isinstance(exc, OSError):  # making its directory private, or the file's mode
+        name = "SQLITE_IOERR"
+    what = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
     if len(what) > 200:  # a decoding error quotes the whole value
         what = f"{what[:200]}..."
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
@@ -158,20 +160,17 @@ class Journal:
 
     @staticmethod
     def _open(path: Path) -> sqlite3.Connection:
-        try:
-            atomic.make_private_dir(path.parent)
-        except OSError as exc:
-            raise sqlite3.OperationalError(exc.strerror or str(exc)) from None
+        atomic.make_private_dir(path.parent)
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA busy_timeout=10000")
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(SCHEMA)
         try:
+            db.execute("PRAGMA busy_timeout=10000")  # first: the next one may wait already
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(SCHEMA)
             os.chmod(path, 0o600)
-        except OSError as exc:
+        except BaseException:
             db.close()
-            raise sqlite3.OperationalError(exc.strerror or str(exc)) from None
+            raise
         return db
 
     @contextmanager
@@ -179,7 +178,7 @@ class Journal:
         """SQLite's errors (a full disk, a lock held elsewhere, a damaged file) as messages."""
         try:
             yield
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise _failure(self.path, exc, doing) from None
 
     def close(self) -> None:
