@@ -447,7 +447,10 @@ class Deployment:
             log.warning("the deployment has ended, but its File API directory %s could not be "
                         "removed (%s); remove it by hand", self.directory, "; ".join(left[:3]))
         if self._cache is not None:
-            self._cache.prune({c.artifact["name"] for c in self.plan.components})
+            try:
+                self._cache.prune({c.artifact["name"] for c in self.plan.components})
+            except OSError as exc:
+                log.warning("ArtifactsCache: entries of other Artifacts were not removed: %s", exc)
         return RunResult(code, message)
 
 
