@@ -411,8 +411,5 @@ def _open_read_only(path: Path) -> sqlite3.Connection:
     ).fetchone()
     if not found[0]:
         db.close()
-        raise sqlite3.DatabaseError(
-            "it holds no deployments table: it is empty or was cut short, so any deployment "
-            "it recorded, one in progress included, is lost"
-        )
+        raise sqlite3.DatabaseError("it holds no deployments table: it is empty or cut short")
     return db

@@ -48,14 +48,15 @@ def _journal_kept(config: Config) -> None:
     path = config.journal_path
     if not path.is_file() or _holds_deployments(path):
         return
-    traces = _traces(config)
+    running, traces = _traces(config)
     if not traces:
         return  # a crash while the very first journal was created
+    lost = ", the deployment in progress too" if running else ""
     raise JournalError(
         f"journal {path} is empty or cut short, but {' and '.join(traces)}: the record of "
-        f"this System's deployments is lost, one in progress included. Check every "
-        f"Component (show-provides) against the Manifest you want, then move the journal "
-        f"aside (mv {path} {path}.lost) and run the command again"
+        f"this System's deployments is lost{lost}. Check every Component (show-provides) "
+        f"against the Manifest you want, then move the journal aside "
+        f"(mv {path} {path}.lost) and run the command again"
     )
 
 
@@ -75,11 +76,13 @@ def _holds_deployments(path: Path) -> bool:
     return bool(found[0])
 
 
-def _traces(config: Config) -> list[str]:
+def _traces(config: Config) -> tuple[bool, list[str]]:
+    """Whether a deployment seems to have been running, and what shows that any ran."""
     traces = []
     work = config.work_root
-    if work.is_dir() and any(work.iterdir()):
+    running = work.is_dir() and any(work.iterdir())
+    if running:
         traces.append(f"{work} holds the files of a deployment")
     if (config.manifest_store / manifest_store.CURRENT).is_file():
         traces.append(f"the Manifest store {config.manifest_store} holds an installed Manifest")
-    return traces
+    return running, traces
