@@ -480,6 +480,11 @@ def install(config: Config, plan: Plan, manifest_bytes: bytes, options: RunOptio
                     f"finish it with 'mender-orchestrator resume' or 'rollback' first"
                 )
             _announce_plan(plan)
+            # what ended deployments could not remove (a mount was left in it): a new
+            # deployment could otherwise find old files in a directory of the same id
+            left = filetree.remove_leftovers(config.work_root)
+            if left:
+                log.warning("files of ended deployments remain: %s", "; ".join(left[:3]))
             deployment_id = journal.begin(plan.manifest_name, manifest_bytes, plan.to_json())
             row = journal.in_progress()
             assert row is not None and row.id == deployment_id

@@ -161,6 +161,8 @@ def test_an_unremovable_work_tree_ends_the_deployment_with_a_warning(unit: Unit)
     again = unit.run("install", str(unit.manifest("v2")))
     assert again.returncode == 0, again.stderr
     assert unit.version("a", "1") == "unit-v2"
+    # the mount went with its namespace: what it held back is gone now
+    assert list((unit.datastore / "work").iterdir()) == []
 
 
 # ---- section 6: the Manifest store
