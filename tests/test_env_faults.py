@@ -30,13 +30,14 @@ if [ -e "$marker/wipe-$state" ]; then
     # the state runs, then the deployment's whole File API tree goes: work/<id>/
     rm -f "$marker/wipe-$state"; "$REAL_UNIT" "$@"; rm -rf "$(dirname "$(dirname "$work")")"; exit 1
 fi
+# mounts and full disks only in a test's own mount namespace, never on the machine itself
 if [ -e "$marker/mount-$state" ] && [ -n "${PRIVATE_MOUNTS:-}" ]; then
-    # (only in a test's own mount namespace: never on the machine running the tests)
     rm -f "$marker/mount-$state"
     mkdir -p "$work/tmp/mnt" && mount -t tmpfs tmpfs "$work/tmp/mnt" || exit 1
 fi
-if [ -e "$marker/fill-$state" ]; then
-    # the disk the datastore is on fills up: work/<id>/<type>/<id>/ is four levels down
+if [ -e "$marker/fill-$state" ] && [ -n "${PRIVATE_MOUNTS:-}" ]; then
+    # the (small, private) disk the datastore is on fills up: work/<id>/<type>/<id>/ is
+    # four levels down
     cat /dev/zero > "$work/../../../../filler" 2>/dev/null
 fi
 exec "$REAL_UNIT" "$@"
