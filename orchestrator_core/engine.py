@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator_core import atomic, drivers, filetree, manifest_store, preflight
+from orchestrator_core import atomic, drivers, filetree, manifest_store
 from orchestrator_core.config import Config
 from orchestrator_core.context import InterfaceContext
+from orchestrator_core.deployment_checks import check_before_journal
 from orchestrator_core.drivers import ComponentDriver
 from orchestrator_core.errors import NothingToResume, OrchestratorError
 from orchestrator_core.journal import DeploymentRow, EventRow, Journal, damaged_plan
@@ -441,11 +442,13 @@ class Deployment:
             )
         self.journal.finish_deployment(self.id, status, message)
         # only after the end is journaled: a tree that cannot go (a mount left in tmp/, a
-        # read-only file system) must not keep the deployment in progress for ever
-        left = filetree.remove(self.directory)
+        # read-only file system) must not keep the deployment in progress for ever; what
+        # earlier deployments could not remove goes now too
+        left = filetree.remove_all(self.config.work_root)
         if left:
-            log.warning("the deployment has ended, but its File API directory %s could not be "
-                        "removed (%s); remove it by hand", self.directory, "; ".join(left[:3]))
+            log.warning("the deployment has ended, but files under %s could not be removed "
+                        "(%s); the next deployment's end tries again", self.config.work_root,
+                        "; ".join(left[:3]))
         if self._cache is not None:
             try:
                 self._cache.prune({c.artifact["name"] for c in self.plan.components})
@@ -470,7 +473,7 @@ def _announce_plan(plan: Plan) -> None:
 
 def install(config: Config, plan: Plan, manifest_bytes: bytes, options: RunOptions) -> RunResult:
     with exclusive(config):
-        preflight.check(config)
+        check_before_journal(config)
         journal = Journal(config.journal_path)
         try:
             current = journal.in_progress()
@@ -480,11 +483,6 @@ def install(config: Config, plan: Plan, manifest_bytes: bytes, options: RunOptio
                     f"finish it with 'mender-orchestrator resume' or 'rollback' first"
                 )
             _announce_plan(plan)
-            # what ended deployments could not remove (a mount was left in it): a new
-            # deployment could otherwise find old files in a directory of the same id
-            left = filetree.remove_leftovers(config.work_root)
-            if left:
-                log.warning("files of ended deployments remain: %s", "; ".join(left[:3]))
             deployment_id = journal.begin(plan.manifest_name, manifest_bytes, plan.to_json())
             row = journal.in_progress()
             assert row is not None and row.id == deployment_id
@@ -496,7 +494,7 @@ def install(config: Config, plan: Plan, manifest_bytes: bytes, options: RunOptio
 def resume(config: Config, options: RunOptions) -> RunResult:
     with exclusive(config):
         (config.datastore_dir / RESUME_AT_BOOT).unlink(missing_ok=True)
-        preflight.check(config)
+        check_before_journal(config)
         journal = Journal(config.journal_path)
         try:
             row = journal.in_progress()

@@ -20,7 +20,7 @@ from orchestrator_core.journal import JournalError
 MIN_OPEN_FILES = DESCRIPTORS_KEPT + DESCRIPTORS_PER_CALL
 
 
-def check(config: Config) -> None:
+def check_before_journal(config: Config) -> None:
     """Raise if the process may run out of file descriptors, or if the journal was emptied
     while earlier deployments left their traces."""
     _open_files()
