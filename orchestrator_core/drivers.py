@@ -171,13 +171,6 @@ def in_parallel(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
     return list(_pool.map(work, items))
 
 
-def _excerpt(text: str) -> str:
-    """``text`` quoted for a message, cut short: an Interface's answer may be of any size."""
-    if len(text) <= EXCERPT_CHARACTERS:
-        return repr(text)
-    return f"{text[:EXCERPT_CHARACTERS]!r}... ({len(text)} characters)"
-
-
 class _PluginManager(pluggy.PluginManager):
     """pluggy's manager, remembering which attributes of a class are hooks.
 
@@ -353,3 +346,10 @@ def load(component: Component, data_dir: Path) -> ComponentDriver:
             f"{list(component.interface_args)}: {exc}"
         ) from exc
     return ComponentDriver(component, resolution, plugin, global_plugins())
+
+
+def _excerpt(text: str) -> str:
+    """``text`` quoted for a message, cut short: an Interface's answer may be of any size."""
+    if len(text) <= EXCERPT_CHARACTERS:
+        return repr(text)
+    return f"{text[:EXCERPT_CHARACTERS]!r}... ({len(text)} characters)"
