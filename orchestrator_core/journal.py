@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,16 @@ def _failure(path: Path, exc: Exception, doing: str) -> JournalError:
     )
 
 
+@contextmanager
+def sqlite_errors(path: Path, doing: str) -> Iterator[None]:
+    """SQLite's errors on the journal at ``path`` (a full disk, a lock held elsewhere, a
+    damaged file) as ``JournalError`` messages; ``doing`` is "read", "written" or "opened"."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        raise _failure(path, exc, doing) from None
+
+
 def damaged_plan(path: Path, deployment: int, exc: Exception) -> JournalError:
     return JournalError(
         f"journal {path}: the plan of deployment {deployment} is damaged ({exc!r}); check "
@@ -173,13 +183,8 @@ class Journal:
             raise
         return db
 
-    @contextmanager
-    def _guard(self, doing: str) -> Iterator[None]:
-        """SQLite's errors (a full disk, a lock held elsewhere, a damaged file) as messages."""
-        try:
-            yield
-        except (sqlite3.Error, OSError) as exc:
-            raise _failure(self.path, exc, doing) from None
+    def _guard(self, doing: str) -> AbstractContextManager[None]:
+        return sqlite_errors(self.path, doing)
 
     def close(self) -> None:
         try:
