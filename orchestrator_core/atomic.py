@@ -50,7 +50,14 @@ def write_bytes(path: Path, data: bytes, mode: int = 0o600, durable: bool = True
 
 
 def make_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) and make sure it is 0700, even if it existed."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Create ``path`` and make sure it is 0700, even if it existed; parents it creates are
+    0700 too (``mkdir(parents=True)`` would make them as the umask says, 0777 under 000)."""
+    if not path.parent.is_dir():
+        make_private_dir(path.parent)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        if not path.is_dir():
+            raise
     os.chmod(path, 0o700)
     return path

@@ -378,7 +378,7 @@ def _from_journal(ctx: click.Context, lines: Callable[[Any], list[str]]) -> None
     if not s.config.journal_path.exists():
         click.echo("no deployment has run on this System")
         return
-    journal = Journal(s.config.journal_path)
+    journal = Journal(s.config.journal_path, read_only=True)
     try:
         for line in lines(journal):
             click.echo(line)

@@ -47,6 +47,9 @@ MAX_PARALLEL_CALLS = 128
 DESCRIPTORS_PER_CALL = 12
 DESCRIPTORS_KEPT = 64  # for everything else: the journal, logs, the lock, Python itself
 
+MAX_ID_BYTES = 255  # NAME_MAX: the longest file name Linux file systems take
+EXCERPT_CHARACTERS = 40  # of an Interface's answer quoted in a message
+
 log = logging.getLogger("mender_orchestrator.drivers")
 
 T = TypeVar("T")
@@ -273,8 +276,15 @@ class ComponentDriver:
         # the ID names a directory of the File API tree and a key of show-provides lines
         if component_id in (".", "..") or any(c in component_id for c in "/\0\n\r="):
             raise InterfaceError(
-                f"{ctx.name}: the Identity query gave id={component_id!r}; an id must not be "
-                f"'.' or '..' nor contain '/', '=', NUL or line breaks"
+                f"{ctx.name}: the Identity query gave id={_excerpt(component_id)}; an id must "
+                f"not be '.' or '..' nor contain '/', '=', NUL or line breaks"
+            )
+        size = len(component_id.encode("utf-8", "surrogateescape"))
+        if size > MAX_ID_BYTES:
+            raise InterfaceError(
+                f"{ctx.name}: the Identity query gave an id of {size} bytes "
+                f"({_excerpt(component_id)}); an id names a directory, so it may have at most "
+                f"{MAX_ID_BYTES} bytes"
             )
         return component_id
 
@@ -283,6 +293,13 @@ class ComponentDriver:
         if answer is None:
             answer = {}
         result = dict(answer)
+        for key, value in result.items():
+            if any(c in f"{key}{value}" for c in "\0\n\r"):
+                raise InterfaceError(
+                    f"{ctx.name}: the Provides query gave {_excerpt(key)}={_excerpt(value)}, "
+                    f"with NUL or a line break in it; Provides keys and values are single lines "
+                    f"of text"
+                )
         device_type = result.pop("device_type", None)
         if device_type is not None and device_type != self.component.component_type:
             ctx.log.warning(
@@ -367,3 +384,10 @@ def load(component: Component, data_dir: Path) -> ComponentDriver:
             f"{list(component.interface_args)}: {exc}"
         ) from exc
     return ComponentDriver(component, resolution, plugin, global_plugins())
+
+
+def _excerpt(text: str) -> str:
+    """``text`` quoted for a message, cut short: an Interface's answer may be of any size."""
+    if len(text) <= EXCERPT_CHARACTERS:
+        return repr(text)
+    return f"{text[:EXCERPT_CHARACTERS]!r}... ({len(text)} characters)"

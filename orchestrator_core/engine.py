@@ -19,9 +19,10 @@ from typing import Any
 from orchestrator_core import atomic, drivers, filetree, manifest_store, processes, replay
 from orchestrator_core.config import Config
 from orchestrator_core.context import InterfaceContext
+from orchestrator_core.deployment_checks import check_before_journal
 from orchestrator_core.drivers import ComponentDriver
 from orchestrator_core.errors import Busy, JournalMismatch, NothingToResume, OrchestratorError
-from orchestrator_core.journal import DeploymentRow, EventRow, Journal, StepIdentity
+from orchestrator_core.journal import DeploymentRow, EventRow, Journal, StepIdentity, damaged_plan
 from orchestrator_core.lock import exclusive
 from orchestrator_core.log import component_logger
 from orchestrator_core.planner import Plan, PlannedComponent, deployment_dir, work_dir
@@ -136,6 +137,8 @@ class Deployment:
             raise JournalMismatch(
                 f"deployment {row.id} of {row.manifest_name}: {exc.message}"
             ) from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise damaged_plan(journal.path, row.id, exc) from None
         self.directory = deployment_dir(config.work_root, row.id)  # the File API trees
         self._drivers: dict[str, ComponentDriver] = {}
         self._preloaded = dict(preloaded or {})
@@ -468,7 +471,12 @@ class Deployment:
 
     def _prepare_work_dir(self, directory: Path, planned: PlannedComponent) -> None:
         if planned.key in self._prepared:
-            return
+            # made by this process, but something may have deleted it since: without it
+            # every later call fails, the rollback's too, so it is made again (as on resume)
+            if (directory / filetree.TMP).is_dir():
+                return
+            log.warning("%s: its File API directory %s vanished; making it again",
+                        planned.key, directory)
         info = planned.artifact_info
         filetree.prepare(
             directory,
@@ -504,9 +512,6 @@ class Deployment:
     # ---- the end
 
     def _finished(self, progress: Progress, options: RunOptions) -> RunResult:
-        filetree.remove(self.directory)
-        if self._cache is not None:
-            self._cache.prune({c.artifact["name"] for c in self.plan.components})
         if progress.failure is None:
             manifest_store.record(self.config.manifest_store, self.row.manifest)
             status, code = "succeeded", EXIT_OK
@@ -529,6 +534,19 @@ class Deployment:
                 f"{progress.failure}"
             )
         self.journal.finish_deployment(self.id, status, message)
+        # only after the end is journaled: a tree that cannot go (a mount left in tmp/, a
+        # read-only file system) must not keep the deployment in progress for ever; what
+        # earlier deployments could not remove goes now too
+        left = filetree.remove_all(self.config.work_root)
+        if left:
+            log.warning("the deployment has ended, but files under %s could not be removed "
+                        "(%s); the next deployment's end tries again", self.config.work_root,
+                        "; ".join(left[:3]))
+        if self._cache is not None:
+            try:
+                self._cache.prune({c.artifact["name"] for c in self.plan.components})
+            except OSError as exc:
+                log.warning("ArtifactsCache: entries of other Artifacts were not removed: %s", exc)
         return RunResult(code, message)
 
 
@@ -574,6 +592,7 @@ def install(
     """Plan (``planned`` asks the Interfaces) and deploy, all under the lock: nothing is asked
     of any Interface while another command calls them or a deployment is in progress."""
     with exclusive(config):
+        check_before_journal(config)
         refuse_in_progress(config)
         journal = Journal(config.journal_path)
         try:
@@ -592,6 +611,7 @@ def install(
 def resume(config: Config, options: RunOptions) -> RunResult:
     with exclusive(config):
         (config.datastore_dir / RESUME_AT_BOOT).unlink(missing_ok=True)
+        check_before_journal(config)
         journal = Journal(config.journal_path)
         try:
             with guarded(config, journal, options.command) as guard:

@@ -206,10 +206,20 @@ def remove_streams(work_dir: Path) -> None:
     _rmtree(work_dir / STREAMS)
 
 
-def remove(work_dir: Path) -> None:
-    """Remove a whole File API directory (a deployment's, with its shared copies, at its end)."""
-    _rmtree(work_dir)
-    _rmtree(shared_copies(work_dir))
+def remove_all(work_root: Path) -> list[str]:
+    """Remove every deployment's File API directory (called when none is in progress) as far
+    as possible: what cannot go (a mount an Interface left in ``tmp/``, a read-only file
+    system) is skipped, and described in the list returned."""
+    problems: list[str] = []
+
+    def skip(_function: object, path: str, error: tuple[type, BaseException, object]) -> None:
+        if not isinstance(error[1], FileNotFoundError):
+            problems.append(f"{path}: {getattr(error[1], 'strerror', None) or error[1]}")
+
+    if work_root.is_dir():
+        for tree in sorted(work_root.iterdir()):
+            shutil.rmtree(tree, onerror=skip)
+    return problems
 
 
 def _rmtree(path: Path) -> None:

@@ -19,6 +19,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -78,6 +79,65 @@ CREATE TABLE IF NOT EXISTS process (   -- Interface calls running now (orchestra
 """
 
 
+class JournalError(OrchestratorError):
+    """The journal cannot be read or written (a full or failing disk, a damaged file): what
+    the System runs is then not known from here."""
+
+    exit_code = 3
+
+
+class JournalBusy(JournalError):
+    """Another process holds the journal's database lock (not a mender-orchestrator: those
+    are kept apart by the lock file)."""
+
+    exit_code = 5
+
+
+def _failure(path: Path, exc: Exception, doing: str) -> JournalError:
+    """The message for a journal error: what happened and what to do about it."""
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    if isinstance(exc, OSError):  # making its directory private, or the file's mode
+        name = "SQLITE_IOERR"
+    what = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+    if len(what) > 200:  # a decoding error quotes the whole value
+        what = f"{what[:200]}..."
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return JournalBusy(
+            f"journal {path} is locked by another process ({what}); wait for it to let go, "
+            f"then run the command again"
+        )
+    # the Python module's own decoding errors carry no SQLite error name
+    if not name or name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")):
+        return JournalError(
+            f"journal {path} is damaged ({what}); check every Component (show-provides), then "
+            f"move the journal aside to start afresh (the deployments it describes, and one "
+            f"in progress, are then forgotten)"
+        )
+    return JournalError(
+        f"journal {path} could not be {doing} ({what}); free space or repair the file system, "
+        f"then run the command again (a deployment in progress goes on with "
+        f"'mender-orchestrator resume' or 'rollback')"
+    )
+
+
+@contextmanager
+def sqlite_errors(path: Path, doing: str) -> Iterator[None]:
+    """SQLite's errors on the journal at ``path`` (a full disk, a lock held elsewhere, a
+    damaged file) as ``JournalError`` messages; ``doing`` is "read", "written" or "opened"."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as exc:
+        raise _failure(path, exc, doing) from None
+
+
+def damaged_plan(path: Path, deployment: int, exc: Exception) -> JournalError:
+    return JournalError(
+        f"journal {path}: the plan of deployment {deployment} is damaged ({exc!r}); check "
+        f"every Component (show-provides), then move the journal aside to start afresh (the "
+        f"deployments it describes are then forgotten)"
+    )
+
+
 @dataclass(frozen=True)
 class DeploymentRow:
     id: int
@@ -112,30 +172,15 @@ class EventRow:
 
 
 class Journal:
-    def __init__(self, path: Path) -> None:
-        atomic.make_private_dir(path.parent)
-        try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=10000")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > JOURNAL_FORMAT:
-                self._db.close()
-                raise JournalMismatch(
-                    f"journal {path} has format {version}, newer than this "
-                    f"mender-orchestrator reads (up to {JOURNAL_FORMAT}): it was written by a "
-                    f"newer version; finish its deployment with that version"
-                )
-            self._db.executescript(SCHEMA)
-            if version < JOURNAL_FORMAT:
-                self._upgrade()
-        except sqlite3.DatabaseError as exc:
-            raise OrchestratorError(
-                f"journal {path} cannot be opened: {exc}; move it aside to start afresh "
-                f"(the deployment it describes is then forgotten)"
-            ) from None
-        os.chmod(path, 0o600)
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        """``read_only`` for commands that only read (``status``, ``history``): they work on
+        a read-only file system and change nothing, not even the file's mode."""
+        self.path = path
+        with self._guard("opened"):
+            if read_only:
+                self._db = _open_read_only(path)
+            else:
+                self._db = self._open(path)
         self._lock = threading.Lock()
         crash = os.environ.get(CRASH_SWITCH)
         self._crash_after: int | None = int(crash) if crash else None
@@ -147,19 +192,41 @@ class Journal:
         self._committed = 0
         self._flush_timer: threading.Timer | None = None
 
-    def _upgrade(self) -> None:
-        """Bring a journal of format 0 to JOURNAL_FORMAT; its old rows keep NULL members."""
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(step)")}
-        if "members" not in columns:
-            self._db.execute("ALTER TABLE step ADD COLUMN members TEXT")
-        self._db.execute(f"PRAGMA user_version = {JOURNAL_FORMAT}")
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        atomic.make_private_dir(path.parent)
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA busy_timeout=10000")  # first: the next one may wait already
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > JOURNAL_FORMAT:
+                raise JournalMismatch(
+                    f"journal {path} has format {version}, newer than this "
+                    f"mender-orchestrator reads (up to {JOURNAL_FORMAT}): it was written by a "
+                    f"newer version; finish its deployment with that version"
+                )
+            db.executescript(SCHEMA)
+            if version < JOURNAL_FORMAT:
+                _upgrade(db)
+            os.chmod(path, 0o600)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _guard(self, doing: str) -> AbstractContextManager[None]:
+        return sqlite_errors(self.path, doing)
 
     def close(self) -> None:
-        self.flush()
-        self._db.close()
+        try:
+            self.flush()
+        finally:
+            self._db.close()
 
     def _write(self, sql: str, args: tuple[Any, ...]) -> int:
-        with self._lock:
+        with self._lock, self._guard("written"):
             cursor = self._db.execute(sql, args)
             self._wrote()
             return cursor.lastrowid or 0
@@ -171,14 +238,17 @@ class Journal:
 
     def _transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
         """Several rows in one commit (one fsync); the caller holds ``_lock``."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            for sql, args in statements:
-                self._db.execute(sql, args)
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._guard("written"):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, args in statements:
+                    self._db.execute(sql, args)
+                self._db.execute("COMMIT")
+            except BaseException:
+                # SQLite may have rolled back already (a full disk, an I/O error)
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
         self._wrote()
 
     # ---- deployments
@@ -199,14 +269,20 @@ class Journal:
     def _row(self, row: tuple[Any, ...] | None) -> DeploymentRow | None:
         if row is None:
             return None
-        return DeploymentRow(
-            row[0], row[1], bytes(row[2]), json.loads(row[3]), row[4], row[5], row[6], row[7]
-        )
+        try:
+            plan = json.loads(row[3])
+            if not isinstance(plan, dict):
+                raise ValueError(f"a JSON {type(plan).__name__}, not an object")
+            return DeploymentRow(
+                row[0], row[1], bytes(row[2]), plan, row[4], row[5], row[6], row[7]
+            )
+        except (ValueError, TypeError) as exc:
+            raise damaged_plan(self.path, row[0], exc) from None
 
     _COLUMNS = "id, manifest_name, manifest, plan, status, started, finished, summary"
 
     def in_progress(self) -> DeploymentRow | None:
-        with self._lock:
+        with self._lock, self._guard("read"):
             row = self._db.execute(
                 f"SELECT {self._COLUMNS} FROM deployment WHERE status = 'in_progress' "
                 f"ORDER BY id DESC LIMIT 1"
@@ -214,14 +290,14 @@ class Journal:
         return self._row(row)
 
     def latest(self) -> DeploymentRow | None:
-        with self._lock:
+        with self._lock, self._guard("read"):
             row = self._db.execute(
                 f"SELECT {self._COLUMNS} FROM deployment ORDER BY id DESC LIMIT 1"
             ).fetchone()
         return self._row(row)
 
     def deployments(self) -> Iterator[DeploymentRow]:
-        with self._lock:
+        with self._lock, self._guard("read"):
             rows = self._db.execute(
                 f"SELECT {self._COLUMNS} FROM deployment ORDER BY id"
             ).fetchall()
@@ -296,7 +372,7 @@ class Journal:
             self._submitted += 1
             ticket = self._submitted
             if soon and self._flush_timer is None:
-                self._flush_timer = threading.Timer(FLUSH_DELAY_SECONDS, self.flush)
+                self._flush_timer = threading.Timer(FLUSH_DELAY_SECONDS, self._flush_later)
                 self._flush_timer.daemon = True
                 self._flush_timer.start()
         if soon:
@@ -310,6 +386,12 @@ class Journal:
         with self._lock:
             self._commit_pending()
 
+    def _flush_later(self) -> None:
+        try:
+            self.flush()
+        except JournalError:
+            pass  # the rows stay pending: the step's barrier commits them or reports why not
+
     def _commit_pending(self) -> None:
         """Commit the events waiting in ``_pending``, in one transaction; the caller holds
         ``_lock``."""
@@ -320,11 +402,16 @@ class Journal:
         if timer is not None:
             timer.cancel()
         if rows:
-            self._transaction([(self._INSERT_EVENT, r) for r in rows])
+            try:
+                self._transaction([(self._INSERT_EVENT, r) for r in rows])
+            except JournalError:
+                with self._pending_lock:
+                    self._pending[:0] = rows
+                raise
         self._committed = last
 
     def events(self, deployment: int) -> list[EventRow]:
-        with self._lock:
+        with self._lock, self._guard("read"):
             rows = self._db.execute(
                 "SELECT seq, component, kind, ok, value, message, at FROM event "
                 "WHERE deployment = ? ORDER BY id",
@@ -336,7 +423,7 @@ class Journal:
         ]
 
     def steps(self, deployment: int) -> list[tuple[int, str, str, int, str]]:
-        with self._lock:
+        with self._lock, self._guard("read"):
             return list(
                 self._db.execute(
                     "SELECT seq, kind, name, grp, phase FROM step WHERE deployment = ? "
@@ -356,6 +443,14 @@ class Journal:
         }
 
 
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Bring a journal of format 0 to JOURNAL_FORMAT; its old rows keep NULL members."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(step)")}
+    if "members" not in columns:
+        db.execute("ALTER TABLE step ADD COLUMN members TEXT")
+    db.execute(f"PRAGMA user_version = {JOURNAL_FORMAT}")
+
+
 def _members(text: str | None) -> tuple[str, ...] | None:
     """A step row's members; a row that does not hold a list of keys is reported as such."""
     if text is None:
@@ -367,3 +462,24 @@ def _members(text: str | None) -> tuple[str, ...] | None:
     if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
         return ("<unreadable members>",)
     return tuple(members)
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """The journal for reading only; on a read-only file system too, where SQLite cannot make
+    the WAL's index file: nothing can change the journal there, so it is read as immutable."""
+    uri = path.resolve().as_uri()
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        db.close()
+        if os.access(path.parent, os.W_OK):  # False on a read-only file system
+            raise
+        db = sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
+    found = db.execute(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'deployment'"
+    ).fetchone()
+    if not found[0]:
+        db.close()
+        raise sqlite3.DatabaseError("it holds no deployments table: it is empty or cut short")
+    return db

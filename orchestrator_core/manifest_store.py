@@ -27,9 +27,17 @@ def current_name(store: Path) -> str | None:
 
 
 def record(store: Path, manifest_bytes: bytes) -> None:
-    """Keep ``manifest_bytes`` as current, the old current as previous (each step atomic)."""
+    """Keep ``manifest_bytes`` as current, the old current as previous (each step atomic).
+
+    Recording the current Manifest again changes nothing: a deployment that crashed after
+    this and before its end was journaled records it again on ``resume``, and must not
+    push the Manifest before it out of ``previous``.
+    """
     atomic.make_private_dir(store)
     current = store / CURRENT
     if current.exists():
-        atomic.write_bytes(store / PREVIOUS, current.read_bytes(), mode=0o644)
+        old = current.read_bytes()
+        if old == manifest_bytes:
+            return
+        atomic.write_bytes(store / PREVIOUS, old, mode=0o644)
     atomic.write_bytes(current, manifest_bytes, mode=0o644)

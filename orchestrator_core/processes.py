@@ -40,6 +40,7 @@ from types import FrameType
 from typing import Protocol
 
 from orchestrator_core.errors import OrchestratorError
+from orchestrator_core.journal import sqlite_errors
 
 log = logging.getLogger("mender_orchestrator.processes")
 
@@ -136,10 +137,14 @@ class ProcessTable:
     """The journal's ``process`` table, through a connection of its own (no fsync per row)."""
 
     def __init__(self, journal_path: Path, deployment: int | None) -> None:
-        self._db = sqlite3.connect(journal_path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA busy_timeout=10000")
-        # WAL commits without an fsync, checkpoints still synced: never a corrupt journal
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._path = journal_path
+        with sqlite_errors(journal_path, "opened"):
+            self._db = sqlite3.connect(
+                journal_path, check_same_thread=False, isolation_level=None
+            )
+            self._db.execute("PRAGMA busy_timeout=10000")
+            # WAL commits without an fsync, checkpoints still synced: never a corrupt journal
+            self._db.execute("PRAGMA synchronous=NORMAL")
         self._lock = threading.Lock()
         self.deployment = deployment
 
@@ -147,7 +152,7 @@ class ProcessTable:
         self._db.close()
 
     def _write(self, sql: str, args: tuple[object, ...]) -> int:
-        with self._lock:
+        with self._lock, sqlite_errors(self._path, "written"):
             return self._db.execute(sql, args).lastrowid or 0
 
     def starting(self, what: str) -> tuple[int, str]:
@@ -170,7 +175,7 @@ class ProcessTable:
     ) -> list[tuple[int, int | None, int | None, str, str, int | None]]:
         """Rows of orchestrators that are gone (or, with ``own``, this one's): id, pgid,
         start, token, what, deployment."""
-        with self._lock:
+        with self._lock, sqlite_errors(self._path, "read"):
             rows = self._db.execute(
                 "SELECT id, pgid, start, token, what, deployment, owner_pid, owner_start "
                 "FROM process ORDER BY id"

@@ -139,7 +139,7 @@ def test_components_of_a_deployment_share_one_copy_of_each_content(tmp_path: Pat
     assert len(list(shared.iterdir())) == len(contents)
     assert mode(shared) == 0o700
 
-    filetree.remove(deployment)
+    assert filetree.remove_all(deployment.parent) == []
     assert not deployment.exists() and not shared.exists()
 
 
@@ -195,12 +195,13 @@ def test_entry_names_refused(name: str, problem: str) -> None:
         filetree.check_entry_name(name)
 
 
-def test_remove(tmp_path: Path) -> None:
-    work = prepare(tmp_path / "work")
+def test_remove_all(tmp_path: Path) -> None:
+    work = prepare(tmp_path / "work" / "3")
     (filetree.files_dir(work) / "x").write_bytes(b"x")
-    filetree.remove(work)
-    assert not work.exists()
-    filetree.remove(work)  # already gone: fine
+    assert filetree.remove_all(tmp_path / "work") == []
+    assert list((tmp_path / "work").iterdir()) == []
+    assert filetree.remove_all(tmp_path / "work") == []  # already gone: fine
+    assert filetree.remove_all(tmp_path / "none") == []
 
 
 @pytest.mark.skipif(shutil.which("jq") is None, reason="the recorder Interface reads JSON with jq")
