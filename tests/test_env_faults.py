@@ -344,7 +344,8 @@ def test_too_few_file_descriptors_refuse_before_anything_changes(unit: Unit) -> 
     assert result.returncode == 2, result.stderr
     assert "the limit on open files is 12; mender-orchestrator needs at least" in result.stderr
     assert unit.states() == []
-    assert unit.version("a", "1") == "factory"
+    # refused before planning: not even a query reached the Component
+    assert not unit.device("a", "1").exists()
     assert nothing_journaled(unit)
 
 

@@ -171,13 +171,14 @@ def test_a_journal_of_format_0_is_upgraded_and_still_checked(stopped: System) ->
     with journal(system) as db:
         db.execute("ALTER TABLE step DROP COLUMN members")
         db.execute("PRAGMA user_version = 0")
-    assert "status in_progress" in system.run("status").stdout
+    assert "status in_progress" in system.run("status").stdout  # read-only: no upgrade
+    with journal(system) as db:
+        db.execute("UPDATE event SET component = 'a/a-1' WHERE seq = 9")
+    err = run_ok(system, "resume", code=INCONSISTENT)
     with journal(system) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (1,)
         assert db.execute("SELECT members FROM step WHERE seq = 8").fetchone() == (None,)
         assert db.execute("SELECT members FROM step WHERE seq = 7").fetchone() == (None,)
-        db.execute("UPDATE event SET component = 'a/a-1' WHERE seq = 9")
-    err = run_ok(system, "resume", code=INCONSISTENT)
     assert "position 9 holds events of a/a-1, not members of query NeedsArtifactReboot" in err
     with journal(system) as db:
         db.execute("UPDATE event SET component = 'b/b-1' WHERE seq = 9")
