@@ -55,8 +55,7 @@ def _directory(flag: str, env: str, default: str, what: str) -> Callable[[F], F]
         flag,
         type=click.Path(path_type=Path, file_okay=False),
         metavar="DIR",
-        help=what,
-        show_default=f"${env}, else {default}",
+        help=f"{what} Default: ${env}, else {default}.",
     )
 
 
@@ -69,10 +68,10 @@ def location_options(command: F) -> F:
             "config_file",
             type=click.Path(path_type=Path, dir_okay=False),
             metavar="FILE",
-            help="The configuration file (the fallback <datastore>/mender-orchestrator.conf "
-            "still fills in the keys it lacks).",
-            show_default="$MENDER_ORCHESTRATOR_CONF_DIR/mender-orchestrator.conf, "
-            "else /etc/mender-orchestrator/mender-orchestrator.conf",
+            help="The configuration file; the fallback <datastore>/mender-orchestrator.conf "
+            "still fills in the keys it lacks. Default: "
+            "$MENDER_ORCHESTRATOR_CONF_DIR/mender-orchestrator.conf, "
+            "else /etc/mender-orchestrator/mender-orchestrator.conf.",
         ),
         _directory(
             "--data-dir",
