@@ -376,3 +376,17 @@ def test_the_config_schema_refuses_what_the_loader_refuses(
 
 def test_the_config_schema_refuses_a_misspelt_option_the_loader_warns_of() -> None:
     assert errors("config", {"InterfaceTimeoutSecond": 30})
+
+
+def test_status_of_a_stopped_deployment_shows_where_it_stopped(unit: tuple[System, Path]) -> None:
+    system, manifest = unit
+    result = system.run("install", "--stop-before", "ArtifactCommit", str(manifest))
+    assert result.returncode == 0, result.stderr
+    status = run_json(system, "status", "--json")
+    check("status", status)
+    deployment = status["deployment"]
+    assert deployment["finished"] is None
+    [stopped] = [e for e in deployment["events"] if e["kind"] == "stopped"]
+    assert stopped["value"] == "ArtifactCommit"
+    assert "ArtifactCommit" not in [s["step"] for s in deployment["steps"]]
+    assert [c["key"] for c in deployment["components"]] == ["a/a-1"]
