@@ -148,7 +148,7 @@ def history(journal: Journal) -> dict[str, Any]:
 
 
 def plan(made: Plan) -> dict[str, Any]:
-    from orchestrator_core.planner import _current_version
+    from orchestrator_core.planner import current_version
 
     groups = []
     for order, keys in made.groups:
@@ -161,7 +161,7 @@ def plan(made: Plan) -> dict[str, Any]:
                     "component_type": planned.component.component_type,
                     "id": planned.component_id,
                     "interface": planned.component.interface,
-                    "current_version": _current_version(planned),
+                    "current_version": current_version(planned),
                     "artifact_name": planned.artifact["name"],
                     "artifact_source": planned.artifact["source"],
                 }
