@@ -381,12 +381,22 @@ def _from_journal(ctx: click.Context, lines: Callable[[Any], list[str]]) -> None
 
 
 @cli.command("status")
+@click.argument("deployment", required=False, type=click.IntRange(min=1))
 @click.pass_context
-def status_command(ctx: click.Context) -> None:
-    """Show the deployment in progress, or the last one, per Component and state."""
-    from orchestrator_core.report import status_lines
+def status_command(ctx: click.Context, deployment: int | None) -> None:
+    """Show DEPLOYMENT (a number from `history`), else the one in progress, else the last
+    one: the step running now, and every state of every Component."""
+    from orchestrator_core.config import load_config
+    from orchestrator_core.lock import held
+    from orchestrator_core.report import find_deployment, status_lines
 
-    _from_journal(ctx, status_lines)
+    def lines(journal: Any) -> list[str]:
+        if deployment is not None and find_deployment(journal, deployment) is None:
+            log.error("no deployment %d in the journal (`history` lists them)", deployment)
+            raise SystemExit(2)
+        return status_lines(journal, deployment, held(load_config()))
+
+    _from_journal(ctx, lines)
 
 
 @cli.command("history")

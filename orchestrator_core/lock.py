@@ -54,3 +54,12 @@ def refuse_while_deploying(config: Config, what: str) -> None:
                 f"{what} would query its Components in the middle of their update, so it "
                 f"waits for the next run"
             ) from None
+
+
+def held(config: Config) -> bool:
+    """Whether a mender-orchestrator holds the lock right now (a deployment is running)."""
+    try:
+        refuse_while_deploying(config, "")
+    except OrchestratorError:
+        return True
+    return False
