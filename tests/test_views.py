@@ -3,14 +3,16 @@ deployment), ``history``, errors on a terminal, the live view, the HTML report."
 
 from __future__ import annotations
 
+import os
 import re
+import select
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from systems import CLI, System
+from systems import CLI, REPO, System
 from test_engine import artifacts, core, manifest  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("artifacts")
@@ -75,3 +77,149 @@ def test_status_id_shows_any_past_deployment_and_names_states_as_people_say(
     assert missing.returncode == 2
     assert 'msg="no deployment 9 in the journal (`history` lists them)"' in missing.stderr
     assert missing.stdout == ""
+
+
+# --------------------------------------------------------------------------- on a terminal
+
+ESCAPE = re.compile(r"\x1b\[(\d*)([A-Za-z])")
+
+
+def screen(output: str) -> list[str]:
+    """What a terminal shows after ``output``: carriage returns, erased lines and cursor-up
+    applied, colours dropped (enough of a terminal for the sequences the tool writes)."""
+    lines, row, col = [""], 0, 0
+    position = 0
+    while position < len(output):
+        escape = ESCAPE.match(output, position)
+        if escape:
+            if escape.group(2) == "K":
+                lines[row] = lines[row][:col]
+            elif escape.group(2) == "A":
+                row = max(0, row - int(escape.group(1) or 1))
+            position = escape.end()
+            continue
+        char = output[position]
+        position += 1
+        if char == "\r":
+            col = 0
+        elif char == "\n":
+            row, col = row + 1, 0
+            if row == len(lines):
+                lines.append("")
+        else:
+            lines[row] = lines[row][:col].ljust(col) + char + lines[row][col + 1:]
+            col += 1
+    return lines
+
+
+class Terminal:
+    """A command whose stderr is a real pseudo-terminal (stdout stays a pipe)."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        import pty
+
+        self.master, slave = pty.openpty()
+        self.process = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        self.output = b""
+
+    def read(self, timeout: float = 0.2) -> bool:
+        """Take what the command wrote; False once it closed the terminal."""
+        ready, _, _ = select.select([self.master], [], [], timeout)
+        if not ready:
+            return True
+        try:
+            data = os.read(self.master, 65536)
+        except OSError:  # EIO: every writer closed the terminal
+            return False
+        self.output += data
+        return bool(data)
+
+    def until(self, check: object, timeout: float = 30) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            shown = self.screen()
+            if callable(check) and check(shown):
+                return shown
+            assert time.monotonic() < deadline, "\n".join(shown)
+            self.read()
+
+    def finish(self, timeout: float = 60) -> int:
+        while self.read():
+            pass
+        os.close(self.master)
+        return self.process.wait(timeout=timeout)
+
+    def screen(self) -> list[str]:
+        return screen(self.output.decode(errors="replace"))
+
+
+def terminal_env(system: System, **extra: str) -> dict[str, str]:
+    env = system.env
+    env.pop("NO_COLOR", None)
+    env.update({"TERM": "xterm-256color", **extra})
+    return env
+
+
+def test_an_error_on_a_terminal_reads_as_a_sentence_with_its_fix(system: System) -> None:
+    terminal = Terminal([*CLI, "show-provides"], terminal_env(system))
+    assert terminal.finish() == 2
+    topology = system.datastore / "topology.yaml"
+    assert terminal.screen() == [
+        f"error: Topology {topology} does not exist",
+        "  fix: put the Topology there or set `MENDER_ORCHESTRATOR_TOPOLOGY_DIR`",
+        "",
+    ]
+    assert b"\x1b[31m" in terminal.output  # in red
+
+
+@pytest.mark.parametrize("no_colour", [{"NO_COLOR": "1"}, {"TERM": "dumb"}])
+def test_no_colour_when_the_user_or_the_terminal_says_so(
+    system: System, no_colour: dict[str, str]
+) -> None:
+    terminal = Terminal([*CLI, "show-provides"], terminal_env(system, **no_colour))
+    assert terminal.finish() == 2
+    assert b"\x1b" not in terminal.output
+    assert terminal.output.decode().startswith("error: Topology ")
+
+
+def test_off_a_terminal_errors_keep_the_mender_log_format(system: System) -> None:
+    result = system.run("show-provides")
+    topology = system.datastore / "topology.yaml"
+    assert re.fullmatch(
+        r'record_id=1 severity=error time="\d{4}-[A-Z][a-z]{2}-\d\d \d\d:\d\d:\d\d\.\d{6}" '
+        rf'name="Global" msg="Topology {re.escape(str(topology))} does not exist"\n',
+        result.stderr,
+    )
+
+
+def test_the_live_view_shows_each_component_of_the_running_step(core: System) -> None:
+    assert core.run("install", manifest("v1")).returncode == 0
+    (core.device("rtos", "2") / "hang-ArtifactInstall").touch()
+    terminal = Terminal([*CLI, "install", manifest("v2")], terminal_env(core))
+    try:
+        shown = terminal.until(lambda lines: any(
+            re.fullmatch(r"  rtos/rtos-2  running [1-9]\d*s", line) for line in lines))
+    finally:
+        terminal.process.send_signal(signal.SIGTERM)
+        code = terminal.finish()
+    view = shown[shown.index("order group 20: ArtifactInstall (1/2 Components done)"):]
+    assert re.fullmatch(r"  rtos/rtos-2  running \d+s", view[1]), view
+    assert re.fullmatch(r"  rtos/rtos-1  done in \d+\.\ds", view[2]), view
+    assert len(view) == 3, view
+    # the log above it: each state of each Component as a line a person reads
+    assert any(re.fullmatch(r"rtos/rtos-1 \(interface rtos-interface\): ArtifactInstall done "
+                            r"in \d+\.\d\ds", line) for line in shown), shown
+    assert all(len(line) <= 120 for line in shown)
+    assert code == 7
+    assert any(line.startswith("error: ") for line in terminal.screen())
+
+
+def test_the_hints_are_the_readme_troubleshooting_table() -> None:
+    from orchestrator_core.hints import HINTS
+
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("## Troubleshooting by error message", 1)[1].split("\n\n")[1]
+    fixes = [row.rsplit(" | ", 1)[1].rstrip(" |") for row in table.splitlines()[2:]]
+    assert fixes == [hint for _, hint in HINTS]
