@@ -406,3 +406,45 @@ def history_command(ctx: click.Context) -> None:
     from orchestrator_core.report import history_lines
 
     _from_journal(ctx, history_lines)
+
+
+@cli.command("report")
+@click.argument("deployment", required=False, type=click.IntRange(min=1))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the page to this file (default: stdout).",
+)
+@click.pass_context
+def report_command(ctx: click.Context, deployment: int | None, output: Path | None) -> None:
+    """One HTML page for DEPLOYMENT (default: the one in progress, else the last): timeline,
+    plan, versions before and after, what failed and what the Interfaces said."""
+    from orchestrator_core import atomic
+    from orchestrator_core.journal import Journal
+    from orchestrator_core.lock import held
+    from orchestrator_core.report import deployment_view, find_deployment
+    from orchestrator_core.report_html import render
+
+    s = session(ctx)
+    if not s.config.journal_path.exists():
+        log.error("no deployment has run on this System")
+        raise SystemExit(2)
+    journal = Journal(s.config.journal_path)
+    try:
+        row = find_deployment(journal, deployment)
+        if row is None:
+            log.error("no deployment %d in the journal (`history` lists them)", deployment)
+            raise SystemExit(2)
+        page = render(deployment_view(journal, row, active=held(s.config)))
+    finally:
+        journal.close()
+    if output is None:
+        click.echo(page, nl=False)
+        return
+    try:
+        atomic.write_bytes(output, page.encode(), mode=0o644, durable=False)
+    except OSError as exc:
+        log.error("report: cannot write %s: %s", output, exc.strerror or exc)
+        raise SystemExit(2) from None
+    log.info("deployment %d: report written to %s", row.id, output)

@@ -6,6 +6,7 @@ in ``report_html``), so every view, and a machine-readable one, reads the same d
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 import time
 from dataclasses import dataclass
@@ -148,9 +149,11 @@ def _time(stamp: float | None) -> str:
 
 
 def _fit(text: str, indent: str) -> list[str]:
-    """``text`` wrapped to ``WIDTH``, its continuation lines under ``indent``."""
+    """``text`` wrapped to ``WIDTH`` (or ``COLUMNS``, when narrower), its continuation lines
+    under ``indent``."""
+    width = min(WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns)
     return textwrap.wrap(
-        text, WIDTH, subsequent_indent=indent, break_on_hyphens=False, break_long_words=True
+        text, width, subsequent_indent=indent, break_on_hyphens=False, break_long_words=True
     ) or [text]
 
 
@@ -180,13 +183,17 @@ def render_status(view: DeploymentView) -> list[str]:
             lines.append(f"  {component['key']}: left untouched, {component['skip_reason']}")
     for run in view.running:
         lines.append(running_line(run, view.now, view.progress.get(run.component)))
-    width = max((len(run.component) for run in view.runs), default=0)
-    timeline = [(note.at, [f"  {_time(note.at)}  {note.text}"]) for note in view.notes]
+    # columns as wide as this deployment needs, so that a line fits in WIDTH
+    widths = (
+        max((len(run.name) for run in view.runs), default=0),
+        max((len(run.component) for run in view.runs), default=0),
+    )
+    timeline = [(note.at, [f"  {note.text}"]) for note in view.notes]
     for run in view.runs:
         if run.finished is not None:
-            timeline.append((run.finished, _finished_lines(run, width)))
+            timeline.append((run.finished, _finished_lines(run, widths)))
         elif not view.running:
-            timeline.append((run.started, [_unfinished_line(run, width)]))
+            timeline.append((run.started, [_unfinished_line(run, widths)]))
     for _, texts in sorted(timeline, key=lambda item: item[0]):
         lines.extend(texts)
     return lines
@@ -201,26 +208,26 @@ def running_line(run: StateRun, now: float, progress: str | None) -> str:
     return f"{line}, {progress}" if progress else line
 
 
-def _head(run: StateRun, width: int, at: float) -> str:
+def _head(run: StateRun, widths: tuple[int, int]) -> str:
+    name, component = widths
     return (
-        f"  {_time(at)}  group {run.group:>3}  {run.phase:<8} {run.name:<28} "
-        f"{run.component:<{width}}"
+        f"  group {run.group:>3} {run.phase:<8} {run.name:<{name}} {run.component:<{component}}"
     )
 
 
-def _finished_lines(run: StateRun, width: int) -> list[str]:
+def _finished_lines(run: StateRun, widths: tuple[int, int]) -> list[str]:
     assert run.finished is not None
-    head = f"{_head(run, width, run.finished)} {run.finished - run.started:7.2f}s  "
+    head = f"{_head(run, widths)} {run.finished - run.started:6.2f}s  "
     if run.ok:
         answer = f" = {run.value}" if run.value and run.kind == "query" else ""
         return [f"{head}ok{answer}"]
     return _fit(f"{head}FAILED: {run.message}", " " * 8)
 
 
-def _unfinished_line(run: StateRun, width: int) -> str:
+def _unfinished_line(run: StateRun, widths: tuple[int, int]) -> str:
     if run.kind == "reboot":
-        return f"{_head(run, width, run.started)}          waiting for the system to reboot"
-    return f"{_head(run, width, run.started)}          did not finish (interrupted)"
+        return f"{_head(run, widths)}  waiting for the system to reboot"
+    return f"{_head(run, widths)}  did not finish (interrupted)"
 
 
 def history_lines(journal: Journal) -> list[str]:
