@@ -223,3 +223,68 @@ def test_the_hints_are_the_readme_troubleshooting_table() -> None:
     table = readme.split("## Troubleshooting by error message", 1)[1].split("\n\n")[1]
     fixes = [row.rsplit(" | ", 1)[1].rstrip(" |") for row in table.splitlines()[2:]]
     assert fixes == [hint for _, hint in HINTS]
+
+
+# --------------------------------------------------------------------------- the HTML report
+
+
+def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Debian's chromium, headless, isolated from the network and the user's profile."""
+    return subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
+         "--v=0", *args],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_the_report_renders_every_component_of_a_rolled_back_deployment_in_a_browser(
+    tmp_path: Path,
+) -> None:
+    import sys
+
+    sys.path.insert(0, str(REPO / "examples" / "virtual-vehicle"))
+    from build_artifacts import build
+    from vehicle import VirtualVehicle
+
+    artifacts = tmp_path / "artifacts"
+    build(artifacts)
+    manifests = REPO / "examples" / "virtual-vehicle" / "manifests"
+    page = tmp_path / "vehicle-v3.html"
+    with VirtualVehicle(tmp_path / "vehicle", artifacts) as vehicle:
+        for name, code in (("vehicle-v1", 0), ("vehicle-v2", 0), ("vehicle-v3", 1)):
+            assert vehicle.run("install", manifests / f"{name}.yaml").returncode == code
+        written = vehicle.run("report", "-o", page)
+        assert written.returncode == 0, written.stderr
+        missing = vehicle.run("report", "7", "-o", tmp_path / "none.html")
+        assert missing.returncode == 2
+        assert "no deployment 7 in the journal" in missing.stderr
+        assert not (tmp_path / "none.html").exists()
+        assert vehicle.run("report", "1").stdout.startswith("<!DOCTYPE html>")
+    html = page.read_text()
+    # self-contained: nothing is fetched, nothing runs
+    assert not re.search(r"<script|<link|src=|href=|url\(|@import", html)
+
+    shown = chromium(tmp_path, "--dump-dom", page.as_uri())
+    assert shown.returncode == 0, shown.stderr
+    assert "CONSOLE" not in shown.stderr and "Uncaught" not in shown.stderr
+    dom = shown.stdout
+    assert "Deployment 3: vehicle-v3" in dom
+    assert "failed, rolled back" in dom
+    for key in ("ecu_brake_controller/SIM-BRAKE-0042",
+                "seat_heating/stm32-460-5ea7000000000000000000a1",
+                "telematics_control_unit/imei-356938035643809"):
+        # its timeline row, its versions, its states
+        assert dom.count(f">{key}<") >= 4, key
+    assert "✗ ArtifactVerifyReboot failed" in dom
+    assert "self-test of tcu-firmware-v2.5.0 failed after the reboot" in dom
+    assert ("<td>seat_heating/stm32-460-5ea7000000000000000000a1</td><td>i2c</td>"
+            "<td>seat-heating-fw-v1.2.0</td><td>seat-heating-fw-v1.3.0</td>"
+            '<td class="">seat-heating-fw-v1.2.0</td>') in dom
+    assert "Rollback path: ArtifactRollback (group 30) → " in dom
+
+    shot = tmp_path / "report.png"
+    drawn = chromium(tmp_path, "--window-size=1280,900", f"--screenshot={shot}", page.as_uri())
+    assert drawn.returncode == 0, drawn.stderr
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
