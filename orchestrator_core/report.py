@@ -71,9 +71,11 @@ class DeploymentView:
 
 def state_name(row: DeploymentRow, events: list[EventRow]) -> str:
     if row.status == "failed":
-        asked = any(e.kind == "rollback-requested" for e in events)
-        if asked and not any(e.kind == "finish" and e.ok is False for e in events):
-            return "rolled back"  # the rollback someone asked for, nothing failed
+        for event in events:  # which came first: a request to roll back, or a failure
+            if event.kind == "rollback-requested":
+                return "rolled back"  # someone asked for it before anything failed
+            if event.kind == "finish" and event.ok is False:
+                break
         return "failed, rolled back"
     return STATE_NAMES.get(row.status, row.status.replace("_", " "))
 

@@ -288,3 +288,18 @@ def test_the_report_renders_every_component_of_a_rolled_back_deployment_in_a_bro
     drawn = chromium(tmp_path, "--window-size=1280,900", f"--screenshot={shot}", page.as_uri())
     assert drawn.returncode == 0, drawn.stderr
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_rollback_someone_asked_for_reads_rolled_back(core: System) -> None:
+    assert core.run("install", manifest("v1")).returncode == 0
+    stopped = core.run("install", "--stop-before", "ArtifactCommit", manifest("v2"))
+    assert stopped.returncode == 0, stopped.stderr
+    assert core.run("status").stdout.splitlines()[0] == (
+        "deployment 2: system-core-v2  status in progress")
+    assert any(line == "  stopped before ArtifactCommit (install)"
+               for line in core.run("status").stdout.splitlines())
+    rollback = core.run("rollback")
+    assert rollback.returncode == 0, rollback.stderr
+    lines = core.run("status", "2").stdout.splitlines()
+    assert lines[0] == "deployment 2: system-core-v2  status rolled back", lines
+    assert "  rollback requested" in lines
