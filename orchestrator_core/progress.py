@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from orchestrator_core import log as log_module
 from orchestrator_core.context import InterfaceContext
 from orchestrator_core.hookspecs import hookimpl
+from orchestrator_core.report import progress_shown, progress_value
 
 Wrapped = Generator[None, Any, Any]
 MAX_ROWS = 12  # Components listed in the live view; the rest are counted
@@ -73,6 +74,14 @@ class ProgressObserver:
     def step_finished(self) -> None:
         self._stop.set()
         log_module.set_status_lines([])
+
+    def sink_for(self, component: str) -> Callable[[int, int | None, str], None]:
+        """What a Component's ``ctx.progress(done, total, what)`` reports to, for the live view."""
+
+        def sink(done: int, total: int | None, what: str) -> None:
+            self.report(component, progress_shown(progress_value(done, total, what)))
+
+        return sink
 
     def report(self, component: str, progress: str) -> None:
         """What a Component's driver says of its progress ("12.0/40.0 MiB written"): the one

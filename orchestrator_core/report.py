@@ -23,7 +23,8 @@ STATE_NAMES = {
     "failed": "failed, rolled back",
     "inconsistent": "inconsistent",
 }
-PROGRESS_EVENT = "progress"  # value "DONE/TOTAL WHAT", journaled by a driver's ctx.progress
+PROGRESS_EVENT = "progress"  # value "DONE/TOTAL WHAT" (see progress_value), from ctx.progress
+MIB = 1048576
 
 
 @dataclass(frozen=True)
@@ -201,13 +202,34 @@ def render_status(view: DeploymentView) -> list[str]:
     return lines
 
 
+def progress_value(done: int, total: int | None, what: str) -> str:
+    """A driver's progress report as the journal keeps it: ``DONE/TOTAL WHAT`` (``?``: no
+    total known)."""
+    return f"{done}/{'?' if total is None else total} {what}"
+
+
+def progress_shown(value: str) -> str:
+    """A journaled progress value as people read it: bytes in MiB, with the share done."""
+    try:
+        counts, what = value.split(" ", 1)
+        done_text, total_text = counts.split("/")
+        done, total = int(done_text), None if total_text == "?" else int(total_text)
+    except ValueError:
+        return value  # not in the journal's shape: shown as it is
+    share = f" ({100 * done // total}%)" if total else ""
+    if what == "bytes":
+        of = "" if total is None else f"/{total / MIB:.1f}"
+        return f"{done / MIB:.1f}{of} MiB{share}"
+    return f"{done}/{'?' if total is None else total} {what}{share}"
+
+
 def running_line(run: StateRun, now: float, progress: str | None) -> str:
     """The step running now, with how long it has run (and its progress, when reported)."""
     line = (
         f"  running now: group {run.group} {run.phase} {run.name} {run.component} "
         f"for {max(0.0, now - run.started):.1f}s"
     )
-    return f"{line}, {progress}" if progress else line
+    return f"{line}, {progress_shown(progress)}" if progress else line
 
 
 def _head(run: StateRun, widths: tuple[int, int]) -> str:

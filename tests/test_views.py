@@ -303,3 +303,38 @@ def test_a_rollback_someone_asked_for_reads_rolled_back(core: System) -> None:
     lines = core.run("status", "2").stdout.splitlines()
     assert lines[0] == "deployment 2: system-core-v2  status rolled back", lines
     assert "  rollback requested" in lines
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def test_status_shows_a_component_s_progress_from_the_journal(tmp_path: Path) -> None:
+    from orchestrator_core.journal import Journal
+    from orchestrator_core.report import status_lines
+
+    journal = Journal(tmp_path / "journal.sqlite")
+    plan = {"manifest_name": "m", "components": [{"key": "ecu/1", "skip_reason": None}]}
+    deployment = journal.begin("m", b"", plan)
+    journal.step_entered(deployment, 3, ("state", "ArtifactInstall", 10, "install"), ["ecu/1"])
+    journal.record(deployment, 3, "ecu/1", "progress", None, "10485760/41943040 bytes")
+    lines = status_lines(journal, deployment, active=True)
+    journal.close()
+    assert re.fullmatch(r"  running now: group 10 install ArtifactInstall ecu/1 for \d+\.\ds, "
+                        r"10\.0/40\.0 MiB \(25%\)", lines[2]), lines
+    assert len(lines) == 3  # a progress event is no state of its own
+
+
+def test_the_live_view_takes_what_a_driver_reports_through_ctx_progress() -> None:
+    from orchestrator_core.progress import ProgressObserver
+
+    observer = ProgressObserver()
+    observer.step_started(10, "ArtifactInstall", ["ecu/1", "ecu/2"])
+    observer.sink_for("ecu/1")(3 * 1048576, 12 * 1048576, "bytes")
+    observer.sink_for("ecu/2")(7, None, "blocks")
+    observer._rows["ecu/1"].started = observer._rows["ecu/2"].started = 100.0
+    assert observer.lines(112.4) == [
+        "order group 10: ArtifactInstall (0/2 Components done)",
+        "  ecu/1  running 12s, 3.0/12.0 MiB (25%)",
+        "  ecu/2  running 12s, 7/? blocks",
+    ]
+    observer.step_finished()
