@@ -183,7 +183,9 @@ def render_status(view: DeploymentView) -> list[str]:
         lines.extend(_fit(f"  {row.summary}", "    "))
     for component in row.plan["components"]:
         if component["skip_reason"]:
-            lines.append(f"  {component['key']}: left untouched, {component['skip_reason']}")
+            lines.extend(
+                _fit(f"  {component['key']}: left untouched, {component['skip_reason']}", "    ")
+            )
     for run in view.running:
         lines.append(running_line(run, view.now, view.progress.get(run.component)))
     # columns as wide as this deployment needs, so that a line fits in WIDTH
