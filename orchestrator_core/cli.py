@@ -433,18 +433,34 @@ def _from_journal(ctx: click.Context, lines: Callable[[Any], list[str]]) -> None
 
 
 @cli.command("status")
+@click.argument("deployment", required=False, type=click.IntRange(min=1))
 @json_option
 @click.pass_context
-def status_command(ctx: click.Context, as_json: bool) -> None:
-    """Show the deployment in progress, or the last one, per Component and state."""
+def status_command(ctx: click.Context, deployment: int | None, as_json: bool) -> None:
+    """Show DEPLOYMENT (a number from `history`), else the one in progress, else the last
+    one: the step running now, and every state of every Component."""
     from orchestrator_core import json_output
-    from orchestrator_core.report import status_lines
+    from orchestrator_core.lock import held
+    from orchestrator_core.report import find_deployment, status_lines
+
+    def known(journal: Any) -> None:
+        if deployment is not None and find_deployment(journal, deployment) is None:
+            log.error("no deployment %d in the journal (`history` lists them)", deployment)
+            raise SystemExit(2)
+
+    def document(journal: Any) -> dict[str, Any]:
+        known(journal)
+        return json_output.status(journal, deployment)
+
+    def lines(journal: Any) -> list[str]:
+        known(journal)
+        return status_lines(journal, deployment, held(session(ctx).config))
 
     if as_json:
         empty = json_output.document("status", deployment=None)
-        _json_from_journal(ctx, json_output.status, empty)
+        _json_from_journal(ctx, document, empty)
         return
-    _from_journal(ctx, status_lines)
+    _from_journal(ctx, lines)
 
 
 @cli.command("history")
@@ -478,3 +494,45 @@ def _json_from_journal(
         json_output.emit(make(journal))
     finally:
         journal.close()
+
+
+@cli.command("report")
+@click.argument("deployment", required=False, type=click.IntRange(min=1))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the page to this file (default: stdout).",
+)
+@click.pass_context
+def report_command(ctx: click.Context, deployment: int | None, output: Path | None) -> None:
+    """One HTML page for DEPLOYMENT (default: the one in progress, else the last): timeline,
+    plan, versions before and after, what failed and what the Interfaces said."""
+    from orchestrator_core import atomic
+    from orchestrator_core.journal import Journal
+    from orchestrator_core.lock import held
+    from orchestrator_core.report import deployment_view, find_deployment
+    from orchestrator_core.report_html import render
+
+    s = session(ctx)
+    if not s.config.journal_path.exists():
+        log.error("no deployment has run on this System")
+        raise SystemExit(2)
+    journal = Journal(s.config.journal_path)
+    try:
+        row = find_deployment(journal, deployment)
+        if row is None:
+            log.error("no deployment %d in the journal (`history` lists them)", deployment)
+            raise SystemExit(2)
+        page = render(deployment_view(journal, row, active=held(s.config)))
+    finally:
+        journal.close()
+    if output is None:
+        click.echo(page, nl=False)
+        return
+    try:
+        atomic.write_bytes(output, page.encode(), mode=0o644, durable=False)
+    except OSError as exc:
+        log.error("report: cannot write %s: %s", output, exc.strerror or exc)
+        raise SystemExit(2) from None
+    log.info("deployment %d: report written to %s", row.id, output)

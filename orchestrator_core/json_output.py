@@ -80,9 +80,12 @@ def _components(row: DeploymentRow) -> list[dict[str, Any]]:
     ]
 
 
-def status(journal: Journal) -> dict[str, Any]:
-    """The deployment in progress, or else the last one; ``deployment`` null if none ran."""
-    row = journal.in_progress() or journal.latest()
+def status(journal: Journal, deployment: int | None = None) -> dict[str, Any]:
+    """Deployment ``deployment``, or the one in progress, or else the last one;
+    ``deployment`` null if none ran."""
+    from orchestrator_core.report import find_deployment
+
+    row = find_deployment(journal, deployment)
     if row is None:
         return document("status", deployment=None)
     steps = {
