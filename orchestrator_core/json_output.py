@@ -137,10 +137,10 @@ def status(journal: Journal, deployment: int | None = None) -> dict[str, Any]:
                 "started": _time(at),
             }
         )
-    deployment = dict(
+    shown = dict(
         _deployment(row), components=_components(row), steps=done, running=running, events=markers
     )
-    return document("status", deployment=deployment)
+    return document("status", deployment=shown)
 
 
 def history(journal: Journal) -> dict[str, Any]:
