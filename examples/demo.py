@@ -14,6 +14,7 @@ Exit status 0 only if every step did what it should; everything it started is st
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -32,6 +33,7 @@ from build_artifacts import build  # noqa: E402
 from vehicle import FACTORY, VehicleError, VirtualVehicle, versions_in  # noqa: E402
 
 WIDTH = 100
+OUTPUT_INDENT = 4  # a command's output, under the command; with it its lines fit 120 columns
 
 INTRO = """\
 A vehicle with three Components, each updated a different way: a telematics unit by an
@@ -70,8 +72,8 @@ STEPS = (
           "ArtifactRollback", "ArtifactVerifyRollbackReboot"), every_state=True),
 )
 # a line of ``status`` for one state of one Component, and the end of one that went well:
-# "2026-11-28 21:45:31  group  10  install  Download  ecu/SN-1  0.01s  ok" (queries: "ok = Yes")
-STATE_LINE = re.compile(r"^\s*\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\s+group\b")
+# "  group  10 install  Download  ecu/SN-1  0.01s  ok" (queries: "ok = Yes")
+STATE_LINE = re.compile(r"^\s*group\s+\d+ ")
 WENT_WELL = re.compile(r"\s\d+\.\d+s\s+ok( = \S+)?$")
 
 
@@ -86,7 +88,7 @@ def say(text: str = "", indent: int = 0) -> None:
 def output(text: str) -> None:
     """A command's output as it printed it (long lines are the terminal's to wrap)."""
     for line in text.splitlines():
-        print(" " * 6 + line)
+        print(" " * OUTPUT_INDENT + line)
 
 
 def status_summary(status: str) -> str:
@@ -131,6 +133,12 @@ def deploy(vehicle: VirtualVehicle, step: Step, number: int, logs: Path) -> list
     output(provides)
     say("$ mender-orchestrator status", 4)
     output(status if step.every_state else status_summary(status))
+    page = logs / f"{step.manifest}.html"
+    report = vehicle.run("report", "-o", page)
+    if step.every_state:
+        say(f"$ mender-orchestrator report -o {page}", 4)
+        say("one page to attach to a ticket: a timeline per Component, the plan, the versions "
+            "before and after, what the Interfaces said (kept with --keep)", 6)
 
     problems = []
     if (result.returncode == 0) != step.succeeds:
@@ -144,6 +152,8 @@ def deploy(vehicle: VirtualVehicle, step: Step, number: int, logs: Path) -> list
                             f"{versions.get(component_type)}, expected {version}")
     problems += [f"{step.manifest}: 'status' does not mention {text!r}"
                  for text in step.status_mentions if text not in status]
+    if report.returncode != 0:
+        problems.append(f"{step.manifest}: 'report' failed: {last_message(report.stderr)}")
     if problems:
         for problem in problems:
             say(f"[FAILED] {problem}", 4)
@@ -198,6 +208,7 @@ def main() -> int:
         except OSError as exc:
             parser.error(f"--workdir {args.workdir}: cannot create it: {exc.strerror or exc}")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mender-orchestrator-demo-"))
+    os.environ["COLUMNS"] = str(120 - OUTPUT_INDENT)  # the tools wrap their output to this
     say(f"Mender Orchestrator demo: the virtual vehicle (work directory {workdir})\n")
     say(INTRO + "\n")
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -19,6 +19,8 @@ import click
 
 from orchestrator_core import __version__
 from orchestrator_core.errors import OrchestratorError, ValidationErrors
+from orchestrator_core.global_options import Locations, location_options
+from orchestrator_core.json_output import option as json_option
 from orchestrator_core.lock import shared
 from orchestrator_core.sequence import STATES
 
@@ -29,6 +31,7 @@ log = logging.getLogger("mender_orchestrator.cli")
 class Options:
     log_level: str | None
     topology_components: Path | None
+    locations: Locations = field(default_factory=Locations)
 
 
 def _fail(exc: OrchestratorError) -> NoReturn:
@@ -42,11 +45,10 @@ class Session:
     """Config and Topology, loaded on first use by the commands that need them."""
 
     def __init__(self, options: Options) -> None:
-        from orchestrator_core import config as config_module
         from orchestrator_core import log as log_module
 
         log_module.setup(options.log_level or "info")
-        self.config = config_module.load_config()
+        self.config = options.locations.load_config()
         if options.log_level is None:
             log_module.setup(self.config.log_level)
         for warning in self.config.warnings:
@@ -112,16 +114,28 @@ class _LazyGroup(click.Group):
     type=click.Path(path_type=Path, dir_okay=False),
     help="File holding the Topology's components list (split Topology).",
 )
+@location_options
 @click.pass_context
-def cli(ctx: click.Context, log_level: str | None, topology_components: Path | None) -> None:
+def cli(
+    ctx: click.Context,
+    /,
+    log_level: str | None,
+    topology_components: Path | None,
+    **locations: Path | None,
+) -> None:
     """Update every Component of a System to a Manifest, or roll all of them back."""
-    ctx.obj = Options(log_level.lower() if log_level else None, topology_components)
+    ctx.obj = Options(
+        log_level.lower() if log_level else None, topology_components, Locations(**locations)
+    )
 
 
-def _print_discovery(results: list[Any], lines: list[str]) -> None:
+def _print_discovery(results: list[Any], lines: list[str] | dict[str, Any]) -> None:
+    from orchestrator_core import json_output
     from orchestrator_core.discovery import Failed
 
-    for line in lines:
+    if isinstance(lines, dict):
+        json_output.emit(lines)
+    for line in lines if isinstance(lines, list) else ():
         click.echo(line)
     failures = [r for r in results if isinstance(r, Failed)]
     for failure in failures:
@@ -131,8 +145,9 @@ def _print_discovery(results: list[Any], lines: list[str]) -> None:
 
 
 @cli.command("show-provides")
+@json_option
 @click.pass_context
-def show_provides(ctx: click.Context) -> None:
+def show_provides(ctx: click.Context, as_json: bool) -> None:
     """Print every Component's Provides as <component_type>.<id>.<key>=<value>."""
     from orchestrator_core.discovery import discover
     from orchestrator_core.provides import provides_lines
@@ -146,12 +161,18 @@ def show_provides(ctx: click.Context) -> None:
             )
     except OrchestratorError as exc:
         _fail(exc)
-    _print_discovery(results, provides_lines(results))
+    if as_json:
+        from orchestrator_core import json_output
+
+        _print_discovery(results, json_output.provides(results))
+    else:
+        _print_discovery(results, provides_lines(results))
 
 
 @cli.command("show-inventory")
+@json_option
 @click.pass_context
-def show_inventory(ctx: click.Context) -> None:
+def show_inventory(ctx: click.Context, as_json: bool) -> None:
     """Print inventory key=value lines for the Mender inventory script."""
     from orchestrator_core import manifest_store
     from orchestrator_core.discovery import discover
@@ -170,13 +191,19 @@ def show_inventory(ctx: click.Context) -> None:
     except OrchestratorError as exc:
         _fail(exc)
     name = manifest_store.current_name(s.config.manifest_store)
-    _print_discovery(results, inventory_lines(topology.system_type, name, results))
+    if as_json:
+        from orchestrator_core import json_output
+
+        _print_discovery(results, json_output.inventory(topology.system_type, name, results))
+    else:
+        _print_discovery(results, inventory_lines(topology.system_type, name, results))
 
 
 @cli.command("validate")
 @click.argument("manifest", required=False, type=click.Path(path_type=Path))
+@json_option
 @click.pass_context
-def validate(ctx: click.Context, manifest: Path | None) -> None:
+def validate(ctx: click.Context, manifest: Path | None, as_json: bool) -> None:
     """Check the config, the Topology and (if given) MANIFEST together; list every problem."""
     from orchestrator_core.validation import validate_all
 
@@ -185,10 +212,14 @@ def validate(ctx: click.Context, manifest: Path | None) -> None:
     from orchestrator_core import log as log_module
 
     log_module.setup(options.log_level or "info")
-    report = validate_all(options.topology_components, manifest)
+    report = validate_all(options.topology_components, manifest, options.locations)
     for warning in report.warnings:
         log.warning("%s", warning)
-    for line in report.lines:
+    if as_json:
+        from orchestrator_core import json_output
+
+        json_output.emit(json_output.validation(report))
+    for line in report.lines if not as_json else ():
         click.echo(line)
     for problem in report.problems:
         log.error("%s", problem)
@@ -197,8 +228,9 @@ def validate(ctx: click.Context, manifest: Path | None) -> None:
 
 
 @cli.command("drivers")
+@json_option
 @click.pass_context
-def drivers_command(ctx: click.Context) -> None:
+def drivers_command(ctx: click.Context, as_json: bool) -> None:
     """List each Topology interface, what it resolves to, and every installed driver."""
     from orchestrator_core import drivers
 
@@ -210,6 +242,14 @@ def drivers_command(ctx: click.Context) -> None:
         log.error("%s", exc.message)
         topology = None
         problems += 1
+    if as_json:
+        from orchestrator_core import json_output
+
+        refused: list[str] = []
+        json_output.emit(json_output.drivers(s.config, topology, refused))
+        for problem in refused:
+            log.error("%s", problem)
+        raise SystemExit(2 if problems or refused else 0)
     if topology is not None:
         click.echo(f"Topology {topology.path} (system_type {topology.system_type}):")
         for component in topology.components:
@@ -354,8 +394,9 @@ def rollback_command(
 
 @cli.command("plan")
 @click.argument("manifest", type=click.Path(path_type=Path))
+@json_option
 @click.pass_context
-def plan_command(ctx: click.Context, manifest: Path) -> None:
+def plan_command(ctx: click.Context, manifest: Path, as_json: bool) -> None:
     """Print what installing MANIFEST would do, changing nothing."""
     from orchestrator_core.planner import describe
 
@@ -366,6 +407,11 @@ def plan_command(ctx: click.Context, manifest: Path) -> None:
             plan = planned()
     except OrchestratorError as exc:
         _fail(exc)
+    if as_json:
+        from orchestrator_core import json_output
+
+        json_output.emit(json_output.plan(plan))
+        return
     for line in describe(plan):
         click.echo(line)
 
@@ -387,18 +433,106 @@ def _from_journal(ctx: click.Context, lines: Callable[[Any], list[str]]) -> None
 
 
 @cli.command("status")
+@click.argument("deployment", required=False, type=click.IntRange(min=1))
+@json_option
 @click.pass_context
-def status_command(ctx: click.Context) -> None:
-    """Show the deployment in progress, or the last one, per Component and state."""
-    from orchestrator_core.report import status_lines
+def status_command(ctx: click.Context, deployment: int | None, as_json: bool) -> None:
+    """Show DEPLOYMENT (a number from `history`), else the one in progress, else the last
+    one: the step running now, and every state of every Component."""
+    from orchestrator_core import json_output
+    from orchestrator_core.lock import held
+    from orchestrator_core.report import find_deployment, status_lines
 
-    _from_journal(ctx, status_lines)
+    def known(journal: Any) -> None:
+        if deployment is not None and find_deployment(journal, deployment) is None:
+            log.error("no deployment %d in the journal (`history` lists them)", deployment)
+            raise SystemExit(2)
+
+    def document(journal: Any) -> dict[str, Any]:
+        known(journal)
+        return json_output.status(journal, deployment)
+
+    def lines(journal: Any) -> list[str]:
+        known(journal)
+        return status_lines(journal, deployment, held(session(ctx).config))
+
+    if as_json:
+        empty = json_output.document("status", deployment=None)
+        _json_from_journal(ctx, document, empty)
+        return
+    _from_journal(ctx, lines)
 
 
 @cli.command("history")
+@json_option
 @click.pass_context
-def history_command(ctx: click.Context) -> None:
+def history_command(ctx: click.Context, as_json: bool) -> None:
     """List past deployments from the journal."""
+    from orchestrator_core import json_output
     from orchestrator_core.report import history_lines
 
+    if as_json:
+        empty = json_output.document("history", deployments=[])
+        _json_from_journal(ctx, json_output.history, empty)
+        return
     _from_journal(ctx, history_lines)
+
+
+def _json_from_journal(
+    ctx: click.Context, make: Callable[[Any], dict[str, Any]], empty: dict[str, Any]
+) -> None:
+    """Emit what ``make`` reads from the journal, or ``empty`` when no deployment ever ran."""
+    from orchestrator_core import json_output
+    from orchestrator_core.journal import Journal
+
+    s = session(ctx)
+    if not s.config.journal_path.exists():
+        json_output.emit(empty)
+        return
+    journal = Journal(s.config.journal_path)
+    try:
+        json_output.emit(make(journal))
+    finally:
+        journal.close()
+
+
+@cli.command("report")
+@click.argument("deployment", required=False, type=click.IntRange(min=1))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the page to this file (default: stdout).",
+)
+@click.pass_context
+def report_command(ctx: click.Context, deployment: int | None, output: Path | None) -> None:
+    """One HTML page for DEPLOYMENT (default: the one in progress, else the last): timeline,
+    plan, versions before and after, what failed and what the Interfaces said."""
+    from orchestrator_core import atomic
+    from orchestrator_core.journal import Journal
+    from orchestrator_core.lock import held
+    from orchestrator_core.report import deployment_view, find_deployment
+    from orchestrator_core.report_html import render
+
+    s = session(ctx)
+    if not s.config.journal_path.exists():
+        log.error("no deployment has run on this System")
+        raise SystemExit(2)
+    journal = Journal(s.config.journal_path)
+    try:
+        row = find_deployment(journal, deployment)
+        if row is None:
+            log.error("no deployment %d in the journal (`history` lists them)", deployment)
+            raise SystemExit(2)
+        page = render(deployment_view(journal, row, active=held(s.config)))
+    finally:
+        journal.close()
+    if output is None:
+        click.echo(page, nl=False)
+        return
+    try:
+        atomic.write_bytes(output, page.encode(), mode=0o644, durable=False)
+    except OSError as exc:
+        log.error("report: cannot write %s: %s", output, exc.strerror or exc)
+        raise SystemExit(2) from None
+    log.info("deployment %d: report written to %s", row.id, output)

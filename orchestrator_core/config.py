@@ -320,8 +320,11 @@ def _server_certificate(reader: _Reader, warnings: list[str]) -> Path | None:
     return None
 
 
-def load_config(env: Mapping[str, str] | None = None) -> Config:
-    """Read the configuration; raise ``ValidationErrors`` listing every problem found."""
+def load_config(env: Mapping[str, str] | None = None, config_file: Path | None = None) -> Config:
+    """Read the configuration; raise ``ValidationErrors`` listing every problem found.
+
+    ``config_file`` (the ``-c`` option) replaces ``<conf dir>/mender-orchestrator.conf``.
+    """
     env = os.environ if env is None else env
     conf_dir = Path(env.get(ENV_CONF_DIR) or "/etc/mender-orchestrator")
     data_dir = Path(env.get(ENV_DATA_DIR) or "/usr/share/mender-orchestrator")
@@ -329,8 +332,14 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
 
     problems: list[str] = []
     warnings: list[str] = []
+    main_file = conf_dir / CONFIG_FILE_NAME
+    if config_file is not None:
+        main_file, conf_dir = config_file, config_file.parent
+        # a file named on the command line is meant to be read: its absence is no default
+        if not config_file.exists():
+            problems.append(f"{config_file}: no such configuration file (named by -c/--config)")
     layers: list[tuple[Path, dict[str, Any]]] = []
-    for path in (conf_dir / CONFIG_FILE_NAME, datastore_dir / CONFIG_FILE_NAME):
+    for path in (main_file, datastore_dir / CONFIG_FILE_NAME):
         data = _read_file(path, problems)
         if data is None:
             continue

@@ -335,7 +335,7 @@ class Deployment:
         self._announce(step, pending)
         if pending:
             self.journal.step_entered(self.id, seq, _row(step), pending)
-            self._progress.step_started(step.group, step.name, len(pending))
+            self._progress.step_started(step.group, step.name, pending)
             try:
                 results = drivers.in_parallel(lambda k: self._run_member(seq, step, k), pending)
                 outcome.update(zip(pending, results, strict=True))

@@ -76,3 +76,17 @@ def _open_shared(path: Path) -> IO[str] | None:
         return path.open("a+") if path.parent.is_dir() else None
     except OSError:
         return None
+
+
+def held(config: Config) -> bool:
+    """Whether a mender-orchestrator holds the lock right now (a deployment is running)."""
+    try:
+        handle = (config.datastore_dir / LOCK_FILE).open("r")
+    except OSError:
+        return False  # no lock file (nor a readable one): no deployment holds it
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False

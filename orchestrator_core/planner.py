@@ -259,7 +259,7 @@ def describe(plan: Plan) -> Sequence[str]:
         lines.append(f"order group {order}:")
         for key in keys:
             planned = plan.component(key)
-            current = _current_version(planned)
+            current = current_version(planned)
             lines.append(
                 f"  {key} (interface {planned.component.interface}): {current} -> "
                 f"{planned.artifact['name']}  [{planned.artifact['source']}]"
@@ -273,7 +273,7 @@ def describe(plan: Plan) -> Sequence[str]:
     return lines
 
 
-def _current_version(planned: PlannedComponent) -> str:
+def current_version(planned: PlannedComponent) -> str:
     provides = planned.provides
     for key in (f"rootfs-image.{planned.component.interface}.version", "rootfs-image.version"):
         if key in provides:

@@ -1,5 +1,6 @@
 """Progress of a deployment: a log record per state and query of each Component, and on a
-terminal a live status line (order group, state, Components done, bytes streamed).
+terminal a live view: the running step and, one line each, its Components with their state,
+time and progress (bytes streamed, or what the driver reports).
 
 It is an observer plugin: the engine registers one ``ProgressObserver`` in every
 Component's plugin manager, and it wraps the protocol hooks, so the engine itself holds no
@@ -10,72 +11,142 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from orchestrator_core import log as log_module
 from orchestrator_core.context import InterfaceContext
 from orchestrator_core.hookspecs import hookimpl
+from orchestrator_core.report import progress_shown, progress_value
 
 Wrapped = Generator[None, Any, Any]
+MAX_ROWS = 12  # Components listed in the live view; the rest are counted
+REDRAW_SECONDS = 1.0  # the running times tick at this pace
+
+
+@dataclass
+class _Row:
+    """One Component in the running step, as the live view shows it."""
+
+    started: float | None = None
+    ended: float | None = None
+    failed: bool = False
+    feed: Any = None  # the payload it streams during Download
+    progress: str = ""  # "12.0/40.0 MiB written": set through ``report``
+
+    def text(self, now: float) -> str:
+        if self.started is None:
+            return "waiting"
+        if self.ended is not None:
+            took = f"{self.ended - self.started:.1f}s"
+            return f"FAILED after {took}" if self.failed else f"done in {took}"
+        shown = f"running {now - self.started:.0f}s"
+        streamed = getattr(self.feed, "bytes_read", 0)
+        if self.progress:
+            shown += f", {self.progress}"
+        elif streamed:
+            shown += f", {streamed / 1048576:.1f} MiB streamed"
+        return shown
 
 
 class ProgressObserver:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._step = ""
-        self._members = 0
-        self._done = 0
-        self._feeds: list[Any] = []
+        self._rows: dict[str, _Row] = {}
         self._live = log_module.stderr_is_terminal()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     # ---- what the engine tells it
 
-    def step_started(self, group: int, name: str, members: int) -> None:
+    def step_started(self, group: int, name: str, members: Sequence[str]) -> None:
         with self._lock:
             self._step = f"order group {group}: {name}"
-            self._members, self._done, self._feeds = members, 0, []
+            self._rows = {key: _Row() for key in members}
+        if self._live and (self._ticker is None or not self._ticker.is_alive()):
+            self._stop.clear()
+            self._ticker = threading.Thread(target=self._tick, daemon=True)
+            self._ticker.start()
         self._draw()
 
     def step_finished(self) -> None:
-        log_module.set_status_line(None)
+        self._stop.set()
+        log_module.set_status_lines([])
+
+    def sink_for(self, component: str) -> Callable[[int, int | None, str], None]:
+        """What a Component's ``ctx.progress(done, total, what)`` reports to, for the live view."""
+
+        def sink(done: int, total: int | None, what: str) -> None:
+            self.report(component, progress_shown(progress_value(done, total, what)))
+
+        return sink
+
+    def report(self, component: str, progress: str) -> None:
+        """What a Component's driver says of its progress ("12.0/40.0 MiB written"): the one
+        place the live view takes it from."""
+        with self._lock:
+            row = self._rows.get(component)
+            if row is not None:
+                row.progress = progress
+        self._draw()
 
     # ---- around every hook
 
+    def _row(self, ctx: InterfaceContext) -> _Row | None:
+        key = f"{ctx.component.component_type}/{ctx.component_id}"
+        return self._rows.get(key)
+
     def _around(self, name: str, ctx: InterfaceContext) -> Wrapped:
         started = time.monotonic()
-        if ctx.payload is not None:
-            with self._lock:
-                self._feeds.append(ctx.payload)
+        with self._lock:
+            row = self._row(ctx)
+            if row is not None:
+                row.started, row.ended, row.feed = started, None, ctx.payload
         ctx.log.debug("%s started", name)
         try:
             answer = yield
         except Exception as exc:
             ctx.log.error("%s failed after %.2fs: %s", name, time.monotonic() - started, exc)
-            self._count_done()
+            self._ended(ctx, failed=True)
             raise
         # states answer with pluggy's list of results; only queries have an answer to show
         shown = "" if answer is None or isinstance(answer, list) else (
             f" -> {getattr(answer, 'value', answer)}"
         )
         ctx.log.info("%s done in %.2fs%s", name, time.monotonic() - started, shown)
-        self._count_done()
+        self._ended(ctx, failed=False)
         return answer
 
-    def _count_done(self) -> None:
+    def _ended(self, ctx: InterfaceContext, failed: bool) -> None:
         with self._lock:
-            self._done += 1
+            row = self._row(ctx)
+            if row is not None:
+                row.ended, row.failed = time.monotonic(), failed
         self._draw()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(REDRAW_SECONDS):
+            self._draw()
 
     def _draw(self) -> None:
         if not self._live:
             return
+        log_module.set_status_lines(self.lines(time.monotonic()))
+
+    def lines(self, now: float) -> list[str]:
+        """The live view: the step, then a line per Component (running and failed first)."""
         with self._lock:
-            streamed = sum(getattr(feed, "bytes_read", 0) for feed in self._feeds)
-            text = f"{self._step}: {self._done}/{self._members} Components done"
-        if streamed:
-            text += f", {streamed / 1048576:.1f} MiB streamed"
-        log_module.set_status_line(text)
+            rows = sorted(self._rows.items(), key=lambda item: (item[1].ended is not None
+                                                                and not item[1].failed))
+            done = sum(1 for _, row in rows if row.ended is not None)
+            header = f"{self._step} ({done}/{len(rows)} Components done)"
+            width = max((len(key) for key, _ in rows[:MAX_ROWS]), default=0)
+            shown = [f"  {key:<{width}}  {row.text(now)}" for key, row in rows[:MAX_ROWS]]
+        if len(rows) > MAX_ROWS:
+            shown.append(f"  ... and {len(rows) - MAX_ROWS} more")
+        return [header, *shown]
 
     @hookimpl(wrapper=True)
     def download(self, ctx: InterfaceContext) -> Wrapped:

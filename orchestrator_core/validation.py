@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator_core import drivers, preflight
-from orchestrator_core.config import Config, load_config
+from orchestrator_core.config import Config
 from orchestrator_core.errors import OrchestratorError, ValidationErrors
+from orchestrator_core.global_options import Locations
 from orchestrator_core.manifest import Manifest, check_against_topology, load_manifest
 from orchestrator_core.topology import Topology, load_topology
 
@@ -22,11 +23,13 @@ class Report:
         self.problems.extend(exc.problems if isinstance(exc, ValidationErrors) else [exc.message])
 
 
-def validate_all(components_option: Path | None, manifest_path: Path | None) -> Report:
+def validate_all(
+    components_option: Path | None, manifest_path: Path | None, locations: Locations | None = None
+) -> Report:
     report = Report()
     config: Config | None = None
     try:
-        config = load_config()
+        config = (locations or Locations()).load_config()
         files = ", ".join(map(str, config.config_files)) or "none found, defaults used"
         report.warnings.extend(config.warnings)
         count = len(config.warnings)

@@ -19,6 +19,7 @@ from orchestrator_core.artifact.header import ArtifactHeader
 from orchestrator_core.artifact.reader import ArtifactReader
 from orchestrator_core.artifact_write import CommandFailed, write
 from orchestrator_core.errors import ArtifactError, OrchestratorError
+from orchestrator_core.json_output import option as json_option
 
 
 @click.group("artifact")
@@ -82,8 +83,10 @@ def describe(header: ArtifactHeader, files: list[tuple[str, int, str]]) -> list[
     return lines
 
 
-def inspect_stream(stream: BinaryIO, source_name: str, verify_keys: tuple[Path, ...]) -> list[str]:
-    """Read and verify a whole Artifact; the report lines. Raises on any failure."""
+def inspect_stream(
+    stream: BinaryIO, source_name: str, verify_keys: tuple[Path, ...], as_json: bool = False
+) -> str:
+    """Read and verify a whole Artifact; the report, as text or JSON. Raises on any failure."""
     reader = ArtifactReader(stream, source_name=source_name, verify_keys=verify_keys)
     header = reader.read_header()
     checksums = dict(header.payload_checksums)
@@ -91,7 +94,11 @@ def inspect_stream(stream: BinaryIO, source_name: str, verify_keys: tuple[Path, 
     for payload in reader.payload_files():
         payload.finish()
         files.append((payload.name, payload.size, checksums[payload.name]))
-    return describe(header, files)
+    if as_json:
+        from orchestrator_core import json_output
+
+        return json.dumps(json_output.artifact(header, files), indent=2, ensure_ascii=False)
+    return "\n".join(describe(header, files))
 
 
 @artifact.command("inspect")
@@ -103,13 +110,14 @@ def inspect_stream(stream: BinaryIO, source_name: str, verify_keys: tuple[Path, 
     type=click.Path(dir_okay=False, path_type=Path),
     help="PEM public key the signature must verify with (repeatable: any one will do).",
 )
-def inspect(file: str, verify_keys: tuple[Path, ...]) -> None:
+@json_option
+def inspect(file: str, verify_keys: tuple[Path, ...], as_json: bool) -> None:
     """Verify an Artifact (FILE, or - for standard input) and print what it holds."""
     try:
         if file == "-":
             if sys.stdin is None:  # started with file descriptor 0 closed
                 raise ArtifactError("Artifact <standard input>: standard input is closed")
-            lines = inspect_stream(sys.stdin.buffer, "<standard input>", verify_keys)
+            report = inspect_stream(sys.stdin.buffer, "<standard input>", verify_keys, as_json)
         else:
             try:
                 stream = open(file, "rb")
@@ -118,10 +126,10 @@ def inspect(file: str, verify_keys: tuple[Path, ...]) -> None:
                     f"Artifact {file}: cannot open it ({exc.strerror or exc})"
                 ) from exc
             with stream:
-                lines = inspect_stream(stream, file, verify_keys)
+                report = inspect_stream(stream, file, verify_keys, as_json)
     except OrchestratorError as exc:
         raise CommandFailed(exc) from None
-    click.echo("\n".join(lines))
+    click.echo(report)
 
 
 artifact.add_command(write)
