@@ -192,12 +192,20 @@ def validate(ctx: click.Context, manifest: Path | None) -> None:
 
 
 @cli.command("drivers")
+@click.argument("name", required=False)
 @click.pass_context
-def drivers_command(ctx: click.Context) -> None:
-    """List each Topology interface, what it resolves to, and every installed driver."""
+def drivers_command(ctx: click.Context, name: str | None) -> None:
+    """List each Topology interface, what it resolves to, and every installed driver; with
+    NAME, what NAME resolves to and the interface_args it takes."""
     from orchestrator_core import drivers
 
     s = session(ctx)
+    if name is not None:
+        from orchestrator_core.driver_help import describe
+
+        for line in describe(name, s.config.data_dir):
+            click.echo(line)
+        return
     problems = 0
     try:
         topology = s.topology()

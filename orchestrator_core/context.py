@@ -9,10 +9,12 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+import pluggy
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,18 @@ class InterfaceContext:
     work_dir: Path | None = None  # the File API directory; None outside a deployment
     artifact: ArtifactInfo | None = None  # the Artifact being installed, during a deployment
     payload: PayloadFeed | None = None  # set during Download only
-    hook: Any = None  # the Component's pluggy hook relay, for driver-specific hookspecs
+    # the Component's pluggy hook relay, for driver-specific hookspecs (ctx.hook.NAME(...))
+    hook: pluggy.HookRelay | None = None
     started: float = field(default_factory=time.monotonic)
+    # where ctx.progress() reports go: (done, total, what); None when nobody listens
+    progress_sink: Callable[[int, int | None, str], None] | None = None
+
+    def progress(self, done: int, total: int | None = None, what: str = "bytes") -> None:
+        """Report how far a long state has got: ``done`` of ``total`` (None: unknown) units
+        of ``what``. Cheap enough to call per chunk; the live status line and the journal
+        (for ``status``) take it, the journal at most once a second per Component."""
+        if self.progress_sink is not None:
+            self.progress_sink(done, total, what)
 
     @property
     def deadline(self) -> float:

@@ -34,9 +34,10 @@ from typing import Any, TypeVar
 
 import pluggy
 
-from orchestrator_core import hookspecs
+from orchestrator_core import api_version, hookspecs
 from orchestrator_core.context import Component, InterfaceContext, RebootNeed
 from orchestrator_core.errors import ConfigError, DriverNotFound, InterfaceError, OrchestratorError
+from orchestrator_core.retry import call_with_retries
 
 DRIVER_GROUP = "mender_orchestrator.drivers"
 PLUGIN_GROUP = "mender_orchestrator.plugins"
@@ -102,7 +103,7 @@ def resolve(interface: str, data_dir: Path) -> Resolution:
     )
 
 
-def _load_driver_factory(name: str) -> Callable[[Component], object]:
+def load_factory(name: str) -> Callable[[Component], object]:
     from stevedore import driver
 
     try:
@@ -220,7 +221,7 @@ class ComponentDriver:
                 self.pm.register(extra)
 
     @property
-    def hook(self) -> Any:
+    def hook(self) -> pluggy.HookRelay:
         return self.pm.hook
 
     def context(self, **fields: Any) -> InterfaceContext:
@@ -298,7 +299,7 @@ class ComponentDriver:
     def _call(self, hook: str, ctx: InterfaceContext) -> Any:
         """Call one hook; a driver's bug becomes a failure of this Component, not a crash."""
         try:
-            return getattr(self.pm.hook, hook)(ctx=ctx)
+            return call_with_retries(lambda: getattr(self.pm.hook, hook)(ctx=ctx), hook, ctx)
         except OrchestratorError:
             raise
         except Exception as exc:
@@ -318,7 +319,10 @@ def load(component: Component, data_dir: Path) -> ComponentDriver:
         return ComponentDriver(
             component, resolution, ExecDriver(component, Path(resolution.target))
         )
-    factory = _load_driver_factory(component.interface)
+    factory = load_factory(component.interface)
+    who = f"{component.interface!r} ({resolution.target})"
+    declared = getattr(factory, api_version.ATTRIBUTE, None)
+    api_version.check_driver(declared, who, component.label)
     try:
         plugin = factory(component)
     except ConfigError:
@@ -328,4 +332,8 @@ def load(component: Component, data_dir: Path) -> ComponentDriver:
             f"{component.label}: driver {component.interface!r} refused its interface_args "
             f"{list(component.interface_args)}: {exc}"
         ) from exc
+    if declared is None:  # a factory function may leave the declaration to its product
+        api_version.check_driver(
+            getattr(plugin, api_version.ATTRIBUTE, None), who, component.label
+        )
     return ComponentDriver(component, resolution, plugin, global_plugins())

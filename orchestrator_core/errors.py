@@ -57,3 +57,9 @@ class IncompatibleArtifact(ArtifactError):
 
 class NothingToResume(OrchestratorError):
     """``resume`` or ``rollback`` was called with no deployment in progress."""
+
+
+class RetryableInterfaceError(InterfaceError):
+    """A transient fault (bus busy, device not answering yet): the call may succeed if made
+    again. The driver layer retries it within the call's deadline (``drivers.RETRY_POLICY``);
+    a plain ``InterfaceError`` is fatal at once."""

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO, TypeVar, cast
 import can
 import isotp
 import udsoncan
-from orchestrator_core.errors import InterfaceError, InterfaceTimeout
+from orchestrator_core.driver_api import InterfaceError, InterfaceTimeout
 from udsoncan.client import Client
 from udsoncan.connections import PythonIsoTpConnection
 from udsoncan.exceptions import (

@@ -33,16 +33,20 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from orchestrator_core.atomic import write_bytes as write_atomic
-from orchestrator_core.context import Component, InterfaceContext, RebootNeed
-from orchestrator_core.errors import InterfaceError
-from orchestrator_core.hookspecs import hookimpl
+from orchestrator_core.driver_api import (
+    Component,
+    InterfaceContext,
+    InterfaceError,
+    RebootNeed,
+    hookimpl,
+)
+from orchestrator_core.driver_api import write_atomically as write_atomic
 
 from mender_orchestrator_i2c import hookspecs
 from mender_orchestrator_i2c.bus import I2CBus, ResettableBus, open_builtin
 from mender_orchestrator_i2c.protocol import Bootloader, Nacked, NoAnswer
 from mender_orchestrator_i2c.record import VersionRecord, decode
-from mender_orchestrator_i2c.settings import Settings, parse
+from mender_orchestrator_i2c.settings import PARSER, Settings, parse
 
 BLANK = 0xFF
 CHUNK = 256
@@ -124,6 +128,8 @@ class I2CDriver:
     """
 
     extra_hookspecs = hookspecs
+    driver_api = ">=1.0,<2"  # the orchestrator_core.driver_api versions this is written for
+    interface_args_parser = PARSER
 
     def __init__(self, component: Component) -> None:
         self.component = component

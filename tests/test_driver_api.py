@@ -1,0 +1,293 @@
+# ruff: noqa: E501  (tables of expected messages read better unwrapped)
+"""The public driver API: orchestrator_core.driver_api, the args helper, the API version.
+
+Drivers under test are real packages: a module and a ``.dist-info`` with its entry point,
+put on ``PYTHONPATH`` of a real ``mender-orchestrator`` process.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+from systems import REPO, System
+
+from orchestrator_core import api_version, driver_api
+from orchestrator_core.args import InterfaceArgs, parser_of
+from orchestrator_core.context import Component
+from orchestrator_core.errors import ConfigError
+
+TEMPLATE_DRIVER = (
+    REPO / "driver-template" / "{{cookiecutter.__project_slug}}"
+    / "{{cookiecutter.package_name}}" / "driver.py"
+)  # fmt: skip
+DRIVER_SOURCES = [
+    *sorted((REPO / "drivers" / "canbus" / "mender_orchestrator_canbus").rglob("*.py")),
+    *sorted((REPO / "drivers" / "i2c" / "mender_orchestrator_i2c").rglob("*.py")),
+    TEMPLATE_DRIVER,
+]
+
+
+def install_vendor_driver(root: Path, name: str, source: str) -> Path:
+    """A driver package ``vendor_<name>`` registered as driver NAME; returns the directory to
+    put on PYTHONPATH."""
+    site = root / "site"
+    module = f"vendor_{name}"
+    (site / f"{module}-1.0.dist-info").mkdir(parents=True)
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    (site / f"{module}-1.0.dist-info" / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n"
+    )
+    (site / f"{module}-1.0.dist-info" / "entry_points.txt").write_text(
+        f"[mender_orchestrator.drivers]\n{name} = {module}:Driver\n"
+    )
+    return site
+
+
+DRIVER_TEMPLATE = """
+from orchestrator_core.driver_api import Component, InterfaceContext, hookimpl
+
+class Driver:
+    driver_api = {declared!r}
+
+    def __init__(self, component: Component) -> None:
+        self.component = component
+
+    @hookimpl
+    def identity(self, ctx: InterfaceContext) -> str:
+        return "unit-1"
+
+    @hookimpl
+    def provides(self, ctx: InterfaceContext) -> dict[str, str]:
+        return {{"rootfs-image.{name}.version": "1.0"}}
+"""
+
+
+def vendor_system(system: System, name: str, declared: str | None) -> dict[str, str]:
+    site = install_vendor_driver(
+        system.root, name, DRIVER_TEMPLATE.format(declared=declared, name=name)
+    )
+    system.write_topology(
+        'api_version: "mender/v1"\nkind: "topology"\nsystem_type: "box"\ncomponents:\n'
+        f"  - component_type: unit\n    interface: {name}\n"
+    )
+    return {"PYTHONPATH": str(site)}
+
+
+# --------------------------------------------------------------------------- the public module
+
+
+def test_bundled_and_template_drivers_import_only_the_public_api() -> None:
+    offenders = []
+    for path in DRIVER_SOURCES:
+        # the template's Jinja placeholders stand for names
+        source = re.sub(r"\{\{.*?\}\}", "Name", path.read_text())
+        for node in ast.walk(ast.parse(source)):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            offenders += [
+                f"{path.relative_to(REPO)}: {n}"
+                for n in names
+                if n.split(".")[0] == "orchestrator_core" and n != "orchestrator_core.driver_api"
+            ]
+    assert offenders == []
+    assert len(DRIVER_SOURCES) > 10
+
+
+def test_driver_api_exports_what_drivers_need() -> None:
+    for name in ("InterfaceContext", "RebootNeed", "ArtifactInfo", "InterfaceError",
+                 "ConfigError", "hookimpl", "InterfaceArgs", "DRIVER_API_VERSION",
+                 "RetryableInterfaceError", "write_atomically"):  # fmt: skip
+        assert name in driver_api.__all__
+        assert getattr(driver_api, name) is not None
+    assert driver_api.DRIVER_API_VERSION == api_version.DRIVER_API_VERSION == "1.0"
+
+
+def test_the_core_wheel_ships_py_typed(tmp_path: Path) -> None:
+    source = tmp_path / "core"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "drivers",
+        "driver-template", "tests", "bench", "examples", "support"))  # fmt: skip
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"),
+         str(source)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "dist").glob("mender_orchestrator_py-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "orchestrator_core/py.typed" in names
+    assert "orchestrator_core/driver_api.py" in names
+
+
+# --------------------------------------------------------------------------- the args helper
+
+
+def parser() -> InterfaceArgs:
+    made = InterfaceArgs("seat", description="A seat.")
+    made.add_argument("--bus", required=True, help="the I2C bus number")
+    made.add_argument("--speed", type=driver_api.integer(1, 400), default=100)
+    made.add_argument("--timeout", type=driver_api.seconds(), default=5.0)
+    made.add_argument("--fast", action="store_true")
+    return made
+
+
+SEAT = Component("seat_heating", "seat", position=4)
+
+
+def refused(*args: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        parser().parse(Component("seat_heating", "seat", args, position=4))
+    message = caught.value.message
+    assert message.startswith(f"seat_heating[4] (interface seat): invalid interface_args {list(args)}: ")
+    assert message.endswith(" (`mender-orchestrator drivers seat` lists the arguments)")
+    assert "\n" not in message
+    assert caught.value.exit_code == 2
+    return message
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((), "argument --bus is missing: the I2C bus number"),
+        (("--bus=1", "--speed=fast"), "argument --speed: expected an integer (decimal or 0x-prefixed hex), got 'fast'"),
+        (("--bus=1", "--speed=0x200"), "argument --speed: expected a value from 0x1 to 0x190, got '0x200'"),
+        (("--bus=1", "--timeout=inf"), "argument --timeout: expected a number of seconds above 0 and at most 86400, got 'inf'"),
+        (("--bus=1", "--bus=2"), "argument --bus: given twice"),
+        (("--bus=1", "--sp=3"), "unrecognized arguments: --sp=3; the seat driver takes --bus, --speed, --timeout, --fast"),
+        (("--bus=1", "--help"), "unrecognized arguments: --help"),
+        (("--bus",), "argument --bus: expected one argument"),
+        (("1",), "unrecognized arguments: 1"),
+    ],
+)  # fmt: skip
+def test_bad_arguments_are_a_config_error_naming_argument_and_component(
+    args: tuple[str, ...], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert expected in refused(*args)
+    assert capsys.readouterr() == ("", "")  # argparse printed nothing and did not exit
+
+
+def test_good_arguments_take_both_spellings() -> None:
+    parsed = parser().parse(Component("seat_heating", "seat", ("--bus", "3", "--speed=0x10")))
+    assert (parsed.bus, parsed.speed, parsed.timeout, parsed.fast) == ("3", 16, 5.0, False)
+    assert InterfaceArgs.given(Component("c", "seat", ("--speed", "0x10")), "--speed") == "0x10"
+
+
+def test_help_text_marks_required_options() -> None:
+    text = parser().format_help()
+    assert text.startswith("usage: seat [--bus BUS]")
+    assert "the I2C bus number (required)" in text
+
+
+def test_parser_of_takes_an_attribute_or_a_factory_function() -> None:
+    made = parser()
+
+    class WithParser:
+        interface_args_parser = made
+
+    class WithFunction:
+        interface_args_parser = staticmethod(lambda: made)
+
+    assert parser_of(WithParser) is made
+    assert parser_of(WithFunction) is made
+    assert parser_of(object()) is None
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("i2c", ["i2c: in-process driver mender_orchestrator_i2c.driver:I2CDriver",
+                 "Driver API: it declares >=1.0,<2; this mender-orchestrator provides 1.0",
+                 "", "interface_args:", "usage: i2c [--bus BUS] [--address ADDRESS] [--flash-base FLASH_BASE]"]),
+        ("canbus", ["canbus: in-process driver mender_orchestrator_canbus.driver:CanbusDriver",
+                    "Driver API: it declares >=1.0,<2; this mender-orchestrator provides 1.0",
+                    "", "interface_args:", "usage: canbus [--interface INTERFACE] [--channel CHANNEL] [--bitrate BITRATE]"]),
+    ],
+)  # fmt: skip
+def test_drivers_name_shows_the_arguments(system: System, name: str, expected: list[str]) -> None:
+    result = system.run("drivers", name)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[:5] == expected
+    assert "  --bus BUS             N for /dev/i2c-N" in result.stdout or name != "i2c"
+    assert "  --p2-timeout P2_TIMEOUT" in result.stdout or name != "canbus"
+
+
+def test_drivers_name_for_an_executable_and_for_nothing(system: System) -> None:
+    system.add_interface("unit")
+    shown = system.run("drivers", "unit")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines() == [
+        f"unit: executable Interface {system.interfaces / 'unit'}",
+        "Its interface_args are passed to it as they are; see its documentation.",
+    ]
+    missing = system.run("drivers", "nothing-here")
+    assert missing.returncode == 2
+    assert "Interface 'nothing-here' not found" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+# --------------------------------------------------------------------------- the API version
+
+
+@pytest.mark.parametrize(
+    ("spec", "admitted"),
+    [(">=1.0,<2", True), (">=1,<2", True), ("<2", True), (">=1.1", False), (">=2,<3", False),
+     ("==1", True), ("!=1.0", False), ("> 0.9 , <= 1.0", True)],
+)  # fmt: skip
+def test_version_ranges(spec: str, admitted: bool) -> None:
+    assert api_version.in_range("1.0", spec) is admitted
+
+
+@pytest.mark.parametrize("spec", ["~=1.0", ">=1.x", "", ">=1,,<2", "1.0"])
+def test_a_malformed_range_is_refused_by_name(spec: str) -> None:
+    with pytest.raises(api_version.IncompatibleDriver, match=f"driver 'x': driver_api {spec!r} is not a version range"):
+        api_version.check_driver(spec, "'x'")
+
+
+def test_the_loader_refuses_an_incompatible_driver_naming_both_versions(system: System) -> None:
+    env = vendor_system(system, "seat", ">=2.0,<3")
+    refusal = (
+        "unit[0] (interface seat): driver 'seat' (vendor_seat:Driver) supports driver API "
+        ">=2.0,<3 but this mender-orchestrator provides driver API 1.0: install a release of "
+        "the driver made for driver API 1.0"
+    )
+    for command, exit_code in (("show-provides", 1), ("drivers", 2)):
+        result = system.run(command, env=env)
+        assert result.returncode == exit_code, result.stderr
+        assert refusal in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("declared", [">=1.0,<2", None])
+def test_the_loader_takes_a_compatible_or_undeclared_driver(
+    system: System, declared: str | None
+) -> None:
+    env = vendor_system(system, "seat", declared)
+    result = system.run("show-provides", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "unit.unit-1.device_type=unit",
+        "unit.unit-1.rootfs-image.seat.version=1.0",
+    ]
+
+
+def test_bundled_drivers_bound_their_core_dependency() -> None:
+    import tomllib
+
+    for project in (REPO / "drivers" / "canbus", REPO / "drivers" / "i2c",
+                    REPO / "driver-template" / "{{cookiecutter.__project_slug}}"):  # fmt: skip
+        text = (project / "pyproject.toml").read_text()
+        if "{{" in text:
+            text = text.replace("{{", "").replace("}}", "")
+        dependencies = tomllib.loads(text)["project"]["dependencies"]
+        assert "mender-orchestrator-py>=0.1,<0.2" in dependencies, project
