@@ -177,8 +177,10 @@ def seconds(maximum: float | None = 86400.0) -> Callable[[str], float]:
     """A duration above 0 and at most ``maximum`` seconds (a day by default: longer is a
     typo; None: any finite duration). Infinity is refused: it would never time out."""
     bound = math.inf if maximum is None else maximum
-    expected = "a positive number of seconds" if maximum is None else (
-        f"a number of seconds above 0 and at most {maximum:g}"
+    expected = (
+        "a positive number of seconds"
+        if maximum is None
+        else (f"a number of seconds above 0 and at most {maximum:g}")
     )
 
     def parse(text: str) -> float:

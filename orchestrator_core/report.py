@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from orchestrator_core.journal import DeploymentRow, Journal
+from orchestrator_core.journal import DeploymentRow, EventRow, Journal
+from orchestrator_core.progress import describe, parse_journal_value
 
 
 def _time(stamp: float | None) -> str:
@@ -35,6 +36,8 @@ def _deployment_lines(journal: Journal, row: DeploymentRow) -> list[str]:
         seq: (kind, name, group, phase) for seq, kind, name, group, phase in journal.steps(row.id)
     }
     entered: dict[tuple[int, str], float] = {}
+    reported: dict[tuple[int, str], EventRow] = {}  # the last ctx.progress of a running state
+    finished: set[tuple[int, str]] = set()
     events = journal.events(row.id)
     width = max((len(e.component) for e in events), default=0)
     for event in events:
@@ -48,12 +51,41 @@ def _deployment_lines(journal: Journal, row: DeploymentRow) -> list[str]:
         if event.kind == "enter":
             entered[(event.seq, event.component)] = event.at
             continue
+        if event.kind == "progress":
+            reported[(event.seq, event.component)] = event
+            continue
         began = entered.get((event.seq, event.component), event.at)
+        finished.add((event.seq, event.component))
         result = "ok" if event.ok else f"FAILED: {event.message}"
         answer = f" = {event.value}" if event.value and kind == "query" else ""
         lines.append(
             f"  {_time(event.at)}  group {group:>3}  {phase:<8} {name:<28} "
             f"{event.component:<{width}} {event.at - began:7.2f}s  {result}{answer}"
+        )
+    if row.finished is None:
+        running = {k: at for k, at in entered.items() if k not in finished}
+        lines.extend(_running_lines(steps, running, reported, width))
+    return lines
+
+
+def _running_lines(
+    steps: dict[int, tuple[str, str, int, str]],
+    running: dict[tuple[int, str], float],
+    reported: dict[tuple[int, str], EventRow],
+    width: int,
+) -> list[str]:
+    """A line per state entered and not finished, with the driver's last ``ctx.progress``."""
+    lines = []
+    for (seq, component), began in running.items():
+        _kind, name, group, phase = steps.get(seq, ("?", "?", 0, "?"))
+        report = reported.get((seq, component))
+        doing = "not finished"
+        if report is not None and report.value:
+            done, total = parse_journal_value(report.value)
+            doing += f", {describe(done, total, report.message or '')} at {_time(report.at)}"
+        lines.append(
+            f"  {_time(began)}  group {group:>3}  {phase:<8} {name:<28} "
+            f"{component:<{width}} {'':>8}  {doing}"
         )
     return lines
 

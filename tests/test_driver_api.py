@@ -8,21 +8,25 @@ put on ``PYTHONPATH`` of a real ``mender-orchestrator`` process.
 from __future__ import annotations
 
 import ast
+import logging
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from systems import REPO, System
+from systems import CLI, REPO, System
 
-from orchestrator_core import api_version, driver_api
+from orchestrator_core import api_version, driver_api, progress, retry
 from orchestrator_core.args import InterfaceArgs, parser_of
-from orchestrator_core.context import Component
-from orchestrator_core.errors import ConfigError
+from orchestrator_core.context import Component, InterfaceContext
+from orchestrator_core.errors import ConfigError, InterfaceError, RetryableInterfaceError
 
 TEMPLATE_DRIVER = (
     REPO / "driver-template" / "{{cookiecutter.__project_slug}}"
@@ -291,3 +295,249 @@ def test_bundled_drivers_bound_their_core_dependency() -> None:
             text = text.replace("{{", "").replace("}}", "")
         dependencies = tomllib.loads(text)["project"]["dependencies"]
         assert "mender-orchestrator-py>=0.1,<0.2" in dependencies, project
+
+
+# --------------------------------------------------------------------------- progress, retries
+
+WORKING_DRIVER = """
+import os
+import time
+from pathlib import Path
+
+from orchestrator_core.driver_api import (
+    Component, InterfaceContext, InterfaceTimeout, RebootNeed, RetryableInterfaceError, hookimpl,
+)
+
+STATE = Path(os.environ["VENDOR_STATE"])
+
+
+def busy(what: str) -> None:
+    # the first BUSY_<WHAT> calls find the bus busy
+    counter = STATE / f"calls-{what}"
+    calls = int(counter.read_text()) + 1 if counter.exists() else 1
+    counter.write_text(str(calls))
+    if calls <= int(os.environ.get(f"BUSY_{what.upper()}", "0")):
+        raise RetryableInterfaceError(f"{what}: the bus is busy (call {calls})")
+
+
+class Driver:
+    driver_api = ">=1.0,<2"
+
+    def __init__(self, component: Component) -> None:
+        self.component = component
+
+    @hookimpl
+    def identity(self, ctx: InterfaceContext) -> str:
+        busy("identity")
+        return "unit-1"
+
+    @hookimpl
+    def provides(self, ctx: InterfaceContext) -> dict[str, str]:
+        version = STATE / "version"
+        return {"rootfs-image.seat.version": version.read_text() if version.exists() else "1.0"}
+
+    @hookimpl
+    def needs_artifact_reboot(self, ctx: InterfaceContext) -> RebootNeed:
+        return RebootNeed.NO
+
+    @hookimpl
+    def artifact_install(self, ctx: InterfaceContext) -> None:
+        busy("install")
+        total = 65536
+        for done in range(0, 32769, 4096):  # nine reports within a second: one is journaled
+            ctx.progress(done, total, "bytes flashed")
+        time.sleep(1.05)
+        ctx.progress(49152, total, "bytes flashed")
+        (STATE / "waiting").touch()
+        while not (STATE / "go").exists():
+            if time.monotonic() > ctx.deadline:
+                raise InterfaceTimeout("nobody said go")
+            time.sleep(0.02)
+        ctx.progress(total, total, "bytes flashed")
+        (STATE / "version").write_text(ctx.artifact.version_for("seat"))
+"""
+
+
+@pytest.fixture
+def seat(system: System, tmp_path: Path) -> tuple[System, dict[str, str], Path]:
+    """A System whose one Component is driven by WORKING_DRIVER, and a Manifest to 2.0."""
+    site = install_vendor_driver(system.root, "seat", WORKING_DRIVER)
+    state = tmp_path / "device"
+    state.mkdir()
+    system.write_topology(
+        'api_version: "mender/v1"\nkind: "topology"\nsystem_type: "box"\ncomponents:\n'
+        "  - component_type: unit\n    interface: seat\n"
+    )
+    payload = tmp_path / "image.bin"
+    payload.write_bytes(b"\x5a" * 4096)
+    artifact = tmp_path / "seat-2.0.mender"
+    subprocess.run(
+        ["mender-artifact", "write", "module-image", "-T", "seat", "-t", "unit", "-n", "seat-2.0",
+         "--software-version", "2.0", "-f", str(payload), "-o", str(artifact)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(
+        'api_version: "mender/v1"\nkind: "manifest"\nname: "box-2.0"\n'
+        'system_types_compatible: ["box"]\ncomponent_types:\n  unit:\n'
+        f"    artifact_name: seat-2.0\n    artifact_path: {artifact}\n"
+        "    update_strategy: {order: 10}\n"
+    )
+    return system, {"PYTHONPATH": str(site), "VENDOR_STATE": str(state)}, manifest
+
+
+def wait_for(path: Path, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+@pytest.mark.skipif(shutil.which("mender-artifact") is None, reason="needs mender-artifact")
+def test_progress_reaches_the_journal_rate_limited_and_status_shows_it(
+    seat: tuple[System, dict[str, str], Path],
+) -> None:
+    system, env, manifest = seat
+    state = Path(env["VENDOR_STATE"])
+    process = subprocess.Popen(
+        [*CLI, "install", str(manifest)], env={**system.env, **env}, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        wait_for(state / "waiting", process)
+        deadline = time.monotonic() + 10
+        while True:  # the report is committed within the journal's flush delay
+            status = system.run("status", env=env)
+            running = [line for line in status.stdout.splitlines() if "not finished" in line]
+            if any("48.0 KiB" in line for line in running) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        (state / "go").touch()
+        _out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert status.returncode == 0, status.stderr
+    (line,) = running
+    assert " ArtifactInstall " in line and " unit/unit-1 " in line
+    assert line.endswith(", 48.0 KiB of 64.0 KiB flashed (75%) at " + line[-19:])
+
+    with sqlite3.connect(system.datastore / "journal.sqlite") as db:
+        reports = db.execute(
+            "SELECT component, value, message FROM event WHERE kind = 'progress' ORDER BY id"
+        ).fetchall()
+    assert reports == [
+        ("unit/unit-1", "0/65536", "bytes flashed"),
+        ("unit/unit-1", "49152/65536", "bytes flashed"),
+        ("unit/unit-1", "65536/65536", "bytes flashed"),
+    ]
+    after = system.run("status", env=env)
+    assert "not finished" not in after.stdout  # a finished state shows its result instead
+
+
+def test_the_live_line_shows_each_components_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    shown: list[str | None] = []
+    monkeypatch.setattr(progress.log_module, "set_status_line", shown.append)
+    observer = progress.ProgressObserver()
+    observer._live = True  # as on a terminal
+    observer.step_started(10, "ArtifactInstall", 2)
+    recorded: list[tuple[str, str]] = []
+    report = observer.sink("ecu/7", lambda value, what: recorded.append((value, what)))
+    for done in (0, 1024, 2048):
+        report(done, 4096, "bytes flashed")
+    report(4096, 4096, "bytes flashed")
+    observer.sink("mcu/1", lambda value, what: None)(3, None, "blocks")
+    assert shown[-1] == (
+        "order group 10: ArtifactInstall: 0/2 Components done; "
+        "ecu/7: 4.0 KiB of 4.0 KiB flashed (100%); mcu/1: 3 blocks"
+    )
+    assert recorded == [("0/4096", "bytes flashed"), ("4096/4096", "bytes flashed")]
+    with pytest.raises(ValueError, match="counts cannot be negative"):
+        report(-1, 4096, "bytes flashed")
+
+
+def busy_twice() -> Callable[[], str]:
+    calls = []
+
+    def call() -> str:
+        calls.append(time.monotonic())
+        if len(calls) <= 2:
+            raise RetryableInterfaceError(f"bus busy (call {len(calls)})")
+        return "done"
+
+    call.calls = calls  # type: ignore[attr-defined]
+    return call
+
+
+def context(timeout: float) -> InterfaceContext:
+    return InterfaceContext(SEAT, logging.getLogger("test"), timeout)
+
+
+def test_a_transient_fault_is_retried_with_backoff() -> None:
+    call = busy_twice()
+    assert retry.call_with_retries(call, "identity", context(30)) == "done"
+    calls = call.calls  # type: ignore[attr-defined]
+    assert len(calls) == 3
+    assert calls[1] - calls[0] >= retry.FIRST_WAIT
+    assert calls[2] - calls[1] >= 2 * retry.FIRST_WAIT
+
+
+def test_retries_stop_at_the_deadline_and_after_the_last_try() -> None:
+    with pytest.raises(InterfaceError) as caught:
+        retry.call_with_retries(busy_twice(), "download", context(0.05))
+    assert not isinstance(caught.value, RetryableInterfaceError)  # fatal now
+    assert caught.value.message == (
+        "bus busy (call 1) (a transient fault; download was called 1 time, "
+        "no time left before the deadline)"
+    )
+
+    def always() -> None:
+        raise RetryableInterfaceError("bus busy")
+
+    started = time.monotonic()
+    with pytest.raises(InterfaceError, match=r"bus busy \(a transient fault; artifact_install "
+                       r"was called 5 times, no tries left\)"):  # fmt: skip
+        retry.call_with_retries(always, "artifact_install", context(30))
+    assert time.monotonic() - started >= 0.1 + 0.2 + 0.4 + 0.8
+
+
+def test_a_fatal_fault_is_not_retried() -> None:
+    calls = []
+
+    def fatal() -> None:
+        calls.append(1)
+        raise InterfaceError("flash broken")
+
+    with pytest.raises(InterfaceError, match=r"^flash broken$"):
+        retry.call_with_retries(fatal, "artifact_install", context(30))
+    assert calls == [1]
+
+
+def test_queries_are_retried_through_the_driver_layer(
+    seat: tuple[System, dict[str, str], Path],
+) -> None:
+    system, env, _manifest = seat
+    shown = system.run("show-provides", env={**env, "BUSY_IDENTITY": "2"})
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines() == [
+        "unit.unit-1.device_type=unit",
+        "unit.unit-1.rootfs-image.seat.version=1.0",
+    ]
+    assert (Path(env["VENDOR_STATE"]) / "calls-identity").read_text() == "3"
+    assert "identity failed with a transient fault, calling it again in 0.1s" in shown.stderr
+
+    given_up = system.run("show-provides", env={**env, "BUSY_IDENTITY": "99"})
+    assert given_up.returncode != 0
+    assert "was called 5 times, no tries left" in given_up.stderr
+
+
+@pytest.mark.skipif(shutil.which("mender-artifact") is None, reason="needs mender-artifact")
+def test_a_state_is_retried_by_the_engine(seat: tuple[System, dict[str, str], Path]) -> None:
+    system, env, manifest = seat
+    (Path(env["VENDOR_STATE"]) / "go").touch()
+    result = system.run("install", str(manifest), env={**env, "BUSY_INSTALL": "1"})
+    assert result.returncode == 0, result.stderr
+    assert (Path(env["VENDOR_STATE"]) / "calls-install").read_text() == "2"
+    assert (Path(env["VENDOR_STATE"]) / "version").read_text() == "2.0"
+    assert "artifact_install failed with a transient fault" in result.stderr

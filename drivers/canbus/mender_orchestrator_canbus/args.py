@@ -52,36 +52,79 @@ def _parser() -> InterfaceArgs:
     )
     add_link_arguments(parser, LinkSettings())
     uds = parser.add_argument_group("UDS")
-    uds.add_argument("--p2-timeout", type=positive_seconds, default=1.0,
-                     help="seconds to wait for an answer (default 1)")
-    uds.add_argument("--p2-star-timeout", type=positive_seconds, default=5.0,
-                     help="seconds to wait after each NRC 0x78 (default 5)")
-    uds.add_argument("--reset-wait", type=positive_seconds, default=10.0,
-                     help="seconds to wait for the ECU after ECUReset (default 10)")
-    uds.add_argument("--retries", type=int_value(0, 100), default=3,
-                     help="times an unanswered TransferData block is sent again (default 3)")
-    uds.add_argument("--memory-address", type=int_value(0, 2**40 - 1), default=0,
-                     help="where the application image goes (default 0)")
-    uds.add_argument("--memory-size", type=int_value(1, 2**32 - 1), default=0x80000,
-                     help="size of the application bank (default 0x80000)")
+    uds.add_argument(
+        "--p2-timeout",
+        type=positive_seconds,
+        default=1.0,
+        help="seconds to wait for an answer (default 1)",
+    )
+    uds.add_argument(
+        "--p2-star-timeout",
+        type=positive_seconds,
+        default=5.0,
+        help="seconds to wait after each NRC 0x78 (default 5)",
+    )
+    uds.add_argument(
+        "--reset-wait",
+        type=positive_seconds,
+        default=10.0,
+        help="seconds to wait for the ECU after ECUReset (default 10)",
+    )
+    uds.add_argument(
+        "--retries",
+        type=int_value(0, 100),
+        default=3,
+        help="times an unanswered TransferData block is sent again (default 3)",
+    )
+    uds.add_argument(
+        "--memory-address",
+        type=int_value(0, 2**40 - 1),
+        default=0,
+        help="where the application image goes (default 0)",
+    )
+    uds.add_argument(
+        "--memory-size",
+        type=int_value(1, 2**32 - 1),
+        default=0x80000,
+        help="size of the application bank (default 0x80000)",
+    )
     uds.add_argument("--address-format", type=int, choices=(8, 16, 24, 32, 40), default=32)
     uds.add_argument("--memorysize-format", type=int, choices=(8, 16, 24, 32), default=32)
-    uds.add_argument("--version-did", type=DID, default=0xF189,
-                     help="DID read for Provides (default 0xF189)")
-    uds.add_argument("--version-write-did", type=DID, default=None,
-                     help="DID the new version is written to (default: --version-did)")
-    uds.add_argument("--serial-did", type=DID, default=0xF18C,
-                     help="DID read for Identity (default 0xF18C)")
-    uds.add_argument("--bank-did", type=DID, default=0xFD00,
-                     help="(dual bank) DID of the running bank (default 0xFD00)")
-    uds.add_argument("--banks", type=int, choices=(1, 2), default=1,
-                     help="1: re-flashed in place; 2: A/B banks (default 1)")
-    uds.add_argument("--security-level", type=int_value(1, 0x7D), default=1,
-                     help="SecurityAccess requestSeed sub-function, odd (default 1)")
+    uds.add_argument(
+        "--version-did", type=DID, default=0xF189, help="DID read for Provides (default 0xF189)"
+    )
+    uds.add_argument(
+        "--version-write-did",
+        type=DID,
+        default=None,
+        help="DID the new version is written to (default: --version-did)",
+    )
+    uds.add_argument(
+        "--serial-did", type=DID, default=0xF18C, help="DID read for Identity (default 0xF18C)"
+    )
+    uds.add_argument(
+        "--bank-did",
+        type=DID,
+        default=0xFD00,
+        help="(dual bank) DID of the running bank (default 0xFD00)",
+    )
+    uds.add_argument(
+        "--banks",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="1: re-flashed in place; 2: A/B banks (default 1)",
+    )
+    uds.add_argument(
+        "--security-level",
+        type=int_value(1, 0x7D),
+        default=1,
+        help="SecurityAccess requestSeed sub-function, odd (default 1)",
+    )
     uds.add_argument("--erase-routine", type=ROUTINE, default=0xFF00)
     uds.add_argument("--check-routine", type=ROUTINE, default=0xFF01)
     uds.add_argument("--bank-routine", type=ROUTINE, default=0xF001)
-    return parser  # fmt: skip
+    return parser
 
 
 # built once: parsing does not change it, and `mender-orchestrator drivers canbus` shows it

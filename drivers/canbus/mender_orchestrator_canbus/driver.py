@@ -139,7 +139,7 @@ class CanbusDriver:
         while chunk := image.read(1 << 16):
             crc = zlib.crc32(chunk, crc)
         image.seek(0)
-        uds.download(image, size)
+        uds.download(image, size, ctx.progress)
         uds.write_text(settings.version_write_did, version)
         uds.routine(
             settings.check_routine,

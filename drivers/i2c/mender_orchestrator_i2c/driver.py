@@ -459,11 +459,14 @@ class I2CDriver:
             dirty.insert(0, record_page)
         boot.erase_pages(dirty)
         body = [p for p in changed if p != record_page]
-        for number in body:
+        total = len(changed) * size
+        for written, number in enumerate(body, start=1):
             self._write_page(boot, number, page(wanted, number))
+            ctx.progress(written * size, total, "bytes flashed")
         self._verify_pages(ctx, boot, body, wanted)
         if record_page in changed:
             self._write_page(boot, record_page, page(wanted, record_page))
+            ctx.progress(total, total, "bytes flashed")
             self._verify_pages(ctx, boot, [record_page], wanted)
 
     def _write_page(self, boot: Bootloader, number: int, content: bytes) -> None:

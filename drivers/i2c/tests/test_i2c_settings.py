@@ -29,7 +29,10 @@ CASES = [
         "--bus=sim:dev.bin: the simulator's path must be absolute",
     ),
     ((BUS, "--address=0x99"), "--address=0x99: a 7-bit I2C address is between 0x08 and 0x77"),
-    ((BUS, "--address=forty"), "argument --address: expected the bootloader's 7-bit I2C address, e.g. 0x48, got 'forty'"),
+    (
+        (BUS, "--address=forty"),
+        "argument --address: expected the bootloader's 7-bit I2C address, e.g. 0x48, got 'forty'",
+    ),
     ((*OK, "--page-size=1000"), "--page-size=1000: expected a power of two"),
     ((*OK, "--flash-size=3000"), "--flash-size=3000: expected a multiple of the page size (2048)"),
     (
@@ -55,7 +58,10 @@ CASES = [
     ((*OK, "--no-stretch=maybe"), "--no-stretch=maybe: expected auto, yes or no"),
     ((*OK, "--write-retries=99"), "--write-retries=99: expected 0 to 10"),
     ((*OK, "--uid-length=40"), "--uid-length=40: expected 1 to 16 bytes"),
-    ((*OK, "--speed=400k"), "unrecognized arguments: --speed=400k; the i2c driver takes --bus, --address,"),
+    (
+        (*OK, "--speed=400k"),
+        "unrecognized arguments: --speed=400k; the i2c driver takes --bus, --address,",
+    ),
     ((*OK, "--address=0x49"), "argument --address: given twice"),
     ((BUS, "--address"), "argument --address: expected one argument"),
     ((BUS, "0x48"), "unrecognized arguments: 0x48; the i2c driver takes --bus,"),
