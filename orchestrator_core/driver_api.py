@@ -13,7 +13,8 @@ A driver package (see docs/drivers.md):
   and bounds its dependency on the core accordingly;
 * parses ``component.interface_args`` with an ``InterfaceArgs`` parser exposed as the
   factory's ``interface_args_parser``;
-* implements the hooks of ``DriverBase`` it needs, each marked ``@hookimpl``; states raise
+* implements the hooks of ``DriverBase`` it needs (subclassing it gives mypy the hooks'
+  signatures), each marked ``@hookimpl``; states raise
   ``InterfaceError`` (``RetryableInterfaceError`` for a transient fault) and report long work
   with ``ctx.progress(done, total, what)``.
 """
@@ -38,6 +39,7 @@ from orchestrator_core.context import (
     PayloadFile,
     RebootNeed,
 )
+from orchestrator_core.driver_base import DriverBase
 from orchestrator_core.errors import (
     ArtifactError,
     ConfigError,
@@ -53,6 +55,7 @@ __all__ = [
     "ArtifactInfo",
     "Component",
     "ConfigError",
+    "DriverBase",
     "IncompatibleDriver",
     "InterfaceArgs",
     "InterfaceContext",

@@ -20,10 +20,11 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+import pluggy
 import pytest
 from systems import CLI, REPO, System
 
-from orchestrator_core import api_version, driver_api, progress, retry
+from orchestrator_core import api_version, driver_api, drivers, hookspecs, progress, retry
 from orchestrator_core.args import InterfaceArgs, parser_of
 from orchestrator_core.context import Component, InterfaceContext
 from orchestrator_core.errors import ConfigError, InterfaceError, RetryableInterfaceError
@@ -541,3 +542,83 @@ def test_a_state_is_retried_by_the_engine(seat: tuple[System, dict[str, str], Pa
     assert (Path(env["VENDOR_STATE"]) / "calls-install").read_text() == "2"
     assert (Path(env["VENDOR_STATE"]) / "version").read_text() == "2.0"
     assert "artifact_install failed with a transient fault" in result.stderr
+
+
+# --------------------------------------------------------------------------- the typed base
+
+HOOKS = sorted(
+    name
+    for name, value in vars(hookspecs).items()
+    if callable(value) and hasattr(value, "mender_orchestrator_spec")
+    and name != "artifact_source_open"  # a global hook, not a driver's
+)  # fmt: skip
+
+
+def test_the_base_documents_every_hook_without_being_one() -> None:
+    documented = sorted(
+        name for name, value in vars(driver_api.DriverBase).items()
+        if callable(value) and not name.startswith("_")
+    )  # fmt: skip
+    assert documented == HOOKS
+    for name in HOOKS:
+        method = getattr(driver_api.DriverBase, name)
+        assert method.__doc__, name
+        # not marked: a hook a subclass leaves out gets the protocol default from the engine
+        assert not hasattr(method, "mender_orchestrator_impl"), name
+
+
+def test_a_subclass_runs_its_marked_hooks_and_protocol_defaults_for_the_rest(
+    tmp_path: Path,
+) -> None:
+    class Minimal(driver_api.DriverBase):
+        @driver_api.hookimpl
+        def identity(self, ctx: InterfaceContext) -> str:
+            return "m-1"
+
+        @driver_api.hookimpl
+        def provides(self, ctx: InterfaceContext) -> dict[str, str]:
+            return {"rootfs-image.minimal.version": "1"}
+
+    component = Component("unit", "minimal")
+    resolution = drivers.Resolution("minimal", "driver", "test:Minimal")
+    driver = drivers.ComponentDriver(component, resolution, Minimal(component))
+    ctx = driver.context(log=logging.getLogger("test"), timeout_seconds=5)
+    assert driver.identity(ctx) == "m-1"
+    assert driver.needs_unpacked_artifact(ctx) is True  # the protocol's default
+    assert driver.needs_artifact_reboot(ctx) is driver_api.RebootNeed.NO
+    assert driver.supports_rollback(ctx) is False
+    assert driver.inventory(ctx) == []
+    driver.run_state("artifact_install", ctx)  # succeeds, as for an executable
+    assert isinstance(ctx.hook, pluggy.HookRelay)
+
+
+def test_mypy_checks_a_driver_against_the_base(tmp_path: Path) -> None:
+    source = tmp_path / "vendor_wrong.py"
+    source.write_text(textwrap.dedent("""
+        from orchestrator_core.driver_api import DriverBase, InterfaceContext, hookimpl
+
+        class Wrong(DriverBase):
+            @hookimpl
+            def identity(self, ctx: InterfaceContext) -> int:
+                return 7
+
+            @hookimpl
+            def provides(self, ctx: InterfaceContext) -> dict[str, str]:
+                return {}
+
+            @hookimpl
+            def artifact_install(self, context: InterfaceContext, force: bool) -> None:
+                ctx = context
+                ctx.progress(1, 2, "bytes")
+                ctx.progress("1", 2, "bytes")
+    """))
+    checked = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(source)],
+        capture_output=True, text=True, timeout=300, check=False, cwd=REPO,
+    )  # fmt: skip
+    errors = [line.split(": error: ")[1] for line in checked.stdout.splitlines() if ": error: " in line]
+    assert errors == [
+        'Return type "int" of "identity" incompatible with return type "str | None" in supertype "orchestrator_core.driver_base.DriverBase"  [override]',
+        'Signature of "artifact_install" incompatible with supertype "orchestrator_core.driver_base.DriverBase"  [override]',
+        'Argument 1 to "progress" of "InterfaceContext" has incompatible type "str"; expected "int"  [arg-type]',
+    ], checked.stdout

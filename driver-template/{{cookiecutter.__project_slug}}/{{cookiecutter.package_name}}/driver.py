@@ -26,6 +26,7 @@ from pathlib import Path
 
 from orchestrator_core.driver_api import (
     Component,
+    DriverBase,
     InterfaceArgs,
     InterfaceContext,
     InterfaceError,
@@ -92,8 +93,11 @@ class Device:
         write_atomic(self.path / "running", (self.installed_version() or "").encode() + b"\n")
 
 
-class {{ cookiecutter.__class_name }}:
-    """In-process driver for the ``{{ cookiecutter.driver_name }}`` interface."""
+class {{ cookiecutter.__class_name }}(DriverBase):
+    """In-process driver for the ``{{ cookiecutter.driver_name }}`` interface.
+
+    DriverBase documents every hook and gives mypy their signatures; only the methods marked
+    ``@hookimpl`` are called by the orchestrator."""
 
     # The orchestrator_core.driver_api versions this driver is written for: the orchestrator
     # refuses to load it outside this range (keep pyproject's dependency bound in step).
@@ -103,7 +107,7 @@ class {{ cookiecutter.__class_name }}:
     def __init__(self, component: Component) -> None:
         # interface_args are checked here: a ConfigError stops the deployment before any
         # state runs.
-        self.component = component
+        super().__init__(component)
         args = PARSER.parse(component)
         self.device = Device(args.device)
 

@@ -21,6 +21,7 @@ from typing import BinaryIO
 
 from orchestrator_core.driver_api import (
     Component,
+    DriverBase,
     InterfaceContext,
     InterfaceError,
     RebootNeed,
@@ -66,7 +67,7 @@ class InstallRecord:
     image_saved: bool = False  # single bank: previous.bin holds the bank as it was
 
 
-class CanbusDriver:
+class CanbusDriver(DriverBase):
     """One ECU reached over UDS on ISO-TP on a python-can bus."""
 
     extra_hookspecs: ModuleType = hookspecs
@@ -74,6 +75,7 @@ class CanbusDriver:
     interface_args_parser = PARSER
 
     def __init__(self, component: Component) -> None:
+        super().__init__(component)
         self.settings: DriverSettings = parse_interface_args(component)
 
     # ------------------------------------------------------------------ helpers

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from orchestrator_core.driver_api import (
     Component,
+    DriverBase,
     InterfaceContext,
     InterfaceError,
     RebootNeed,
@@ -120,7 +121,7 @@ def _first_difference(a: bytes, b: bytes) -> int:
     return next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
 
 
-class I2CDriver:
+class I2CDriver(DriverBase):
     """In-process driver for the ``i2c`` Interface; one instance per Component.
 
     The class is the ``mender_orchestrator.drivers`` entry point: the engine calls it with the
@@ -132,7 +133,7 @@ class I2CDriver:
     interface_args_parser = PARSER
 
     def __init__(self, component: Component) -> None:
-        self.component = component
+        super().__init__(component)
         self.settings = parse(component)
 
     # ------------------------------------------------------------------ built-in extensions
