@@ -1,7 +1,7 @@
 """What a driver is handed when the engine calls one of its hooks.
 
-These types are the whole contract between the core and a driver: a driver package imports
-them (and ``hookimpl``) from here and nothing else from the core's internals.
+These types are the whole contract between the core and a driver; a driver package imports
+them from ``orchestrator_core.driver_api``, the public API, not from here.
 """
 
 from __future__ import annotations

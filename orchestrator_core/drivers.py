@@ -13,7 +13,8 @@ an object whose methods are marked with ``orchestrator_core.hookspecs.hookimpl``
 an ``extra_hookspecs`` attribute (a module or class of ``hookspec``-marked functions) for
 extension points of its own, which plugins from the entry-point group
 ``mender_orchestrator.plugins`` implement. The factory validates ``component.interface_args``
-and raises ``ConfigError`` naming the bad argument.
+and raises ``ConfigError`` naming the bad argument. Its ``driver_api`` attribute, a version
+range, is checked against ``DRIVER_API_VERSION`` before it is called (api_version.py).
 
 Entry points are only scanned when some interface is not an executable, so the common
 all-executables System starts without importing stevedore.

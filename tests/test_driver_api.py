@@ -622,3 +622,24 @@ def test_mypy_checks_a_driver_against_the_base(tmp_path: Path) -> None:
         'Signature of "artifact_install" incompatible with supertype "orchestrator_core.driver_base.DriverBase"  [override]',
         'Argument 1 to "progress" of "InterfaceContext" has incompatible type "str"; expected "int"  [arg-type]',
     ], checked.stdout
+
+
+def test_a_download_that_read_the_payload_is_not_retried() -> None:
+    class Feed:
+        consumed = True
+
+    ctx = context(30)
+    ctx.payload = Feed()  # type: ignore[assignment]
+    calls = []
+
+    def download() -> None:
+        calls.append(1)
+        raise RetryableInterfaceError("link dropped")
+
+    with pytest.raises(InterfaceError) as caught:
+        retry.call_with_retries(download, "download", ctx)
+    assert calls == [1]
+    assert caught.value.message == (
+        "link dropped (a transient fault; download was called 1 time, not called again: it "
+        "had started reading the payload)"
+    )
