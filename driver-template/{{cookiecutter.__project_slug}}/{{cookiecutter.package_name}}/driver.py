@@ -193,6 +193,8 @@ class {{ cookiecutter.__class_name }}(DriverBase):
                 while chunk := payload_file.read(CHUNK):  # checksum checked as it is read
                     self._check_deadline(ctx, "receiving the payload")
                     out.write(chunk)
+                    # shown on the live status line and by `mender-orchestrator status`
+                    ctx.progress(out.tell(), payload_file.size, "bytes received")
         if count == 0:
             raise InterfaceError(f"{ctx.name}: the Artifact has no payload file")
 
