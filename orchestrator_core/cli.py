@@ -228,13 +228,21 @@ def validate(ctx: click.Context, manifest: Path | None, as_json: bool) -> None:
 
 
 @cli.command("drivers")
+@click.argument("name", required=False)
 @json_option
 @click.pass_context
-def drivers_command(ctx: click.Context, as_json: bool) -> None:
-    """List each Topology interface, what it resolves to, and every installed driver."""
+def drivers_command(ctx: click.Context, name: str | None, as_json: bool) -> None:
+    """List each Topology interface, what it resolves to, and every installed driver; with
+    NAME, what NAME resolves to and the interface_args it takes."""
     from orchestrator_core import drivers
 
     s = session(ctx)
+    if name is not None:
+        from orchestrator_core.driver_help import describe
+
+        for line in describe(name, s.config.data_dir):
+            click.echo(line)
+        return
     problems = 0
     try:
         topology = s.topology()
@@ -269,11 +277,11 @@ def drivers_command(ctx: click.Context, as_json: bool) -> None:
                 log.error("%s", exc.message)
                 problems += 1
     click.echo(f"Executable Interfaces in {drivers.interfaces_dir(s.config.data_dir)}:")
-    for name in drivers.installed_executables(s.config.data_dir) or ["(none)"]:
-        click.echo(f"  {name}")
+    for executable in drivers.installed_executables(s.config.data_dir) or ["(none)"]:
+        click.echo(f"  {executable}")
     click.echo(f"In-process drivers (entry-point group {drivers.DRIVER_GROUP}):")
-    for name, target in sorted(drivers.installed_drivers().items()):
-        click.echo(f"  {name} = {target}")
+    for driver, target in sorted(drivers.installed_drivers().items()):
+        click.echo(f"  {driver} = {target}")
     if problems:
         raise SystemExit(2)
 

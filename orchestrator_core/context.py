@@ -1,7 +1,7 @@
 """What a driver is handed when the engine calls one of its hooks.
 
-These types are the whole contract between the core and a driver: a driver package imports
-them (and ``hookimpl``) from here and nothing else from the core's internals.
+These types are the whole contract between the core and a driver; a driver package imports
+them from ``orchestrator_core.driver_api``, the public API, not from here.
 """
 
 from __future__ import annotations
@@ -10,10 +10,12 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+import pluggy
 
 
 @dataclass(frozen=True)
@@ -108,12 +110,22 @@ class InterfaceContext:
     work_dir: Path | None = None  # the File API directory; None outside a deployment
     artifact: ArtifactInfo | None = None  # the Artifact being installed, during a deployment
     payload: PayloadFeed | None = None  # set during Download only
-    hook: Any = None  # the Component's pluggy hook relay, for driver-specific hookspecs
+    # the Component's pluggy hook relay, for driver-specific hookspecs (ctx.hook.NAME(...))
+    hook: pluggy.HookRelay | None = None
     started: float = field(default_factory=time.monotonic)
     # set at the deadline (the engine gives an in-process call up soon after) and when the
     # orchestrator is told to stop (SIGTERM, SIGHUP, SIGINT): a driver's transport stops
     # waiting and the hook returns or raises; see docs/drivers.md
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # where ctx.progress() reports go: (done, total, what); None when nobody listens
+    progress_sink: Callable[[int, int | None, str], None] | None = None
+
+    def progress(self, done: int, total: int | None = None, what: str = "bytes") -> None:
+        """Report how far a long state has got: ``done`` of ``total`` (None: unknown) units
+        of ``what``. Cheap enough to call per chunk; the live status line and the journal
+        (for ``status``) take it, the journal at most once a second per Component."""
+        if self.progress_sink is not None:
+            self.progress_sink(done, total, what)
 
     @property
     def deadline(self) -> float:

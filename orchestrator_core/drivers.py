@@ -13,7 +13,8 @@ an object whose methods are marked with ``orchestrator_core.hookspecs.hookimpl``
 an ``extra_hookspecs`` attribute (a module or class of ``hookspec``-marked functions) for
 extension points of its own, which plugins from the entry-point group
 ``mender_orchestrator.plugins`` implement. The factory validates ``component.interface_args``
-and raises ``ConfigError`` naming the bad argument.
+and raises ``ConfigError`` naming the bad argument. Its ``driver_api`` attribute, a version
+range, is checked against ``DRIVER_API_VERSION`` before it is called (api_version.py).
 
 Entry points are only scanned when some interface is not an executable, so the common
 all-executables System starts without importing stevedore.
@@ -34,9 +35,10 @@ from typing import Any, TypeVar
 
 import pluggy
 
-from orchestrator_core import hookspecs, watchdog
+from orchestrator_core import api_version, hookspecs, watchdog
 from orchestrator_core.context import Component, InterfaceContext, RebootNeed
 from orchestrator_core.errors import ConfigError, DriverNotFound, InterfaceError, OrchestratorError
+from orchestrator_core.retry import call_with_retries
 
 DRIVER_GROUP = "mender_orchestrator.drivers"
 PLUGIN_GROUP = "mender_orchestrator.plugins"
@@ -105,7 +107,7 @@ def resolve(interface: str, data_dir: Path) -> Resolution:
     )
 
 
-def _load_driver_factory(name: str) -> Callable[[Component], object]:
+def load_factory(name: str) -> Callable[[Component], object]:
     from stevedore import driver
 
     try:
@@ -259,7 +261,7 @@ class ComponentDriver:
             ) from None
 
     @property
-    def hook(self) -> Any:
+    def hook(self) -> pluggy.HookRelay:
         return self.pm.hook
 
     def context(self, **fields: Any) -> InterfaceContext:
@@ -351,9 +353,15 @@ class ComponentDriver:
     def _call(self, hook: str, ctx: InterfaceContext) -> Any:
         """Call one hook; a driver's bug becomes a failure of this Component, not a crash."""
         try:
-            if self._watched:
-                return watchdog.call(getattr(self.pm.hook, hook), hook, ctx, self.resolution.target)
-            return getattr(self.pm.hook, hook)(ctx=ctx)
+
+            def call() -> Any:
+                if self._watched:
+                    return watchdog.call(
+                        getattr(self.pm.hook, hook), hook, ctx, self.resolution.target
+                    )
+                return getattr(self.pm.hook, hook)(ctx=ctx)
+
+            return call_with_retries(call, hook, ctx)
         except OrchestratorError:
             raise
         except Exception as exc:
@@ -373,7 +381,10 @@ def load(component: Component, data_dir: Path) -> ComponentDriver:
         return ComponentDriver(
             component, resolution, ExecDriver(component, Path(resolution.target))
         )
-    factory = _load_driver_factory(component.interface)
+    factory = load_factory(component.interface)
+    who = f"{component.interface!r} ({resolution.target})"
+    declared = getattr(factory, api_version.ATTRIBUTE, None)
+    api_version.check_driver(declared, who, component.label)
     try:
         plugin = factory(component)
     except ConfigError:
@@ -383,6 +394,10 @@ def load(component: Component, data_dir: Path) -> ComponentDriver:
             f"{component.label}: driver {component.interface!r} refused its interface_args "
             f"{list(component.interface_args)}: {exc}"
         ) from exc
+    if declared is None:  # a factory function may leave the declaration to its product
+        api_version.check_driver(
+            getattr(plugin, api_version.ATTRIBUTE, None), who, component.label
+        )
     return ComponentDriver(component, resolution, plugin, global_plugins())
 
 

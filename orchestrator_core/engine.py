@@ -442,6 +442,7 @@ class Deployment:
                 component_id=planned.component_id,
                 work_dir=directory,
                 artifact=planned.artifact_info,
+                progress_sink=self._progress_sink(seq, key),
             )
             in_hook = True
             if step.name == "SupportsRollback":
@@ -468,6 +469,12 @@ class Deployment:
             self.id, seq, key, "finish", result.ok, result.value, result.message, soon=True
         )
         return result
+
+    def _progress_sink(self, seq: int, key: str) -> Callable[[int, int | None, str], None]:
+        def record(value: str, what: str) -> None:
+            self.journal.record(self.id, seq, key, "progress", None, value, what, soon=True)
+
+        return self._progress.sink(key, record)
 
     def _prepare_work_dir(self, directory: Path, planned: PlannedComponent) -> None:
         if planned.key in self._prepared:

@@ -74,3 +74,9 @@ class JournalMismatch(OrchestratorError):
     states, so it is refused; ``rollback`` still recovers the System."""
 
     exit_code = 3
+
+
+class RetryableInterfaceError(InterfaceError):
+    """A transient fault (bus busy, device not answering yet): the call may succeed if made
+    again. The driver layer retries it within the call's deadline (``drivers.RETRY_POLICY``);
+    a plain ``InterfaceError`` is fatal at once."""

@@ -17,10 +17,15 @@ from typing import Any
 
 from orchestrator_core import log as log_module
 from orchestrator_core.context import InterfaceContext
+from orchestrator_core.errors import RetryableInterfaceError
 from orchestrator_core.hookspecs import hookimpl
 from orchestrator_core.report import progress_shown, progress_value
 
 Wrapped = Generator[None, Any, Any]
+Sink = Callable[[int, int | None, str], None]
+# ctx.progress reaches the journal at most this often per Component (seconds): often enough
+# for `status`, rare enough that a driver may report every chunk
+JOURNAL_INTERVAL = 1.0
 MAX_ROWS = 12  # Components listed in the live view; the rest are counted
 REDRAW_SECONDS = 1.0  # the running times tick at this pace
 
@@ -71,17 +76,29 @@ class ProgressObserver:
             self._ticker.start()
         self._draw()
 
+    def sink(self, key: str, record: Callable[[str, str], None]) -> Sink:
+        """Where the ``ctx.progress(done, total, what)`` of Component ``key`` goes: the live
+        view at once, and ``record(value, what)`` (the journal, for ``status``) at most every
+        ``JOURNAL_INTERVAL`` and always for the last report (``done == total``)."""
+        last = -JOURNAL_INTERVAL
+
+        def report(done: int, total: int | None, what: str) -> None:
+            nonlocal last
+            done, total = int(done), None if total is None else int(total)
+            if done < 0 or (total is not None and total < 0):
+                raise ValueError(f"ctx.progress({done}, {total}): counts cannot be negative")
+            value = progress_value(done, total, what)
+            self.report(key, progress_shown(value))
+            now = time.monotonic()
+            if now - last >= JOURNAL_INTERVAL or done == total:
+                last = now
+                record(value, what)
+
+        return report
+
     def step_finished(self) -> None:
         self._stop.set()
         log_module.set_status_lines([])
-
-    def sink_for(self, component: str) -> Callable[[int, int | None, str], None]:
-        """What a Component's ``ctx.progress(done, total, what)`` reports to, for the live view."""
-
-        def sink(done: int, total: int | None, what: str) -> None:
-            self.report(component, progress_shown(progress_value(done, total, what)))
-
-        return sink
 
     def report(self, component: str, progress: str) -> None:
         """What a Component's driver says of its progress ("12.0/40.0 MiB written"): the one
@@ -107,6 +124,9 @@ class ProgressObserver:
         ctx.log.debug("%s started", name)
         try:
             answer = yield
+        except RetryableInterfaceError as exc:  # called again, so not done yet
+            ctx.log.warning("%s failed after %.2fs: %s", name, time.monotonic() - started, exc)
+            raise
         except Exception as exc:
             ctx.log.error("%s failed after %.2fs: %s", name, time.monotonic() - started, exc)
             self._ended(ctx, failed=True)

@@ -127,6 +127,20 @@ def test_generated_code_is_lint_clean(installed: Installed) -> None:
         assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_generated_code_passes_mypy_strict_against_the_installed_core(
+    installed: Installed,
+) -> None:
+    # the core is an ordinary install in that environment: its py.typed is what lets mypy
+    # check the driver's use of orchestrator_core.driver_api instead of treating it as Any
+    result = run(
+        [BIN / "mypy", "--strict", "--no-incremental", "--python-executable",
+         installed.bin("python"), "mender_orchestrator_example", "tests"],
+        cwd=installed.package, env=clean_env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Success: no issues found" in result.stdout
+
+
 class System:
     """A System on disk using the generated driver, reached through the environment."""
 

@@ -329,8 +329,8 @@ def test_the_live_view_takes_what_a_driver_reports_through_ctx_progress() -> Non
 
     observer = ProgressObserver()
     observer.step_started(10, "ArtifactInstall", ["ecu/1", "ecu/2"])
-    observer.sink_for("ecu/1")(3 * 1048576, 12 * 1048576, "bytes")
-    observer.sink_for("ecu/2")(7, None, "blocks")
+    observer.sink("ecu/1", lambda value, what: None)(3 * 1048576, 12 * 1048576, "bytes")
+    observer.sink("ecu/2", lambda value, what: None)(7, None, "blocks")
     observer._rows["ecu/1"].started = observer._rows["ecu/2"].started = 100.0
     assert observer.lines(112.4) == [
         "order group 10: ArtifactInstall (0/2 Components done)",

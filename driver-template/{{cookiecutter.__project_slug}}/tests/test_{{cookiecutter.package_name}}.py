@@ -17,9 +17,17 @@ from pathlib import Path
 
 import pytest
 from orchestrator_core import drivers
-from orchestrator_core.context import ArtifactInfo, Component, InterfaceContext, RebootNeed
-from orchestrator_core.errors import ArtifactError, ConfigError, InterfaceError, InterfaceTimeout
-from orchestrator_core.hookspecs import hookimpl
+from orchestrator_core.driver_api import (
+    ArtifactError,
+    ArtifactInfo,
+    Component,
+    ConfigError,
+    InterfaceContext,
+    InterfaceError,
+    InterfaceTimeout,
+    RebootNeed,
+    hookimpl,
+)
 
 DRIVER = "{{ cookiecutter.driver_name }}"
 VERSION_KEY = f"rootfs-image.{DRIVER}.version"
@@ -209,10 +217,10 @@ def test_a_download_past_its_deadline_stops_with_a_timeout(device: Path, tmp_pat
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ((), "--device=/absolute/path is required"),
-        (("--device=relative/dir",), "--device=/absolute/path is required"),
-        (("--device=/dev/x", "--speed=9"), "unknown argument '--speed=9'"),
-        (("--device=/dev/x", "--device=/dev/y"), "--device is given twice"),
+        ((), "argument --device is missing"),
+        (("--device=relative/dir",), "argument --device: expected an absolute path"),
+        (("--device=/dev/x", "--speed=9"), "unrecognized arguments: --speed=9"),
+        (("--device=/dev/x", "--device=/dev/y"), "argument --device: given twice"),
     ],
 )
 def test_bad_interface_args_are_named(tmp_path: Path, args: tuple[str, ...], message: str) -> None:

@@ -3,8 +3,9 @@
 Generated from the orchestrator's driver-template. It works end to end as generated, against a
 stand-in device: a directory named by ``--device=/absolute/path``. To drive your real device,
 rewrite the ``Device`` class (its methods are the only place that talks to the device) and the
-argument parsing in ``{{ cookiecutter.__class_name }}.__init__``; the hooks around them already
-follow the Interface protocol (SPEC section 4) and usually need little change.
+arguments declared on ``PARSER``; the hooks around them already follow the Interface protocol
+(SPEC section 4) and usually need little change. Everything from the orchestrator comes from
+``orchestrator_core.driver_api``, its public API for drivers.
 
 How the orchestrator calls this class: the entry point in pyproject.toml names it; the engine
 calls ``{{ cookiecutter.__class_name }}(component)`` once per Topology entry, then calls the
@@ -23,14 +24,32 @@ import shutil
 import time
 from pathlib import Path
 
+from orchestrator_core.driver_api import (
+    Component,
+    DriverBase,
+    InterfaceArgs,
+    InterfaceContext,
+    InterfaceError,
+    InterfaceTimeout,
+    RebootNeed,
+    absolute_path,
+    hookimpl,
+)
+
 # write_atomic: temporary name, fsync, rename, so a crash leaves the old content or the new
-from orchestrator_core.atomic import write_bytes as write_atomic
-from orchestrator_core.context import Component, InterfaceContext, RebootNeed
-from orchestrator_core.errors import ConfigError, InterfaceError, InterfaceTimeout
-from orchestrator_core.hookspecs import hookimpl
+from orchestrator_core.driver_api import write_atomically as write_atomic
 
 DRIVER = "{{ cookiecutter.driver_name }}"
 CHUNK = 64 * 1024
+
+# The Topology's interface_args, declared once: PARSER.parse(component) raises a ConfigError
+# naming the Component and the argument; `mender-orchestrator drivers {{ cookiecutter.driver_name }}` shows
+# the --help text. Add your own arguments (argparse's add_argument; see the type= helpers of
+# orchestrator_core.driver_api: integer, seconds, size, expecting).
+PARSER = InterfaceArgs(DRIVER, description="Update a {{ cookiecutter.driver_name }} device.")
+PARSER.add_argument(
+    "--device", type=absolute_path, required=True, help="the stand-in device's directory"
+)
 
 
 class Device:
@@ -74,30 +93,23 @@ class Device:
         write_atomic(self.path / "running", (self.installed_version() or "").encode() + b"\n")
 
 
-class {{ cookiecutter.__class_name }}:
-    """In-process driver for the ``{{ cookiecutter.driver_name }}`` interface."""
+class {{ cookiecutter.__class_name }}(DriverBase):
+    """In-process driver for the ``{{ cookiecutter.driver_name }}`` interface.
+
+    DriverBase documents every hook and gives mypy their signatures; only the methods marked
+    ``@hookimpl`` are called by the orchestrator."""
+
+    # The orchestrator_core.driver_api versions this driver is written for: the orchestrator
+    # refuses to load it outside this range (keep pyproject's dependency bound in step).
+    driver_api = ">=1.0,<2"
+    interface_args_parser = PARSER
 
     def __init__(self, component: Component) -> None:
-        # Parse and check interface_args here: a ConfigError stops the deployment before any
-        # state runs, so name the Component, the argument and what was expected.
-        self.component = component
-        device = None
-        for arg in component.interface_args:
-            name, _, value = arg.partition("=")
-            if name != "--device":
-                raise ConfigError(
-                    f"{component.label}: interface_args: unknown argument {arg!r}; "
-                    f"the {DRIVER} driver takes --device=/absolute/path"
-                )
-            if device is not None:
-                raise ConfigError(f"{component.label}: interface_args: --device is given twice")
-            device = Path(value)
-        if device is None or not device.is_absolute():
-            raise ConfigError(
-                f"{component.label}: interface_args: --device=/absolute/path is required "
-                f"(got {list(component.interface_args)})"
-            )
-        self.device = Device(device)
+        # interface_args are checked here: a ConfigError stops the deployment before any
+        # state runs.
+        super().__init__(component)
+        args = PARSER.parse(component)
+        self.device = Device(args.device)
 
     # ------------------------------------------------------------------ helpers
 
@@ -181,6 +193,8 @@ class {{ cookiecutter.__class_name }}:
                 while chunk := payload_file.read(CHUNK):  # checksum checked as it is read
                     self._check_deadline(ctx, "receiving the payload")
                     out.write(chunk)
+                    # shown on the live status line and by `mender-orchestrator status`
+                    ctx.progress(out.tell(), payload_file.size, "bytes received")
         if count == 0:
             raise InterfaceError(f"{ctx.name}: the Artifact has no payload file")
 

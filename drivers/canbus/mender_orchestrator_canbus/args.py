@@ -6,12 +6,9 @@ expected, so a Topology mistake is reported before any deployment touches an ECU
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
-from typing import NoReturn
 
-from orchestrator_core.context import Component
-from orchestrator_core.errors import ConfigError
+from orchestrator_core.driver_api import Component, InterfaceArgs
 
 from mender_orchestrator_canbus.link import (
     LinkSettings,
@@ -47,66 +44,118 @@ class DriverSettings:
     bank_routine: int
 
 
-class _Rejected(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # argparse would print usage and exit the whole orchestrator
-        raise _Rejected(message)
-
-
-def _parser() -> _Parser:
-    parser = _Parser(prog="canbus", add_help=False, allow_abbrev=False)
+def _parser() -> InterfaceArgs:
+    parser = InterfaceArgs(
+        "canbus",
+        description="Flash an ECU with UDS (ISO 14229) over ISO-TP on a python-can bus. "
+        "Numbers take 0x hexadecimal.",
+    )
     add_link_arguments(parser, LinkSettings())
     uds = parser.add_argument_group("UDS")
-    uds.add_argument("--p2-timeout", type=positive_seconds, default=1.0)
-    uds.add_argument("--p2-star-timeout", type=positive_seconds, default=5.0)
-    uds.add_argument("--reset-wait", type=positive_seconds, default=10.0)
-    uds.add_argument("--retries", type=int_value(0, 100), default=3)
-    uds.add_argument("--memory-address", type=int_value(0, 2**40 - 1), default=0)
-    uds.add_argument("--memory-size", type=int_value(1, 2**32 - 1), default=0x80000)
+    uds.add_argument(
+        "--p2-timeout",
+        type=positive_seconds,
+        default=1.0,
+        help="seconds to wait for an answer (default 1)",
+    )
+    uds.add_argument(
+        "--p2-star-timeout",
+        type=positive_seconds,
+        default=5.0,
+        help="seconds to wait after each NRC 0x78 (default 5)",
+    )
+    uds.add_argument(
+        "--reset-wait",
+        type=positive_seconds,
+        default=10.0,
+        help="seconds to wait for the ECU after ECUReset (default 10)",
+    )
+    uds.add_argument(
+        "--retries",
+        type=int_value(0, 100),
+        default=3,
+        help="times an unanswered TransferData block is sent again (default 3)",
+    )
+    uds.add_argument(
+        "--memory-address",
+        type=int_value(0, 2**40 - 1),
+        default=0,
+        help="where the application image goes (default 0)",
+    )
+    uds.add_argument(
+        "--memory-size",
+        type=int_value(1, 2**32 - 1),
+        default=0x80000,
+        help="size of the application bank (default 0x80000)",
+    )
     uds.add_argument("--address-format", type=int, choices=(8, 16, 24, 32, 40), default=32)
     uds.add_argument("--memorysize-format", type=int, choices=(8, 16, 24, 32), default=32)
-    uds.add_argument("--version-did", type=DID, default=0xF189)
-    uds.add_argument("--version-write-did", type=DID, default=None)
-    uds.add_argument("--serial-did", type=DID, default=0xF18C)
-    uds.add_argument("--bank-did", type=DID, default=0xFD00)
-    uds.add_argument("--banks", type=int, choices=(1, 2), default=1)
-    uds.add_argument("--security-level", type=int_value(1, 0x7D), default=1)
+    uds.add_argument(
+        "--version-did", type=DID, default=0xF189, help="DID read for Provides (default 0xF189)"
+    )
+    uds.add_argument(
+        "--version-write-did",
+        type=DID,
+        default=None,
+        help="DID the new version is written to (default: --version-did)",
+    )
+    uds.add_argument(
+        "--serial-did", type=DID, default=0xF18C, help="DID read for Identity (default 0xF18C)"
+    )
+    uds.add_argument(
+        "--bank-did",
+        type=DID,
+        default=0xFD00,
+        help="(dual bank) DID of the running bank (default 0xFD00)",
+    )
+    uds.add_argument(
+        "--banks",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="1: re-flashed in place; 2: A/B banks (default 1)",
+    )
+    uds.add_argument(
+        "--security-level",
+        type=int_value(1, 0x7D),
+        default=1,
+        help="SecurityAccess requestSeed sub-function, odd (default 1)",
+    )
     uds.add_argument("--erase-routine", type=ROUTINE, default=0xFF00)
     uds.add_argument("--check-routine", type=ROUTINE, default=0xFF01)
     uds.add_argument("--bank-routine", type=ROUTINE, default=0xF001)
     return parser
 
 
+# built once: parsing does not change it, and `mender-orchestrator drivers canbus` shows it
+PARSER = _parser()
+
+
 def parse_interface_args(component: Component) -> DriverSettings:
     """Settings from ``component.interface_args``, or a ``ConfigError`` naming the problem."""
+    ns = PARSER.parse(component)
     try:
-        ns = _parser().parse_args(list(component.interface_args))
         link = link_from_namespace(ns)
-        if ns.security_level % 2 == 0:
-            raise _Rejected(
-                f"argument --security-level: expected the odd requestSeed sub-function "
-                f"(0x01, 0x03, ...), got {ns.security_level:#04x}"
-            )
-        if ns.memory_address >= 2**ns.address_format:
-            raise _Rejected(
-                f"argument --memory-address: {ns.memory_address:#x} does not fit "
-                f"--address-format={ns.address_format} bits"
-            )
-        if ns.memory_size >= 2**ns.memorysize_format:
-            raise _Rejected(
-                f"argument --memory-size: {ns.memory_size:#x} does not fit "
-                f"--memorysize-format={ns.memorysize_format} bits"
-            )
-    except (_Rejected, ValueError) as exc:
-        raise ConfigError(
-            f"{component.label}: invalid interface_args {list(component.interface_args)}: "
-            f"{exc}. The canbus driver takes --option=value arguments only (see the "
-            f"mender-orchestrator-canbus README for the list)."
-        ) from None
+    except ValueError as exc:
+        raise PARSER.invalid(component, str(exc)) from None
+    if ns.security_level % 2 == 0:
+        raise PARSER.invalid(
+            component,
+            f"argument --security-level: expected the odd requestSeed sub-function "
+            f"(0x01, 0x03, ...), got {ns.security_level:#04x}",
+        )
+    if ns.memory_address >= 2**ns.address_format:
+        raise PARSER.invalid(
+            component,
+            f"argument --memory-address: {ns.memory_address:#x} does not fit "
+            f"--address-format={ns.address_format} bits",
+        )
+    if ns.memory_size >= 2**ns.memorysize_format:
+        raise PARSER.invalid(
+            component,
+            f"argument --memory-size: {ns.memory_size:#x} does not fit "
+            f"--memorysize-format={ns.memorysize_format} bits",
+        )
     return DriverSettings(
         link=link,
         p2_timeout=ns.p2_timeout,

@@ -19,14 +19,19 @@ from pathlib import Path
 from types import ModuleType
 from typing import BinaryIO
 
-from orchestrator_core.atomic import write_bytes as write_atomically
-from orchestrator_core.context import Component, InterfaceContext, RebootNeed
-from orchestrator_core.errors import InterfaceError
-from orchestrator_core.hookspecs import hookimpl
+from orchestrator_core.driver_api import (
+    Component,
+    DriverBase,
+    InterfaceContext,
+    InterfaceError,
+    RebootNeed,
+    hookimpl,
+    write_atomically,
+)
 from udsoncan.Response import Response
 
 from mender_orchestrator_canbus import hookspecs
-from mender_orchestrator_canbus.args import DriverSettings, parse_interface_args
+from mender_orchestrator_canbus.args import PARSER, DriverSettings, parse_interface_args
 from mender_orchestrator_canbus.security import simulator_key
 from mender_orchestrator_canbus.uds import NoAnswer, Refused, UdsSession
 
@@ -63,12 +68,15 @@ class InstallRecord:
     image_saved: bool = False  # single bank: previous.bin holds the bank as it was
 
 
-class CanbusDriver:
+class CanbusDriver(DriverBase):
     """One ECU reached over UDS on ISO-TP on a python-can bus."""
 
     extra_hookspecs: ModuleType = hookspecs
+    driver_api = ">=1.0,<2"  # the orchestrator_core.driver_api versions this is written for
+    interface_args_parser = PARSER
 
     def __init__(self, component: Component) -> None:
+        super().__init__(component)
         self.settings: DriverSettings = parse_interface_args(component)
 
     # ------------------------------------------------------------------ helpers
@@ -134,7 +142,7 @@ class CanbusDriver:
         while chunk := image.read(1 << 16):
             crc = zlib.crc32(chunk, crc)
         image.seek(0)
-        uds.download(image, size)
+        uds.download(image, size, ctx.progress)
         uds.write_text(settings.version_write_did, version)
         uds.routine(
             settings.check_routine,

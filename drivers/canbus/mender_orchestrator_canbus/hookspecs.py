@@ -3,7 +3,7 @@
 A vendor package implements them in a plugin registered under the entry-point group
 ``mender_orchestrator.plugins``::
 
-    from orchestrator_core.hookspecs import hookimpl
+    from orchestrator_core.driver_api import hookimpl
 
     class BrakeEcuKeys:
         @hookimpl
@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from orchestrator_core.hookspecs import hookspec
+from orchestrator_core.driver_api import hookspec
 
 if TYPE_CHECKING:
-    from orchestrator_core.context import InterfaceContext
+    from orchestrator_core.driver_api import InterfaceContext
 
 
 @hookspec(firstresult=True)

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO, TypeVar, cast
 import can
 import isotp
 import udsoncan
-from orchestrator_core.errors import InterfaceError, InterfaceTimeout
+from orchestrator_core.driver_api import InterfaceError, InterfaceTimeout
 from udsoncan.client import Client
 from udsoncan.connections import PythonIsoTpConnection
 from udsoncan.exceptions import (
@@ -325,8 +325,14 @@ class UdsSession:
             lambda: self.client.write_data_by_identifier(did, value),
         )
 
-    def download(self, image: BinaryIO, size: int) -> None:
-        """RequestDownload, TransferData blocks as large as the ECU allows, RequestTransferExit."""
+    def download(
+        self,
+        image: BinaryIO,
+        size: int,
+        progress: Callable[[int, int | None, str], None] | None = None,
+    ) -> None:
+        """RequestDownload, TransferData blocks as large as the ECU allows, RequestTransferExit;
+        ``progress`` (``ctx.progress``) hears the bytes flashed after each block."""
         response = self._call(
             f"RequestDownload of {size} bytes at {self.settings.memory_address:#x} (0x34)",
             lambda: self.client.request_download(self._location(size)),
@@ -344,6 +350,8 @@ class UdsSession:
         for index in range(1, blocks + 1):
             chunk = image.read(block)
             self._transfer(index, blocks, chunk)
+            if progress is not None:
+                progress(min(index * block, size), size, "bytes flashed")
         self._call("RequestTransferExit (0x37)", lambda: self.client.request_transfer_exit())
         elapsed = max(time.monotonic() - started, 1e-6)
         self.log.info(

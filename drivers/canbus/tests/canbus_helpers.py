@@ -78,6 +78,7 @@ class Harness:
         self.artifact: ArtifactInfo | None = None
         self.component_id: str | None = None
         self.plugins: list[object] = []  # extra plugins registered on every driver (vendor keys)
+        self.progress: list[tuple[int, int | None, str]] = []  # every ctx.progress report
 
     def driver(self) -> ComponentDriver:
         driver = load(self.component, self.data_dir)
@@ -92,6 +93,7 @@ class Harness:
             component_id=self.component_id,
             work_dir=self.work_dir,
             artifact=self.artifact,
+            progress_sink=lambda *report: self.progress.append(report),
         )
 
     def query(self, name: str) -> Any:

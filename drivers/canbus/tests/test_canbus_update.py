@@ -186,3 +186,18 @@ def test_flash_and_version_survive_a_simulator_restart(
     assert h.query("identity") == SERIAL
     assert h.query("provides") == {"rootfs-image.canbus.version": NEW_VERSION}
     assert second.bank(0) == padded(IMAGE)
+
+
+def test_the_download_reports_bytes_flashed_per_block(
+    start_ecu: Callable[..., SimEcu], harness: Callable[..., Harness]
+) -> None:
+    h = harness(start_ecu())
+
+    outcome = h.deploy(IMAGE, NEW_VERSION)
+
+    assert outcome.failure is None
+    size = len(IMAGE)
+    assert len(h.progress) == 10  # one per TransferData block of the download
+    assert {(total, what) for _done, total, what in h.progress} == {(size, "bytes flashed")}
+    done = [d for d, _total, _what in h.progress]
+    assert done == sorted(done) and done[0] > 0 and done[-1] == size

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from orchestrator_core.errors import InterfaceError
+from orchestrator_core.driver_api import InterfaceError
 
 
 class I2CBus(Protocol):

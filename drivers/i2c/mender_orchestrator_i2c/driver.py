@@ -33,16 +33,21 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from orchestrator_core.atomic import write_bytes as write_atomic
-from orchestrator_core.context import Component, InterfaceContext, RebootNeed
-from orchestrator_core.errors import InterfaceError
-from orchestrator_core.hookspecs import hookimpl
+from orchestrator_core.driver_api import (
+    Component,
+    DriverBase,
+    InterfaceContext,
+    InterfaceError,
+    RebootNeed,
+    hookimpl,
+)
+from orchestrator_core.driver_api import write_atomically as write_atomic
 
 from mender_orchestrator_i2c import hookspecs
 from mender_orchestrator_i2c.bus import I2CBus, ResettableBus, open_builtin
 from mender_orchestrator_i2c.protocol import Bootloader, Nacked, NoAnswer
 from mender_orchestrator_i2c.record import VersionRecord, decode
-from mender_orchestrator_i2c.settings import Settings, parse
+from mender_orchestrator_i2c.settings import PARSER, Settings, parse
 
 BLANK = 0xFF
 CHUNK = 256
@@ -116,7 +121,7 @@ def _first_difference(a: bytes, b: bytes) -> int:
     return next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
 
 
-class I2CDriver:
+class I2CDriver(DriverBase):
     """In-process driver for the ``i2c`` Interface; one instance per Component.
 
     The class is the ``mender_orchestrator.drivers`` entry point: the engine calls it with the
@@ -124,9 +129,11 @@ class I2CDriver:
     """
 
     extra_hookspecs = hookspecs
+    driver_api = ">=1.0,<2"  # the orchestrator_core.driver_api versions this is written for
+    interface_args_parser = PARSER
 
     def __init__(self, component: Component) -> None:
-        self.component = component
+        super().__init__(component)
         self.settings = parse(component)
 
     # ------------------------------------------------------------------ built-in extensions
@@ -453,11 +460,14 @@ class I2CDriver:
             dirty.insert(0, record_page)
         boot.erase_pages(dirty)
         body = [p for p in changed if p != record_page]
-        for number in body:
+        total = len(changed) * size
+        for written, number in enumerate(body, start=1):
             self._write_page(boot, number, page(wanted, number))
+            ctx.progress(written * size, total, "bytes flashed")
         self._verify_pages(ctx, boot, body, wanted)
         if record_page in changed:
             self._write_page(boot, record_page, page(wanted, record_page))
+            ctx.progress(total, total, "bytes flashed")
             self._verify_pages(ctx, boot, [record_page], wanted)
 
     def _write_page(self, boot: Bootloader, number: int, content: bytes) -> None:

@@ -1,6 +1,6 @@
 """Extension points of the ``i2c`` driver, for vendor plugins.
 
-A plugin is any object (or module) with functions marked ``orchestrator_core.hookspecs.hookimpl``,
+A plugin is any object (or module) with functions marked ``orchestrator_core.driver_api.hookimpl``,
 registered through the entry-point group ``mender_orchestrator.plugins``. The driver adds these
 specifications to each of its Components' plugin managers and calls them through ``ctx.hook``;
 its own built-in answers run last, so a plugin's answer always wins.
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from orchestrator_core.hookspecs import hookspec
+from orchestrator_core.driver_api import hookspec
 
 if TYPE_CHECKING:
-    from orchestrator_core.context import InterfaceContext
+    from orchestrator_core.driver_api import InterfaceContext
 
     from mender_orchestrator_i2c.bus import I2CBus
 

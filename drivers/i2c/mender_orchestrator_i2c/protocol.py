@@ -13,7 +13,7 @@ import errno
 import time
 from collections.abc import Sequence
 
-from orchestrator_core.errors import InterfaceError, InterfaceTimeout
+from orchestrator_core.driver_api import InterfaceError, InterfaceTimeout
 from smbus2 import i2c_msg
 
 from mender_orchestrator_i2c.an4221 import (

@@ -12,14 +12,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from orchestrator_core.context import Component
-from orchestrator_core.errors import ConfigError
+from orchestrator_core.driver_api import (
+    Component,
+    ConfigError,
+    InterfaceArgs,
+    expecting,
+    seconds,
+    size,
+)
 
 T = TypeVar("T")
 
 ARGUMENTS = {
-    "bus": "N for /dev/i2c-N, or sim:/absolute/path for the simulator (required)",
-    "address": "the bootloader's 7-bit I2C address, e.g. 0x48 (required)",
+    "bus": "N for /dev/i2c-N, or sim:/absolute/path for the simulator",
+    "address": "the bootloader's 7-bit I2C address, e.g. 0x48",
     "flash-base": "first address of the flash area the driver manages (default 0x08000000)",
     "flash-size": "size of that area, a multiple of the page size (default 64K)",
     "page-size": "flash page (erase unit) size, a power of two (default 2K)",
@@ -31,6 +37,39 @@ ARGUMENTS = {
     "write-retries": "times a page that reads back wrong is erased and written again (default 1)",
     "no-stretch": "auto, yes or no: use the no-stretch commands (default auto: when listed)",
 }
+SIZES = ("flash-size", "page-size")
+SECONDS = ("busy-timeout", "connect-timeout")
+TEXTS = ("bus", "no-stretch")
+
+
+def _parser() -> InterfaceArgs:
+    parser = InterfaceArgs(
+        "i2c",
+        description="Update an STM32 MCU through its I2C system bootloader (ST AN4221). "
+        "Numbers take 0x hexadecimal; sizes a K or M suffix.",
+    )
+    for name, meaning in ARGUMENTS.items():
+        kind: Callable[[str], object]
+        if name in SIZES:
+            kind = size
+        elif name in SECONDS:
+            kind = seconds(maximum=None)
+        elif name in TEXTS:
+            kind = str
+        else:
+            kind = expecting(_int, meaning.partition(" (default")[0])
+        parser.add_argument(
+            f"--{name}", type=kind, required=name in ("bus", "address"), help=meaning
+        )
+    return parser
+
+
+def _int(text: str) -> int:
+    return int(text, 0)
+
+
+# built once: parsing does not change it, and `mender-orchestrator drivers i2c` shows it
+PARSER = _parser()
 
 
 @dataclass(frozen=True)
@@ -63,82 +102,25 @@ class Settings:
         return f"STM32 bootloader at 0x{self.address:02x} on I2C bus {self.bus}"
 
 
-def _int(text: str) -> int:
-    return int(text, 0)
-
-
-def parse_size(text: str) -> int:
-    """``2048``, ``0x800``, ``2K`` or ``1M``; ``ValueError`` otherwise."""
-    scale = {"K": 1024, "M": 1024 * 1024}.get(text[-1:].upper(), 1)
-    return int(text[:-1] if scale > 1 else text, 0) * scale
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise ValueError(text)
-    return value
-
-
-def _split(component: Component) -> dict[str, str]:
-    """``--name=value`` / ``--name value`` pairs, with errors naming the offending argument."""
-    values: dict[str, str] = {}
-    args = list(component.interface_args)
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--"):
-            raise _error(component, f"argument {arg!r} is not of the form --name=value")
-        name, has_value, value = arg[2:].partition("=")
-        if not has_value:
-            if i + 1 >= len(args) or args[i + 1].startswith("--"):
-                raise _error(component, f"--{name} needs a value (--{name}=VALUE)")
-            value = args[i + 1]
-            i += 1
-        if name not in ARGUMENTS:
-            known = ", ".join(f"--{n}" for n in ARGUMENTS)
-            raise _error(component, f"unknown argument --{name}; the i2c driver takes {known}")
-        if name in values:
-            raise _error(component, f"--{name} is given twice")
-        values[name] = value
-        i += 1
-    return values
-
-
-def _error(component: Component, problem: str) -> ConfigError:
-    return ConfigError(f"{component.label}: interface_args: {problem}")
-
-
 def parse(component: Component) -> Settings:
-    values = _split(component)
-
-    def get(name: str, convert: Callable[[str], T], default: T | None = None) -> T:
-        if name not in values:
-            if default is None:
-                raise _error(component, f"--{name} is missing: {ARGUMENTS[name]}")
-            return default
-        try:
-            return convert(values[name])
-        except ValueError:
-            raise _error(
-                component, f"--{name}={values[name]!r} is not valid: expected {ARGUMENTS[name]}"
-            ) from None
+    ns = PARSER.parse(component)
 
     def bad(name: str, why: str) -> ConfigError:
-        return _error(component, f"--{name}={values.get(name, '(default)')}: {why}")
+        given = PARSER.given(component, f"--{name}") or "(default)"
+        return PARSER.invalid(component, f"argument --{name}={given}: {why}")
 
-    bus = get("bus", str)
+    bus: str = ns.bus
     if bus.startswith("sim:"):
         if not Path(bus[4:]).is_absolute():
             raise bad("bus", "the simulator's path must be absolute (sim:/path/to/flash.bin)")
     elif not (bus.isascii() and bus.isdigit()):
         raise bad("bus", f"expected {ARGUMENTS['bus']}")
-    address = get("address", _int)
+    address: int = ns.address
     if not 0x08 <= address <= 0x77:
         raise bad("address", "a 7-bit I2C address is between 0x08 and 0x77")
-    base = get("flash-base", _int, Settings.flash_base)
-    size = get("flash-size", parse_size, Settings.flash_size)
-    page = get("page-size", parse_size, Settings.page_size)
+    base: int = _or(ns.flash_base, Settings.flash_base)
+    size: int = _or(ns.flash_size, Settings.flash_size)
+    page: int = _or(ns.page_size, Settings.page_size)
     if not 0 <= base < 1 << 32 or base % 4:
         raise bad("flash-base", "expected a word-aligned 32-bit address")
     if base + size > 1 << 32:
@@ -151,23 +133,23 @@ def parse(component: Component) -> Settings:
         raise bad(
             "flash-size", f"expected a multiple of the page size ({page}), at least two pages"
         )
-    record = get("version-record", _int, base + size - page)
+    record: int = _or(ns.version_record, base + size - page)
     if (record - base) % page or not base < record < base + size:
         raise bad(
             "version-record",
             f"expected the start of a page inside the area, after its first page "
             f"(0x{base + page:08x} .. 0x{base + size - page:08x}, step {page})",
         )
-    uid_address = get("uid-address", _int, -1)
-    if "uid-address" in values and not 0 <= uid_address < 1 << 32:
+    uid_address: int | None = ns.uid_address
+    if uid_address is not None and not 0 <= uid_address < 1 << 32:
         raise bad("uid-address", "expected a 32-bit address")
-    uid_length = get("uid-length", _int, 12)
+    uid_length: int = _or(ns.uid_length, Settings.uid_length)
     if not 1 <= uid_length <= 16:
         raise bad("uid-length", "expected 1 to 16 bytes")
-    no_stretch = get("no-stretch", str, "auto")
+    no_stretch: str = _or(ns.no_stretch, Settings.no_stretch)
     if no_stretch not in ("auto", "yes", "no"):
         raise bad("no-stretch", "expected auto, yes or no")
-    retries = get("write-retries", _int, 1)
+    retries: int = _or(ns.write_retries, Settings.write_retries)
     if not 0 <= retries <= 10:
         raise bad("write-retries", "expected 0 to 10")
     return Settings(
@@ -177,10 +159,15 @@ def parse(component: Component) -> Settings:
         flash_size=size,
         page_size=page,
         version_record=record,
-        uid_address=None if uid_address < 0 else uid_address,
+        uid_address=uid_address,
         uid_length=uid_length,
-        busy_timeout=get("busy-timeout", _seconds, 10.0),
-        connect_timeout=get("connect-timeout", _seconds, 5.0),
+        busy_timeout=_or(ns.busy_timeout, Settings.busy_timeout),
+        connect_timeout=_or(ns.connect_timeout, Settings.connect_timeout),
         write_retries=retries,
         no_stretch=no_stretch,
     )
+
+
+def _or(value: T | None, default: T) -> T:
+    """The value given, else the default (computed defaults depend on other arguments)."""
+    return default if value is None else value

@@ -49,7 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator_core.atomic import write_bytes as write_atomic
+from orchestrator_core.driver_api import size as size_argument
+from orchestrator_core.driver_api import write_atomically as write_atomic
 
 from mender_orchestrator_i2c.an4221 import (
     ACK,
@@ -61,7 +62,6 @@ from mender_orchestrator_i2c.an4221 import (
     xor,
 )
 from mender_orchestrator_i2c.record import VersionRecord, decode
-from mender_orchestrator_i2c.settings import parse_size
 
 I2C_M_RD = 0x0001
 LOCK_WAIT_SECONDS = 10.0
@@ -774,7 +774,7 @@ def _argument(parse: Callable[[str], int], expected: str) -> Callable[[str], int
 
 
 _INTEGER = _argument(lambda text: int(text, 0), "an integer (decimal or 0x hex)")
-_SIZE = _argument(parse_size, "a size in bytes (2048, 0x800, 2K, 1M)")
+_SIZE = size_argument  # same message: "expected a size in bytes (2048, 0x800, 2K, 1M), got ..."
 
 
 def _uid(text: str) -> bytes:

@@ -152,6 +152,7 @@ class Runner:
         self.plugins = list(plugins)
         self.timeout = timeout
         self.log = logging.getLogger("test.i2c")
+        self.progress: list[tuple[int, int | None, str]] = []  # every ctx.progress report
 
     def driver(self) -> drivers.ComponentDriver:
         if not self.plugins:
@@ -162,6 +163,7 @@ class Runner:
         )
 
     def ctx(self, driver: drivers.ComponentDriver, **fields: Any) -> InterfaceContext:
+        fields.setdefault("progress_sink", lambda *report: self.progress.append(report))
         return driver.context(log=self.log, timeout_seconds=self.timeout, **fields)
 
     def query(self, name: str) -> Any:

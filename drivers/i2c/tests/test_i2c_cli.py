@@ -130,11 +130,13 @@ def test_failed_install_rolls_the_chip_back(system: System, sim: Sim) -> None:
          "no simulated device at {missing}: create one with "
          "`python -m mender_orchestrator_i2c.simulator init {missing}`"),
         (("--bus=sim:{sim}", "--address=0x48", "--flash-size=0x10000000000"),
-         "seat_heating[0] (interface i2c): interface_args: --flash-size=0x10000000000: the area "
-         "would end past the 32-bit address space (from 0x08000000)"),
+         "seat_heating[0] (interface i2c): invalid interface_args ['--bus=sim:{sim}', "
+         "'--address=0x48', '--flash-size=0x10000000000']: argument --flash-size=0x10000000000: "
+         "the area would end past the 32-bit address space (from 0x08000000)"),
         (("--bus=sim:{sim}", "--address=0x48", "--busy-timeout=inf"),
-         "seat_heating[0] (interface i2c): interface_args: --busy-timeout='inf' is not valid: "
-         "expected seconds a flash operation may stay BUSY (default 10)"),
+         "seat_heating[0] (interface i2c): invalid interface_args ['--bus=sim:{sim}', "
+         "'--address=0x48', '--busy-timeout=inf']: argument --busy-timeout: expected a positive "
+         "number of seconds, got 'inf'"),
     ],
 )  # fmt: skip
 def test_show_provides_names_a_bad_interface_arg_without_a_traceback(
@@ -146,7 +148,7 @@ def test_show_provides_names_a_bad_interface_arg_without_a_traceback(
     result = system.run("show-provides")
 
     assert result.returncode != 0
-    assert message.format(missing=missing) in result.stderr
+    assert message.format(missing=missing, sim=sim.path) in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
     assert not missing.exists()

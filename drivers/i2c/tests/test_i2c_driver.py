@@ -466,3 +466,18 @@ def test_a_version_too_long_for_the_record_fails_before_the_flash_is_touched(
     assert "cannot record the Artifact's version 'vvv" in str(outcome.failure)
     assert sim.flash()[: len(factory)] == factory
     assert sim.record() == VersionRecord.for_image("1.0.0", factory)
+
+
+def test_flashing_reports_bytes_flashed_per_page(sim: Sim, runner_for: Any) -> None:
+    sim.install_factory(make_image(6000, seed=1), "1.0.0")
+    runner = runner_for(sim)
+    image = make_image(9001, seed=2)
+
+    outcome = runner.deploy(image, artifact_for(image, "2.0.0"))
+
+    assert outcome.failure is None, outcome.failure
+    page = runner.driver().pm.get_plugin("driver").settings.page_size
+    # every page of the image differs, and the version record's page is written last
+    pages = -(-len(image) // page) + 1
+    total = pages * page
+    assert runner.progress == [(n * page, total, "bytes flashed") for n in range(1, pages + 1)]

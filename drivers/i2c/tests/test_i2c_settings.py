@@ -12,7 +12,7 @@ from orchestrator_core.errors import ConfigError
 from mender_orchestrator_i2c.driver import I2CDriver
 
 BUS = "--bus=sim:/srv/stm32.bin"
-PREFIX = "seat_heating[2] (interface i2c): interface_args: "
+PREFIX = "seat_heating[2] (interface i2c): invalid interface_args "
 
 
 def load(tmp_path: Path, *args: str) -> drivers.ComponentDriver:
@@ -21,15 +21,18 @@ def load(tmp_path: Path, *args: str) -> drivers.ComponentDriver:
 
 OK = (BUS, "--address=0x48")
 CASES = [
-    (("--address=0x48",), "--bus is missing: N for /dev/i2c-N, or sim:/absolute/path"),
-    ((BUS,), "--address is missing: the bootloader's 7-bit I2C address"),
+    (("--address=0x48",), "argument --bus is missing: N for /dev/i2c-N, or sim:/absolute/path"),
+    ((BUS,), "argument --address is missing: the bootloader's 7-bit I2C address"),
     (("--bus=i2c-1", "--address=0x48"), "--bus=i2c-1: expected N for /dev/i2c-N"),
     (
         ("--bus=sim:dev.bin", "--address=0x48"),
         "--bus=sim:dev.bin: the simulator's path must be absolute",
     ),
     ((BUS, "--address=0x99"), "--address=0x99: a 7-bit I2C address is between 0x08 and 0x77"),
-    ((BUS, "--address=forty"), "--address='forty' is not valid: expected the bootloader's 7-bit"),
+    (
+        (BUS, "--address=forty"),
+        "argument --address: expected the bootloader's 7-bit I2C address, e.g. 0x48, got 'forty'",
+    ),
     ((*OK, "--page-size=1000"), "--page-size=1000: expected a power of two"),
     ((*OK, "--flash-size=3000"), "--flash-size=3000: expected a multiple of the page size (2048)"),
     (
@@ -50,15 +53,18 @@ CASES = [
     (("--bus=\u0661", "--address=0x48"), "--bus=\u0661: expected N for /dev/i2c-N"),
     (
         (*OK, "--busy-timeout=-1"),
-        "--busy-timeout='-1' is not valid: expected seconds a flash operation may stay BUSY",
+        "argument --busy-timeout: expected a positive number of seconds, got '-1'",
     ),
     ((*OK, "--no-stretch=maybe"), "--no-stretch=maybe: expected auto, yes or no"),
     ((*OK, "--write-retries=99"), "--write-retries=99: expected 0 to 10"),
     ((*OK, "--uid-length=40"), "--uid-length=40: expected 1 to 16 bytes"),
-    ((*OK, "--speed=400k"), "unknown argument --speed; the i2c driver takes --bus, --address,"),
-    ((*OK, "--address=0x49"), "--address is given twice"),
-    ((BUS, "--address"), "--address needs a value (--address=VALUE)"),
-    ((BUS, "0x48"), "argument '0x48' is not of the form --name=value"),
+    (
+        (*OK, "--speed=400k"),
+        "unrecognized arguments: --speed=400k; the i2c driver takes --bus, --address,",
+    ),
+    ((*OK, "--address=0x49"), "argument --address: given twice"),
+    ((BUS, "--address"), "argument --address: expected one argument"),
+    ((BUS, "0x48"), "unrecognized arguments: 0x48; the i2c driver takes --bus,"),
 ]
 
 
@@ -66,8 +72,9 @@ CASES = [
 def test_bad_argument_is_named(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load(tmp_path, *args)
-    assert str(caught.value).startswith(PREFIX)
+    assert str(caught.value).startswith(f"{PREFIX}{list(args)}: ")
     assert message in str(caught.value)
+    assert str(caught.value).endswith("(`mender-orchestrator drivers i2c` lists the arguments)")
 
 
 def test_values_take_both_spellings_and_units(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from orchestrator_core.atomic import write_bytes as write_atomically
+from orchestrator_core.driver_api import write_atomically
 
 ERASED = 0xFF
 SECTOR = 4096
