@@ -63,9 +63,11 @@ def test_a_download_past_its_deadline_installs_nothing(
 ) -> None:
     artifact = artifact_factory("2.0", payload_type=DRIVER, component_type=COMPONENT_TYPE)
     before = hooks.version()
-    with pytest.raises(InterfaceTimeout, match="InterfaceTimeoutSeconds"):
-        # the deadline has passed by the time the first chunk is in
+    try:  # the deadline has passed by the time the first chunk is in
         hooks.state("download", artifact, timeout_seconds=0)
+    except InterfaceTimeout as exc:  # a driver that streams the payload stops...
+        assert "InterfaceTimeoutSeconds" in str(exc)
+    # ...one that leaves it to the engine has nothing to stop; neither installs anything
     hooks.state("cleanup", artifact)
     assert hooks.version() == before
 
