@@ -131,15 +131,8 @@ def test_deploy_installs_and_reports_what_it_saw(artifact_factory, deploy, unit)
                             "ArtifactCommit", "Cleanup"], result.calls
 
 
-def test_interface_hooks_call_one_state_at_a_time(artifact_factory, interface_hooks, unit,
-                                                  tmp_path):
-    import shutil
-    from pathlib import Path
-
-    data = tmp_path / "hooks-1" / "usr-share" / "interfaces" / "v1"
-    data.mkdir(parents=True)
-    shutil.copy({executable!r}, data / "rtos-interface")
-    hooks = interface_hooks("rtos-interface", [unit], "rtos")
+def test_interface_hooks_call_one_state_at_a_time(artifact_factory, interface_hooks, unit):
+    hooks = interface_hooks("rtos-interface", [unit], "rtos", executable={executable!r})
     artifact = artifact_factory("3.0", payload_type="rtos-interface", component_type="rtos")
     assert hooks.query("identity") == "rtos-7"
     assert hooks.version() == "factory"

@@ -9,7 +9,8 @@ package's tests need nothing but pytest. It gives:
   through ``mender-orchestrator install`` in a private System under ``tmp_path``, and returns
   the exit code, the output, the states the engine ran and the versions before and after;
 - ``interface_hooks``: ``interface_hooks(interface, args, component_type)`` calls single hooks
-  with a real ``InterfaceContext``, File API directory and payload;
+  with a real ``InterfaceContext``, File API directory and payload (``executable=`` installs
+  an executable Interface first);
 - the ``mender_interface`` marker: one line in a test module runs every check of
   ``mender-orchestrator check-interface`` as its own test item::
 
@@ -85,15 +86,16 @@ def deploy(tmp_path: Path) -> Deployer:
 
 @pytest.fixture
 def interface_hooks(tmp_path: Path) -> HooksFactory:
-    """``interface_hooks(interface, args, component_type, timeout_seconds=30)``."""
+    """``interface_hooks(interface, args, component_type, timeout_seconds=30,
+    executable=None)``: calls single hooks of one Component's driver."""
     from orchestrator_core.testing.kit import Hooks
 
     count = iter(range(1, 1 << 30))
 
     def make(interface: str, args: Sequence[str], component_type: str,
-             timeout_seconds: float = 30.0) -> Hooks:
+             timeout_seconds: float = 30.0, executable: Path | None = None) -> Hooks:
         return Hooks(tmp_path / f"hooks-{next(count)}", interface, args, component_type,
-                     timeout_seconds)
+                     timeout_seconds, executable)
 
     return make
 

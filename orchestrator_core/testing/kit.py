@@ -213,8 +213,11 @@ class Hooks:
     the File API directory prepared for the Artifact, and the real payload during Download."""
 
     def __init__(self, directory: Path, interface: str, args: Sequence[str],
-                 component_type: str, timeout_seconds: float) -> None:
+                 component_type: str, timeout_seconds: float,
+                 executable: Path | None = None) -> None:
         self.system = Sandbox(directory)
+        if executable is not None:
+            self.system.add_executable(interface, executable)
         self.component = Component(component_type, interface, tuple(args))
         self.timeout_seconds = timeout_seconds
         self.work_dir = self.system.root / "work"
@@ -310,7 +313,7 @@ class HooksFactory(Protocol):
     """The ``interface_hooks`` fixture."""
 
     def __call__(self, interface: str, args: Sequence[str], component_type: str,
-                 timeout_seconds: float = 30.0) -> Hooks: ...
+                 timeout_seconds: float = 30.0, executable: Path | None = None) -> Hooks: ...
 
 
 # --------------------------------------------------------------------------- conformance
