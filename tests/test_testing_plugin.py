@@ -144,6 +144,29 @@ def test_interface_hooks_call_one_state_at_a_time(artifact_factory, interface_ho
 '''
 
 
+AUTOMATIC = '''
+
+def test_deploy_never_reboots_the_machine(artifact_factory, deploy, unit):
+    artifact = artifact_factory("2.0", payload_type="rtos-interface", component_type="rtos")
+    result = deploy(artifact, args=[unit], executable={executable!r})
+    assert result.exit_code == 1
+    assert "RebootCommand ['false'] exited with 1" in result.output
+    assert result.calls == ["Download", "SupportsRollback", "ArtifactInstall",
+                            "NeedsArtifactReboot", "ArtifactRollback", "ArtifactFailure",
+                            "Cleanup"], result.calls
+    assert result.version_after == "factory"
+'''
+
+
+def test_deploy_never_reboots_the_machine_running_the_tests(tmp_path: Path) -> None:
+    unit = broken_unit(tmp_path, "NeedsArtifactReboot",
+                       "    NeedsArtifactReboot) echo Automatic ;;")
+    directory = suite(tmp_path, unit, AUTOMATIC.format(executable=str(unit)))
+    result = vendor_run(directory, "-k", "reboots")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
+
+
 def test_artifact_factory_deploy_and_interface_hooks(tmp_path: Path) -> None:
     directory = suite(tmp_path, SIMULATED_UNIT,
                       FIXTURES.format(executable=str(SIMULATED_UNIT)))

@@ -23,10 +23,13 @@ from orchestrator_core.context import Component
 
 ENV_PREFIX = "MENDER_ORCHESTRATOR_"
 # the engine announces every state it runs for a group of Components at info level
-_ANNOUNCED = re.compile(r"order group \d+: (?P<state>[A-Za-z ]+?) for (?P<members>.+)$")
+# (and "system reboot needed for ...", which is no call of an Interface)
+_ANNOUNCED = re.compile(r"order group \d+: (?P<state>[A-Za-z]+) for (?P<members>.+)$")
 # one line of `show-provides`: <component_type>.<id>.<key>=<value>
 _PROVIDE = re.compile(r"^(?P<type>[^.]+)\.(?P<id>[^.]+)\.(?P<key>[^=]+)=(?P<value>.*)$")
 DEPLOY_TIMEOUT = 600.0  # seconds for one CLI command before the test gives up on it
+# a test must never reboot the machine it runs on: NeedsArtifactReboot Automatic fails instead
+NO_REBOOT = ["false"]
 
 
 def version_key(payload_type: str) -> str:
@@ -160,8 +163,8 @@ class Deployer:
         interface = interface or artifact.payload_type
         if executable is not None:
             system.add_executable(interface, executable)
-        if config:
-            (system.conf_dir / "mender-orchestrator.conf").write_text(json.dumps(dict(config)))
+        options = {"RebootCommand": NO_REBOOT, **(config or {})}
+        (system.conf_dir / "mender-orchestrator.conf").write_text(json.dumps(options))
         quoted = ", ".join(_yaml_string(a) for a in args)
         (system.datastore / "topology.yaml").write_text(
             'api_version: "mender/v1"\nkind: "topology"\nsystem_type: "test-system"\n'
@@ -200,7 +203,7 @@ class Deployer:
             found = _ANNOUNCED.search(line)
             if found and any(m.strip().startswith(f"{component_type}/")
                              for m in found["members"].split(",")):
-                calls.append(found["state"].replace(" ", ""))
+                calls.append(found["state"])
         return calls
 
 
