@@ -106,6 +106,36 @@ def test_a_broken_rollback_fails_the_items_that_name_it(tmp_path: Path) -> None:
     assert "not the previous version factory" in result.stdout
 
 
+GIVEN_ARTIFACT = '''
+import pytest
+
+pytestmark = pytest.mark.mender_interface(
+    "rtos-interface", component_type="rtos", executable={executable!r}, args=["7"],
+    artifacts=lambda artifact_factory: [
+        # the simulated unit reports the Artifact's name as its version
+        artifact_factory({name!r}, payload_type="rtos-interface", component_type="rtos",
+                         name={name!r}).path],
+)
+'''
+
+
+@pytest.mark.parametrize("name", ["firmware-5.0", "factory"])
+def test_artifacts_of_its_own_for_a_device_that_takes_real_firmware_only(
+    tmp_path: Path, name: str
+) -> None:
+    directory = suite(tmp_path, SIMULATED_UNIT)
+    (directory / "test_unit.py").write_text(
+        GIVEN_ARTIFACT.format(executable=str(SIMULATED_UNIT), name=name))
+    result = vendor_run(directory, "-k", "install and not rollback")
+    if name == "firmware-5.0":
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert outcomes(result.stdout) == {"install": "PASSED"}
+    else:  # the simulated unit runs "factory", the version this Artifact installs: refused
+        assert result.returncode == 1
+        assert "check-interface could not start: " in result.stdout
+        assert "factory.mender: the Component already runs factory" in result.stdout
+
+
 def test_an_unstable_identity_fails_its_item_and_the_rest_say_why_they_did_not_run(
     tmp_path: Path,
 ) -> None:

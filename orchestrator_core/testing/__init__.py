@@ -20,9 +20,11 @@ package's tests need nothing but pytest. It gives:
       )
 
   ``args`` is a list of strings, or a callable whose parameters are fixture names. Keywords
-  ``executable`` (an executable Interface to install first) and ``timeout_seconds``
-  (InterfaceTimeoutSeconds) are optional. The checks run once per module, on the first item;
-  each item then reports its own check: a failure names the check and the defect.
+  ``executable`` (an executable Interface to install first), ``timeout_seconds``
+  (InterfaceTimeoutSeconds) and ``artifacts`` (check-interface's ``--artifact`` files, for a
+  device that takes real firmware only: paths, or a callable of fixtures) are optional. The
+  checks run once per module, on the first item; each item then reports its own check: a
+  failure names the check and the defect.
 
 Loaded in every pytest run of every project in the environment: everything beyond pytest is
 imported inside the fixtures.
@@ -58,8 +60,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         f"{MARKER}(interface, *, component_type, args=(), executable=None, "
-        "timeout_seconds=None): run the check-interface conformance checks on this Interface, "
-        "one test item per check (orchestrator_core.testing)",
+        "timeout_seconds=None, artifacts=()): run the check-interface conformance checks on "
+        "this Interface, one test item per check (orchestrator_core.testing)",
     )
 
 
@@ -160,14 +162,20 @@ def _run(request: pytest.FixtureRequest) -> Any:
     if len(marker.args) != 1 or "component_type" not in marker.kwargs:
         raise pytest.UsageError(f"{MARKER}: expected {MARKER}(interface, component_type=..., "
                                 f"args=...), got args={marker.args} kwargs={marker.kwargs}")
-    args = marker.kwargs.get("args", ())
-    if callable(args):
-        names = inspect.signature(args).parameters
-        args = args(**{name: request.getfixturevalue(name) for name in names})
+    args = _value(request, marker.kwargs.get("args", ()))
+    artifacts = _value(request, marker.kwargs.get("artifacts", ()))
     directory = request.getfixturevalue("tmp_path") / "check-interface"
     try:
         return conformance(directory, marker.args[0], marker.kwargs["component_type"],
                            [str(a) for a in args], marker.kwargs.get("executable"),
-                           marker.kwargs.get("timeout_seconds"))
+                           marker.kwargs.get("timeout_seconds"), artifacts)
     except OrchestratorError as exc:
         return f"check-interface could not start: {exc.message}"
+
+
+def _value(request: pytest.FixtureRequest, given: Any) -> Any:
+    """A marker keyword's value; a callable is called with the fixtures its parameters name."""
+    if not callable(given):
+        return given
+    names = inspect.signature(given).parameters
+    return given(**{name: request.getfixturevalue(name) for name in names})

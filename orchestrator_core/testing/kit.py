@@ -323,8 +323,10 @@ class HooksFactory(Protocol):
 
 
 def conformance(directory: Path, interface: str, component_type: str, args: Sequence[str],
-                executable: Path | None = None, timeout_seconds: float | None = None) -> Any:
-    """The ``check-interface`` report for one Component in a private System."""
+                executable: Path | None = None, timeout_seconds: float | None = None,
+                artifacts: Sequence[Path] = ()) -> Any:
+    """The ``check-interface`` report for one Component in a private System; ``artifacts``
+    as its ``--artifact`` options (the new version, then optionally the running one)."""
     from orchestrator_core import drivers
     from orchestrator_core.conformance.checks import Report, run
     from orchestrator_core.conformance.command import artifact_maker
@@ -339,6 +341,7 @@ def conformance(directory: Path, interface: str, component_type: str, args: Sequ
     payload_type = getattr(driver.pm.get_plugin("driver"), "interface_name", interface)
     scratch = system.root / "scratch"
     scratch.mkdir(mode=0o700)
-    maker = artifact_maker((), config, payload_type, component_type, scratch / "artifacts")
+    maker = artifact_maker(tuple(Path(a) for a in artifacts), config, payload_type,
+                           component_type, scratch / "artifacts")
     return run(Probe(driver, config.interface_timeout_seconds), report, maker, scratch,
                dry=False, leave_installed=False)
