@@ -5,13 +5,16 @@ The plugin's use by a generated driver package is in test_driver_template.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from systems import SIMULATED_UNIT
+from systems import SIMULATED_UNIT, make_system
+
+from orchestrator_core import testing
 
 CHECKS = ["identity-valid", "identity-stable", "provides-version-key", "provides-no-device-type",
           "provides-stable", "queries-valid", "rollback-after-ArtifactInstall",
@@ -78,6 +81,17 @@ def outcomes(stdout: str) -> dict[str, str]:
         if word in ("PASSED", "FAILED") and "::test_mender_interface[" in rest:
             found[rest.split("[", 1)[1].split("]", 1)[0]] = word
     return found
+
+
+def test_the_plugin_knows_every_check_that_check_interface_reports(tmp_path: Path) -> None:
+    system = make_system(tmp_path / "system")
+    system.add_interface("rtos-interface")
+    result = system.run("check-interface", "rtos-interface", "--component-type", "rtos",
+                        "--arg", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    reported = [check["name"] for check in json.loads(result.stdout)["checks"]]
+    assert [name for name in testing.CHECKS if name in reported] == reported
+    assert testing.CHECKS == (*CHECKS,)
 
 
 def test_the_marker_is_registered() -> None:

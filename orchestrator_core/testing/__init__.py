@@ -33,6 +33,7 @@ imported inside the fixtures.
 from __future__ import annotations
 
 import inspect
+import itertools
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,7 +93,7 @@ def interface_hooks(tmp_path: Path) -> HooksFactory:
     executable=None)``: calls single hooks of one Component's driver."""
     from orchestrator_core.testing.kit import Hooks
 
-    count = iter(range(1, 1 << 30))
+    count = itertools.count(1)
 
     def make(interface: str, args: Sequence[str], component_type: str,
              timeout_seconds: float = 30.0, executable: Path | None = None) -> Hooks:
