@@ -228,3 +228,84 @@ def test_generator_refuses_a_bad_driver_name(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "driver_name 'Seat Heater': use lowercase letters" in result.stderr + result.stdout
     assert not any(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------- the test kit
+
+FILE_DEVICE = REPO / "tests" / "template_device"  # a vendor's rewrite: a file-backed device
+
+
+def vendor_copy(installed: Installed, root: Path, rollback: str | None = None) -> Path:
+    """The generated package with its device replaced as a vendor would: driver.py and the
+    tests' device fixtures rewritten, the tests left as generated."""
+    package = root / GENERATED
+    shutil.copytree(installed.package, package)
+    driver = (FILE_DEVICE / "driver.py").read_text()
+    if rollback is not None:
+        driver = driver.replace(ROLLBACK_BODY, rollback)
+    (package / "mender_orchestrator_example" / "driver.py").write_text(driver)
+    shutil.copy(FILE_DEVICE / "device_conftest.py", package / "tests" / "conftest.py")
+    return package
+
+
+ROLLBACK_BODY = (
+    "        self.device.flash((directory / \"old\").read_bytes(),\n"
+    "                          (directory / \"old.version\").read_text())\n"
+)
+
+
+def vendor_tests(installed: Installed, package: Path) -> subprocess.CompletedProcess[str]:
+    # the copy comes first on sys.path, also in the CLI that `deploy` starts: the installed
+    # entry point then loads the vendor's driver.py
+    return run(
+        [installed.bin("python"), "-m", "pytest", "-p", "no:cacheprovider", "-rA", "-q"],
+        cwd=package, env=clean_env(PYTHONPATH=str(package)),
+    )  # fmt: skip
+
+
+def test_generated_tests_use_the_kit(installed: Installed) -> None:
+    result = run(
+        [installed.bin("python"), "-m", "pytest", "-p", "no:cacheprovider", "-q",
+         "--collect-only"], cwd=installed.package, env=clean_env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    for check in ("identity-stable", "rollback-after-ArtifactInstall", "cleanup-twice",
+                  "file-api-tmp-only"):  # fmt: skip
+        assert f"::test_mender_interface[{check}]" in result.stdout, result.stdout
+
+
+def test_generated_tests_pass_with_a_real_device_that_behaves(
+    installed: Installed, tmp_path: Path
+) -> None:
+    package = vendor_copy(installed, tmp_path)
+    result = vendor_tests(installed, package)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASSED tests/test_mender_orchestrator_example.py::test_mender_interface[install]" \
+        in result.stdout  # fmt: skip
+    # no reboot: those rollback points are not on this device's path
+    assert "rollback-after-ArtifactReboot: not on this Interface's path" in result.stdout
+
+
+def test_a_rollback_that_does_nothing_fails_the_check_that_names_it(
+    installed: Installed, tmp_path: Path
+) -> None:
+    package = vendor_copy(installed, tmp_path, rollback="        pass\n")
+    result = vendor_tests(installed, package)
+    assert result.returncode == 1, result.stdout + result.stderr
+    failed = sorted(line.split("::")[1].split(" ")[0] for line in result.stdout.splitlines()
+                    if line.startswith("FAILED "))  # fmt: skip
+    assert failed == ["test_mender_interface[rollback-after-ArtifactCommit]",
+                      "test_mender_interface[rollback-after-ArtifactInstall]"], result.stdout
+    message = next(line for line in result.stdout.splitlines()
+                   if line.startswith("check-interface rollback-after-ArtifactInstall"))
+    assert message.startswith("check-interface rollback-after-ArtifactInstall FAILED: after the "
+                              "rollback path (Download, ArtifactInstall, ArtifactRollback, ")
+    assert message.endswith(", not the previous version 1.0")
+
+
+def test_the_generated_package_passes_mypy_strict(installed: Installed) -> None:
+    result = run(
+        [BIN / "mypy", "--strict", "--python-executable", installed.bin("python"), "."],
+        cwd=installed.package,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
