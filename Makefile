@@ -35,5 +35,6 @@ clean:
 
 # the Mender-side files (Update Module, inventory script, rootfs-image Interface, systemd
 # unit) into the standard paths; DESTDIR=/path/to/rootfs for an image being built
-install-support:
-	$(MAKE) -C support install
+# (`make -C support install` does the same without Python)
+install-support: $(STAMP)
+	$(BIN)/mender-orchestrator install-support --destdir "$(or $(DESTDIR),/)"

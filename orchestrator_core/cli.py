@@ -81,6 +81,7 @@ class _LazyGroup(click.Group):
     lazy = {
         "artifact": "orchestrator_core.artifact.commands:artifact",
         "check-interface": "orchestrator_core.conformance.command:check_interface",
+        "install-support": "orchestrator_core.support_install:install_support",
         "manifest-gen": "orchestrator_core.manifest_gen:manifest_gen",
     }
 
