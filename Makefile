@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean install-support
+.PHONY: demo test lint venv clean install-support deb
 
 venv: $(STAMP)
 
@@ -38,3 +38,7 @@ clean:
 # (`make -C support install` does the same without Python)
 install-support: $(STAMP)
 	$(BIN)/mender-orchestrator install-support --destdir "$(or $(DESTDIR),/)"
+
+# the Debian package, built with dpkg-deb from this checkout, into dist/ (docs/packaging.md)
+deb: $(STAMP)
+	$(BIN)/python support/debian/build_deb.py dist
