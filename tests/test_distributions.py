@@ -17,6 +17,9 @@ from systems import REPO
 
 from orchestrator_core.manpages import write_pages
 
+# the drivers' sources are the checkout's, not in the core's sdist
+pytestmark = pytest.mark.skipif(not (REPO / "drivers").is_dir(), reason="needs the checkout")
+
 LICENSE = (REPO / "LICENSE").read_text()
 CLI = [sys.executable, "-m", "orchestrator_core"]
 PROJECTS = {"mender_orchestrator_py": REPO, "mender_orchestrator_canbus": REPO / "drivers/canbus",
@@ -66,7 +69,7 @@ def test_core_sdist_tests_run_from_the_sdist(sdists: dict[str, Path]) -> None:
             ).is_file()
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
-         "tests/test_install_support.py", "-k", "every_file or makefile"],
+         "tests/test_install_support.py", "-k", "every_file or support_makefile"],
         cwd=root, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
