@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean install-support
+.PHONY: demo test lint venv clean install-support deb
 
 venv: $(STAMP)
 
@@ -35,5 +35,10 @@ clean:
 
 # the Mender-side files (Update Module, inventory script, rootfs-image Interface, systemd
 # unit) into the standard paths; DESTDIR=/path/to/rootfs for an image being built
-install-support:
-	$(MAKE) -C support install
+# (`make -C support install` does the same without Python)
+install-support: $(STAMP)
+	$(BIN)/mender-orchestrator install-support --destdir "$(or $(DESTDIR),/)"
+
+# the Debian package, built with dpkg-deb from this checkout, into dist/ (docs/packaging.md)
+deb: $(STAMP)
+	$(BIN)/python support/debian/build_deb.py dist

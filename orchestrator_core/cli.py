@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 import click
 
-from orchestrator_core import __version__
+from orchestrator_core import DISTRIBUTION
 from orchestrator_core.errors import OrchestratorError, ValidationErrors
 from orchestrator_core.global_options import Locations, location_options
 from orchestrator_core.json_output import option as json_option
@@ -83,6 +83,8 @@ class _LazyGroup(click.Group):
     lazy = {
         "artifact": "orchestrator_core.artifact.commands:artifact",
         "check-interface": "orchestrator_core.conformance.command:check_interface",
+        "completion": "orchestrator_core.completion:completion",
+        "install-support": "orchestrator_core.support_install:install_support",
         "manifest-gen": "orchestrator_core.manifest_gen:manifest_gen",
     }
 
@@ -100,7 +102,7 @@ class _LazyGroup(click.Group):
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="mender-orchestrator")
+@click.version_option(package_name=DISTRIBUTION, prog_name="mender-orchestrator")
 @click.option(
     "--log-level",
     type=click.Choice(

@@ -33,7 +33,10 @@ from vehicle import VirtualVehicle
 
 pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
 
-BIN = Path(sys.executable).parent
+# a root where the Debian package is installed (/ in CI, a dpkg --root tree in
+# tests/test_debian_package.py): the client drives its files and its command, not the checkout's
+INSTALLED = os.environ.get("MENDER_ORCHESTRATOR_E2E_ROOT")
+BIN = Path(INSTALLED) / "usr/bin" if INSTALLED else Path(sys.executable).parent
 MODULE = "usr/share/mender/modules/v3/mender-orchestrator-manifest"
 DEBIAN_MODULES = Path("/usr/share/mender/modules/v3")
 
@@ -54,6 +57,8 @@ def with_path(env: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def support_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if INSTALLED:
+        return Path(INSTALLED)
     root = tmp_path_factory.mktemp("image")
     subprocess.run(["make", "-s", "-C", str(REPO / "support"), "install", f"DESTDIR={root}",
                     f"BINDIR={BIN}"], check=True, capture_output=True, timeout=60)

@@ -1,3 +1,6 @@
 """Mender Orchestrator driver for the `{{ cookiecutter.driver_name }}` interface."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+# one version source: pyproject.toml, through the installed metadata
+__version__ = version("{{ cookiecutter.__project_slug }}")

@@ -1,3 +1,5 @@
 """Mender Orchestrator driver: STM32 MCUs updated through their I2C system bootloader."""
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("mender-orchestrator-i2c")
