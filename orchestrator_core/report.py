@@ -217,7 +217,8 @@ def progress_value(done: int, total: int | None, what: str) -> str:
 
 
 def progress_shown(value: str) -> str:
-    """A journaled progress value as people read it: bytes in MiB, with the share done."""
+    """A journaled progress value as people read it: bytes in KiB or MiB, with the share done
+    ("48.0/64.0 KiB flashed (75%)")."""
     try:
         counts, what = value.split(" ", 1)
         done_text, total_text = counts.split("/")
@@ -225,9 +226,16 @@ def progress_shown(value: str) -> str:
     except ValueError:
         return value  # not in the journal's shape: shown as it is
     share = f" ({100 * done // total}%)" if total else ""
-    if what == "bytes":
-        of = "" if total is None else f"/{total / MIB:.1f}"
-        return f"{done / MIB:.1f}{of} MiB{share}"
+    if what == "bytes" or what.startswith("bytes "):
+        rest = what[len("bytes"):]
+        unit, scale = next(
+            (unit, scale) for unit, scale in (("MiB", MIB), ("KiB", 1024), ("B", 1))
+            if max(done, total or 0) >= scale or scale == 1
+        )
+        amount = f"{done / scale:.1f}" if scale > 1 else str(done)
+        if total is not None:
+            amount += f"/{total / scale:.1f}" if scale > 1 else f"/{total}"
+        return f"{amount} {unit}{rest}{share}"
     return f"{done}/{'?' if total is None else total} {what}{share}"
 
 

@@ -60,7 +60,7 @@ def deployments(system: System) -> int:
     if not journal.exists():
         return 0
     with sqlite3.connect(journal) as db:
-        return int(db.execute("SELECT count(*) FROM deployments").fetchone()[0])
+        return int(db.execute("SELECT count(*) FROM deployment").fetchone()[0])
 
 
 # --------------------------------------------------------------------------- warnings

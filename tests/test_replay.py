@@ -106,13 +106,13 @@ def test_a_tampered_step_is_refused_by_resume_and_recovered_by_rollback(
             "b/b-1)") in err
     assert "run 'mender-orchestrator rollback'" in err
     assert all_calls(system) == before  # nothing was run
-    assert "status in_progress" in system.run("status").stdout
+    assert "status in progress" in system.run("status").stdout
 
     err = run_ok(system, "rollback")
     assert all_calls(system)[len(before):] == RECOVERY_CALLS
     assert (system.version("a", "1"), system.version("b", "1")) == ("factory", "factory")
     status = system.run("status").stdout
-    assert "status failed" in status
+    assert "status rolled back" in status
     assert "the journal stopped matching the steps (position 8 was recorded as" in status
     run_ok(system, "resume", code=NOTHING_TO_RESUME)
 
@@ -126,7 +126,7 @@ def test_a_recovery_stopped_before_cleanup_is_replayed_not_repeated(stopped: Sys
     assert all_calls(system)[len(before):] == RECOVERY_CALLS[:-2]
     system.run("resume")
     assert all_calls(system)[len(before):] == RECOVERY_CALLS
-    assert "status failed" in system.run("status").stdout
+    assert "status rolled back" in system.run("status").stdout
 
 
 def test_a_plan_of_format_1_is_resumed_with_every_step_checked(
@@ -171,7 +171,7 @@ def test_a_journal_of_format_0_is_upgraded_and_still_checked(stopped: System) ->
     with journal(system) as db:
         db.execute("ALTER TABLE step DROP COLUMN members")
         db.execute("PRAGMA user_version = 0")
-    assert "status in_progress" in system.run("status").stdout  # read-only: no upgrade
+    assert "status in progress" in system.run("status").stdout  # read-only: no upgrade
     with journal(system) as db:
         db.execute("UPDATE event SET component = 'a/a-1' WHERE seq = 9")
     err = run_ok(system, "resume", code=INCONSISTENT)

@@ -309,13 +309,16 @@ def test_a_rollback_someone_asked_for_reads_rolled_back(core: System) -> None:
 
 
 def test_status_shows_a_component_s_progress_from_the_journal(tmp_path: Path) -> None:
-    from orchestrator_core.journal import Journal
+    from orchestrator_core.journal import Journal, StepIdentity
     from orchestrator_core.report import status_lines
 
     journal = Journal(tmp_path / "journal.sqlite")
     plan = {"manifest_name": "m", "components": [{"key": "ecu/1", "skip_reason": None}]}
     deployment = journal.begin("m", b"", plan)
-    journal.step_entered(deployment, 3, ("state", "ArtifactInstall", 10, "install"), ["ecu/1"])
+    journal.step_entered(
+        deployment, 3, StepIdentity("state", "ArtifactInstall", 10, "install", ("ecu/1",)),
+        ["ecu/1"],
+    )
     journal.record(deployment, 3, "ecu/1", "progress", None, "10485760/41943040 bytes")
     lines = status_lines(journal, deployment, active=True)
     journal.close()

@@ -12,12 +12,21 @@ import shutil
 import time
 from pathlib import Path
 
-from orchestrator_core.atomic import write_bytes
-from orchestrator_core.context import Component, InterfaceContext, RebootNeed
-from orchestrator_core.errors import ConfigError, InterfaceError, InterfaceTimeout
-from orchestrator_core.hookspecs import hookimpl
+from orchestrator_core.driver_api import (
+    Component,
+    InterfaceArgs,
+    InterfaceContext,
+    InterfaceError,
+    InterfaceTimeout,
+    RebootNeed,
+    absolute_path,
+    hookimpl,
+)
+from orchestrator_core.driver_api import write_atomically as write_bytes
 
 DRIVER = "example"
+PARSER = InterfaceArgs(DRIVER, description="Update a file-backed example device.")
+PARSER.add_argument("--device", type=absolute_path, required=True, help="the device's directory")
 
 
 class FileDevice:
@@ -39,20 +48,12 @@ class FileDevice:
 
 
 class ExampleDriver:
+    driver_api = ">=1.0,<2"
+    interface_args_parser = PARSER
+
     def __init__(self, component: Component) -> None:
         self.component = component
-        devices = [a.partition("=")[2] for a in component.interface_args
-                   if a.startswith("--device=")]
-        unknown = [a for a in component.interface_args if not a.startswith("--device=")]
-        if unknown:
-            raise ConfigError(f"{component.label}: interface_args: unknown argument "
-                              f"{unknown[0]!r}; the {DRIVER} driver takes --device=/absolute/path")
-        if len(devices) > 1:
-            raise ConfigError(f"{component.label}: interface_args: --device is given twice")
-        if not devices or not Path(devices[0]).is_absolute():
-            raise ConfigError(f"{component.label}: interface_args: --device=/absolute/path is "
-                              f"required (got {list(component.interface_args)})")
-        self.device = FileDevice(Path(devices[0]))
+        self.device = FileDevice(Path(PARSER.parse(component).device))
 
     def _dir(self, ctx: InterfaceContext) -> Path:
         assert ctx.work_dir is not None
