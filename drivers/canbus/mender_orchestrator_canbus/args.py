@@ -8,18 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator_core.driver_api import Component, InterfaceArgs
+from orchestrator_core.driver_api import Component, InterfaceArgs, integer
 
 from mender_orchestrator_canbus.link import (
     LinkSettings,
     add_link_arguments,
-    int_value,
     link_from_namespace,
     positive_seconds,
 )
 
-DID = int_value(0, 0xFFFF)
-ROUTINE = int_value(0, 0xFFFF)
+DID = integer(0, 0xFFFF)
+ROUTINE = integer(0, 0xFFFF)
 
 
 @dataclass(frozen=True)
@@ -72,19 +71,19 @@ def _parser() -> InterfaceArgs:
     )
     uds.add_argument(
         "--retries",
-        type=int_value(0, 100),
+        type=integer(0, 100),
         default=3,
         help="times an unanswered TransferData block is sent again (default 3)",
     )
     uds.add_argument(
         "--memory-address",
-        type=int_value(0, 2**40 - 1),
+        type=integer(0, 2**40 - 1),
         default=0,
         help="where the application image goes (default 0)",
     )
     uds.add_argument(
         "--memory-size",
-        type=int_value(1, 2**32 - 1),
+        type=integer(1, 2**32 - 1),
         default=0x80000,
         help="size of the application bank (default 0x80000)",
     )
@@ -117,7 +116,7 @@ def _parser() -> InterfaceArgs:
     )
     uds.add_argument(
         "--security-level",
-        type=int_value(1, 0x7D),
+        type=integer(1, 0x7D),
         default=1,
         help="SecurityAccess requestSeed sub-function, odd (default 1)",
     )

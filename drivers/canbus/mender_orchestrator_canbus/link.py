@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import can
 import isotp
+from orchestrator_core.driver_api import integer
 
 ADDRESSING_MODES: dict[str, isotp.AddressingMode] = {
     "normal": isotp.AddressingMode.Normal_11bits,
@@ -40,25 +40,6 @@ _MODE_NEEDS: dict[str, tuple[str, ...]] = {
 # Modes whose CAN identifiers ISO 15765-2 derives from the target and source addresses
 # (0x18DA.... / 0x18CE....): --tx-id and --rx-id play no part in them.
 _IDS_FROM_ADDRESSES = ("normal-fixed-29", "mixed-29")
-
-
-def int_value(low: int, high: int) -> Callable[[str], int]:
-    """An argparse ``type`` accepting decimal or 0x-prefixed integers in ``[low, high]``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text, 0)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected an integer (decimal or 0x-prefixed hex), got {text!r}"
-            ) from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(
-                f"expected a value from {low:#x} to {high:#x}, got {text!r}"
-            )
-        return value
-
-    return parse
 
 
 MAX_SECONDS = 86400.0  # a day: longer is a typo, and can-isotp needs a finite millisecond count
@@ -198,10 +179,10 @@ def add_link_arguments(parser: argparse.ArgumentParser, defaults: LinkSettings) 
         default=defaults.channel,
         help="python-can channel (can0; a virtual bus name; 127.0.0.1:PORT for remote)",
     )
-    group.add_argument("--bitrate", type=int_value(1, 10_000_000), default=defaults.bitrate)
+    group.add_argument("--bitrate", type=integer(1, 10_000_000), default=defaults.bitrate)
     group.add_argument(
         "--data-bitrate",
-        type=int_value(1, 20_000_000),
+        type=integer(1, 20_000_000),
         default=defaults.data_bitrate,
         help="CAN FD data-phase bitrate (enables bit-rate switching)",
     )
@@ -219,24 +200,24 @@ def add_link_arguments(parser: argparse.ArgumentParser, defaults: LinkSettings) 
     )
     group.add_argument(
         "--tx-id",
-        type=int_value(0, 0x1FFFFFFF),
+        type=integer(0, 0x1FFFFFFF),
         default=defaults.tx_id,
         help="CAN identifier this end sends on",
     )
     group.add_argument(
         "--rx-id",
-        type=int_value(0, 0x1FFFFFFF),
+        type=integer(0, 0x1FFFFFFF),
         default=defaults.rx_id,
         help="CAN identifier this end listens on",
     )
-    group.add_argument("--target-address", type=int_value(0, 0xFF), default=defaults.target_address)
-    group.add_argument("--source-address", type=int_value(0, 0xFF), default=defaults.source_address)
+    group.add_argument("--target-address", type=integer(0, 0xFF), default=defaults.target_address)
+    group.add_argument("--source-address", type=integer(0, 0xFF), default=defaults.source_address)
     group.add_argument(
-        "--address-extension", type=int_value(0, 0xFF), default=defaults.address_extension
+        "--address-extension", type=integer(0, 0xFF), default=defaults.address_extension
     )
     group.add_argument(
         "--padding",
-        type=int_value(0, 0xFF),
+        type=integer(0, 0xFF),
         default=defaults.padding,
         help="pad every CAN frame to full length with this byte",
     )

@@ -10,10 +10,11 @@ import sys
 import threading
 from pathlib import Path
 
+from orchestrator_core.driver_api import integer
+
 from mender_orchestrator_canbus.link import (
     LinkSettings,
     add_link_arguments,
-    int_value,
     link_from_namespace,
     positive_seconds,
 )
@@ -21,12 +22,12 @@ from mender_orchestrator_canbus.simulator.ecu import FAULT_NAMES, Ecu, EcuConfig
 from mender_orchestrator_canbus.simulator.flash import SECTOR, FlashStore
 from mender_orchestrator_canbus.simulator.server import EcuServer
 
-HEX16 = int_value(0, 0xFFFF)
+HEX16 = integer(0, 0xFFFF)
 
 
 def sectors(text: str) -> int:
     """An argparse ``type`` for a bank size: whole flash sectors, up to 64 MiB."""
-    value = int_value(SECTOR, 1 << 26)(text)
+    value = integer(SECTOR, 1 << 26)(text)
     if value % SECTOR:
         raise argparse.ArgumentTypeError(f"expected a multiple of {SECTOR}, got {text!r}")
     return value
@@ -83,14 +84,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     ecu.add_argument(
         "--initial-size",
-        type=int_value(1, 1 << 26),
+        type=integer(1, 1 << 26),
         default=16384,
         help="size of that image (new state only)",
     )
-    ecu.add_argument("--memory-address", type=int_value(0, 2**40 - 1), default=0)
+    ecu.add_argument("--memory-address", type=integer(0, 2**40 - 1), default=0)
     ecu.add_argument(
         "--max-block-length",
-        type=int_value(3, 0xFFFF),
+        type=integer(3, 0xFFFF),
         default=4095,
         help="maxNumberOfBlockLength announced by RequestDownload",
     )
