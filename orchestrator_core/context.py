@@ -13,9 +13,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
+
+if TYPE_CHECKING:
+    from orchestrator_core.installed import PreviousArtifact
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,10 @@ class InterfaceContext:
     cancelled: threading.Event = field(default_factory=threading.Event)
     # where ctx.progress() reports go: (done, total, what); None when nobody listens
     progress_sink: Callable[[int, int | None, str], None] | None = None
+    # during a deployment, for a driver with ``keeps_previous_artifact = True``: the Artifact
+    # the Component ran before it began (``installed.PreviousArtifact``), None when none was
+    # kept yet; a driver rolls back by installing it again
+    previous_artifact: PreviousArtifact | None = None
 
     def progress(self, done: int, total: int | None = None, what: str = "bytes") -> None:
         """Report how far a long state has got: ``done`` of ``total`` (None: unknown) units

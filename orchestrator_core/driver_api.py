@@ -48,6 +48,7 @@ from orchestrator_core.errors import (
     RetryableInterfaceError,
 )
 from orchestrator_core.hookspecs import hookimpl, hookspec
+from orchestrator_core.installed import PreviousArtifact
 
 __all__ = [
     "DRIVER_API_VERSION",
@@ -63,6 +64,7 @@ __all__ = [
     "InterfaceTimeout",
     "PayloadFeed",
     "PayloadFile",
+    "PreviousArtifact",
     "RebootNeed",
     "RetryableInterfaceError",
     "absolute_path",

@@ -30,6 +30,10 @@ from orchestrator_core.context import Component, InterfaceContext, RebootNeed
 class DriverBase(ABC):
     """Base of an in-process driver; the factory is usually the subclass itself."""
 
+    #: True: the core keeps the Artifact each Component last installed and hands it to every
+    #: state of a deployment as ``ctx.previous_artifact`` (a rollback reinstalls it)
+    keeps_previous_artifact: bool = False
+
     def __init__(self, component: Component) -> None:
         """Called once per Topology entry with its Component; parse and check
         ``component.interface_args`` here (``InterfaceArgs.parse``), raising ``ConfigError``."""

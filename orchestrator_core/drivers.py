@@ -235,6 +235,10 @@ class ComponentDriver:
         self._watched = resolution.kind == "driver" and not getattr(
             plugin, "kills_at_deadline", False
         )
+        # it rolls back by reinstalling what ran before: the engine keeps that for it
+        self.keeps_previous_artifact = resolution.kind == "driver" and bool(
+            getattr(plugin, "keeps_previous_artifact", False)
+        )
         for extra in extra_plugins:
             if not self.pm.is_registered(extra):
                 self.pm.register(extra)

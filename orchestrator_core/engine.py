@@ -22,6 +22,7 @@ from orchestrator_core.context import InterfaceContext
 from orchestrator_core.deployment_checks import check_before_journal
 from orchestrator_core.drivers import ComponentDriver
 from orchestrator_core.errors import Busy, JournalMismatch, NothingToResume, OrchestratorError
+from orchestrator_core.installed import InstalledArtifacts, StoredPayload
 from orchestrator_core.journal import DeploymentRow, EventRow, Journal, StepIdentity, damaged_plan
 from orchestrator_core.lock import exclusive
 from orchestrator_core.log import component_logger
@@ -145,6 +146,7 @@ class Deployment:
         self._progress = ProgressObserver()
         self._prepared: set[str] = set()  # File API dirs made by this process
         self._cache = _open_cache(config)
+        self._installed = InstalledArtifacts(config.datastore_dir / "installed")
 
     # ---- replay
 
@@ -444,6 +446,8 @@ class Deployment:
                 artifact=planned.artifact_info,
                 progress_sink=self._progress_sink(seq, key),
             )
+            if driver.keeps_previous_artifact:
+                ctx.previous_artifact = self._installed.previous(key)
             in_hook = True
             if step.name == "SupportsRollback":
                 value = "Yes" if driver.supports_rollback(ctx) else "No"
@@ -502,17 +506,22 @@ class Deployment:
     def _download(
         self, driver: ComponentDriver, ctx: InterfaceContext, planned: PlannedComponent
     ) -> None:
-        from orchestrator_core.artifact import open_payload
+        from orchestrator_core.artifact import ArtifactPayload, open_payload
 
         artifact = planned.artifact
         with open_payload(
             artifact["name"], artifact["path"], artifact["digest"], self.config, self._cache
         ) as feed:
-            ctx.payload = feed
+            given: ArtifactPayload | StoredPayload = feed
+            if driver.keeps_previous_artifact:
+                given = StoredPayload(
+                    self._installed.stage(planned.key, self.id, planned.artifact_info, feed.save_to)
+                )
+            ctx.payload = given
             try:
                 driver.run_state("download", ctx)
-                if not feed.consumed and ctx.work_dir is not None:
-                    feed.save_to(filetree.files_dir(ctx.work_dir))
+                if not given.consumed and ctx.work_dir is not None:
+                    given.save_to(filetree.files_dir(ctx.work_dir))
             finally:
                 ctx.payload = None
 
@@ -541,6 +550,7 @@ class Deployment:
                 f"{progress.failure}"
             )
         self.journal.finish_deployment(self.id, status, message)
+        self._keep_installed(succeeded=progress.failure is None)
         # only after the end is journaled: a tree that cannot go (a mount left in tmp/, a
         # read-only file system) must not keep the deployment in progress for ever; what
         # earlier deployments could not remove goes now too
@@ -555,6 +565,19 @@ class Deployment:
             except OSError as exc:
                 log.warning("ArtifactsCache: entries of other Artifacts were not removed: %s", exc)
         return RunResult(code, message)
+
+
+    def _keep_installed(self, *, succeeded: bool) -> None:
+        """After a success each Component runs what this deployment stored for it; whatever
+        the outcome, the copies no Component runs go."""
+        try:
+            if succeeded:
+                for planned in self.plan.components:
+                    self._installed.promote(planned.key, self.id)
+            self._installed.tidy()
+        except OSError as exc:
+            log.warning("%s: the record of what each Component runs was not updated: %s",
+                        self._installed.root, exc)
 
 
 def _open_cache(config: Config) -> Any:
