@@ -549,8 +549,11 @@ class Deployment:
                 f"deployment of {self.plan.manifest_name} failed and the System was rolled back: "
                 f"{progress.failure}"
             )
+        if progress.failure is None:
+            # before the end is journaled: a crash in between repeats this on resume
+            self._installed_changed(promote=True)
         self.journal.finish_deployment(self.id, status, message)
-        self._keep_installed(succeeded=progress.failure is None)
+        self._installed_changed(promote=False)
         # only after the end is journaled: a tree that cannot go (a mount left in tmp/, a
         # read-only file system) must not keep the deployment in progress for ever; what
         # earlier deployments could not remove goes now too
@@ -567,14 +570,15 @@ class Deployment:
         return RunResult(code, message)
 
 
-    def _keep_installed(self, *, succeeded: bool) -> None:
-        """After a success each Component runs what this deployment stored for it; whatever
-        the outcome, the copies no Component runs go."""
+    def _installed_changed(self, *, promote: bool) -> None:
+        """After a success each Component runs what this deployment stored for it
+        (``promote``); at the end, the copies no Component runs go."""
         try:
-            if succeeded:
+            if promote:
                 for planned in self.plan.components:
                     self._installed.promote(planned.key, self.id)
-            self._installed.tidy()
+            else:
+                self._installed.tidy()
         except OSError as exc:
             log.warning("%s: the record of what each Component runs was not updated: %s",
                         self._installed.root, exc)
