@@ -53,8 +53,8 @@ from mender_orchestrator_mcuboot.settings import parse as parse_settings
 # resets ArtifactRollbackReboot may need: a pending test swaps in the new image, the next
 # reset reverts it, the last check sees the previous image
 ROLLBACK_RESETS = 3
-CBOR_BYTES_HEAD = 3
-FIRST_POLL = 0.2  # seconds: the first wait for an answer after a reset  # the longest CBOR head of a byte string below 64 KiB
+CBOR_BYTES_HEAD = 3  # the longest CBOR head of a byte string below 64 KiB
+FIRST_POLL = 0.2  # seconds: the first wait for an answer after a reset
 
 
 @dataclass(frozen=True)
@@ -264,9 +264,15 @@ class McubootDriver(DriverBase):
                     f"the bootloader's signature or hash check and was erased from the "
                     f"secondary slot; the device runs the previous image {found}"
                 )
+            if secondary is not None and secondary.pending:
+                raise InterfaceError(
+                    f"{ctx.name}: the device still runs the previous image {found} after the "
+                    f"reset, with {saved.new_version} pending: the reset did not happen"
+                )
             raise InterfaceError(
-                f"{ctx.name}: the device still runs the previous image {found} after the "
-                f"reset, with {saved.new_version} pending: the reset did not happen"
+                f"{ctx.name}: the device is back on the previous image {found}: image "
+                f"{saved.new_version} was booted for test but the device restarted before it "
+                f"was confirmed (it crashed or its watchdog fired), so MCUboot reverted it"
             )
         raise InterfaceError(
             f"{ctx.name}: after the reset the device runs {found}, expected "
