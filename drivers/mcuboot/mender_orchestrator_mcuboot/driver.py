@@ -154,7 +154,7 @@ class McubootDriver(DriverBase):
         if running is None:
             raise InterfaceError(f"{ctx.name}: the device reports no image in its primary slot")
         prefix = f"rootfs-image.{self.component.interface}"
-        return {f"{prefix}.version": running.version, f"{prefix}.image_hash": _hash(running)}
+        return {f"{prefix}.version": running.version, f"{prefix}.hash": _hash(running)}
 
     @hookimpl
     def inventory(self, ctx: InterfaceContext) -> list[tuple[str, str]]:

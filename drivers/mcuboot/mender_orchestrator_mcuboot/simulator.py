@@ -582,6 +582,9 @@ class Server:
         self.serial_buffer = b""
         self.frame_text = b""
         self.running = True
+        # bytes on the wire, SMP framing included, and request/answer exchanges (for the
+        # benchmark; printed when the server stops)
+        self.wire = {"rx": 0, "tx": 0, "exchanges": 0}
         if udp_port is not None:
             self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self.udp.bind(("127.0.0.1", udp_port))
@@ -617,6 +620,8 @@ class Server:
         self.close()
 
     def close(self) -> None:
+        print(f"wire rx={self.wire['rx']} tx={self.wire['tx']} "
+              f"exchanges={self.wire['exchanges']}", flush=True)
         if self.pty_link is not None:
             self.pty_link.unlink(missing_ok=True)
         for fd in (self.master, self.slave):
@@ -639,9 +644,12 @@ class Server:
         packet, peer = self.udp.recvfrom(65536)
         if len(packet) > self.device.store.load()["device"]["buf_size"]:
             return  # larger than the device's network buffer: dropped, as on Zephyr
+        self.wire["rx"] += len(packet)
         reply = self.answer(packet)
         if reply is not None:
             self.udp.sendto(reply, peer)
+            self.wire["tx"] += len(reply)
+            self.wire["exchanges"] += 1
         self.after_answer()
 
     def on_pty(self) -> None:
@@ -651,17 +659,20 @@ class Server:
         except OSError:
             return
         self.serial_buffer += chunk
+        self.wire["rx"] += len(chunk)
         while b"\n" in self.serial_buffer:
             line, _, self.serial_buffer = self.serial_buffer.partition(b"\n")
+            self.pace(len(line) + 1)
             packet = self.serial_line(line.rstrip(b"\r"))
             if packet is None:
                 continue
-            self.pace(len(line) + 1)
             reply = self.answer(packet)
             if reply is not None:
                 encoded = b"".join(serial_frames(reply))
                 self.pace(len(encoded))
                 os.write(self.master, encoded)
+                self.wire["tx"] += len(encoded)
+                self.wire["exchanges"] += 1
             self.after_answer()
 
     def serial_line(self, line: bytes) -> bytes | None:

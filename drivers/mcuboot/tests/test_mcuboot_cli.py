@@ -40,7 +40,7 @@ def test_install_over_udp_swaps_tests_and_confirms(system: System, sim: Sim) -> 
     digest = hashlib.sha256(image[: len(image) - 4 - 36 - 36 - 68]).hexdigest()
     assert provides(system) == [
         f"{PREFIX}device_type=sensor_mcu",
-        f"{PREFIX}rootfs-image.mcuboot.image_hash={digest}",
+        f"{PREFIX}rootfs-image.mcuboot.hash={digest}",
         f"{PREFIX}rootfs-image.mcuboot.version=2.0.0",
     ]
 
