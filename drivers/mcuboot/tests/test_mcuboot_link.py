@@ -8,13 +8,19 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from mcuboot_helpers import Sim, body
-from orchestrator_core.driver_api import Component, InterfaceContext, InterfaceTimeout
+from orchestrator_core import drivers
+from orchestrator_core.driver_api import Component, InterfaceContext, InterfaceTimeout, hookimpl
+from smpclient.transport import SMPTransport
 
 from mender_orchestrator_mcuboot.driver import McubootDriver
 from mender_orchestrator_mcuboot.image import parse
+from mender_orchestrator_mcuboot.link import open_transport
+from mender_orchestrator_mcuboot.settings import Settings
 
 
 @pytest.fixture
@@ -77,3 +83,26 @@ def test_upload_reports_progress_up_to_the_image_size(sim: Sim) -> None:
     done = [d for d, _, _ in reports]
     assert done == sorted(done) and len(done) > 3  # one report per request
     assert sim.slot(1).startswith(image)
+
+
+class Tunnel:
+    """A vendor plugin adding the transport ``tunnel`` (``--address=HOST:PORT``), here UDP."""
+
+    @hookimpl
+    def mcuboot_transport(
+        self, ctx: InterfaceContext, settings: Settings
+    ) -> tuple[SMPTransport, str] | None:
+        if settings.transport != "tunnel" or settings.address is None:
+            return None
+        host, _, port = settings.address.rpartition(":")
+        return open_transport(replace(settings, transport="udp", host=host, port=int(port)))
+
+
+def test_a_plugin_adds_a_transport(sim: Sim, tmp_path: Path) -> None:
+    component = Component("sensor_mcu", "mcuboot",
+                          ("--transport=tunnel", f"--address=127.0.0.1:{sim.port}"))  # fmt: skip
+    resolution = drivers.resolve("mcuboot", tmp_path)
+    driver = drivers.ComponentDriver(component, resolution, McubootDriver(component), [Tunnel()])
+    ctx = driver.context(log=logging.getLogger("test"), timeout_seconds=10)
+
+    assert driver.provides(ctx)["rootfs-image.mcuboot.version"] == "1.0.0"
