@@ -3,7 +3,8 @@
     python examples/demo.py [--keep] [--workdir DIR]
 
 It builds the Artifacts with our own writer, starts the simulators (a CAN bus server and a
-brake ECU on it, a seat heater MCU on I2C, a telematics modem), deploys the Manifests
+brake ECU on it, a seat heater MCU on I2C, a battery MCU with MCUboot on SMP/UDP, a
+telematics modem), deploys the Manifests
 vehicle-v1, vehicle-v2 and vehicle-v3 with ``mender-orchestrator install``, and after each
 prints what ``show-provides`` and ``status`` say. vehicle-v3 is meant to fail: its telematics
 firmware fails its self-test, and the whole vehicle must come back to vehicle-v2.
@@ -36,10 +37,11 @@ WIDTH = 100
 OUTPUT_INDENT = 4  # a command's output, under the command; with it its lines fit 120 columns
 
 INTRO = """\
-A vehicle with three Components, each updated a different way: a telematics unit by an
+A vehicle with four Components, each updated a different way: a telematics unit by an
 executable Interface, a brake ECU by the canbus driver (UDS over CAN), a seat heater by the i2c
-driver (STM32 bootloader). Three Manifests are deployed in turn; the third fails on purpose
-and the orchestrator must roll the whole vehicle back."""
+driver (STM32 bootloader), a battery MCU by the mcuboot driver (MCUboot over SMP). Three
+Manifests are deployed in turn; the third fails on purpose and the orchestrator must roll the
+whole vehicle back."""
 
 
 @dataclass(frozen=True)
@@ -56,12 +58,14 @@ V2 = {
     "ecu_brake_controller": "brake-ecu-firmware-v1.8.3",
     "seat_heating": "seat-heating-fw-v1.2.0",
     "telematics_control_unit": "tcu-firmware-v2.4.1",
+    "battery_mcu": "3.1.0",
 }
 STEPS = (
     Step("vehicle-v1", "every Component leaves its factory firmware", True, {
         "ecu_brake_controller": "brake-ecu-firmware-v1.8.0",
         "seat_heating": "seat-heating-fw-v1.2.0",
         "telematics_control_unit": "tcu-firmware-v2.4.0",
+        "battery_mcu": "3.1.0",
     }),
     Step("vehicle-v2", "new brake ECU and telematics firmware; the seat heater already runs "
          "its Artifact and is left alone", True, V2,
@@ -177,7 +181,8 @@ def run(workdir: Path) -> list[str]:
     with VirtualVehicle(root, artifacts) as vehicle:
         say(f"CAN bus: python-can-remote server on 127.0.0.1:{vehicle.port}, brake ECU "
             f"simulator on it (UDS over ISO-TP); seat heater: STM32 bootloader simulator on "
-            f"I2C; telematics: simulated modem in {vehicle.state / 'tcu'}", 4)
+            f"I2C; battery MCU: MCUboot simulator on SMP/UDP 127.0.0.1:{vehicle.smp_port}; "
+            f"telematics: simulated modem in {vehicle.state / 'tcu'}", 4)
         say("Factory firmware, from show-provides:", 4)
         factory = vehicle.versions()
         show_table(factory)

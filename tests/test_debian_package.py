@@ -110,6 +110,7 @@ def test_files_in_their_paths_with_their_modes(root: Path) -> None:
     ).read_bytes()
     lib = root / "usr/lib/mender-orchestrator"
     for name in ("orchestrator_core", "mender_orchestrator_canbus", "mender_orchestrator_i2c",
+                 "mender_orchestrator_mcuboot", "smpclient",
                  "pluggy", "udsoncan"):
         assert (lib / name).is_dir(), name
 
@@ -132,6 +133,7 @@ def test_the_installed_command_runs(runnable: Path, tmp_path: Path) -> None:
     assert drivers.returncode == 0, drivers.stderr
     assert "  canbus = mender_orchestrator_canbus.driver:CanbusDriver\n" in drivers.stdout
     assert "  i2c = mender_orchestrator_i2c.driver:I2CDriver\n" in drivers.stdout
+    assert "  mcuboot = mender_orchestrator_mcuboot.driver:McubootDriver\n" in drivers.stdout
     assert "  rootfs-image\n" in drivers.stdout
     completion = subprocess.run(["bash", "-c", f". {runnable}/usr/share/bash-completion/"
                                  "completions/mender-orchestrator && complete -p "

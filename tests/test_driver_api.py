@@ -36,6 +36,7 @@ TEMPLATE_DRIVER = (
 DRIVER_SOURCES = [
     *sorted((REPO / "drivers" / "canbus" / "mender_orchestrator_canbus").rglob("*.py")),
     *sorted((REPO / "drivers" / "i2c" / "mender_orchestrator_i2c").rglob("*.py")),
+    *sorted((REPO / "drivers" / "mcuboot" / "mender_orchestrator_mcuboot").rglob("*.py")),
     TEMPLATE_DRIVER,
 ]
 
@@ -290,6 +291,7 @@ def test_bundled_drivers_bound_their_core_dependency() -> None:
     import tomllib
 
     for project in (REPO / "drivers" / "canbus", REPO / "drivers" / "i2c",
+                    REPO / "drivers" / "mcuboot",
                     REPO / "driver-template" / "{{cookiecutter.__project_slug}}"):  # fmt: skip
         text = (project / "pyproject.toml").read_text()
         if "{{" in text:

@@ -42,10 +42,12 @@ DEBIAN_MODULES = Path("/usr/share/mender/modules/v3")
 
 V1 = {"ecu_brake_controller": "brake-ecu-firmware-v1.8.0",
       "seat_heating": "seat-heating-fw-v1.2.0",
-      "telematics_control_unit": "tcu-firmware-v2.4.0"}
+      "telematics_control_unit": "tcu-firmware-v2.4.0",
+      "battery_mcu": "3.1.0"}
 V2 = {"ecu_brake_controller": "brake-ecu-firmware-v1.8.3",
       "seat_heating": "seat-heating-fw-v1.2.0",
-      "telematics_control_unit": "tcu-firmware-v2.4.1"}
+      "telematics_control_unit": "tcu-firmware-v2.4.1",
+      "battery_mcu": "3.1.0"}
 
 
 def with_path(env: dict[str, str]) -> dict[str, str]:
@@ -135,7 +137,8 @@ def test_the_client_deploys_manifests_and_reports_a_rolled_back_one(
     assert installed.returncode == 0, installed.stderr
     assert vehicle.versions() == {"ecu_brake_controller": "brake-ecu-firmware-v1.9.0",
                                   "seat_heating": "seat-heating-fw-v1.3.0",
-                                  "telematics_control_unit": "tcu-firmware-v2.4.0"}
+                                  "telematics_control_unit": "tcu-firmware-v2.4.0",
+                                  "battery_mcu": "3.2.0"}
     committed = client.run("commit")
     assert committed.returncode != 0
     errors = failed_lines(committed)

@@ -18,6 +18,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from orchestrator_core.artifact.writer import Signer, write_artifact
 from orchestrator_core.artifact_write import build_spec
 from orchestrator_core.manifest_gen import generate
@@ -25,6 +27,11 @@ from orchestrator_core.manifest_gen import generate
 HERE = Path(__file__).resolve().parent
 MANIFESTS = tuple(sorted((HERE / "manifests").glob("vehicle-v*.yaml")))
 SYSTEM_TYPE = "electric-vehicle-2026"
+# the battery MCU's image signing key: fixed, so the Artifacts and the device built
+# separately agree; a demo key, not a secret
+BMS_SIGNING_KEY = Ed25519PrivateKey.from_private_bytes(
+    hashlib.sha256(b"virtual-vehicle demo: battery MCU signing key").digest()
+)
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,7 @@ class Firmware:
     component_type: str
     interface: str  # the payload type: the Interface that installs it
     image: bytes
+    version: str | None = None  # --software-version, where the Interface checks it
 
 
 def _filler(label: str, size: int) -> bytes:
@@ -58,10 +66,19 @@ def seat_heater(version: str) -> Firmware:
                     vectors + _filler(f"seat {version}", 6136))
 
 
+def battery_mcu_firmware(version: str) -> Firmware:
+    # an MCUboot image signed with the demo's key, which the simulated device trusts
+    from mender_orchestrator_mcuboot.simulator import make_image
+
+    image = make_image(_filler(f"bms {version}", 12288), version, BMS_SIGNING_KEY)
+    return Firmware(f"bms-firmware-v{version}", "battery_mcu", "mcuboot", image, version)
+
+
 FIRMWARE = (
     telematics("2.4.0"), telematics("2.4.1"), telematics("2.5.0", self_test="fail"),
     brake_ecu("1.8.0"), brake_ecu("1.8.3"), brake_ecu("1.9.0"),
     seat_heater("1.2.0"), seat_heater("1.3.0"),
+    battery_mcu_firmware("3.1.0"), battery_mcu_firmware("3.2.0"),
 )
 
 
@@ -79,7 +96,7 @@ def build(output: Path, key: Path | None = None) -> list[Path]:
             payload_type=firmware.interface, artifact_name=firmware.artifact_name,
             device_types=[firmware.component_type], files=[image], provides={}, depends={},
             clears_provides=(), provides_group=None, depends_groups=(),
-            artifact_name_depends=(), meta_data=None,
+            artifact_name_depends=(), meta_data=None, software_version_value=firmware.version,
         )
         path = output / f"{firmware.artifact_name}.mender"
         write_artifact(spec, path, signer=signer)

@@ -8,9 +8,11 @@ variables), and ``start()`` brings up what the Components need:
 - the brake ECU: a python-can-remote bus server on 127.0.0.1 (a free port) and the ECU
   simulator of the canbus driver as a second process on that bus;
 - the seat heater: the I2C simulator's flash file (``state/seat-heater.bin``); the driver
-  opens it in-process, so there is nothing to run.
+  opens it in-process, so there is nothing to run;
+- the battery MCU: the MCUboot simulator (``state/bms.json`` and its slot files) serving SMP
+  on UDP 127.0.0.1 (a free port).
 
-``stop()`` ends the two processes it started (their own process groups) and nothing else.
+``stop()`` ends the processes it started (their own process groups) and nothing else.
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ FACTORY = {
     "telematics_control_unit": "tcu-firmware-v2.3.0",
     "ecu_brake_controller": "brake-ecu-firmware-v1.7.0",
     "seat_heating": "seat-heating-fw-v1.1.0",
+    "battery_mcu": "3.0.0",  # MCUboot reports the image's own version
 }
 VERSION_KEYS = {
     "telematics_control_unit": "rootfs-image.cellular-ota.version",
     "ecu_brake_controller": "rootfs-image.canbus.version",
     "seat_heating": "rootfs-image.i2c.version",
+    "battery_mcu": "rootfs-image.mcuboot.version",
 }
 READY_SECONDS = 20.0
 
@@ -76,6 +80,7 @@ class VirtualVehicle:
         self.data_dir = root / "usr-share"
         self.datastore = root / "var-lib"
         self.port = _free_port()
+        self.smp_port = _free_port()
         self._processes: list[subprocess.Popen[bytes]] = []
 
     # ------------------------------------------------------------------ the orchestrator
@@ -126,10 +131,12 @@ class VirtualVehicle:
             "InterfaceTimeoutSeconds": 120,
         }, indent=2))
         topology = string.Template((HERE / "topology.yaml").read_text()).substitute(
-            VEHICLE_STATE=self.state, CAN_CHANNEL=f"127.0.0.1:{self.port}")
+            VEHICLE_STATE=self.state, CAN_CHANNEL=f"127.0.0.1:{self.port}",
+            SMP_PORT=self.smp_port)
         (self.datastore / "topology.yaml").write_text(topology)
         self._factory_modem()
         self._factory_seat_heater()
+        self._factory_battery_mcu()
 
     def _factory_modem(self) -> None:
         modem = self.state / "tcu"
@@ -152,6 +159,18 @@ class VirtualVehicle:
             f"--version={FACTORY['seat_heating']}",
         )
 
+    def _factory_battery_mcu(self) -> None:
+        from build_artifacts import BMS_SIGNING_KEY, battery_mcu_firmware
+
+        image = self.state / "bms-factory.bin"
+        image.write_bytes(battery_mcu_firmware(FACTORY["battery_mcu"]).image)
+        key = self.state / "bms-signing.key"
+        key.write_text(BMS_SIGNING_KEY.private_bytes_raw().hex() + "\n")
+        self._simulator_command(
+            "mender_orchestrator_mcuboot.simulator", "init", str(self.state / "bms.json"),
+            f"--key={key}", f"--image={image}", "--node-name=bms-7c2a91",
+        )
+
     def _simulator_command(self, module: str, *args: str) -> None:
         result = subprocess.run([self.python, "-m", module, *args], capture_output=True,
                                 text=True, timeout=60, check=False)
@@ -161,7 +180,8 @@ class VirtualVehicle:
     # ------------------------------------------------------------------ processes
 
     def start(self) -> None:
-        """The CAN bus server, then the brake ECU on it; returns once both are up."""
+        """The CAN bus server, the brake ECU on it, the battery MCU; returns once all are
+        up."""
         server_log = self.logs / "can-bus-server.log"
         self._spawn(server_log, "can_remote", "--interface", "virtual", "--channel",
                     "vehicle-can", "--host", "127.0.0.1", "--port", str(self.port))
@@ -176,6 +196,10 @@ class VirtualVehicle:
         )
         # "ready" comes once the ECU answers, later than its connection to the bus server
         self._wait_for(ecu_log, " ready: ", "the brake ECU simulator")
+        bms_log = self.logs / "battery-mcu.log"
+        self._spawn(bms_log, "mender_orchestrator_mcuboot.simulator", "serve",
+                    str(self.state / "bms.json"), "--udp-port", str(self.smp_port))
+        self._wait_for(bms_log, "\nready\n", "the battery MCU simulator (MCUboot, SMP)")
 
     def _spawn(self, log: Path, module: str, *args: str) -> None:
         with log.open("ab") as output:

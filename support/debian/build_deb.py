@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "mender-orchestrator"
 LIBDIR = "/usr/lib/mender-orchestrator"
 OURS = {"mender-orchestrator-py": REPO, "mender-orchestrator-canbus": REPO / "drivers/canbus",
-        "mender-orchestrator-i2c": REPO / "drivers/i2c"}
+        "mender-orchestrator-i2c": REPO / "drivers/i2c",
+        "mender-orchestrator-mcuboot": REPO / "drivers/mcuboot"}
 
 # distribution -> (Debian 12 package, its version): what bookworm ships
 DEBIAN_12 = {
@@ -45,6 +46,7 @@ DEBIAN_12 = {
     "zstandard": ("python3-zstandard", "0.20.0"),
     "python-can": ("python3-can", "4.1.0"),
     "smbus2": ("python3-smbus2", "0.4.2"),
+    "crcmod": ("python3-crcmod", "1.7"),  # smp's; PyPI has no wheel of it
     "cffi": ("python3-cffi", "1.15.1"),
     "pycparser": ("python3-pycparser", "2.21"),
     "charset-normalizer": ("python3-charset-normalizer", "3.0.1"),
@@ -218,7 +220,7 @@ def control(stage: Path, version: str, arch: str, debian: dict[str, str],
         " Updates every Component of a System to a Manifest, group by group, and rolls\n"
         " all of them back on failure. Ships the mender-orchestrator-manifest Update\n"
         " Module, the inventory script, the rootfs-image Interface, the boot-time resume\n"
-        " unit and the canbus and i2c drivers.\n"
+        " unit and the canbus, i2c and mcuboot drivers.\n"
         f" Bundled Python distributions: {bundled}.\n"
     )
 
