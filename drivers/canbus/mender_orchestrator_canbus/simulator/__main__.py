@@ -114,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
         help=f"inject a fault (repeatable): {', '.join(FAULT_NAMES)}",
     )
     ecu.add_argument(
+        "--trace",
+        type=Path,
+        default=None,
+        help="on exit, write the requests the ECU handled to this file, one label a line",
+    )
+    ecu.add_argument(
         "--log-level", default="warning", choices=("debug", "info", "warning", "error")
     )
     return parser
@@ -179,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ECU simulator: cannot open the CAN bus ({link.describe()}): {exc}", file=sys.stderr)
         return 1
     with server:
+        if args.trace is not None:
+            args.trace.write_text("")  # the file exists (empty) from the start
         print(
             f"ECU simulator {flash.layout.serial} ready: {len(flash.layout.banks)} bank(s), "
             f"{link.describe()}, state {state}",
@@ -189,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             if server.failure is not None:
                 print(f"ECU simulator stopped: {server.failure}", file=sys.stderr)
                 return 1
+    if args.trace is not None:
+        args.trace.write_text("".join(f"{label}\n" for label in server.ecu.trace))
     return 0
 
 
