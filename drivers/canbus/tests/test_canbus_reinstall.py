@@ -20,6 +20,8 @@ from test_canbus_remote import (  # noqa: F401 (fixtures)
     simulator,
 )
 
+from mender_orchestrator_canbus.simulator import FlashStore
+
 APP = pseudo_random("app-2.0.0", 6000)  # 2 blocks: below the corrupt-block=3 fault
 CALIBRATION = pseudo_random("cal-2.0.0", 1000)
 CAL_ADDRESS = 0x8000
@@ -128,3 +130,29 @@ def test_an_ecu_without_request_upload_is_rolled_back_by_reinstalling_the_kept_a
         *two_segments, "1101", *after_reset,
         "22f18c", "22f189",  # show-provides
     ]  # fmt: skip
+
+
+@needs_tools
+def test_an_ecu_left_in_its_bootloader_is_recovered_by_flashing(
+    simulator: Callable[..., SimProcess],  # noqa: F811 (the fixture)
+    remote_bus: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    sim = simulator()
+    sim.stop()
+    store = FlashStore(sim.state)  # an interrupted flash: the bank is erased, not valid
+    store.erase(0, 0, BANK)
+    store.layout.banks[0].valid = False
+    store.layout.banks[0].version = None
+    store.save()
+    sim.start()
+    system = System(tmp_path / "system", remote_bus)
+    assert version_of(system) == "(bootloader)"  # NRC 0x22 to the version read
+    firmware = pseudo_random("recovered", 9000)
+
+    installed = system.run("install", str(artifact(system, "brake-2.0.0", {"fw.bin": firmware})))
+
+    assert installed.returncode == 0, installed.stderr
+    assert "the ECU is in its bootloader (an interrupted flash?)" in installed.stderr
+    assert sim.bank() == firmware + b"\xff" * (BANK - len(firmware))
+    assert version_of(system) == "brake-2.0.0"
