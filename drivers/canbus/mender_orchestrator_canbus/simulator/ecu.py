@@ -180,6 +180,7 @@ class Runtime:
     erased: list[tuple[int, int, int]] = field(default_factory=list)  # (bank, start, end)
     downloaded: tuple[int, int, int] | None = None  # (bank, offset, size) of the last download
     checked: list[tuple[int, int, int]] = field(default_factory=list)  # downloads checked
+    downloads: list[tuple[int, int, int]] = field(default_factory=list)  # all, in order
     fingerprint: str | None = None  # the version written for the image being programmed
     last_request: float = field(default_factory=time.monotonic)
 
@@ -312,7 +313,7 @@ class Ecu:
             self.rt.dtc_off = self.rt.communication_off = False
         if session == PROGRAMMING and self.rt.session != PROGRAMMING:
             # a programming session starts a new image: nothing erased or checked yet
-            self.rt.erased, self.rt.checked = [], []
+            self.rt.erased, self.rt.checked, self.rt.downloads = [], [], []
             self.rt.downloaded = self.rt.fingerprint = None
         self.rt.session = session
 
@@ -569,7 +570,7 @@ class Ecu:
         with the version written (or, without one, a name from the image's CRC)."""
         if len(record) not in (4, 32):
             raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
-        if self.rt.downloaded is None and not self.rt.checked:
+        if not self.rt.downloads:
             raise Nrc(Code.RequestSequenceError)
         self._busy(send, 0x31, self.config.check_time)
         if len(record) == 4:
@@ -581,13 +582,12 @@ class Ecu:
             self.rt.checked.append(self.rt.downloaded)
             self.rt.downloaded = None
         else:
-            done = [*self.rt.checked, *([self.rt.downloaded] if self.rt.downloaded else [])]
             digest = hashlib.sha256()
-            for bank, offset, size in done:
+            for bank, offset, size in self.rt.downloads:
                 digest.update(self.flash.read(bank, offset, size))
             if digest.digest() != record:
                 return b"\x01"
-            self.rt.checked, self.rt.downloaded = done, None
+            self.rt.checked, self.rt.downloaded = list(self.rt.downloads), None
         self._make_valid(self.rt.checked[-1][0])
         return b"\x00"
 
@@ -710,4 +710,5 @@ class Ecu:
         if not transfer.upload:
             self.flash.sync(transfer.bank)
             self.rt.downloaded = (transfer.bank, transfer.offset, transfer.size)
+            self.rt.downloads.append(self.rt.downloaded)
         return b""
