@@ -119,15 +119,11 @@ def test_a_vendor_profile_drives_the_sequence_the_ecu_demands(
     assert h.query("provides") == {"rootfs-image.canbus.version": NEW_VERSION}
 
 
-def test_without_the_profile_the_same_ecu_refuses_the_erase(
-    start_ecu: Callable[..., SimEcu], harness: Callable[..., Harness]
+def test_an_ecu_that_demands_dtc_setting_off_refuses_a_profile_without_it(
+    start_ecu: Callable[..., SimEcu], harness: Callable[..., Harness], tmp_path: Path
 ) -> None:
-    config = replace(QUICK_ECU, require_dtc_off=True)
-    ecu = start_ecu(config=config)
-    h = harness(ecu, "--rollback=upload")
-    (tmp := h.work_dir.parent / "p.yaml").parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text("control_dtc_setting: false\n")
-    h = harness(ecu, f"--profile={tmp}")
+    ecu = start_ecu(config=replace(QUICK_ECU, require_dtc_off=True))
+    h = harness(ecu, profile(tmp_path, "control_dtc_setting: false\n"))
 
     outcome = h.deploy(IMAGE, NEW_VERSION)
 
@@ -190,6 +186,38 @@ def test_busy_and_delay_answers_are_waited_out(
     assert ecu.ecu.stats["nrc_21"] == 6
     assert ecu.ecu.stats["nrc_37"] >= 1
     assert ecu.layout().banks[1].version == NEW_VERSION
+
+
+def test_rollback_upload_needs_an_ecu_that_reads_back(
+    start_ecu: Callable[..., SimEcu], harness: Callable[..., Harness]
+) -> None:
+    ecu = start_ecu(faults=("no-upload",))
+    outcome = harness(ecu, "--rollback=upload").deploy(IMAGE, NEW_VERSION)
+    assert outcome.failure is not None
+    assert (
+        "RequestUpload of 65536 bytes at 0x0 (0x35) failed: the ECU answered NRC 0x11"
+        in outcome.failure
+    )
+    assert ecu.ecu.stats["erases"] == 0
+    assert outcome.rollback_verified
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--rollback=bank"], "argument --rollback=bank does not fit --banks=1"),
+        (["--banks=2", "--rollback=reinstall"], "argument --rollback=reinstall does not fit --banks=2"),
+        (["--version-source=record"], "argument --version-source=record needs --version-record"),
+        (["--profile=relative.yaml"], "argument --profile: expected an absolute path, got 'relative.yaml'"),
+        (["--profile=/nonexistent/p.yaml"], "argument --profile: /nonexistent/p.yaml: cannot read the flash profile: No such file or directory"),
+    ],
+)  # fmt: skip
+def test_flash_arguments_are_checked_up_front(
+    tmp_path: Path, args: list[str], expected: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(Component("ecu_brake", "canbus", tuple(args)), tmp_path)
+    assert expected in caught.value.message
 
 
 def segments_hex(*parts: tuple[int, bytes]) -> str:
