@@ -27,7 +27,7 @@ class FlashProfile:
     precondition_routine: int | None = None  # e.g. 0x0203 checkProgrammingPreconditions
     control_dtc_setting: bool = True  # 0x85 off before, on after
     communication_control: bool = True  # 0x28 disableRxAndTx before, enableRxAndTx after
-    functional_id: int = 0x7DF  # where functional requests go (normal addressing)
+    functional_id: int | None = None  # where functional requests go; None: the OBD id
     tester_present_interval: float = 2.0  # seconds between 0x3E 0x80; 0 turns it off
     # programming session
     security_levels: tuple[int, ...] = (0x01,)  # requestSeed sub-functions, in order
@@ -147,7 +147,7 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {
     "precondition_routine": _optional(_integer(0xFFFF)),
     "control_dtc_setting": _boolean,
     "communication_control": _boolean,
-    "functional_id": _integer(0x1FFFFFFF),
+    "functional_id": _optional(_integer(0x1FFFFFFF)),
     "tester_present_interval": _seconds,
     "security_levels": _levels,
     "security_delay": _seconds,

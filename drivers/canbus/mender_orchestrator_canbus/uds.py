@@ -35,6 +35,7 @@ from udsoncan.typing import ClientConfig
 
 from mender_orchestrator_canbus.args import DriverSettings
 from mender_orchestrator_canbus.image import Segment
+from mender_orchestrator_canbus.link import FUNCTIONAL_IDS
 
 T = TypeVar("T")
 
@@ -43,8 +44,6 @@ Code = Response.Code  # negative response codes (ISO 14229-1 annex A)
 _MAX_PDU = 0xFFFF  # the largest request or response we accept over ISO-TP
 _POLL = 0.01  # seconds the reader thread blocks before it looks for a stop
 _BUSY_PAUSE = 0.05  # seconds between repeats of a request the ECU answered NRC 0x21 (busy)
-# the functional addressing of ISO 15765-4 exists for these modes: a single frame to one id
-_FUNCTIONAL_MODES = ("normal", "normal-29")
 
 _log = logging.getLogger(__name__)
 
@@ -312,13 +311,14 @@ class UdsSession:
     def _functional_frame(self, payload: bytes) -> can.Message | None:
         """``payload`` as a single frame to the functional id, where the addressing has one."""
         link = self.settings.link
-        if self._bus is None or link.addressing not in _FUNCTIONAL_MODES or len(payload) > 7:
+        default_id = FUNCTIONAL_IDS.get(link.addressing)
+        if self._bus is None or default_id is None or len(payload) > 7:
             return None
         data = bytes((len(payload),)) + payload
         if link.padding is not None:
             data = data.ljust(8, bytes((link.padding,)))
         return can.Message(
-            arbitration_id=self.settings.profile.functional_id,
+            arbitration_id=self.settings.profile.functional_id or default_id,
             data=data,
             is_extended_id=link.addressing == "normal-29",
             is_fd=link.fd,

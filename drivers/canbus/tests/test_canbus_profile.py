@@ -28,6 +28,7 @@ from orchestrator_core.context import Component
 from orchestrator_core.drivers import load
 from orchestrator_core.errors import ConfigError
 from orchestrator_core.hookspecs import hookimpl
+from test_canbus_args import VARIANTS, link_args
 
 from mender_orchestrator_canbus.security import simulator_key
 
@@ -309,3 +310,19 @@ def test_response_pending_is_waited_out_with_the_p2_star_the_ecu_advertises(
     outcome = h.deploy(IMAGE, NEW_VERSION)
     assert outcome.failure is None, outcome.failure
     assert ecu.ecu.stats["responses_pending"] >= 1
+
+
+@pytest.mark.parametrize(
+    ("variant", "dtc_off"),
+    [("normal-29", "f:8582"), ("extended", "8582")],  # 0x18DB33F1; no functional id: physical
+)
+def test_functional_requests_follow_the_addressing(
+    start_ecu: Callable[..., SimEcu], harness: Callable[..., Harness], variant: str, dtc_off: str
+) -> None:
+    link = VARIANTS[variant]
+    ecu = start_ecu(banks=2, link=replace(link, interface="virtual", channel=f"fn-{variant}"))
+    outcome = harness(ecu, "--banks=2", *link_args(link)).deploy(IMAGE, NEW_VERSION)
+    assert outcome.failure is None, outcome.failure
+    communication_off = dtc_off.replace("8582", "2883")
+    assert services(ecu.ecu.trace)[6:8] == [dtc_off, communication_off]
+    assert ecu.layout().banks[1].version == NEW_VERSION

@@ -129,7 +129,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="refuse eraseMemory (NRC 0x22) unless ControlDTCSetting is off",
     )
-    ecu.add_argument("--functional-id", type=integer(0, 0x1FFFFFFF), default=0x7DF)
+    ecu.add_argument(
+        "--functional-id",
+        type=integer(0, 0x1FFFFFFF),
+        default=None,
+        help="functional request id (default 0x7DF, 0x18DB33F1 with normal-29 addressing)",
+    )
     ecu.add_argument("--erase-time", type=positive_seconds, default=0.05)
     ecu.add_argument("--check-time", type=positive_seconds, default=0.02)
     ecu.add_argument("--boot-time", type=positive_seconds, default=0.1)

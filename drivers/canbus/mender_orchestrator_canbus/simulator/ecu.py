@@ -97,7 +97,7 @@ class EcuConfig:
     precondition_routine: int = 0x0203
     confirm_routine: int = 0xF002  # (dual bank) confirms the running bank
     fingerprint_did: int = 0xF15A
-    functional_id: int = 0x7DF
+    functional_id: int | None = None  # None: the ISO 15765-4 id of the link's addressing
     identity: tuple[tuple[int, str], ...] = (
         (0xF190, "WMOSIMULATED00042"),  # VIN
         (0xF191, "BRK-4711"),  # ECU hardware part number

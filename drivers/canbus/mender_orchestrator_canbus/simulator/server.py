@@ -16,7 +16,7 @@ from types import TracebackType
 import can
 import isotp
 
-from mender_orchestrator_canbus.link import LinkSettings
+from mender_orchestrator_canbus.link import FUNCTIONAL_IDS, LinkSettings
 from mender_orchestrator_canbus.simulator.ecu import Ecu
 
 log = logging.getLogger("mender_orchestrator_canbus.simulator")
@@ -35,12 +35,13 @@ class FrameGate:
         self._drop_next = False
         # single-frame requests to the functional id, for the ECU's own thread to answer
         self.functional: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        self.functional_id: int | None = None  # None: the addressing has no functional id
 
     def receive(self, timeout: float) -> isotp.CanMessage | None:
         msg = self.bus.recv(timeout)
         if msg is None or msg.is_error_frame or msg.is_remote_frame:
             return None
-        if msg.arbitration_id == self.ecu.config.functional_id and self.pci_offset == 0:
+        if msg.arbitration_id == self.functional_id:
             length = msg.data[0] & 0x0F if msg.data and msg.data[0] >> 4 == 0 else 0
             if length:
                 self.functional.put(bytes(msg.data[1 : 1 + length]))
@@ -75,6 +76,7 @@ class EcuServer:
         self._bus = link.open_bus()
         uses_address_byte = link.addressing.startswith(("extended", "mixed"))
         self._gate = FrameGate(self._bus, ecu, pci_offset=1 if uses_address_byte else 0)
+        self._gate.functional_id = ecu.config.functional_id or FUNCTIONAL_IDS.get(link.addressing)
         self._stack = isotp.TransportLayer(
             rxfn=self._gate.receive,
             txfn=self._transmit,
