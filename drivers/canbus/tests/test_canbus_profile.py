@@ -326,3 +326,25 @@ def test_functional_requests_follow_the_addressing(
     communication_off = dtc_off.replace("8582", "2883")
     assert services(ecu.ecu.trace)[6:8] == [dtc_off, communication_off]
     assert ecu.layout().banks[1].version == NEW_VERSION
+
+
+def test_a_compressed_payload_goes_to_the_ecu_as_it_is(
+    start_ecu: Callable[..., SimEcu], harness: Callable[..., Harness], tmp_path: Path
+) -> None:
+    # dataFormatIdentifier 0x11: the vendor's compression and encryption, the ECU's to undo
+    ecu = start_ecu(banks=2, config=replace(QUICK_ECU, data_formats=(0x00, 0x11)))
+    h = harness(ecu, "--banks=2", profile(tmp_path, "data_format: 0x11\n"))
+    outcome = h.deploy(IMAGE, NEW_VERSION)
+    assert outcome.failure is None, outcome.failure
+    assert ecu.ecu.stats["data_format_11"] == 1
+    assert ecu.bank(1)[: len(IMAGE)] == IMAGE  # the bytes of the payload file, untouched
+
+
+def test_a_reset_without_an_answer_is_fine_when_the_ecu_comes_back(
+    start_ecu: Callable[..., SimEcu], harness: Callable[..., Harness]
+) -> None:
+    ecu = start_ecu(banks=2, faults=("silent-reset",))
+    outcome = harness(ecu, "--banks=2").deploy(IMAGE, NEW_VERSION)
+    assert outcome.failure is None, outcome.failure
+    assert "1101" in ecu.ecu.trace
+    assert ecu.layout().banks[1].version == NEW_VERSION

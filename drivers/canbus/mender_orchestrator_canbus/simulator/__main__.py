@@ -125,6 +125,13 @@ def _parser() -> argparse.ArgumentParser:
         help="requestSeed levels, all needed to program (default 0x01)",
     )
     ecu.add_argument(
+        "--data-formats",
+        type=integer_list(integer(0, 0xFF)),
+        default=(0x00,),
+        metavar="F1,F2",
+        help="RequestDownload dataFormatIdentifiers accepted, data stored as sent (default 0)",
+    )
+    ecu.add_argument(
         "--require-dtc-off",
         action="store_true",
         help="refuse eraseMemory (NRC 0x22) unless ControlDTCSetting is off",
@@ -214,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         bank_addresses=args.bank_addresses,
         security_levels=args.security_levels,
         require_dtc_off=args.require_dtc_off,
+        data_formats=args.data_formats,
         functional_id=args.functional_id,
         max_block_length=args.max_block_length,
         erase_time=args.erase_time,

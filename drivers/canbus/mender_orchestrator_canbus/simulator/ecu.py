@@ -59,6 +59,7 @@ FAULT_NAMES = (
     "read-only-version",
     "busy",
     "seed-delay",
+    "silent-reset",
 )
 
 _COUNTED_FAULTS = {  # fault name -> the ``Faults`` field holding its block count
@@ -68,7 +69,14 @@ _COUNTED_FAULTS = {  # fault name -> the ``Faults`` field holding its block coun
     "reset-mid-transfer": "reset_after",
     "busy": "busy",
 }
-_FLAG_FAULTS = ("wrong-key", "refuse-erase", "no-upload", "read-only-version", "seed-delay")
+_FLAG_FAULTS = (
+    "wrong-key",
+    "refuse-erase",
+    "no-upload",
+    "read-only-version",
+    "seed-delay",
+    "silent-reset",
+)
 # the NRCs an ECU does not send to a functional request (ISO 14229-1 7.5)
 _QUIET_FUNCTIONAL = frozenset({0x11, 0x12, 0x31, 0x7E, 0x7F})
 
@@ -93,6 +101,9 @@ class EcuConfig:
     memory_address: int = 0  # where every bank appears in the tester's address space
     bank_addresses: tuple[int, ...] = ()  # dual bank: where bank 0 and bank 1 appear instead
     security_levels: tuple[int, ...] = (0x01,)  # all must be unlocked to program
+    # RequestDownload dataFormatIdentifiers accepted; the data is stored as it comes (a real
+    # ECU would decompress or decrypt it: the simulator only shows it passed through intact)
+    data_formats: tuple[int, ...] = (0x00,)
     require_dtc_off: bool = False  # refuse to erase unless ControlDTCSetting is off
     precondition_routine: int = 0x0203
     confirm_routine: int = 0xF002  # (dual bank) confirms the running bank
@@ -129,6 +140,7 @@ class Faults:
     read_only_version: bool = False  # the version DID cannot be written (NRC 0x31)
     busy: int = 0  # this many requests are first answered NRC 0x21 busyRepeatRequest
     seed_delay: bool = False  # after each boot, requestSeed answers NRC 0x37 for lockout_time
+    silent_reset: bool = False  # ECUReset resets at once, without a positive response
 
     @classmethod
     def parse(cls, specs: Iterable[str]) -> Faults:
@@ -331,12 +343,15 @@ class Ecu:
         )
         return bytes((session,)) + timing
 
-    def _ecu_reset(self, request: Request, send: Send) -> bytes:
+    def _ecu_reset(self, request: Request, send: Send) -> bytes | None:
         kind = request.subfunction
         if kind is None or self._body(request):
             raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
         if kind not in (0x01, 0x02, 0x03):
             raise Nrc(Code.SubFunctionNotSupported)
+        if self.faults.silent_reset:
+            self.power_off()
+            return None
         self.reset_requested = True
         return bytes((kind,))
 
@@ -624,8 +639,11 @@ class Ecu:
         body = self._body(request)
         if len(body) < 3:
             raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
-        if body[0] != 0x00:  # dataFormatIdentifier: no compression, no encryption
+        if body[0] not in self.config.data_formats and not upload:
             raise Nrc(Code.RequestOutOfRange)
+        if body[0] != 0x00 and upload:
+            raise Nrc(Code.RequestOutOfRange)
+        self.stats[f"data_format_{body[0]:02x}"] += 1
         bank, offset, size = self._memory_range(body[1:], upload)
         if self.rt.transfer is not None:
             raise Nrc(Code.ConditionsNotCorrect)
