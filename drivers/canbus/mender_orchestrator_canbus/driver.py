@@ -400,13 +400,12 @@ class CanbusDriver(DriverBase):
     @hookimpl
     def provides(self, ctx: InterfaceContext) -> dict[str, str]:
         with self._session(ctx) as uds:
-            version = None
-            if self._record_path() is not None:
+            version = self._read_version(uds)
+            if version is not None and self._record_path() is not None:
+                # an ECU in its bootloader is that, whatever was recorded
                 serial = ctx.component_id or str(uds.read(self.settings.serial_did))
-                version = self._recorded_version(serial)
-            if version is None:
-                version = self._read_version(uds) or BOOTLOADER
-        return {f"rootfs-image.{ctx.component.interface}.version": version}
+                version = self._recorded_version(serial) or version
+        return {f"rootfs-image.{ctx.component.interface}.version": version or BOOTLOADER}
 
     @hookimpl
     def needs_artifact_reboot(self, ctx: InterfaceContext) -> RebootNeed:

@@ -334,7 +334,10 @@ class UdsSession:
             return
         try:
             assert self._bus is not None
-            self._bus.send(frame, timeout=max(0.0, self.deadline - time.monotonic()))
+            # never between a request and its answer, nor from two threads at once: some
+            # python-can interfaces (remote) are not safe for concurrent sends
+            with self._lock:
+                self._bus.send(frame, timeout=max(0.0, self.deadline - time.monotonic()))
         except can.CanError as exc:
             raise InterfaceError(f"{self.who}: {what} (functional): CAN bus error: {exc}") from None
 
