@@ -444,7 +444,8 @@ class CanbusDriver(DriverBase):
             )
             self._save_record(ctx, record)
             self._enter_programming(ctx, uds)
-            if settings.banks == 1:
+            if settings.banks == 1 and previous is not None:
+                # (a bank the bootloader would not start is not worth a copy)
                 self._keep_a_copy(ctx, uds, record)
             record.version_written = self._label(uds, target)
             record.flash_touched = True

@@ -145,6 +145,8 @@ def test_an_ecu_left_in_its_bootloader_is_recovered_by_flashing(
     store.layout.banks[0].valid = False
     store.layout.banks[0].version = None
     store.save()
+    trace = tmp_path / "trace"
+    sim.extra = ["--trace", str(trace)]
     sim.start()
     system = System(tmp_path / "system", remote_bus)
     assert version_of(system) == "(bootloader)"  # NRC 0x22 to the version read
@@ -156,3 +158,13 @@ def test_an_ecu_left_in_its_bootloader_is_recovered_by_flashing(
     assert "the ECU is in its bootloader (an interrupted flash?)" in installed.stderr
     assert sim.bank() == firmware + b"\xff" * (BANK - len(firmware))
     assert version_of(system) == "brake-2.0.0"
+    sim.stop()
+    unlock = ["1001", "1003", "f:8582", "f:2883", "1002", "2701", "2702"]
+    assert services(trace.read_text().split()) == [
+        "22f18c", "22f189",  # show-provides: NRC 0x22
+        "22f18c", "22f189",  # planning
+        "22f189", *unlock,  # no read-back: a bank the bootloader does not start is no backup
+        "2ef189", "3101ff00", "34", "36*3", "37", "3101ff01",
+        "1101", "22f189", "1003", "f:2880", "f:8581", "1001", "14", "22f186",
+        "22f18c", "22f189",  # show-provides
+    ]  # fmt: skip
