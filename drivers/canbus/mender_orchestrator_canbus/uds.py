@@ -44,6 +44,9 @@ Code = Response.Code  # negative response codes (ISO 14229-1 annex A)
 _MAX_PDU = 0xFFFF  # the largest request or response we accept over ISO-TP
 _POLL = 0.01  # seconds the reader thread blocks before it looks for a stop
 _BUSY_PAUSE = 0.05  # seconds between repeats of a request the ECU answered NRC 0x21 (busy)
+# NRCs an ECU keeps to itself for a functional request (ISO 14229-1): the same request sent
+# to it physically, for want of a functional id, is not an error when it answers one of these
+_NOT_FOR_THIS_ECU = frozenset({0x11, 0x12, 0x31, 0x7E, 0x7F})
 
 _log = logging.getLogger(__name__)
 
@@ -353,7 +356,13 @@ class UdsSession:
             with self.client.suppress_positive_response:
                 return requests[sid]()
 
-        self._call(what, send)
+        try:
+            self._call(what, send)
+        except Refused as exc:
+            # what an ECU would not even answer to a functional request: it lacks the service
+            if exc.code not in _NOT_FOR_THIS_ECU:
+                raise
+            self.log.debug("%s", exc.message)
 
     def keep_alive(self) -> None:
         """TesterPresent (0x3E 0x80) every ``tester_present_interval`` seconds until the
