@@ -6,9 +6,10 @@ expected, so a Topology mistake is reported before any deployment touches an ECU
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from orchestrator_core.driver_api import Component, InterfaceArgs, integer
+from orchestrator_core.driver_api import Component, InterfaceArgs, absolute_path, integer
 
 from mender_orchestrator_canbus.link import (
     LinkSettings,
@@ -16,6 +17,7 @@ from mender_orchestrator_canbus.link import (
     link_from_namespace,
     positive_seconds,
 )
+from mender_orchestrator_canbus.profile import FlashProfile, ProfileError, load_profile
 
 DID = integer(0, 0xFFFF)
 ROUTINE = integer(0, 0xFFFF)
@@ -41,6 +43,14 @@ class DriverSettings:
     erase_routine: int
     check_routine: int
     bank_routine: int
+    # the flash sequence (--profile and the arguments above) and how to roll back
+    profile: FlashProfile = field(default_factory=FlashProfile)
+    rollback: str = "reinstall"
+    version_source: str = "did"
+    version_record: Path | None = None
+
+
+ROLLBACKS = ("reinstall", "upload", "bank")
 
 
 def _parser() -> InterfaceArgs:
@@ -123,6 +133,33 @@ def _parser() -> InterfaceArgs:
     uds.add_argument("--erase-routine", type=ROUTINE, default=0xFF00)
     uds.add_argument("--check-routine", type=ROUTINE, default=0xFF01)
     uds.add_argument("--bank-routine", type=ROUTINE, default=0xF001)
+    flash = parser.add_argument_group("flash sequence")
+    flash.add_argument(
+        "--profile",
+        type=absolute_path,
+        default=None,
+        help="YAML flash profile the ECU's vendor ships (see the driver's README)",
+    )
+    flash.add_argument(
+        "--rollback",
+        choices=ROLLBACKS,
+        default=None,
+        help="reinstall: flash the previous Artifact (single bank default; RequestUpload "
+        "while none is kept); upload: RequestUpload backup; bank: switch back (--banks=2)",
+    )
+    flash.add_argument(
+        "--version-source",
+        choices=("did", "record"),
+        default="did",
+        help="did: read --version-did; record: the version the driver recorded in "
+        "--version-record after each verified install",
+    )
+    flash.add_argument(
+        "--version-record",
+        type=absolute_path,
+        default=None,
+        help="(--version-source=record) JSON file of the installed version per ECU serial",
+    )
     return parser
 
 
@@ -155,6 +192,24 @@ def parse_interface_args(component: Component) -> DriverSettings:
             f"argument --memory-size: {ns.memory_size:#x} does not fit "
             f"--memorysize-format={ns.memorysize_format} bits",
         )
+    defaults = FlashProfile(
+        security_levels=(ns.security_level,),
+        erase_routine=ns.erase_routine,
+        check_routine=ns.check_routine,
+        bank_routine=ns.bank_routine,
+        version_write_did=ns.version_did if ns.version_write_did is None else ns.version_write_did,
+    )
+    try:
+        profile = defaults if ns.profile is None else load_profile(Path(ns.profile), defaults)
+    except ProfileError as exc:
+        raise PARSER.invalid(component, f"argument --profile: {exc}") from None
+    rollback = ns.rollback or ("bank" if ns.banks == 2 else "reinstall")
+    if (rollback == "bank") != (ns.banks == 2):
+        raise PARSER.invalid(
+            component, f"argument --rollback={rollback} does not fit --banks={ns.banks}"
+        )
+    if ns.version_source == "record" and ns.version_record is None:
+        raise PARSER.invalid(component, "argument --version-source=record needs --version-record")
     return DriverSettings(
         link=link,
         p2_timeout=ns.p2_timeout,
@@ -174,4 +229,8 @@ def parse_interface_args(component: Component) -> DriverSettings:
         erase_routine=ns.erase_routine,
         check_routine=ns.check_routine,
         bank_routine=ns.bank_routine,
+        profile=profile,
+        rollback=rollback,
+        version_source=ns.version_source,
+        version_record=None if ns.version_record is None else Path(ns.version_record),
     )

@@ -32,8 +32,9 @@ def canbus_security_key(ctx: InterfaceContext, level: int, seed: bytes) -> bytes
     """Compute the SecurityAccess key for ``seed``, or return ``None`` to let others answer.
 
     Called during ``ArtifactInstall`` and ``ArtifactRollback`` after the ECU answered
-    SecurityAccess requestSeed (0x27, sub-function ``level``, odd) with a non-zero ``seed``;
-    the result is sent with sendKey (sub-function ``level + 1``). ``ctx.component`` tells which
+    SecurityAccess requestSeed (0x27, sub-function ``level``, odd) with a non-zero ``seed``,
+    once for each level of the flash profile's ``security_levels`` in turn; the result is
+    sent with sendKey (sub-function ``level + 1``). ``ctx.component`` tells which
     ECU is asking. The driver's own implementation (the simulator's documented algorithm, see
     ``mender_orchestrator_canbus.security``) is marked ``trylast``, so any vendor plugin that
     returns bytes wins.

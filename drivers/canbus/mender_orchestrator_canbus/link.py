@@ -42,6 +42,10 @@ _MODE_NEEDS: dict[str, tuple[str, ...]] = {
 _IDS_FROM_ADDRESSES = ("normal-fixed-29", "mixed-29")
 
 
+# the functional request ids of ISO 15765-4 for 11-bit and 29-bit normal addressing
+FUNCTIONAL_IDS = {"normal": 0x7DF, "normal-29": 0x18DB33F1}
+
+
 MAX_SECONDS = 86400.0  # a day: longer is a typo, and can-isotp needs a finite millisecond count
 
 

@@ -9,10 +9,11 @@ naming the service (with its bytes) and the NRC, so a user sees what the ECU ref
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, BinaryIO, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import can
 import isotp
@@ -27,11 +28,14 @@ from udsoncan.exceptions import (
     UnexpectedResponseException,
 )
 from udsoncan.Response import Response
+from udsoncan.services.CommunicationControl import CommunicationControl
+from udsoncan.services.ControlDTCSetting import ControlDTCSetting
 from udsoncan.services.DiagnosticSessionControl import DiagnosticSessionControl
-from udsoncan.services.ECUReset import ECUReset
 from udsoncan.typing import ClientConfig
 
 from mender_orchestrator_canbus.args import DriverSettings
+from mender_orchestrator_canbus.image import Segment
+from mender_orchestrator_canbus.link import FUNCTIONAL_IDS
 
 T = TypeVar("T")
 
@@ -39,6 +43,10 @@ ACTIVE_SESSION_DID = 0xF186  # ISO 14229-1 activeDiagnosticSessionDataIdentifier
 Code = Response.Code  # negative response codes (ISO 14229-1 annex A)
 _MAX_PDU = 0xFFFF  # the largest request or response we accept over ISO-TP
 _POLL = 0.01  # seconds the reader thread blocks before it looks for a stop
+_BUSY_PAUSE = 0.05  # seconds between repeats of a request the ECU answered NRC 0x21 (busy)
+# NRCs an ECU keeps to itself for a functional request (ISO 14229-1): the same request sent
+# to it physically, for want of a functional id, is not an error when it answers one of these
+_NOT_FOR_THIS_ECU = frozenset({0x11, 0x12, 0x31, 0x7E, 0x7F})
 
 _log = logging.getLogger(__name__)
 
@@ -75,6 +83,19 @@ class TextCodec(udsoncan.DidCodec):
         raise udsoncan.DidCodec.ReadAllRemainingData
 
 
+class RawCodec(udsoncan.DidCodec):
+    """A DID holding bytes as they are (a fingerprint record)."""
+
+    def encode(self, *did_value: Any) -> bytes:
+        return bytes(did_value[0])
+
+    def decode(self, did_payload: bytes) -> Any:
+        return bytes(did_payload)
+
+    def __len__(self) -> int:
+        raise udsoncan.DidCodec.ReadAllRemainingData
+
+
 class ByteCodec(udsoncan.DidCodec):
     """A one-byte DID, read as an int."""
 
@@ -104,6 +125,9 @@ class UdsSession:
         self.log = log
         self._bus: can.BusABC | None = None
         self._client: Client | None = None
+        self._lock = threading.Lock()  # one request at a time: the keep-alive shares the link
+        self._keep_alive: threading.Thread | None = None
+        self._closing = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -166,6 +190,9 @@ class UdsSession:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._closing.set()
+        if self._keep_alive is not None:
+            self._keep_alive.join()
         if self._client is not None:
             self._client.close()
         if self._bus is not None:
@@ -179,6 +206,20 @@ class UdsSession:
     # ------------------------------------------------------------------ one request
 
     def _call(self, what: str, request: Callable[[], T]) -> T:
+        """``request`` under the hook's deadline; a request the ECU answers NRC 0x21
+        (busyRepeatRequest) is repeated for up to P2* before that answer counts."""
+        busy_until = time.monotonic() + self.settings.p2_star_timeout
+        while True:
+            try:
+                with self._lock:
+                    return self._call_once(what, request)
+            except Refused as exc:
+                if exc.code != Code.BusyRepeatRequest or time.monotonic() >= busy_until:
+                    raise
+            self.log.debug("%s: the ECU is busy (NRC 0x21); repeating", what)
+            time.sleep(_BUSY_PAUSE)
+
+    def _call_once(self, what: str, request: Callable[[], T]) -> T:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise InterfaceTimeout(f"{self.who}: the Interface timeout expired before {what}")
@@ -211,6 +252,7 @@ class UdsSession:
     # ------------------------------------------------------------------ reading
 
     def read(self, did: int) -> Any:
+        self.client.config["data_identifiers"].setdefault(did, TextCodec())
         response = self._call(
             f"ReadDataByIdentifier {did:#06x} (0x22)",
             lambda: self.client.read_data_by_identifier(did),
@@ -254,38 +296,128 @@ class UdsSession:
 
     # ------------------------------------------------------------------ programming
 
-    def enter_programming(self, key_for: Callable[[int, bytes], bytes | None]) -> None:
-        """Default, extended, then programming session, then SecurityAccess at
-        ``--security-level``. Starting from the default session matters after a failed
-        attempt: an ECU still in its programming session refuses to go to extended (0x7E)."""
-        sessions = DiagnosticSessionControl.Session
-        for name, session in (
-            ("defaultSession (0x10 0x01)", sessions.defaultSession),
-            ("extendedDiagnosticSession (0x10 0x03)", sessions.extendedDiagnosticSession),
-            ("programmingSession (0x10 0x02)", sessions.programmingSession),
-        ):
-            self._change_session(name, session)
-        level = self.settings.security_level
+    def change_session(self, name: str, session: int) -> None:
+        """DiagnosticSessionControl; the P2* the ECU advertises is honoured when it is longer
+        than ``--p2-star-timeout`` (an ECU knows how long its erase takes)."""
         response = self._call(
-            f"SecurityAccess requestSeed (0x27 {level:#04x})",
-            lambda: self.client.request_seed(level),
+            f"DiagnosticSessionControl {name} (0x10 {session:#04x})",
+            lambda: self.client.change_session(session),
         )
-        assert response is not None
-        seed = bytes(response.service_data.seed)
-        if not any(seed):
-            return  # an all-zero seed means the level is already unlocked
-        key = key_for(level, seed)
-        if key is None:
-            raise InterfaceError(
-                f"{self.who}: no plugin answered canbus_security_key for level {level:#04x}"
+        advertised = response.service_data.p2_star_server_max if response is not None else None
+        if advertised:
+            self.client.set_config(
+                "p2_star_timeout", max(self.settings.p2_star_timeout, float(advertised))
             )
+
+    # ------------------------------------------------------------------ functional requests
+
+    def _functional_frame(self, payload: bytes) -> can.Message | None:
+        """``payload`` as a single frame to the functional id, where the addressing has one."""
+        link = self.settings.link
+        default_id = FUNCTIONAL_IDS.get(link.addressing)
+        if self._bus is None or default_id is None or len(payload) > 7:
+            return None
+        data = bytes((len(payload),)) + payload
+        if link.padding is not None:
+            data = data.ljust(8, bytes((link.padding,)))
+        return can.Message(
+            arbitration_id=self.settings.profile.functional_id or default_id,
+            data=data,
+            is_extended_id=link.addressing == "normal-29",
+            is_fd=link.fd,
+        )
+
+    def functional(self, what: str, payload: bytes) -> None:
+        """A request to every ECU with the positive response suppressed (bit 0x80 of the
+        sub-function): CommunicationControl, ControlDTCSetting, TesterPresent. Sent on the
+        functional id where the addressing has one, else to this ECU, which may refuse it."""
+        frame = self._functional_frame(payload)
+        if frame is None:
+            self._physical_suppressed(what, payload)
+            return
+        try:
+            assert self._bus is not None
+            # never between a request and its answer, nor from two threads at once: some
+            # python-can interfaces (remote) are not safe for concurrent sends
+            with self._lock:
+                self._bus.send(frame, timeout=max(0.0, self.deadline - time.monotonic()))
+        except can.CanError as exc:
+            raise InterfaceError(f"{self.who}: {what} (functional): CAN bus error: {exc}") from None
+
+    def _physical_suppressed(self, what: str, payload: bytes) -> None:
+        sid, sub = payload[0], payload[1] & 0x7F
+        requests: dict[int, Callable[[], Any]] = {
+            CommunicationControl._sid: lambda: self.client.communication_control(sub, payload[2]),
+            ControlDTCSetting._sid: lambda: self.client.control_dtc_setting(sub),
+            0x3E: lambda: self.client.tester_present(),
+        }
+
+        def send() -> Any:
+            with self.client.suppress_positive_response:
+                return requests[sid]()
+
+        try:
+            self._call(what, send)
+        except Refused as exc:
+            # what an ECU would not even answer to a functional request: it lacks the service
+            if exc.code not in _NOT_FOR_THIS_ECU:
+                raise
+            self.log.debug("%s", exc.message)
+
+    def keep_alive(self) -> None:
+        """TesterPresent (0x3E 0x80) every ``tester_present_interval`` seconds until the
+        session closes, so the ECU stays in its programming session through long waits."""
+        interval = self.settings.profile.tester_present_interval
+        if interval <= 0 or self._keep_alive is not None:
+            return
+
+        def run() -> None:
+            while not self._closing.wait(interval):
+                try:
+                    self.functional("TesterPresent (0x3E 0x80)", b"\x3e\x80")
+                except InterfaceError as exc:  # the next real request reports the link
+                    self.log.debug("%s", exc.message)
+
+        self._keep_alive = threading.Thread(target=run, name="tester-present", daemon=True)
+        self._keep_alive.start()
+
+    # ------------------------------------------------------------------ programming
+
+    def unlock(self, key_for: Callable[[int, bytes], bytes | None]) -> None:
+        """SecurityAccess at each level of the profile, in order; NRC 0x37 (the ECU's delay
+        after power-on or after wrong keys) is waited out for up to ``security_delay``."""
+        for level in self.settings.profile.security_levels:
+            seed = self._request_seed(level)
+            if not any(seed):
+                continue  # an all-zero seed means the level is already unlocked
+            key = key_for(level, seed)
+            if key is None:
+                raise InterfaceError(
+                    f"{self.who}: no plugin answered canbus_security_key for level {level:#04x}"
+                )
+            self._send_key(level, key)
+
+    def _send_key(self, level: int, key: bytes) -> None:
         self._call(
             f"SecurityAccess sendKey (0x27 {level + 1:#04x})",
             lambda: self.client.send_key(level + 1, key),
         )
 
-    def _change_session(self, name: str, session: int) -> None:
-        self._call(f"DiagnosticSessionControl {name}", lambda: self.client.change_session(session))
+    def _request_seed(self, level: int) -> bytes:
+        what = f"SecurityAccess requestSeed (0x27 {level:#04x})"
+        delay_until = time.monotonic() + self.settings.profile.security_delay
+        while True:
+            try:
+                response = self._call(what, lambda: self.client.request_seed(level))
+                assert response is not None
+                return bytes(response.service_data.seed)
+            except Refused as exc:
+                if exc.code != Code.RequiredTimeDelayNotExpired or time.monotonic() >= min(
+                    delay_until, self.deadline
+                ):
+                    raise
+            self.log.info("%s: the ECU asks to wait (NRC 0x37); asking again", what)
+            time.sleep(min(0.5, max(0.01, delay_until - time.monotonic())))
 
     def routine(self, routine_id: int, name: str, data: bytes, *, refusal: str) -> None:
         """Start a routine that must succeed: its status record's first byte is 0x00 (or the
@@ -302,24 +434,31 @@ class UdsSession:
                 f"status record {status.hex()}"
             )
 
-    def _location(self, size: int) -> udsoncan.MemoryLocation:
+    def _location(self, address: int, size: int) -> udsoncan.MemoryLocation:
         return udsoncan.MemoryLocation(
-            self.settings.memory_address,
+            address,
             size,
             address_format=self.settings.address_format,
             memorysize_format=self.settings.memorysize_format,
         )
 
-    def erase(self, size: int) -> None:
-        location = self._location(size)
+    def erase(self, address: int, size: int) -> None:
+        location = self._location(address, size)
         record = (
             location.alfid.get_byte()
             + location.get_address_bytes()
             + location.get_memorysize_bytes()
         )
-        self.routine(self.settings.erase_routine, "eraseMemory", record, refusal="reported failure")
+        self.routine(
+            self.settings.profile.erase_routine,
+            "eraseMemory",
+            record,
+            refusal=f"reported failure erasing {size} bytes at {address:#x}",
+        )
 
-    def write_text(self, did: int, value: str) -> None:
+    def write(self, did: int, value: str | bytes) -> None:
+        codec = RawCodec() if isinstance(value, bytes) else TextCodec()
+        self.client.config["data_identifiers"][did] = codec
         self._call(
             f"WriteDataByIdentifier {did:#06x} (0x2E)",
             lambda: self.client.write_data_by_identifier(did, value),
@@ -327,15 +466,21 @@ class UdsSession:
 
     def download(
         self,
-        image: BinaryIO,
-        size: int,
-        progress: Callable[[int, int | None, str], None] | None = None,
+        segment: Segment,
+        progress: Callable[[int], None] | None = None,
     ) -> None:
-        """RequestDownload, TransferData blocks as large as the ECU allows, RequestTransferExit;
-        ``progress`` (``ctx.progress``) hears the bytes flashed after each block."""
+        """RequestDownload with the profile's dataFormatIdentifier (the payload goes as it
+        is: compressed or encrypted images are the ECU's to unpack), TransferData blocks as
+        large as the ECU allows, RequestTransferExit; ``progress`` hears the bytes of this
+        segment sent after each block."""
+        size = len(segment.data)
+        dfi = self.settings.profile.data_format
         response = self._call(
-            f"RequestDownload of {size} bytes at {self.settings.memory_address:#x} (0x34)",
-            lambda: self.client.request_download(self._location(size)),
+            f"RequestDownload of {size} bytes at {segment.address:#x} (0x34)",
+            lambda: self.client.request_download(
+                self._location(segment.address, size),
+                udsoncan.DataFormatIdentifier(compression=dfi >> 4, encryption=dfi & 0x0F),
+            ),
         )
         assert response is not None
         # maxNumberOfBlockLength counts the service id and the block sequence counter too
@@ -347,11 +492,11 @@ class UdsSession:
             )
         blocks = -(-size // block)
         started = time.monotonic()
+        view = memoryview(segment.data)
         for index in range(1, blocks + 1):
-            chunk = image.read(block)
-            self._transfer(index, blocks, chunk)
+            self._transfer(index, blocks, bytes(view[(index - 1) * block : index * block]))
             if progress is not None:
-                progress(min(index * block, size), size, "bytes flashed")
+                progress(min(index * block, size))
         self._call("RequestTransferExit (0x37)", lambda: self.client.request_transfer_exit())
         elapsed = max(time.monotonic() - started, 1e-6)
         self.log.info(
@@ -362,11 +507,11 @@ class UdsSession:
             size / elapsed / 1024,
         )
 
-    def upload(self, size: int) -> bytes:
-        """RequestUpload of ``size`` bytes at ``--memory-address`` and its TransferData blocks."""
+    def upload(self, address: int, size: int) -> bytes:
+        """RequestUpload of ``size`` bytes at ``address`` and its TransferData blocks."""
         response = self._call(
-            f"RequestUpload of {size} bytes at {self.settings.memory_address:#x} (0x35)",
-            lambda: self.client.request_upload(self._location(size)),
+            f"RequestUpload of {size} bytes at {address:#x} (0x35)",
+            lambda: self.client.request_upload(self._location(address, size)),
         )
         assert response is not None
         parts: list[bytes] = []
@@ -404,9 +549,20 @@ class UdsSession:
         return bytes(response.service_data.parameter_records or b"")
 
     def reset(self) -> None:
+        """ECUReset of the profile's type. An ECU may reset before its answer is out: no
+        answer is fine here, the next state waits for it to come back."""
+        kind = self.settings.profile.reset_type
+        try:
+            self._call(
+                f"ECUReset (0x11 {kind:#04x})",
+                lambda: self.client.ecu_reset(kind),
+            )
+        except NoAnswer as exc:
+            self.log.info("%s (the ECU may have reset before answering)", exc.message)
+
+    def clear_dtcs(self) -> None:
         self._call(
-            "ECUReset hardReset (0x11 0x01)",
-            lambda: self.client.ecu_reset(ECUReset.ResetType.hardReset),
+            "ClearDiagnosticInformation (0x14 0xFFFFFF)", lambda: self.client.clear_dtc(0xFFFFFF)
         )
 
 

@@ -30,6 +30,21 @@ FAST = ("--p2-timeout=0.3", "--p2-star-timeout=2", "--reset-wait=1.5", "--retrie
 QUICK_ECU = EcuConfig(erase_time=0.02, check_time=0.01, boot_time=0.05)
 
 
+def services(trace: list[str]) -> list[str]:
+    """An ECU's trace as a test compares it: a run of TransferData requests as ``36*N``, and
+    without the periodic functional TesterPresent (its count depends on timing)."""
+    compact: list[str] = []
+    for label in trace:
+        if label == "f:3e80":
+            continue
+        if label == "36" and compact and compact[-1].startswith("36"):
+            count = int(compact[-1][3:] or 1) + 1
+            compact[-1] = f"36*{count}"
+        else:
+            compact.append(label)
+    return compact
+
+
 def pseudo_random(label: str, size: int) -> bytes:
     return hashlib.shake_256(label.encode()).digest(size)
 

@@ -76,6 +76,7 @@ class SimProcess:
         self.channel = channel
         self.state = state
         self.faults = faults
+        self.extra: list[str] = []  # more simulator options (--trace FILE, ...)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -85,7 +86,8 @@ class SimProcess:
                 [sys.executable, "-m", "mender_orchestrator_canbus.simulator",
                  "--interface", "remote", "--channel", self.channel, "--state", str(self.state),
                  "--serial", SERIAL, "--bank-size", hex(BANK), "--erase-time", "0.02",
-                 "--boot-time", "0.05", *(f"--fault={fault}" for fault in self.faults)],
+                 "--boot-time", "0.05", *(f"--fault={fault}" for fault in self.faults),
+                 *self.extra],
                 stdout=log, stderr=log, start_new_session=True,
             )  # fmt: skip
         deadline = time.monotonic() + 15

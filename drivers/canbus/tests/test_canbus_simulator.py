@@ -64,7 +64,7 @@ def test_sessions_and_identification(tester: EcuProbe) -> None:
     assert tester.ask("10") == "7f1013"
     assert tester.ask("3e00") == "7e00"
     assert tester.ask("3e80") == ""  # suppressPosRspMsgIndicationBit
-    assert tester.ask("85") == "7f8511"
+    assert tester.ask("19") == "7f1911"
     assert tester.ask("2ef18941") == "7f2e33"  # programming session, but locked
 
 

@@ -8,7 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from canbus_helpers import BANK, OLD_VERSION, SERIAL, Harness, Outcome, SimEcu, pseudo_random
+from canbus_helpers import (
+    BANK,
+    OLD_VERSION,
+    SERIAL,
+    Harness,
+    Outcome,
+    SimEcu,
+    pseudo_random,
+    services,
+)
 from orchestrator_core.context import RebootNeed
 from orchestrator_core.errors import InterfaceTimeout
 from orchestrator_core.hookspecs import hookimpl
@@ -47,14 +56,18 @@ def test_single_bank_update_saves_the_bank_then_flashes_and_verifies(
 
     assert outcome.failure is None
     assert outcome.states == INSTALL_PATH
-    assert ecu.ecu.trace == [
+    assert services(ecu.ecu.trace) == [
         "22f18c", "22f189",  # Identity, Provides
-        "22f189", "1001", "1003", "1002", "2701", "2702",  # install: version, unlock
-        "35", *["36"] * 17, "37",  # upload the 64 KiB bank for rollback
-        "3101ff00", "34", *["36"] * 10, "37",  # erase, download 40000 bytes
-        "2ef189", "3101ff01",  # version, checkProgrammingDependencies
+        "22f189", "1001", "1003",  # install: version; pre-programming in the extended session
+        "f:8582", "f:2883",  # ControlDTCSetting off, CommunicationControl off (functional)
+        "1002", "2701", "2702",  # programming session, unlock
+        "35", "36*17", "37",  # no previous Artifact kept: upload the 64 KiB bank for rollback
+        "2ef189",  # the version, written before the erase
+        "3101ff00", "34", "36*10", "37", "3101ff01",  # erase, download 40000 bytes, check
         "1101",  # ArtifactReboot
-        "22f189", "22f186",  # ArtifactVerifyReboot: version, default session
+        "22f189",  # ArtifactVerifyReboot: the version, then post-programming:
+        "1003", "f:2880", "f:8581", "1001", "14",  # communication and DTCs on, DTCs cleared
+        "22f186",  # default session
     ]  # fmt: skip
     assert ecu.bank(0) == padded(IMAGE)
     assert ecu.layout().banks[0].version == NEW_VERSION
@@ -72,7 +85,9 @@ def test_dual_bank_update_leaves_the_old_bank_and_a_late_rollback_switches_back(
     h.component_id = h.query("identity")
     install(h, outcome)  # stops after ArtifactCommit, like --stop-before Cleanup
 
-    assert ecu.ecu.trace[:7] == ["22f18c", "22f189", "22fd00", "1001", "1003", "1002", "2701"]
+    assert services(ecu.ecu.trace)[:9] == [
+        "22f18c", "22f189", "22fd00", "1001", "1003", "f:8582", "f:2883", "1002", "2701"
+    ]  # fmt: skip
     assert "35" not in ecu.ecu.trace  # nothing to save: the running bank is not touched
     assert ecu.layout().boot_bank == 1
     assert ecu.bank(1) == padded(IMAGE)
@@ -81,10 +96,12 @@ def test_dual_bank_update_leaves_the_old_bank_and_a_late_rollback_switches_back(
     # another Component failed later: the whole System rolls back, committed ones too
     h.roll_back(outcome)
     assert outcome.rollback_verified, outcome.rollback_errors
-    assert ecu.ecu.trace[-10:] == [
-        "1001", "1003", "1002", "2701", "2702", "3101f001",  # ArtifactRollback: select bank 0
+    assert services(ecu.ecu.trace)[-17:] == [
+        "1001", "1003", "f:8582", "f:2883", "1002", "2701", "2702",
+        "3101f001",  # ArtifactRollback: select bank 0
         "1101",  # ArtifactRollbackReboot
-        "22f189", "22f186", "22fd00",  # ArtifactVerifyRollbackReboot
+        "22f189", "1003", "f:2880", "f:8581", "1001", "14", "22f186",  # verify, post-programming
+        "22fd00",  # the bank
     ]  # fmt: skip
     assert ecu.layout().boot_bank == 0
     assert h.query("provides") == {"rootfs-image.canbus.version": OLD_VERSION}

@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from orchestrator_core.driver_api import integer
@@ -41,6 +42,20 @@ def did_text(text: str) -> str:
             f"expected 1 to 64 printable ASCII characters, got {text!r}"
         )
     return text
+
+
+def integer_list(
+    parse: Callable[[str], int], count: int | None = None
+) -> Callable[[str], tuple[int, ...]]:
+    """An argparse ``type`` for comma-separated integers (``count`` of them, if given)."""
+
+    def parse_list(text: str) -> tuple[int, ...]:
+        values = tuple(parse(part) for part in text.split(","))
+        if count is not None and len(values) != count:
+            raise argparse.ArgumentTypeError(f"expected {count} values, got {text!r}")
+        return values
+
+    return parse_list
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,6 +110,38 @@ def _parser() -> argparse.ArgumentParser:
         default=4095,
         help="maxNumberOfBlockLength announced by RequestDownload",
     )
+    ecu.add_argument(
+        "--bank-addresses",
+        type=integer_list(integer(0, 2**40 - 1), 2),
+        default=(),
+        metavar="A,B",
+        help="(dual bank) where bank 0 and bank 1 appear (default: both at --memory-address)",
+    )
+    ecu.add_argument(
+        "--security-levels",
+        type=integer_list(integer(1, 0x7D)),
+        default=(0x01,),
+        metavar="L1,L2",
+        help="requestSeed levels, all needed to program (default 0x01)",
+    )
+    ecu.add_argument(
+        "--data-formats",
+        type=integer_list(integer(0, 0xFF)),
+        default=(0x00,),
+        metavar="F1,F2",
+        help="RequestDownload dataFormatIdentifiers accepted, data stored as sent (default 0)",
+    )
+    ecu.add_argument(
+        "--require-dtc-off",
+        action="store_true",
+        help="refuse eraseMemory (NRC 0x22) unless ControlDTCSetting is off",
+    )
+    ecu.add_argument(
+        "--functional-id",
+        type=integer(0, 0x1FFFFFFF),
+        default=None,
+        help="functional request id (default 0x7DF, 0x18DB33F1 with normal-29 addressing)",
+    )
     ecu.add_argument("--erase-time", type=positive_seconds, default=0.05)
     ecu.add_argument("--check-time", type=positive_seconds, default=0.02)
     ecu.add_argument("--boot-time", type=positive_seconds, default=0.1)
@@ -112,6 +159,12 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME[=VALUE]",
         help=f"inject a fault (repeatable): {', '.join(FAULT_NAMES)}",
+    )
+    ecu.add_argument(
+        "--trace",
+        type=Path,
+        default=None,
+        help="on exit, write the requests the ECU handled to this file, one label a line",
     )
     ecu.add_argument(
         "--log-level", default="warning", choices=("debug", "info", "warning", "error")
@@ -141,6 +194,8 @@ def _new_ecu(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Flash
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if any(level % 2 == 0 for level in args.security_levels):
+        parser.error("--security-levels: expected odd requestSeed sub-functions (1, 3, 0x11, ...)")
     try:
         link = link_from_namespace(args)
         faults = Faults.parse(args.fault)
@@ -163,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
         check_routine=args.check_routine,
         bank_routine=args.bank_routine,
         memory_address=args.memory_address,
+        bank_addresses=args.bank_addresses,
+        security_levels=args.security_levels,
+        require_dtc_off=args.require_dtc_off,
+        data_formats=args.data_formats,
+        functional_id=args.functional_id,
         max_block_length=args.max_block_length,
         erase_time=args.erase_time,
         check_time=args.check_time,
@@ -179,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ECU simulator: cannot open the CAN bus ({link.describe()}): {exc}", file=sys.stderr)
         return 1
     with server:
+        if args.trace is not None:
+            args.trace.write_text("")  # the file exists (empty) from the start
         print(
             f"ECU simulator {flash.layout.serial} ready: {len(flash.layout.banks)} bank(s), "
             f"{link.describe()}, state {state}",
@@ -189,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
             if server.failure is not None:
                 print(f"ECU simulator stopped: {server.failure}", file=sys.stderr)
                 return 1
+    if args.trace is not None:
+        args.trace.write_text("".join(f"{label}\n" for label in server.ecu.trace))
     return 0
 
 

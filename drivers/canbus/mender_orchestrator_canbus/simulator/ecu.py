@@ -14,11 +14,17 @@ session, security and transfer rules are those a typical OEM bootloader enforces
   0xFF, 0x00, ...) and acknowledges a repeated block without writing it again;
 * single bank: the one bank is erased and reprogrammed in place; dual bank: downloads go to
   the bank not running, checkProgrammingDependencies makes it the boot bank, and the
-  selectBank routine chooses the boot bank explicitly.
+  selectBank routine chooses the boot bank explicitly;
+* an image may come in segments: each is erased, downloaded and checked (CRC-32, or a
+  "signature", the SHA-256 of the segments, once after the last); an erase makes the bank
+  invalid (the ECU then stays in its bootloader), a passing check valid again;
+* ControlDTCSetting (0x85) and CommunicationControl (0x28), physical or functional, in a
+  non-default session; ClearDiagnosticInformation (0x14); identity DIDs (VIN, part, version).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import zlib
@@ -49,6 +55,11 @@ FAULT_NAMES = (
     "fail-after",
     "reset-mid-transfer",
     "never-answer",
+    "no-upload",
+    "read-only-version",
+    "busy",
+    "seed-delay",
+    "silent-reset",
 )
 
 _COUNTED_FAULTS = {  # fault name -> the ``Faults`` field holding its block count
@@ -56,10 +67,21 @@ _COUNTED_FAULTS = {  # fault name -> the ``Faults`` field holding its block coun
     "corrupt-block": "corrupt_block",
     "fail-after": "fail_after",
     "reset-mid-transfer": "reset_after",
+    "busy": "busy",
 }
+_FLAG_FAULTS = (
+    "wrong-key",
+    "refuse-erase",
+    "no-upload",
+    "read-only-version",
+    "seed-delay",
+    "silent-reset",
+)
+# the NRCs an ECU does not send to a functional request (ISO 14229-1 7.5)
+_QUIET_FUNCTIONAL = frozenset({0x11, 0x12, 0x31, 0x7E, 0x7F})
 
 # how many leading request bytes name a request in ``Ecu.trace`` (service, sub-function, id)
-_LABEL_LENGTH = {0x10: 2, 0x11: 2, 0x22: 3, 0x27: 2, 0x2E: 3, 0x31: 4, 0x3E: 2}
+_LABEL_LENGTH = {0x10: 2, 0x11: 2, 0x22: 3, 0x27: 2, 0x28: 2, 0x2E: 3, 0x31: 4, 0x3E: 2, 0x85: 2}
 
 
 class Nrc(Exception):
@@ -77,6 +99,21 @@ class EcuConfig:
     check_routine: int = 0xFF01
     bank_routine: int = 0xF001
     memory_address: int = 0  # where every bank appears in the tester's address space
+    bank_addresses: tuple[int, ...] = ()  # dual bank: where bank 0 and bank 1 appear instead
+    security_levels: tuple[int, ...] = (0x01,)  # all must be unlocked to program
+    # RequestDownload dataFormatIdentifiers accepted; the data is stored as it comes (a real
+    # ECU would decompress or decrypt it: the simulator only shows it passed through intact)
+    data_formats: tuple[int, ...] = (0x00,)
+    require_dtc_off: bool = False  # refuse to erase unless ControlDTCSetting is off
+    precondition_routine: int = 0x0203
+    confirm_routine: int = 0xF002  # (dual bank) confirms the running bank
+    fingerprint_did: int = 0xF15A
+    functional_id: int | None = None  # None: the ISO 15765-4 id of the link's addressing
+    identity: tuple[tuple[int, str], ...] = (
+        (0xF190, "WMOSIMULATED00042"),  # VIN
+        (0xF191, "BRK-4711"),  # ECU hardware part number
+        (0xF193, "H3"),  # ECU hardware version
+    )
     max_block_length: int = 4095  # maxNumberOfBlockLength announced (service id + counter + data)
     erase_time: float = 0.05
     check_time: float = 0.02
@@ -99,6 +136,11 @@ class Faults:
     fail_after: int | None = None  # after N blocks, TransferData answers NRC 0x72
     reset_after: int | None = None  # after N blocks, the ECU resets without answering
     never_answer: str | None = None  # "always", or "after-reset": silent once reset
+    no_upload: bool = False  # RequestUpload is NRC 0x11 serviceNotSupported
+    read_only_version: bool = False  # the version DID cannot be written (NRC 0x31)
+    busy: int = 0  # this many requests are first answered NRC 0x21 busyRepeatRequest
+    seed_delay: bool = False  # after each boot, requestSeed answers NRC 0x37 for lockout_time
+    silent_reset: bool = False  # ECUReset resets at once, without a positive response
 
     @classmethod
     def parse(cls, specs: Iterable[str]) -> Faults:
@@ -112,7 +154,7 @@ class Faults:
                         f"fault {name} needs a block count, e.g. {name}=3 (got {spec!r})"
                     )
                 setattr(faults, _COUNTED_FAULTS[name], int(value))
-            elif name in ("wrong-key", "refuse-erase") and not value:
+            elif name in _FLAG_FAULTS and not value:
                 setattr(faults, name.replace("-", "_"), True)
             elif name == "never-answer" and value in ("", "always", "after-reset"):
                 faults.never_answer = value or "always"
@@ -142,11 +184,15 @@ class Runtime:
     """Everything a power cycle forgets."""
 
     session: int = DEFAULT
-    unlocked: bool = False
-    seed: bytes | None = None
+    unlocked: set[int] = field(default_factory=set)  # SecurityAccess levels unlocked
+    seed: tuple[int, bytes] | None = None  # (level, seed) waiting for its key
+    dtc_off: bool = False
+    communication_off: bool = False
     transfer: Transfer | None = None
-    erased: tuple[int, int, int] | None = None  # (bank, start, end) erased since boot
+    erased: list[tuple[int, int, int]] = field(default_factory=list)  # (bank, start, end)
     downloaded: tuple[int, int, int] | None = None  # (bank, offset, size) of the last download
+    checked: list[tuple[int, int, int]] = field(default_factory=list)  # downloads checked
+    downloads: list[tuple[int, int, int]] = field(default_factory=list)  # all, in order
     fingerprint: str | None = None  # the version written for the image being programmed
     last_request: float = field(default_factory=time.monotonic)
 
@@ -166,9 +212,14 @@ class Ecu:
         self.offline_until: float | None = None
         self.dead = faults.never_answer == "always"
         self.reset_requested = False  # the server powers the ECU off once the answer is out
+        self.written: dict[int, bytes] = {}  # DIDs written (fingerprint), as a test reads them
+        self._busy_answered = False
         self._handlers: dict[int, Callable[[Request, Send], bytes | None]] = {
             0x10: self._session_control,
             0x11: self._ecu_reset,
+            0x14: self._clear_dtcs,
+            0x28: self._communication_control,
+            0x85: self._dtc_setting,
             0x22: self._read_data,
             0x2E: self._write_data,
             0x27: self._security_access,
@@ -195,6 +246,8 @@ class Ecu:
                 self.active_bank = fallback[0]
         bank = layout.banks[self.active_bank]
         self.running_version = bank.version if bank.valid else None
+        if self.faults.seed_delay:
+            self.lockout_until = time.monotonic() + self.config.lockout_time
 
     def power_off(self) -> None:
         """Reset: silent for ``boot_time``, then boot from what is in flash."""
@@ -221,22 +274,31 @@ class Ecu:
 
     # ------------------------------------------------------------------ requests
 
-    def handle(self, payload: bytes, send: Send) -> bytes | None:
-        """The response to one request, or ``None`` when the ECU stays silent."""
+    def handle(self, payload: bytes, send: Send, functional: bool = False) -> bytes | None:
+        """The response to one request, or ``None`` when the ECU stays silent. A functional
+        request (to every ECU) is traced as ``f:`` and label."""
         now = time.monotonic()
         if self.rt.session != DEFAULT and now - self.rt.last_request > self.config.s3_timeout:
             self._enter_session(DEFAULT)
         self.rt.last_request = now
         sid = payload[0]
-        self.trace.append(payload[: _LABEL_LENGTH.get(sid, 1)].hex())
+        self.trace.append(("f:" if functional else "") + payload[: _LABEL_LENGTH.get(sid, 1)].hex())
+        if self.faults.busy and not functional and not self._busy_answered:
+            self.faults.busy -= 1
+            self._busy_answered = True  # the repeat goes through
+            self.stats["nrc_21"] += 1
+            return bytes((0x7F, sid, Code.BusyRepeatRequest))
+        self._busy_answered = False
         handler = self._handlers.get(sid)
         if handler is None:
-            return bytes((0x7F, sid, Code.ServiceNotSupported))
+            return None if functional else bytes((0x7F, sid, Code.ServiceNotSupported))
         request = Request.from_payload(payload)
         try:
             data = handler(request, send)
         except Nrc as nrc:
             self.stats[f"nrc_{nrc.code:02x}"] += 1
+            if functional and nrc.code in _QUIET_FUNCTIONAL:
+                return None
             return bytes((0x7F, sid, nrc.code))
         if data is None or request.suppress_positive_response:
             return None
@@ -251,14 +313,20 @@ class Ecu:
             raise Nrc(Code.ServiceNotSupportedInActiveSession)
 
     def _require_unlocked(self) -> None:
-        if not self.rt.unlocked:
+        if not set(self.config.security_levels) <= self.rt.unlocked:
             raise Nrc(Code.SecurityAccessDenied)
 
     def _enter_session(self, session: int) -> None:
         if session != self.rt.session:
-            self.rt.unlocked = False
+            self.rt.unlocked = set()
             self.rt.seed = None
             self.rt.transfer = None
+        if session == DEFAULT:  # the default session turns DTC setting and communication on
+            self.rt.dtc_off = self.rt.communication_off = False
+        if session == PROGRAMMING and self.rt.session != PROGRAMMING:
+            # a programming session starts a new image: nothing erased or checked yet
+            self.rt.erased, self.rt.checked, self.rt.downloads = [], [], []
+            self.rt.downloaded = self.rt.fingerprint = None
         self.rt.session = session
 
     def _session_control(self, request: Request, send: Send) -> bytes:
@@ -275,14 +343,39 @@ class Ecu:
         )
         return bytes((session,)) + timing
 
-    def _ecu_reset(self, request: Request, send: Send) -> bytes:
+    def _ecu_reset(self, request: Request, send: Send) -> bytes | None:
         kind = request.subfunction
         if kind is None or self._body(request):
             raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
         if kind not in (0x01, 0x02, 0x03):
             raise Nrc(Code.SubFunctionNotSupported)
+        if self.faults.silent_reset:
+            self.power_off()
+            return None
         self.reset_requested = True
         return bytes((kind,))
+
+    def _clear_dtcs(self, request: Request, send: Send) -> bytes:
+        if len(self._body(request)) != 3:
+            raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
+        self.stats["dtcs_cleared"] += 1
+        return b""
+
+    def _communication_control(self, request: Request, send: Send) -> bytes:
+        self._require_session(PROGRAMMING, EXTENDED)
+        if request.subfunction not in (0x00, 0x01, 0x02, 0x03):
+            raise Nrc(Code.SubFunctionNotSupported)
+        if len(self._body(request)) != 1:
+            raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
+        self.rt.communication_off = request.subfunction != 0x00
+        return bytes((request.subfunction,))
+
+    def _dtc_setting(self, request: Request, send: Send) -> bytes:
+        self._require_session(PROGRAMMING, EXTENDED)
+        if request.subfunction not in (0x01, 0x02):
+            raise Nrc(Code.SubFunctionNotSupported)
+        self.rt.dtc_off = request.subfunction == 0x02
+        return bytes((request.subfunction,))
 
     def _tester_present(self, request: Request, send: Send) -> bytes:
         if request.subfunction is None or self._body(request):
@@ -316,6 +409,9 @@ class Ecu:
             return bytes((self.rt.session,))
         if did == self.config.bank_did and len(layout.banks) == 2:
             return bytes((self.active_bank,))
+        identity = dict(self.config.identity)
+        if did in identity:
+            return identity[did].encode()
         raise Nrc(Code.RequestOutOfRange)
 
     def _write_data(self, request: Request, send: Send) -> bytes:
@@ -323,10 +419,16 @@ class Ecu:
         if len(body) < 3:
             raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
         did = int.from_bytes(body[:2], "big")
-        if did != self.config.version_did or self.rt.session != PROGRAMMING:
+        writable = {self.config.fingerprint_did}
+        if not self.faults.read_only_version:
+            writable.add(self.config.version_did)
+        if did not in writable or self.rt.session != PROGRAMMING:
             raise Nrc(Code.RequestOutOfRange)
         self._require_unlocked()
         value = body[2:]
+        self.written[did] = value
+        if did != self.config.version_did:
+            return body[:2]
         if len(value) > 64 or not value.isascii() or not value.decode().isprintable():
             raise Nrc(Code.RequestOutOfRange)
         self.rt.fingerprint = value.decode()
@@ -336,32 +438,33 @@ class Ecu:
 
     def _security_access(self, request: Request, send: Send) -> bytes:
         self._require_session(PROGRAMMING, EXTENDED)
-        level = request.subfunction
-        if level is None:
+        sub = request.subfunction
+        if sub is None:
             raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
-        if level not in (0x01, 0x02):
+        level = sub if sub % 2 else sub - 1
+        if level not in self.config.security_levels:
             raise Nrc(Code.SubFunctionNotSupported)
         body = self._body(request)
-        if level == 0x01:
+        if sub == level:
             if body:
                 raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
             if time.monotonic() < self.lockout_until:
                 raise Nrc(Code.RequiredTimeDelayNotExpired)
-            if self.rt.unlocked:
-                return b"\x01\x00\x00\x00\x00"
+            if level in self.rt.unlocked:
+                return bytes((sub,)) + b"\x00\x00\x00\x00"
             seed = b"\x00"
             while not any(seed):
                 seed = os.urandom(4)
-            self.rt.seed = seed
-            return b"\x01" + seed
+            self.rt.seed = (level, seed)
+            return bytes((sub,)) + seed
         pending, self.rt.seed = self.rt.seed, None
-        if pending is None:
+        if pending is None or pending[0] != level:
             raise Nrc(Code.RequestSequenceError)
-        seed = pending
+        seed = pending[1]
         if len(body) != len(seed):
             raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
         secret = b"WRNG" if self.faults.wrong_key else SIMULATOR_SECRET
-        if body != simulator_key(seed, secret):
+        if body != simulator_key(seed, secret, level=level):
             self.failed_keys += 1
             if self.failed_keys >= 3:
                 self.failed_keys = 0
@@ -369,8 +472,8 @@ class Ecu:
                 raise Nrc(Code.ExceedNumberOfAttempts)
             raise Nrc(Code.InvalidKey)
         self.failed_keys = 0
-        self.rt.unlocked = True
-        return b"\x02"
+        self.rt.unlocked.add(level)
+        return bytes((sub,))
 
     # ------------------------------------------------------------------ routines
 
@@ -382,12 +485,19 @@ class Ecu:
         if request.subfunction != 0x01:  # only startRoutine: these routines run to completion
             raise Nrc(Code.SubFunctionNotSupported)
         routine_id = int.from_bytes(body[:2], "big")
+        # routines of the extended session: they change no flash
+        unlocked_routines: dict[int, Callable[[bytes, Send], bytes]] = {
+            self.config.precondition_routine: self._preconditions,
+        }
         routines: dict[int, Callable[[bytes, Send], bytes]] = {
             self.config.erase_routine: self._erase,
             self.config.check_routine: self._check_dependencies,
         }
         if len(self.flash.layout.banks) == 2:
             routines[self.config.bank_routine] = self._select_bank
+            unlocked_routines[self.config.confirm_routine] = self._confirm
+        if routine_id in unlocked_routines:
+            return b"\x01" + body[:2] + unlocked_routines[routine_id](body[2:], send)
         routine = routines.get(routine_id)
         if routine is None:
             raise Nrc(Code.RequestOutOfRange)
@@ -395,6 +505,18 @@ class Ecu:
             raise Nrc(Code.ConditionsNotCorrect)
         self._require_unlocked()
         return b"\x01" + body[:2] + routine(body[2:], send)
+
+    def _preconditions(self, record: bytes, send: Send) -> bytes:
+        """checkProgrammingPreconditions: this simulated vehicle always allows programming."""
+        self.stats["preconditions_checked"] += 1
+        return b"\x00"
+
+    def _confirm(self, record: bytes, send: Send) -> bytes:
+        """(dual bank) confirm the running bank: the new image started and stays."""
+        if self.active_bank != self.flash.layout.boot_bank:
+            raise Nrc(Code.ConditionsNotCorrect)
+        self.stats["confirmed"] += 1
+        return b"\x00"
 
     def _busy(self, send: Send, sid: int, seconds: float) -> None:
         """Work for ``seconds``, telling the tester with response-pending (0x78) answers."""
@@ -410,8 +532,10 @@ class Ecu:
         """Where a download goes: the only bank, or the one not running."""
         return 0 if len(self.flash.layout.banks) == 1 else 1 - self.active_bank
 
-    def _memory_range(self, record: bytes, bank: int) -> tuple[int, int]:
-        """(offset in the bank, size) from addressAndLengthFormatIdentifier, address, size."""
+    def _memory_range(self, record: bytes, upload: bool = False) -> tuple[int, int, int]:
+        """(bank, offset in the bank, size) from addressAndLengthFormatIdentifier, address,
+        size. With per-bank addresses the address picks the bank, which must not be the
+        running one unless reading it."""
         if not record:
             raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
         address_length, size_length = record[0] & 0x0F, record[0] >> 4
@@ -421,15 +545,25 @@ class Ecu:
             raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
         address = int.from_bytes(record[1 : 1 + address_length], "big")
         size = int.from_bytes(record[1 + address_length :], "big")
-        offset = address - self.config.memory_address
-        if size == 0 or offset < 0 or offset + size > self.flash.layout.bank_size:
+        bank = self.active_bank if upload else self._target_bank()
+        base = self.config.memory_address
+        bank_size = self.flash.layout.bank_size
+        if self.config.bank_addresses:
+            for index, start in enumerate(self.config.bank_addresses):
+                if start <= address < start + bank_size:
+                    bank, base = index, start
+            if bank == self.active_bank and not upload:
+                raise Nrc(Code.RequestOutOfRange)  # the running bank cannot be programmed
+        offset = address - base
+        if size == 0 or offset < 0 or offset + size > bank_size:
             raise Nrc(Code.RequestOutOfRange)
-        return offset, size
+        return bank, offset, size
 
     def _erase(self, record: bytes, send: Send) -> bytes:
-        bank = self._target_bank()
-        offset, size = self._memory_range(record, bank)
+        bank, offset, size = self._memory_range(record)
         if self.faults.refuse_erase or self.rt.transfer is not None:
+            raise Nrc(Code.ConditionsNotCorrect)
+        if self.config.require_dtc_off and not self.rt.dtc_off:
             raise Nrc(Code.ConditionsNotCorrect)
         self._busy(send, 0x31, self.config.erase_time)
         self.flash.erase(bank, offset, size)
@@ -439,30 +573,51 @@ class Ecu:
         if layout.boot_bank == bank and len(layout.banks) == 2:
             layout.boot_bank = self.active_bank
         self.flash.save()
-        self.rt.erased = (bank, offset, offset + size)
+        self.rt.erased.append((bank, offset, offset + size))
         self.rt.downloaded = None
         self.stats["erases"] += 1
         return b"\x00"
 
     def _check_dependencies(self, record: bytes, send: Send) -> bytes:
-        """Option record: CRC-32 of the downloaded image. Status 0x00 valid, 0x01 CRC
-        mismatch, 0x02 no version (fingerprint) written."""
-        if len(record) != 4:
+        """Option record: the CRC-32 of the last download (4 bytes), or a "signature": the
+        SHA-256 of every download since the erase, in order (32 bytes). Status 0x00 valid,
+        0x01 mismatch. A passing check makes the bank valid (each erase invalidates it), labelled
+        with the version written (or, without one, a name from the image's CRC)."""
+        if len(record) not in (4, 32):
             raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
-        if self.rt.downloaded is None:
+        if not self.rt.downloads:
             raise Nrc(Code.RequestSequenceError)
-        bank, offset, size = self.rt.downloaded
         self._busy(send, 0x31, self.config.check_time)
-        if zlib.crc32(self.flash.read(bank, offset, size)) != int.from_bytes(record, "big"):
-            return b"\x01"
-        if not self.rt.fingerprint:
-            return b"\x02"
+        if len(record) == 4:
+            if self.rt.downloaded is None:
+                raise Nrc(Code.RequestSequenceError)
+            bank, offset, size = self.rt.downloaded
+            if zlib.crc32(self.flash.read(bank, offset, size)) != int.from_bytes(record, "big"):
+                return b"\x01"
+            self.rt.checked.append(self.rt.downloaded)
+            self.rt.downloaded = None
+        else:
+            digest = hashlib.sha256()
+            for bank, offset, size in self.rt.downloads:
+                digest.update(self.flash.read(bank, offset, size))
+            if digest.digest() != record:
+                return b"\x01"
+            self.rt.checked, self.rt.downloaded = list(self.rt.downloads), None
+        self._make_valid(self.rt.checked[-1][0])
+        return b"\x00"
+
+    def _make_valid(self, bank: int) -> None:
         layout = self.flash.layout
+        version = self.rt.fingerprint
+        if version is None:
+            crc = 0
+            for _bank, offset, size in self.rt.checked:
+                crc = zlib.crc32(self.flash.read(bank, offset, size), crc)
+            version = f"sw-{crc:08x}"
         layout.banks[bank].valid = True
-        layout.banks[bank].version = self.rt.fingerprint
+        layout.banks[bank].version = version
         layout.boot_bank = bank
         self.flash.save()
-        return b"\x00"
 
     def _select_bank(self, record: bytes, send: Send) -> bytes:
         if len(record) != 1:
@@ -484,18 +639,17 @@ class Ecu:
         body = self._body(request)
         if len(body) < 3:
             raise Nrc(Code.IncorrectMessageLengthOrInvalidFormat)
-        if body[0] != 0x00:  # dataFormatIdentifier: no compression, no encryption
+        if body[0] not in self.config.data_formats and not upload:
             raise Nrc(Code.RequestOutOfRange)
-        bank = self.active_bank if upload else self._target_bank()
-        offset, size = self._memory_range(body[1:], bank)
+        if body[0] != 0x00 and upload:
+            raise Nrc(Code.RequestOutOfRange)
+        self.stats[f"data_format_{body[0]:02x}"] += 1
+        bank, offset, size = self._memory_range(body[1:], upload)
         if self.rt.transfer is not None:
             raise Nrc(Code.ConditionsNotCorrect)
-        erased = self.rt.erased
-        if not upload and not (
-            erased is not None
-            and erased[0] == bank
-            and erased[1] <= offset
-            and offset + size <= erased[2]
+        if not upload and not any(
+            e_bank == bank and e_start <= offset and offset + size <= e_end
+            for e_bank, e_start, e_end in self.rt.erased
         ):
             raise Nrc(Code.UploadDownloadNotAccepted)
         self.rt.transfer = Transfer(upload, bank, offset, size)
@@ -505,6 +659,8 @@ class Ecu:
         return self._start_transfer(request, upload=False)
 
     def _request_upload(self, request: Request, send: Send) -> bytes:
+        if self.faults.no_upload:
+            raise Nrc(Code.ServiceNotSupported)
         return self._start_transfer(request, upload=True)
 
     def _transfer_data(self, request: Request, send: Send) -> bytes | None:
@@ -572,4 +728,5 @@ class Ecu:
         if not transfer.upload:
             self.flash.sync(transfer.bank)
             self.rt.downloaded = (transfer.bank, transfer.offset, transfer.size)
+            self.rt.downloads.append(self.rt.downloaded)
         return b""

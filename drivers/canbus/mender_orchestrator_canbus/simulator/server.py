@@ -8,6 +8,7 @@ receives nor answers, and what arrived meanwhile is thrown away when it comes ba
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from types import TracebackType
@@ -15,7 +16,7 @@ from types import TracebackType
 import can
 import isotp
 
-from mender_orchestrator_canbus.link import LinkSettings
+from mender_orchestrator_canbus.link import FUNCTIONAL_IDS, LinkSettings
 from mender_orchestrator_canbus.simulator.ecu import Ecu
 
 log = logging.getLogger("mender_orchestrator_canbus.simulator")
@@ -32,10 +33,18 @@ class FrameGate:
         self.ecu = ecu
         self.pci_offset = pci_offset  # extended and mixed addressing put an address byte first
         self._drop_next = False
+        # single-frame requests to the functional id, for the ECU's own thread to answer
+        self.functional: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        self.functional_id: int | None = None  # None: the addressing has no functional id
 
     def receive(self, timeout: float) -> isotp.CanMessage | None:
         msg = self.bus.recv(timeout)
         if msg is None or msg.is_error_frame or msg.is_remote_frame:
+            return None
+        if msg.arbitration_id == self.functional_id:
+            length = msg.data[0] & 0x0F if msg.data and msg.data[0] >> 4 == 0 else 0
+            if length:
+                self.functional.put(bytes(msg.data[1 : 1 + length]))
             return None
         if len(msg.data) > self.pci_offset:
             kind = msg.data[self.pci_offset] >> 4
@@ -67,6 +76,7 @@ class EcuServer:
         self._bus = link.open_bus()
         uses_address_byte = link.addressing.startswith(("extended", "mixed"))
         self._gate = FrameGate(self._bus, ecu, pci_offset=1 if uses_address_byte else 0)
+        self._gate.functional_id = ecu.config.functional_id or FUNCTIONAL_IDS.get(link.addressing)
         self._stack = isotp.TransportLayer(
             rxfn=self._gate.receive,
             txfn=self._transmit,
@@ -146,6 +156,11 @@ class EcuServer:
                 continue
             self._listen(True)
             request = self._stack.recv(block=True, timeout=_POLL)
+            # functional requests first: on the bus they came before what the stack delivers
+            while not self._gate.functional.empty():
+                answer = self.ecu.handle(self._gate.functional.get(), self._send, functional=True)
+                if answer is not None:
+                    self._send(answer)
             if request is None:
                 continue
             response = self.ecu.handle(bytes(request), self._send)
