@@ -1,0 +1,231 @@
+"""The ROM serial loader through esptool, used as a library.
+
+One ``Session`` is one connection: open the port, reset into the download mode and sync
+(``detect_chip``), check the chip, raise the baud rate, attach the SPI flash; then reads
+(READ_FLASH_SLOW, the ROM's only read), writes (FLASH_BEGIN erases, FLASH_DATA in 1 KiB blocks,
+never FLASH_END, which would leave the loader), MD5 checks, and the reset into the application.
+No stub is uploaded: every command is one the ROM itself answers.
+
+Every esptool or serial failure becomes an ``InterfaceError`` naming the Component, the port
+and the step. esptool prints to stdout by default, which would mix with the orchestrator's
+``--json`` output; its messages go to this module's logger instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import serial
+from esptool.cmds import detect_chip
+from esptool.logger import TemplateLogger, log
+from esptool.util import FatalError, NotImplementedInROMError
+from orchestrator_core.driver_api import InterfaceContext, InterfaceError, InterfaceTimeout
+
+from mender_orchestrator_esp32.settings import Settings
+
+ROM_BAUD = 115200
+LOGGER = logging.getLogger("mender_orchestrator_esp32.esptool")
+
+
+class _ToLogging(TemplateLogger):  # type: ignore[misc]
+    """esptool's output as debug lines of a logger (warnings as warnings)."""
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        text = " ".join(str(a) for a in args).strip()
+        if text:
+            LOGGER.debug("%s", text)
+
+    def note(self, message: str) -> None:
+        LOGGER.debug("%s", message)
+
+    def warning(self, message: str) -> None:
+        LOGGER.debug("%s", message)  # e.g. that a pty has no DTR/RTS: the caller explains
+
+    def error(self, message: str) -> None:
+        LOGGER.warning("%s", message)
+
+    def stage(self, finish: bool = False) -> None:
+        pass
+
+    def progress_bar(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def set_verbosity(self, verbosity: str) -> None:
+        pass
+
+
+log.set_logger(_ToLogging())
+
+LoaderError = (FatalError, NotImplementedInROMError, serial.SerialException, OSError, ValueError)
+
+
+class Session:
+    """An open connection to the ROM loader of one chip."""
+
+    def __init__(self, settings: Settings, ctx: InterfaceContext, esp: Any) -> None:
+        self.settings = settings
+        self.ctx = ctx
+        self.esp = esp
+
+    @property
+    def where(self) -> str:
+        return f"ESP32 ROM loader on {self.settings.port}"
+
+    def fail(self, step: str, exc: BaseException) -> InterfaceError:
+        if self.ctx.cancelled.is_set():
+            return InterfaceTimeout(f"{self.ctx.name}: {self.where}: {step}: stopped (deadline)")
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return InterfaceError(f"{self.ctx.name}: {self.where}: {step}: {reason}")
+
+    def _check_time(self, step: str) -> None:
+        if self.ctx.cancelled.is_set() or time.monotonic() > self.ctx.deadline:
+            raise InterfaceTimeout(
+                f"{self.ctx.name}: {self.where}: {step}: the Interface timeout ran out"
+            )
+
+    def mac(self) -> str:
+        try:
+            return "".join(f"{b:02x}" for b in self.esp.read_mac())
+        except LoaderError as exc:
+            raise self.fail("reading the MAC from eFuse", exc) from exc
+
+    def read(self, offset: int, length: int, what: str) -> bytes:
+        self._check_time(f"reading {what}")
+        try:
+            data = bytes(self.esp.read_flash(offset, length))
+        except LoaderError as exc:
+            raise self.fail(f"reading {what} (0x{offset:x}, {length} bytes)", exc) from exc
+        if len(data) != length:
+            raise InterfaceError(
+                f"{self.ctx.name}: {self.where}: reading {what}: got {len(data)} of {length} bytes"
+            )
+        return data
+
+    def md5(self, offset: int, length: int, what: str) -> str:
+        try:
+            return str(self.esp.flash_md5sum(offset, length))
+        except LoaderError as exc:
+            raise self.fail(f"MD5 of {what} (0x{offset:x}, {length} bytes)", exc) from exc
+
+    def write(
+        self,
+        offset: int,
+        data: bytes,
+        what: str,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """Erase and write ``data`` at ``offset``, then check its MD5 on the chip."""
+        block_size = int(self.esp.FLASH_WRITE_SIZE)
+        self._check_time(f"writing {what}")
+        try:
+            blocks = self.esp.flash_begin(len(data), offset, logging=False)
+        except LoaderError as exc:
+            raise self.fail(f"erasing for {what} (0x{offset:x}, {len(data)} bytes)", exc) from exc
+        for seq in range(blocks):
+            self._check_time(f"writing {what}")
+            block = data[seq * block_size : (seq + 1) * block_size]
+            block += b"\xff" * (block_size - len(block))
+            try:
+                self.esp.flash_block(block, seq, timeout=self.settings.command_timeout)
+            except LoaderError as exc:
+                at = offset + seq * block_size
+                raise self.fail(f"writing {what}: block {seq} at 0x{at:x}", exc) from exc
+            if progress is not None:
+                progress(min((seq + 1) * block_size, len(data)), len(data))
+        found = self.md5(offset, len(data), what)
+        wanted = hashlib.md5(data).hexdigest()
+        if found != wanted:
+            raise InterfaceError(
+                f"{self.ctx.name}: {self.where}: {what} at 0x{offset:x} reads back with MD5 "
+                f"{found}, not {wanted} as written"
+            )
+
+    def start_application(self) -> None:
+        """Leave the loader: the chip boots what otadata selects."""
+        try:
+            if self.settings.after == "soft-reset":
+                self.esp.soft_reset(False)  # FLASH_BEGIN(0, 0) + FLASH_END(run user code)
+            else:
+                self.esp.hard_reset()
+        except LoaderError as exc:
+            raise self.fail(f"starting the application ({self.settings.after})", exc) from exc
+
+
+@contextmanager
+def session(settings: Settings, ctx: InterfaceContext) -> Iterator[Session]:
+    """Connect, yield the session, close the port (also on ``ctx.cancelled``, which unblocks a
+    read in progress)."""
+    esp = _connect(settings, ctx)
+    done = threading.Event()
+
+    def close_on_cancel() -> None:
+        while not done.wait(0.1):
+            if ctx.cancelled.is_set():
+                esp._port.close()
+                return
+
+    watcher = threading.Thread(target=close_on_cancel, daemon=True)
+    watcher.start()
+    try:
+        current = Session(settings, ctx, esp)
+        _prepare(current)
+        yield current
+    finally:
+        done.set()
+        watcher.join()
+        try:
+            esp._port.close()
+        except LoaderError:
+            pass
+
+
+def _connect(settings: Settings, ctx: InterfaceContext) -> Any:
+    port = settings.port
+    started = time.monotonic()
+    try:
+        esp = detect_chip(
+            port,
+            min(ROM_BAUD, settings.baud),
+            connect_mode=settings.before,
+            connect_attempts=settings.connect_attempts,
+        )
+    except (serial.SerialException, OSError) as exc:
+        raise InterfaceError(f"{ctx.name}: cannot open the serial port {port}: {exc}") from exc
+    except FatalError as exc:
+        text = str(exc)
+        if "Could not open" in text:
+            reason = text.split("\n(", 1)[-1].split(")\n", 1)[0] if "\n(" in text else text
+            raise InterfaceError(
+                f"{ctx.name}: cannot open the serial port {port}: {reason.strip()}"
+            ) from exc
+        reason = text.strip().splitlines()[0]
+        raise InterfaceError(
+            f"{ctx.name}: no ESP32 ROM loader answered on {port} "
+            f"({settings.connect_attempts} attempt(s), {time.monotonic() - started:.1f} s, "
+            f"--before={settings.before}): {reason}. Is it the right port, and can the board "
+            f"reset into the download mode?"
+        ) from exc
+    if esp.CHIP_NAME.replace("-", "").lower() != settings.chip:
+        esp._port.close()
+        raise InterfaceError(
+            f"{ctx.name}: the chip on {port} is an {esp.CHIP_NAME}, not the "
+            f"{settings.chip.upper()} this Component is configured for (--chip={settings.chip})"
+        )
+    return esp
+
+
+def _prepare(current: Session) -> None:
+    esp, settings = current.esp, current.settings
+    try:
+        if settings.baud > ROM_BAUD:
+            esp.change_baud(settings.baud)
+        esp.flash_spi_attach(0)
+        esp.flash_set_parameters(settings.flash_size)
+    except LoaderError as exc:
+        raise current.fail(f"setting up ({settings.baud} baud, SPI flash attach)", exc) from exc
