@@ -309,7 +309,7 @@ class Esp32Driver(DriverBase):
     # ------------------------------------------------------------------ helpers
 
     def _layout(self, s: Session) -> Layout:
-        raw = s.read(idf.PARTITION_TABLE_OFFSET, idf.PARTITION_TABLE_SIZE, "the partition table")
+        raw = self._read_table(s)
         try:
             table = idf.PartitionTable.decode(raw)
             ota = table.otadata
@@ -319,6 +319,18 @@ class Esp32Driver(DriverBase):
         first = s.read(ota.offset, idf.OtaEntry.SIZE, "otadata")
         second = s.read(ota.offset + idf.SECTOR, idf.OtaEntry.SIZE, "otadata")
         return Layout(table, idf.OtaData((idf.OtaEntry.decode(first), idf.OtaEntry.decode(second))))
+
+    @staticmethod
+    def _read_table(s: Session) -> bytes:
+        """The partition table up to its MD5 entry (or its end), not the whole 3 KiB: the ROM
+        reads 64 bytes a command."""
+        raw = b""
+        while len(raw) < idf.PARTITION_TABLE_SIZE:
+            raw += s.read(idf.PARTITION_TABLE_OFFSET + len(raw), 64, "the partition table")
+            last = raw[-64:]
+            if any(last[i : i + 2] != idf.ENTRY_MAGIC for i in (0, 32)):
+                break
+        return raw
 
     def _description(self, s: Session, partition: idf.Partition) -> idf.AppDescription | None:
         start = s.read(

@@ -24,6 +24,7 @@ from typing import Any
 import serial
 from esptool.cmds import detect_chip
 from esptool.logger import TemplateLogger, log
+from esptool.reset import ResetStrategy
 from esptool.util import FatalError, NotImplementedInROMError
 from orchestrator_core.driver_api import InterfaceContext, InterfaceError, InterfaceTimeout
 
@@ -61,6 +62,9 @@ class _ToLogging(TemplateLogger):  # type: ignore[misc]
 
 
 log.set_logger(_ToLogging())
+# bound to esptool's own console when esptool was imported: "Chip was NOT reset" on a port
+# without DTR/RTS (a pty) would go to stderr once per process
+ResetStrategy.print_once.print_callback = _ToLogging().note
 
 LoaderError = (FatalError, NotImplementedInROMError, serial.SerialException, OSError, ValueError)
 

@@ -577,7 +577,11 @@ class Simulator:
         except FileNotFoundError:
             return
         if mtime != self._side_mtime:
-            self.device = Device.load(self.device.path)
+            try:
+                self.device = Device.load(self.device.path)
+            except SimulatorError as exc:  # half-written by a careless editor: keep the last
+                print(f"esp32 simulator: {exc}", file=sys.stderr)
+                return
             rom = getattr(self, "_rom", None)
             if rom is not None:
                 rom.device = self.device

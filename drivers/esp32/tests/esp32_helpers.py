@@ -7,6 +7,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+from orchestrator_core.driver_api import write_atomically
+
 from mender_orchestrator_esp32 import idf
 from mender_orchestrator_esp32.simulator import Chip, Device, Simulator, side_file
 
@@ -62,12 +64,14 @@ class Sim:
     def faults(self, *rules: dict[str, Any]) -> None:
         document = self.side()
         document["faults"] = list(rules)
-        side_file(self.path).write_text(json.dumps(document))
+        # atomically: the simulator's thread may read it at any moment
+        write_atomically(side_file(self.path), json.dumps(document).encode())
 
     def chip(self, **changes: Any) -> None:
         document = self.side()
         document["chip"].update(changes)
-        side_file(self.path).write_text(json.dumps(document))
+        # atomically: the simulator's thread may read it at any moment
+        write_atomically(side_file(self.path), json.dumps(document).encode())
 
     def table(self) -> idf.PartitionTable:
         raw = self.device().read(idf.PARTITION_TABLE_OFFSET, idf.PARTITION_TABLE_SIZE)
