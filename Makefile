@@ -12,10 +12,12 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml drivers/canbus/pyproject.toml drivers/i2c/pyproject.toml
+$(STAMP): pyproject.toml drivers/canbus/pyproject.toml drivers/i2c/pyproject.toml \
+		drivers/esp32/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]' -e 'drivers/canbus[test]' -e drivers/i2c
+	$(BIN)/pip install --quiet -e '.[test]' -e 'drivers/canbus[test]' -e drivers/i2c \
+		-e drivers/esp32
 	touch $@
 
 demo: $(STAMP)

@@ -37,13 +37,14 @@ recipes = load()
 def test_one_recipe_per_distribution_and_all_clean() -> None:
     paths = recipes.recipes()
     assert [path.name for path in paths] == ["mender-orchestrator-canbus_0.1.0.bb",
+                                             "mender-orchestrator-esp32_0.1.0.bb",
                                              "mender-orchestrator-i2c_0.1.0.bb",
                                              "mender-orchestrator-py_0.1.0.bb"]
     for path in paths:
         assert recipes.lint(recipes.parse(path)) == []
     result = subprocess.run([sys.executable, str(YOCTO / "recipes.py"), "lint"],
                             capture_output=True, text=True, check=False)
-    assert (result.returncode, result.stdout) == (0, "3 recipes: OK\n")
+    assert (result.returncode, result.stdout) == (0, "4 recipes: OK\n")
 
 
 def test_core_recipe_installs_the_support_files_and_the_unit() -> None:
@@ -88,7 +89,7 @@ def test_set_checksums_writes_the_sdists_sha256(tmp_path: Path) -> None:
     for source in recipes.SOURCES.values():
         subprocess.run([sys.executable, "-m", "build", "--sdist", "-o", str(dist), str(source)],
                        check=True, capture_output=True, timeout=300)
-    assert len(recipes.set_checksums(dist, layer)) == 3
+    assert len(recipes.set_checksums(dist, layer)) == 4
     for path in recipes.recipes(layer):
         recipe = recipes.parse(path)
         sdist = dist / f"{recipes.sdist_name(recipe.name)}-0.1.0.tar.gz"

@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "mender-orchestrator"
 LIBDIR = "/usr/lib/mender-orchestrator"
 OURS = {"mender-orchestrator-py": REPO, "mender-orchestrator-canbus": REPO / "drivers/canbus",
-        "mender-orchestrator-i2c": REPO / "drivers/i2c"}
+        "mender-orchestrator-i2c": REPO / "drivers/i2c",
+        "mender-orchestrator-esp32": REPO / "drivers/esp32"}
 
 # distribution -> (Debian 12 package, its version): what bookworm ships
 DEBIAN_12 = {
@@ -53,6 +54,8 @@ DEBIAN_12 = {
     "wrapt": ("python3-wrapt", "1.14.1"),
     "packaging": ("python3-packaging", "23.0"),
     "typing-extensions": ("python3-typing-extensions", "4.4.0"),
+    "pyserial": ("python3-serial", "3.5"),
+    "intelhex": ("python3-intelhex", "2.3.0"),
 }
 # what the support scripts run besides the orchestrator
 TOOLS = ["jq"]
@@ -218,7 +221,7 @@ def control(stage: Path, version: str, arch: str, debian: dict[str, str],
         " Updates every Component of a System to a Manifest, group by group, and rolls\n"
         " all of them back on failure. Ships the mender-orchestrator-manifest Update\n"
         " Module, the inventory script, the rootfs-image Interface, the boot-time resume\n"
-        " unit and the canbus and i2c drivers.\n"
+        " unit and the canbus, i2c and esp32 drivers.\n"
         f" Bundled Python distributions: {bundled}.\n"
     )
 
