@@ -454,9 +454,11 @@ class Rom:
         self.reply(op)
 
     def flash_end(self, op: int, data: bytes) -> None:
+        # the boot is done before the reply goes out, so that whoever reads the state after
+        # the host saw the reply finds it booted; its log follows the reply on the line
+        log = self.start_application()
         self.reply(op)
-        self.begin = None
-        self.start_application()
+        self.send(log)
 
     def flash_md5(self, op: int, data: bytes) -> None:
         offset, length, _, _ = struct.unpack("<IIII", data[:16])
@@ -481,10 +483,11 @@ class Rom:
     # ------------------------------------------------------------ resets
 
     def power_cycle(self) -> None:
-        self.send(ROM_BANNER)
-        self.start_application()
+        log = self.start_application()
+        self.send(ROM_BANNER + log)
 
-    def start_application(self) -> None:
+    def start_application(self) -> bytes:
+        """Boot; returns what the bootloader prints."""
         self.attached = False
         self.begin = None
         state = self.device.state
@@ -493,7 +496,7 @@ class Rom:
         state.boots += 1
         self.device.save_side()
         where = state.running or "nothing bootable"
-        self.send(f"I (31) boot: Loaded app from partition {where}\r\n".encode())
+        return f"I (31) boot: Loaded app from partition {where}\r\n".encode()
 
 
 def _checksum(data: bytes) -> int:

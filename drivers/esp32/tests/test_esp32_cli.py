@@ -92,17 +92,19 @@ def booted_from(sim: Sim) -> tuple[str, str | None]:
     return sim.state()["running"], state
 
 
-def assert_back_on_1_0_0(system: System, otadata_before: idf.OtaData) -> None:
-    assert system.sim.otadata() == otadata_before
-    assert system.sim.state()["mode"] == "app"
-    assert booted_from(system.sim) == ("ota_0", "VALID")
-    assert system.version() == "1.0.0"
+def assert_back_on_1_0_0(sim: Sim, otadata_before: idf.OtaData) -> None:
+    assert sim.otadata() == otadata_before
+    assert sim.state()["mode"] == "app"
+    assert booted_from(sim) == ("ota_0", "VALID")
+    assert sim.version_in("ota_0") == "1.0.0"
 
 
 @needs_mender_artifact
 def test_install_writes_the_inactive_slot_switches_otadata_and_commits(
     system: System, sim: Sim
 ) -> None:
+    sim.chip(model_line_rate=True)
+    system.topology(component_args(sim, "--baud=2000000"))  # and CHANGE_BAUDRATE after sync
     image = make_image("2.0.0")
     manifest = system.manifest("2.0.0", image)
 
@@ -115,14 +117,10 @@ def test_install_writes_the_inactive_slot_switches_otadata_and_commits(
     assert booted_from(sim) == ("ota_1", "VALID")
     entries = sim.otadata().entries
     assert (entries[0].seq, entries[1].seq) == (1, 2)  # the new entry in the other sector
-    assert system.version() == "2.0.0"
     boots = sim.state()["boots"]
-    again = system.run("install", str(manifest))  # the target state is already there
-    assert again.returncode == 0, again.stderr
-    assert "left untouched" in again.stderr or again.stderr.count("ArtifactInstall") == 0
-    assert sim.slot_bytes("ota_1", len(image)) == image
+    assert system.version() == "2.0.0"
+    assert sim.state()["boots"] == boots + 2  # each query started the app again after reading
     assert booted_from(sim) == ("ota_1", "VALID")
-    assert sim.state()["boots"] > boots  # the queries started the app again after reading
 
 
 @needs_mender_artifact
@@ -141,8 +139,9 @@ def test_rollback_after_verify_switches_otadata_back(system: System, sim: Sim) -
     result = system.run("rollback")
 
     assert result.returncode == 0, result.stderr
-    assert_back_on_1_0_0(system, before)
+    assert_back_on_1_0_0(sim, before)
     assert sim.version_in("ota_1") == "2.0.0"  # only otadata changed back
+    assert system.version() == "1.0.0"
 
 
 @needs_mender_artifact
@@ -158,7 +157,7 @@ def test_flash_write_error_fails_and_rolls_back(system: System, sim: Sim) -> Non
         "block 1 at 0x20400: Failed to write to target flash after seq 1 (result was 0108: "
         "Flash write error)"
     ) in result.stderr
-    assert_back_on_1_0_0(system, before)
+    assert_back_on_1_0_0(sim, before)
 
 
 @needs_mender_artifact
@@ -172,20 +171,7 @@ def test_reset_mid_write_fails_and_rolls_back(system: System, sim: Sim) -> None:
     assert "writing the app image in ota_1: block 2 at 0x20800: " in result.stderr
     assert sim.state()["resets_mid_write"] == 1
     # the chip rebooted into the old app by itself; the partial ota_1 is never selected
-    assert_back_on_1_0_0(system, before)
-
-
-@needs_mender_artifact
-def test_a_sync_failure_is_retried_within_the_connection_attempts(
-    system: System, sim: Sim
-) -> None:
-    sim.faults({"kind": "no_sync", "times": 4})  # most of the first attempt's five SYNCs
-
-    result = system.run("install", str(system.manifest("2.0.0")))
-
-    assert result.returncode == 0, result.stderr
-    assert sim.side()["faults"] == []
-    assert booted_from(sim) == ("ota_1", "VALID")
+    assert_back_on_1_0_0(sim, before)
 
 
 @needs_mender_artifact
@@ -237,7 +223,7 @@ def test_an_image_for_another_version_is_refused_before_the_chip_is_touched(
     assert (
         "the image's app descriptor says version '2.0.1', the Artifact provides '2.0.0'"
     ) in result.stderr
-    assert_back_on_1_0_0(system, before)
+    assert_back_on_1_0_0(sim, before)
     assert sim.version_in("ota_1") is None
 
 

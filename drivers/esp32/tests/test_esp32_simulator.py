@@ -1,0 +1,100 @@
+"""The simulated ESP32 on its own (the ROM loader as esptool sees it) and the driver's states
+one by one against it, where the whole-deployment tests cannot reach."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+from esp32_helpers import Sim, component_args, make_image
+from esptool.cmds import detect_chip
+from esptool.util import FatalError
+from orchestrator_core.errors import InterfaceError
+from orchestrator_core.testing.kit import ArtifactFactory, HooksFactory
+
+from mender_orchestrator_esp32 import idf, slip
+from mender_orchestrator_esp32.simulator import Device, SimulatorError
+
+
+def test_slip_round_trip_with_both_escapes() -> None:
+    packet = b"\x00\xc0\x01\xdb\x02"
+    decoder = slip.Decoder()
+    assert decoder.feed(b"noise" + slip.encode(packet)[:4]) == []
+    assert decoder.feed(slip.encode(packet)[4:] + slip.encode(b"x")) == [packet, b"x"]
+    assert decoder.noise == 5
+
+
+def test_the_rom_loader_as_esptool_sees_it(sim: Sim) -> None:
+    esp = detect_chip(str(sim.link), 115200, "default-reset", connect_attempts=1)
+    try:
+        assert esp.CHIP_NAME == "ESP32"
+        assert bytes(esp.read_mac()).hex() == "240ac4a1b2c3"
+        with pytest.raises(FatalError, match="0106"):  # flash not attached yet
+            esp.flash_md5sum(0x10000, 64)
+        esp.flash_spi_attach(0)
+        esp.flash_set_parameters(0x30000)
+        # NOR flash: a write without an erase only clears bits
+        esp.flash_begin(0, 0x20000)
+        blocks = esp.flash_begin(4, 0x20000)
+        esp.flash_block(b"\x0f\xf0\xff\xff" + b"\xff" * 0x3FC, 0)
+        assert blocks == 1
+        assert bytes(esp.read_flash(0x20000, 4)) == b"\x0f\xf0\xff\xff"
+        # a bad checksum and an unknown command are refused as the ROM does
+        esp.flash_begin(4, 0x21000)
+        with pytest.raises(FatalError, match="0107"):
+            esp.check_command("write", 0x03, struct.pack("<IIII", 4, 0, 0, 0) + b"abcd", chk=0)
+        with pytest.raises(FatalError, match="0105"):
+            esp.check_command("erase region", 0xD1, struct.pack("<II", 0, 0x1000))
+        with pytest.raises(FatalError, match="0106"):  # past the end of the flash
+            esp.flash_md5sum(0x2F000, 0x2000)
+    finally:
+        esp._port.close()
+
+
+def test_an_unconfirmed_app_is_rolled_back_by_the_next_boot(
+    sim: Sim, interface_hooks: HooksFactory, artifact_factory: ArtifactFactory
+) -> None:
+    artifact = artifact_factory("2.0.0", payload_type="esp32", component_type="door_lock",
+                                files={"door-lock.bin": make_image("2.0.0")})  # fmt: skip
+    hooks = interface_hooks("esp32", component_args(sim), "door_lock")
+    for state in ("download", "artifact_install", "artifact_reboot"):
+        hooks.state(state, artifact)
+    otadata = sim.otadata()
+    assert (sim.state()["running"], otadata.entries[1].state_name) == ("ota_1", "PENDING_VERIFY")
+
+    hooks.state("artifact_reboot", artifact)  # a second boot with nobody confirming it
+
+    assert sim.state()["running"] == "ota_0"
+    assert sim.otadata().entries[1].state_name == "ABORTED"
+    with pytest.raises(InterfaceError, match=(
+        r"the bootloader rolled back: otadata selects ota_0, not ota_1 "
+        r"\(seq 1 VALID, seq 2 ABORTED\)"
+    )):  # fmt: skip
+        hooks.state("artifact_verify_reboot", artifact)
+    for state in ("artifact_rollback", "artifact_rollback_reboot",
+                  "artifact_verify_rollback_reboot", "cleanup"):  # fmt: skip
+        hooks.state(state, artifact)
+    assert sim.otadata() == otadata.with_entry(1, idf.OtaData.decode(b"\xff" * 0x2000).entries[1])
+    assert sim.state()["running"] == "ota_0"
+
+
+def test_a_reset_that_never_reaches_the_chip_is_named(
+    sim: Sim, interface_hooks: HooksFactory, artifact_factory: ArtifactFactory
+) -> None:
+    artifact = artifact_factory("2.0.0", payload_type="esp32", component_type="door_lock",
+                                files={"door-lock.bin": make_image("2.0.0")})  # fmt: skip
+    # an RTS pulse: a pty has no such line
+    hooks = interface_hooks("esp32", component_args(sim, "--after=hard-reset"), "door_lock")
+    for state in ("download", "artifact_install", "artifact_reboot"):
+        hooks.state(state, artifact)
+    with pytest.raises(InterfaceError, match=(
+        r"ota_1 was never started \(its otadata state is still NEW\): the reset did not reach "
+        r"the chip \(--after=hard-reset\)"
+    )):  # fmt: skip
+        hooks.state("artifact_verify_reboot", artifact)
+
+
+def test_opening_a_path_where_no_device_was_created_fails(tmp_path: Path) -> None:
+    with pytest.raises(SimulatorError, match="no simulated ESP32 at .*: create one with"):
+        Device.load(tmp_path / "missing.bin")
