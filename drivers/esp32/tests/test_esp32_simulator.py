@@ -96,5 +96,5 @@ def test_a_reset_that_never_reaches_the_chip_is_named(
 
 
 def test_opening_a_path_where_no_device_was_created_fails(tmp_path: Path) -> None:
-    with pytest.raises(SimulatorError, match="no simulated ESP32 at .*: create one with"):
+    with pytest.raises(SimulatorError, match=r"no simulated ESP32 at .*: create one with"):
         Device.load(tmp_path / "missing.bin")
