@@ -9,8 +9,10 @@ variables), and ``start()`` brings up what the Components need:
   simulator of the canbus driver as a second process on that bus;
 - the seat heater: the I2C simulator's flash file (``state/seat-heater.bin``); the driver
   opens it in-process, so there is nothing to run.
+- the door lock: the ESP32 simulator of the esp32 driver, a process serving its ROM loader
+  on a pty, linked as ``state/ttyESP0`` (its flash: ``state/door-lock.bin``).
 
-``stop()`` ends the two processes it started (their own process groups) and nothing else.
+``stop()`` ends the processes it started (their own process groups) and nothing else.
 """
 
 from __future__ import annotations
@@ -33,11 +35,13 @@ FACTORY = {
     "telematics_control_unit": "tcu-firmware-v2.3.0",
     "ecu_brake_controller": "brake-ecu-firmware-v1.7.0",
     "seat_heating": "seat-heating-fw-v1.1.0",
+    "door_lock": "door-lock-fw-v1.0.0",
 }
 VERSION_KEYS = {
     "telematics_control_unit": "rootfs-image.cellular-ota.version",
     "ecu_brake_controller": "rootfs-image.canbus.version",
     "seat_heating": "rootfs-image.i2c.version",
+    "door_lock": "rootfs-image.esp32.version",
 }
 READY_SECONDS = 20.0
 
@@ -130,6 +134,7 @@ class VirtualVehicle:
         (self.datastore / "topology.yaml").write_text(topology)
         self._factory_modem()
         self._factory_seat_heater()
+        self._factory_door_lock()
 
     def _factory_modem(self) -> None:
         modem = self.state / "tcu"
@@ -152,6 +157,17 @@ class VirtualVehicle:
             f"--version={FACTORY['seat_heating']}",
         )
 
+    def _factory_door_lock(self) -> None:
+        sys.path.insert(0, str(HERE))
+        from build_artifacts import door_lock
+
+        image = self.state / "door-lock-factory.bin"
+        image.write_bytes(door_lock(FACTORY["door_lock"].removeprefix("door-lock-fw-v")).image)
+        self._simulator_command(
+            "mender_orchestrator_esp32.simulator", "init", str(self.state / "door-lock.bin"),
+            "--mac=240ac4d00701", f"--image={image}",
+        )
+
     def _simulator_command(self, module: str, *args: str) -> None:
         result = subprocess.run([self.python, "-m", module, *args], capture_output=True,
                                 text=True, timeout=60, check=False)
@@ -161,7 +177,8 @@ class VirtualVehicle:
     # ------------------------------------------------------------------ processes
 
     def start(self) -> None:
-        """The CAN bus server, then the brake ECU on it; returns once both are up."""
+        """The CAN bus server, the brake ECU on it, the door lock's ESP32; returns once all
+        are up."""
         server_log = self.logs / "can-bus-server.log"
         self._spawn(server_log, "can_remote", "--interface", "virtual", "--channel",
                     "vehicle-can", "--host", "127.0.0.1", "--port", str(self.port))
@@ -176,6 +193,10 @@ class VirtualVehicle:
         )
         # "ready" comes once the ECU answers, later than its connection to the bus server
         self._wait_for(ecu_log, " ready: ", "the brake ECU simulator")
+        door_log = self.logs / "door-lock.log"
+        self._spawn(door_log, "mender_orchestrator_esp32.simulator", "serve",
+                    str(self.state / "door-lock.bin"), "--link", str(self.state / "ttyESP0"))
+        self._wait_for(door_log, "ready: ", "the door lock's ESP32 simulator")
 
     def _spawn(self, log: Path, module: str, *args: str) -> None:
         with log.open("ab") as output:

@@ -57,6 +57,8 @@ DEBIAN_12 = {
     "pyserial": ("python3-serial", "3.5"),
     "intelhex": ("python3-intelhex", "2.3.0"),
 }
+# pure-Python distributions published as sdists only: their wheels are built here
+SDIST_ONLY = {"esptool"}
 # what the support scripts run besides the orchestrator
 TOOLS = ["jq"]
 
@@ -120,10 +122,15 @@ def wheels(work: Path, vendored: dict[str, str]) -> list[Path]:
     directory = work / "wheels"
     run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", directory,
         *OURS.values())
-    if vendored:
+    binary = {name: v for name, v in vendored.items() if name not in SDIST_ONLY}
+    if binary:
         run(sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
             "--only-binary=:all:", "-d", directory,
-            *(f"{name}=={version}" for name, version in sorted(vendored.items())))
+            *(f"{name}=={version}" for name, version in sorted(binary.items())))
+    built = {name: v for name, v in vendored.items() if name in SDIST_ONLY}
+    if built:
+        run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", directory,
+            *(f"{name}=={version}" for name, version in sorted(built.items())))
     return sorted(directory.glob("*.whl"))
 
 

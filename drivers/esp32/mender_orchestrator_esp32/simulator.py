@@ -41,8 +41,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import functools
 import hashlib
 import json
+import operator
 import os
 import select
 import struct
@@ -195,8 +197,8 @@ class Device:
     def program(self, offset: int, data: bytes) -> None:
         """NOR flash: programming can only clear bits (erase sets them)."""
         current = self.read(offset, len(data))
-        merged = bytes(a & b for a, b in zip(current, data, strict=True))
-        self._store(offset, merged)
+        merged = int.from_bytes(current, "big") & int.from_bytes(data, "big")
+        self._store(offset, merged.to_bytes(len(data), "big"))
 
     def erase(self, offset: int, length: int) -> None:
         self._store(offset, b"\xff" * length)
@@ -500,10 +502,7 @@ class Rom:
 
 
 def _checksum(data: bytes) -> int:
-    value = CHECKSUM_SEED
-    for byte in data:
-        value ^= byte
-    return value
+    return functools.reduce(operator.xor, data, CHECKSUM_SEED)
 
 
 class Simulator:
@@ -523,6 +522,8 @@ class Simulator:
         self._thread = threading.Thread(target=self._serve, name=f"esp32-sim {path}", daemon=True)
         self._wire_free = 0.0
         self._side_mtime = 0
+        self.bytes_in = 0  # on the line, from the host and to it (for benchmarks)
+        self.bytes_out = 0
 
     def start(self) -> Simulator:
         self._thread.start()
@@ -565,6 +566,7 @@ class Simulator:
             time.sleep(self._wire_free - now)
 
     def _send(self, data: bytes) -> None:
+        self.bytes_out += len(data)
         self._wire(len(data))
         view = memoryview(data)
         while view:
@@ -605,6 +607,7 @@ class Simulator:
                     time.sleep(0.02)
                     continue
                 raise
+            self.bytes_in += len(data)
             self._wire(len(data))
             for frame in decoder.feed(data):
                 self._refresh()
@@ -675,11 +678,12 @@ def _serve_forever(path: Path, link: Path | None) -> int:
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     with Simulator(path, link) as sim:
-        print(sim.address, flush=True)
+        print(f"ready: ESP32 simulator on {sim.port}" + (f" ({link})" if link else ""), flush=True)
         try:
             stopped.wait()
         except KeyboardInterrupt:
             pass
+        print(f"stopped: {sim.bytes_in} bytes in, {sim.bytes_out} bytes out", flush=True)
     return 0
 
 
