@@ -31,6 +31,7 @@ from orchestrator_core.driver_api import InterfaceContext, InterfaceError, Inter
 from mender_orchestrator_esp32.settings import Settings
 
 ROM_BAUD = 115200
+CANCELLED = "stopped: the deadline passed or the orchestrator was told to stop"
 LOGGER = logging.getLogger("mender_orchestrator_esp32.esptool")
 
 
@@ -82,29 +83,39 @@ class Session:
         return f"ESP32 ROM loader on {self.settings.port}"
 
     def fail(self, step: str, exc: BaseException) -> InterfaceError:
-        if self.ctx.cancelled.is_set():
-            return InterfaceTimeout(f"{self.ctx.name}: {self.where}: {step}: stopped (deadline)")
+        if self.ctx.cancelled.is_set():  # the port was closed under esptool's feet
+            return InterfaceTimeout(f"{self.ctx.name}: {self.where}: {step}: {CANCELLED}")
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return InterfaceError(f"{self.ctx.name}: {self.where}: {step}: {reason}")
 
     def _check_time(self, step: str) -> None:
-        if self.ctx.cancelled.is_set() or time.monotonic() > self.ctx.deadline:
+        if self.ctx.cancelled.is_set():
+            raise InterfaceTimeout(f"{self.ctx.name}: {self.where}: {step}: {CANCELLED}")
+        if time.monotonic() > self.ctx.deadline:
             raise InterfaceTimeout(
-                f"{self.ctx.name}: {self.where}: {step}: the Interface timeout ran out"
+                f"{self.ctx.name}: {self.where}: {step}: InterfaceTimeoutSeconds ran out"
             )
 
-    def mac(self) -> str:
+    @contextmanager
+    def step(self, what: str) -> Iterator[None]:
+        """Turn esptool's and the port's failures during ``what`` into an InterfaceError."""
         try:
-            return "".join(f"{b:02x}" for b in self.esp.read_mac())
+            yield
         except LoaderError as exc:
-            raise self.fail("reading the MAC from eFuse", exc) from exc
+            raise self.fail(what, exc) from exc
+        except Exception as exc:
+            if self.ctx.cancelled.is_set():  # whatever a port closed mid-call raised
+                raise self.fail(what, exc) from exc
+            raise
+
+    def mac(self) -> str:
+        with self.step("reading the MAC from eFuse"):
+            return "".join(f"{b:02x}" for b in self.esp.read_mac())
 
     def read(self, offset: int, length: int, what: str) -> bytes:
         self._check_time(f"reading {what}")
-        try:
+        with self.step(f"reading {what} (0x{offset:x}, {length} bytes)"):
             data = bytes(self.esp.read_flash(offset, length))
-        except LoaderError as exc:
-            raise self.fail(f"reading {what} (0x{offset:x}, {length} bytes)", exc) from exc
         if len(data) != length:
             raise InterfaceError(
                 f"{self.ctx.name}: {self.where}: reading {what}: got {len(data)} of {length} bytes"
@@ -112,10 +123,8 @@ class Session:
         return data
 
     def md5(self, offset: int, length: int, what: str) -> str:
-        try:
+        with self.step(f"MD5 of {what} (0x{offset:x}, {length} bytes)"):
             return str(self.esp.flash_md5sum(offset, length))
-        except LoaderError as exc:
-            raise self.fail(f"MD5 of {what} (0x{offset:x}, {length} bytes)", exc) from exc
 
     def write(
         self,
@@ -127,19 +136,14 @@ class Session:
         """Erase and write ``data`` at ``offset``, then check its MD5 on the chip."""
         block_size = int(self.esp.FLASH_WRITE_SIZE)
         self._check_time(f"writing {what}")
-        try:
+        with self.step(f"erasing for {what} (0x{offset:x}, {len(data)} bytes)"):
             blocks = self.esp.flash_begin(len(data), offset, logging=False)
-        except LoaderError as exc:
-            raise self.fail(f"erasing for {what} (0x{offset:x}, {len(data)} bytes)", exc) from exc
         for seq in range(blocks):
             self._check_time(f"writing {what}")
             block = data[seq * block_size : (seq + 1) * block_size]
             block += b"\xff" * (block_size - len(block))
-            try:
+            with self.step(f"writing {what}: block {seq} at 0x{offset + seq * block_size:x}"):
                 self.esp.flash_block(block, seq, timeout=self.settings.command_timeout)
-            except LoaderError as exc:
-                at = offset + seq * block_size
-                raise self.fail(f"writing {what}: block {seq} at 0x{at:x}", exc) from exc
             if progress is not None:
                 progress(min((seq + 1) * block_size, len(data)), len(data))
         found = self.md5(offset, len(data), what)
@@ -152,13 +156,11 @@ class Session:
 
     def start_application(self) -> None:
         """Leave the loader: the chip boots what otadata selects."""
-        try:
+        with self.step(f"starting the application (--after={self.settings.after})"):
             if self.settings.after == "soft-reset":
                 self.esp.soft_reset(False)  # FLASH_BEGIN(0, 0) + FLASH_END(run user code)
             else:
                 self.esp.hard_reset()
-        except LoaderError as exc:
-            raise self.fail(f"starting the application ({self.settings.after})", exc) from exc
 
 
 @contextmanager
@@ -226,10 +228,8 @@ def _connect(settings: Settings, ctx: InterfaceContext) -> Any:
 
 def _prepare(current: Session) -> None:
     esp, settings = current.esp, current.settings
-    try:
+    with current.step(f"setting up ({settings.baud} baud, SPI flash attach)"):
         if settings.baud > ROM_BAUD:
             esp.change_baud(settings.baud)
         esp.flash_spi_attach(0)
         esp.flash_set_parameters(settings.flash_size)
-    except LoaderError as exc:
-        raise current.fail(f"setting up ({settings.baud} baud, SPI flash attach)", exc) from exc

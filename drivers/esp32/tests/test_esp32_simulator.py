@@ -3,14 +3,21 @@ one by one against it, where the whole-deployment tests cannot reach."""
 
 from __future__ import annotations
 
+import logging
+import re
 import struct
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from esp32_helpers import Sim, component_args, make_image
 from esptool.cmds import detect_chip
 from esptool.util import FatalError
-from orchestrator_core.errors import InterfaceError
+from orchestrator_core import drivers
+from orchestrator_core.context import ArtifactInfo, Component
+from orchestrator_core.errors import InterfaceError, InterfaceTimeout
 from orchestrator_core.testing.kit import ArtifactFactory, HooksFactory
 
 from mender_orchestrator_esp32 import idf, slip
@@ -98,3 +105,53 @@ def test_a_reset_that_never_reaches_the_chip_is_named(
 def test_opening_a_path_where_no_device_was_created_fails(tmp_path: Path) -> None:
     with pytest.raises(SimulatorError, match=r"no simulated ESP32 at .*: create one with"):
         Device.load(tmp_path / "missing.bin")
+
+
+def install_context(sim: Sim, tmp_path: Path, image: bytes, timeout: float,
+                    reports: list[tuple[int, int | None, str]]) -> tuple[Any, Any]:  # fmt: skip
+    """A driver loaded as the engine loads it and an ArtifactInstall context for ``image``."""
+    component = Component("door_lock", "esp32", tuple(component_args(sim)))
+    driver = drivers.load(component, tmp_path / "data")
+    work = tmp_path / "work"
+    (work / "files").mkdir(parents=True, exist_ok=True)
+    (work / "files" / "app.bin").write_bytes(image)
+    artifact = ArtifactInfo(name="door-lock-2.0.0", group=None, payload_type="esp32",
+                            provides={"rootfs-image.esp32.version": "2.0.0"},
+                            files=(("app.bin", len(image)),))  # fmt: skip
+    ctx = driver.context(log=logging.getLogger("test.esp32"), timeout_seconds=timeout,
+                         component_id="esp32-240ac4a1b2c3", work_dir=work, artifact=artifact,
+                         progress_sink=lambda *report: reports.append(report))  # fmt: skip
+    return driver, ctx
+
+
+def test_install_reports_its_progress_in_flashed_bytes(sim: Sim, tmp_path: Path) -> None:
+    image = make_image("2.0.0", size=5000)
+    reports: list[tuple[int, int | None, str]] = []
+    driver, ctx = install_context(sim, tmp_path, image, 30, reports)
+    driver.run_state("artifact_install", ctx)
+    app = [report for report in reports if report[1] == len(image)]
+    assert [done for done, _, _ in app] == [*range(1024, len(image), 1024), len(image)]
+    assert {what for _, _, what in reports} == {"bytes flashed"}
+
+
+@pytest.mark.parametrize("how", ["deadline", "cancelled"])
+def test_a_long_write_stops_at_the_deadline_or_when_cancelled(
+    sim: Sim, tmp_path: Path, how: str
+) -> None:
+    sim.chip(program_seconds_per_kib=0.1)  # 40 blocks: 4 s of programming
+    image = make_image("2.0.0", size=40 * 1024)
+    driver, ctx = install_context(sim, tmp_path, image, 1.0 if how == "deadline" else 60, [])
+    if how == "cancelled":
+        threading.Timer(0.6, ctx.cancelled.set).start()
+    started = time.monotonic()
+    with pytest.raises(InterfaceTimeout) as caught:
+        driver.run_state("artifact_install", ctx)
+    assert time.monotonic() - started < 2.5
+    # at the deadline the engine sets ctx.cancelled too: whichever the driver sees first
+    assert re.search(
+        r": writing the app image in ota_1(: block \d+ at 0x2[0-9a-f]{4})?: "
+        r"(InterfaceTimeoutSeconds ran out|stopped: the deadline passed or the orchestrator "
+        r"was told to stop)$",
+        str(caught.value),
+    ), caught.value
+    assert sim.otadata().active() == 0  # otadata was never switched
