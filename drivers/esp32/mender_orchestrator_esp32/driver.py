@@ -43,7 +43,8 @@ from mender_orchestrator_esp32 import idf
 from mender_orchestrator_esp32.link import Session, session
 from mender_orchestrator_esp32.settings import PARSER, Settings, parse
 
-ESP32_CHIP_ID = 0
+# esp_image_header_t.chip_id of each chip the driver takes
+CHIP_IDS = {"esp32": 0, "esp32s3": 9}
 
 
 @dataclass(frozen=True)
@@ -415,7 +416,7 @@ class Esp32Driver(DriverBase):
             else []
         )
         self._check_listing(ctx, [(p.name, p.stat().st_size) for p in files])
-        return _check_image(ctx, files[0])
+        return _check_image(ctx, files[0], self.settings.chip)
 
     def _target_version(self, ctx: InterfaceContext, image: bytes) -> str:
         if ctx.artifact is None:
@@ -431,15 +432,17 @@ class Esp32Driver(DriverBase):
         return version
 
 
-def _check_image(ctx: InterfaceContext, path: Path) -> bytes:
+def _check_image(ctx: InterfaceContext, path: Path, chip: str) -> bytes:
     image = path.read_bytes()
     problem = None
     if len(image) < idf.APP_DESC_OFFSET + idf.APP_DESC_SIZE or image[0] != idf.IMAGE_MAGIC:
         problem = f"does not start with an ESP app image header (magic 0x{idf.IMAGE_MAGIC:02X})"
     elif idf.AppDescription.decode(image) is None:
         problem = f"has no esp_app_desc_t (magic 0x{idf.APP_DESC_MAGIC:08X}) in its first segment"
-    elif idf.image_chip_id(image) != ESP32_CHIP_ID:
-        problem = f"is built for chip ID {idf.image_chip_id(image)}, not the ESP32's (0)"
+    elif idf.image_chip_id(image) != CHIP_IDS[chip]:
+        problem = (
+            f"is built for chip ID {idf.image_chip_id(image)}, not {chip}'s ({CHIP_IDS[chip]})"
+        )
     if problem is not None:
         raise InterfaceError(f"{ctx.name}: payload {path.name} {problem}")
     return image

@@ -80,7 +80,8 @@ class Session:
 
     @property
     def where(self) -> str:
-        return f"ESP32 ROM loader on {self.settings.port}"
+        loader = "flasher stub" if self.esp.IS_STUB else "ROM loader"
+        return f"{self.esp.CHIP_NAME} {loader} on {self.settings.port}"
 
     def fail(self, step: str, exc: BaseException) -> InterfaceError:
         if self.ctx.cancelled.is_set():  # the port was closed under esptool's feet
@@ -159,6 +160,8 @@ class Session:
         with self.step(f"starting the application (--after={self.settings.after})"):
             if self.settings.after == "soft-reset":
                 self.esp.soft_reset(False)  # FLASH_BEGIN(0, 0) + FLASH_END(run user code)
+            elif self.settings.after == "watchdog-reset":
+                self.esp.watchdog_reset()  # the RTC watchdog, armed through WRITE_REG
             else:
                 self.esp.hard_reset()
 
@@ -227,7 +230,12 @@ def _connect(settings: Settings, ctx: InterfaceContext) -> Any:
 
 
 def _prepare(current: Session) -> None:
-    esp, settings = current.esp, current.settings
+    settings = current.settings
+    if not current.esp.IS_STUB and settings.chip != "esp32":
+        # only the ESP32's ROM reads flash (READ_FLASH_SLOW) and sums it (SPI_FLASH_MD5)
+        with current.step("uploading and starting esptool's flasher stub"):
+            current.esp = current.esp.run_stub()
+    esp = current.esp
     with current.step(f"setting up ({settings.baud} baud, SPI flash attach)"):
         if settings.baud > ROM_BAUD:
             esp.change_baud(settings.baud)

@@ -21,7 +21,11 @@ from orchestrator_core.driver_api import (
 )
 
 BEFORE = ("default-reset", "no-reset")
-AFTER = ("hard-reset", "soft-reset")
+AFTER = ("hard-reset", "soft-reset", "watchdog-reset")
+# what starts the app on each chip: the ESP32 is flashed by its ROM, whose run command
+# (soft-reset) works; the ESP32-S3 through esptool's stub, which has none, but it has an RTC
+# watchdog esptool can fire (watchdog-reset)
+CHIPS = {"esp32": ("hard-reset", "soft-reset"), "esp32s3": ("hard-reset", "watchdog-reset")}
 
 
 def _parser() -> InterfaceArgs:
@@ -41,8 +45,9 @@ def _parser() -> InterfaceArgs:
         help="baud rate after the connection at 115200 (default 460800, as esptool)",
     )  # fmt: skip
     parser.add_argument(
-        "--chip", default="esp32", choices=["esp32"],
-        help="the chip expected (default esp32; another answering is an error)",
+        "--chip", default="esp32", choices=list(CHIPS),
+        help="the chip expected (default esp32; another answering is an error); an esp32s3 "
+        "is flashed through esptool's stub, which its ROM loader needs to read flash",
     )  # fmt: skip
     parser.add_argument(
         "--before", default="default-reset", choices=BEFORE,
@@ -50,7 +55,8 @@ def _parser() -> InterfaceArgs:
     )  # fmt: skip
     parser.add_argument(
         "--after", default="hard-reset", choices=AFTER,
-        help="how to start the application: an RTS pulse on EN, or the loader's run command",
+        help="how to start the application: an RTS pulse on EN; the ROM loader's run command "
+        "(esp32); the RTC watchdog (esp32s3)",
     )  # fmt: skip
     parser.add_argument(
         "--flash-size", type=size, default=4 * 1024 * 1024, help="SPI flash size (default 4M)"
@@ -94,6 +100,12 @@ def parse(component: Component) -> Settings:
         port = _look_up(component, ns.device_map, ns.instance)
     else:
         port = ns.port
+    if ns.after not in CHIPS[ns.chip]:
+        raise PARSER.invalid(
+            component,
+            f"argument --after={ns.after} does not start an app on --chip={ns.chip}: "
+            f"use {' or '.join(CHIPS[ns.chip])}",
+        )
     if ns.flash_size < 0x10000 or ns.flash_size % 0x10000:
         raise PARSER.invalid(
             component, f"argument --flash-size: expected a multiple of 64K, got {ns.flash_size}"

@@ -68,6 +68,9 @@ BOOTLOADER_OFFSET = 0x1000
 OP_FLASH_BEGIN = 0x02
 OP_FLASH_DATA = 0x03
 OP_FLASH_END = 0x04
+OP_MEM_BEGIN = 0x05
+OP_MEM_END = 0x06
+OP_MEM_DATA = 0x07
 OP_SYNC = 0x08
 OP_WRITE_REG = 0x09
 OP_READ_REG = 0x0A
@@ -77,6 +80,7 @@ OP_READ_FLASH_SLOW = 0x0E
 OP_CHANGE_BAUDRATE = 0x0F
 OP_SPI_FLASH_MD5 = 0x13
 OP_GET_SECURITY_INFO = 0x14
+OP_STUB_READ_FLASH = 0xD2
 
 STATUS_INVALID_MESSAGE = 0x05
 STATUS_FAILED = 0x06
@@ -87,6 +91,11 @@ STATUS_FLASH_READ = 0x09
 CHIP_DETECT_MAGIC_REG = 0x4000_1000
 ESP32_EFUSE_BASE = 0x3FF5_A000
 ESP32_RTCCALICFG1 = 0x3FF5_F06C
+ESP32S3_EFUSE_MAC = 0x6000_7044
+ESP32S3_RTC_WDTCONFIG0 = 0x6000_8098
+ESP32S3_RTC_WDTWPROTECT = 0x6000_80B0
+WDT_FIRES_AFTER = 0.3  # seconds, at the latest: esptool locks the registers first
+WDT_ENABLE = 1 << 31
 CHIP_IDS = {"esp32s3": 9, "esp32c3": 5}
 MODELS = ("esp32", *CHIP_IDS)
 
@@ -286,11 +295,15 @@ class Rom:
         self.attached = False
         self.begin: tuple[int, int, int, int] | None = None  # offset, blocks, block size, next seq
         self.registers: dict[int, int] = {}
+        self.ram: tuple[int, int] | None = None  # MEM_BEGIN: blocks, next seq
+        self.stub = False  # esptool's flasher stub "runs" (it answers instead of the ROM)
+        self.watchdog_at: float | None = None  # when the armed RTC watchdog resets the chip
 
     # ------------------------------------------------------------ helpers
 
     def reply(self, op: int, value: int = 0, data: bytes = b"", status: int = 0) -> None:
-        body = data + bytes([1 if status else 0, status, 0, 0])
+        # the ROM sends four status bytes (two reserved), the stub two
+        body = data + bytes([1 if status else 0, status] + ([] if self.stub else [0, 0]))
         self.send(slip.encode(struct.pack("<BBHI", 1, op, len(body), value) + body))
 
     def fault(self, kind: str, offset: int | None = None, length: int = 0) -> dict[str, Any] | None:
@@ -328,6 +341,10 @@ class Rom:
             return 100
         if address == ESP32_RTCCALICFG1:  # 1024 << 7: with CK8M 100 the ROM computed 40 MHz
             return 1024 << 7
+        if chip.model != "esp32" and address == ESP32S3_EFUSE_MAC:  # MAC bytes 2..5
+            return int.from_bytes(mac[2:6], "big")
+        if chip.model != "esp32" and address == ESP32S3_EFUSE_MAC + 4:  # MAC bytes 0..1
+            return int.from_bytes(mac[:2], "big")
         return self.registers.get(address, 0)
 
     # ------------------------------------------------------------ commands
@@ -359,9 +376,14 @@ class Rom:
             OP_READ_FLASH_SLOW: self.read_flash,
             OP_CHANGE_BAUDRATE: self.change_baudrate,
             OP_GET_SECURITY_INFO: self.security_info,
+            OP_MEM_BEGIN: self.mem_begin,
+            OP_MEM_END: self.mem_end,
+            OP_STUB_READ_FLASH: self.stub_read_flash,
         }.get(op)
         if op == OP_FLASH_DATA:
             self.flash_data(data, checksum)
+        elif op == OP_MEM_DATA:
+            self.mem_data(data, checksum)
         elif handler is None:
             self.reply(op, status=STATUS_INVALID_MESSAGE)
         else:
@@ -370,6 +392,11 @@ class Rom:
     def sync(self, op: int, data: bytes) -> None:
         if data != SYNC_PAYLOAD or self.fault("no_sync") is not None:
             return
+        # the host resets the chip into the ROM before it syncs (--before=default-reset)
+        self.stub = False
+        self.attached = False
+        self.begin = None
+        self.ram = None
         for _ in range(8):
             self.reply(op, value=0x2012_0707)
 
@@ -382,6 +409,19 @@ class Rom:
         old = self.registers.get(address, 0)
         self.registers[address] = (old & ~mask) | (value & mask)
         self.reply(op)
+        if self.device.chip.model != "esp32s3":
+            return
+        if address == ESP32S3_RTC_WDTCONFIG0 and value & mask & WDT_ENABLE:
+            # esptool's --after watchdog-reset arms the RTC watchdog, then locks its registers
+            self.watchdog_at = time.monotonic() + WDT_FIRES_AFTER
+        elif address == ESP32S3_RTC_WDTWPROTECT and self.watchdog_at is not None:
+            self.watchdog_at = time.monotonic()
+        self.tick()
+
+    def tick(self) -> None:
+        """The watchdog's reset, when it is due."""
+        if self.watchdog_at is not None and time.monotonic() >= self.watchdog_at:
+            self.power_cycle()
 
     def spi_attach(self, op: int, data: bytes) -> None:
         self.attached = True
@@ -410,10 +450,11 @@ class Rom:
         return True
 
     def flash_begin(self, op: int, data: bytes) -> None:
-        if len(data) != 16:  # the ESP32 ROM takes no encryption flag
+        # the ESP32 ROM takes no encryption flag; later ROMs and the stub do
+        if len(data) != (16 if self.device.chip.model == "esp32" and not self.stub else 20):
             self.reply(op, status=STATUS_INVALID_MESSAGE)
             return
-        erase_size, blocks, block_size, offset = struct.unpack("<IIII", data)
+        erase_size, blocks, block_size, offset = struct.unpack("<IIII", data[:16])
         if not self._flash_range_ok(op, offset, erase_size):
             return
         if erase_size:
@@ -466,8 +507,8 @@ class Rom:
         offset, length, _, _ = struct.unpack("<IIII", data[:16])
         if not self._flash_range_ok(op, offset, length):
             return
-        digest = hashlib.md5(self.device.read(offset, length)).hexdigest().encode()
-        self.reply(op, data=digest)
+        digest = hashlib.md5(self.device.read(offset, length))
+        self.reply(op, data=digest.digest() if self.stub else digest.hexdigest().encode())
 
     def read_flash(self, op: int, data: bytes) -> None:
         offset, length = struct.unpack("<II", data[:8])
@@ -482,6 +523,47 @@ class Rom:
     def change_baudrate(self, op: int, data: bytes) -> None:
         self.reply(op)  # the host then sets the port to the new rate, which the line follows
 
+    def mem_begin(self, op: int, data: bytes) -> None:
+        _size, blocks, _block_size, _offset = struct.unpack("<IIII", data[:16])
+        self.ram = (blocks, 0)
+        self.reply(op)
+
+    def mem_data(self, data: bytes, checksum: int) -> None:
+        op = OP_MEM_DATA
+        size, seq, _, _ = struct.unpack("<IIII", data[:16])
+        if self.ram is None or size != len(data) - 16 or seq != self.ram[1]:
+            self.reply(op, status=STATUS_INVALID_MESSAGE)
+            return
+        if _checksum(data[16:]) != checksum & 0xFF:
+            self.reply(op, status=STATUS_CHECKSUM)
+            return
+        self.ram = (self.ram[0], seq + 1)
+        self.reply(op)
+
+    def mem_end(self, op: int, data: bytes) -> None:
+        _stay, entry = struct.unpack("<II", data[:8])
+        self.reply(op)
+        if entry and self.ram is not None:
+            # no code runs here: what was loaded and started is taken to be esptool's stub
+            self.stub = True
+            self.ram = None
+            self.send(slip.encode(b"OHAI"))
+
+    def stub_read_flash(self, op: int, data: bytes) -> None:
+        """The stub's READ_FLASH: a reply, the data in frames of ``sector`` bytes (the host's
+        acknowledgements only pace a real stub), then the MD5 of it all."""
+        offset, length, sector, _in_flight = struct.unpack("<IIII", data[:16])
+        if not self.stub:
+            self.reply(op, status=STATUS_INVALID_MESSAGE)
+            return
+        if not self._flash_range_ok(op, offset, length):
+            return
+        self.reply(op)
+        content = self.device.read(offset, length)
+        for at in range(0, length, sector):
+            self.send(slip.encode(content[at : at + sector]))
+        self.send(slip.encode(hashlib.md5(content).digest()))
+
     # ------------------------------------------------------------ resets
 
     def power_cycle(self) -> None:
@@ -492,6 +574,8 @@ class Rom:
         """Boot; returns what the bootloader prints."""
         self.attached = False
         self.begin = None
+        self.stub = False
+        self.watchdog_at = None
         state = self.device.state
         state.running = self.device.boot_choice()
         state.mode = "app"
@@ -597,8 +681,9 @@ class Simulator:
         self._refresh()
         self._rom = Rom(self.device, self._send)
         while not self._stop.is_set():
-            ready, _, _ = select.select([self.master], [], [], 0.1)
+            ready, _, _ = select.select([self.master], [], [], 0.05)
             if not ready:
+                self._rom.tick()
                 continue
             try:
                 data = os.read(self.master, 65536)

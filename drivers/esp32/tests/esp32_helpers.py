@@ -93,9 +93,11 @@ class Sim:
         return self.device().read(self.table().by_label(label).offset, length)
 
 
-def create_sim(directory: Path, version: str | None = "1.0.0", **chip: Any) -> Sim:
+def create_sim(
+    directory: Path, version: str | None = "1.0.0", chip_id: int = 0, **chip: Any
+) -> Sim:
     path = directory / "esp32.bin"
-    image = None if version is None else make_image(version, seed=1)
+    image = None if version is None else make_image(version, seed=1, chip_id=chip_id)
     Device.create(path, fast_chip(**chip), APP_SIZE, image)
     return Sim(path, directory / "ttyESP0")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from esp32_helpers import Sim, component_args, make_image
+from esp32_helpers import Sim, component_args, create_sim, make_image
 from esptool.cmds import detect_chip
 from esptool.util import FatalError
 from orchestrator_core import drivers
@@ -155,3 +155,31 @@ def test_a_long_write_stops_at_the_deadline_or_when_cancelled(
         str(caught.value),
     ), caught.value
     assert sim.otadata().active() == 0  # otadata was never switched
+
+
+def test_an_esp32s3_is_flashed_through_the_stub_and_reset_by_its_watchdog(
+    tmp_path: Path, interface_hooks: HooksFactory, artifact_factory: ArtifactFactory
+) -> None:
+    s3 = create_sim(tmp_path, model="esp32s3", chip_id=9)
+    s3.start()
+    try:
+        image = make_image("2.0.0", chip_id=9)
+        artifact = artifact_factory("2.0.0", payload_type="esp32", component_type="door_lock",
+                                    files={"door-lock.bin": image})  # fmt: skip
+        args = component_args(s3, "--chip=esp32s3", "--after=watchdog-reset")
+        hooks = interface_hooks("esp32", args, "door_lock")
+        assert hooks.query("identity") == "esp32-240ac4a1b2c3"
+        assert hooks.version() == "1.0.0"
+        for state in ("download", "artifact_install", "artifact_reboot",
+                      "artifact_verify_reboot", "artifact_commit", "cleanup"):  # fmt: skip
+            hooks.state(state, artifact)
+        assert s3.slot_bytes("ota_1", len(image)) == image
+        assert (s3.state()["running"], s3.otadata().entries[1].state_name) == ("ota_1", "VALID")
+        assert s3.state()["mode"] == "app"  # the watchdog reset after the commit
+        esp32_image = artifact_factory("3.0.0", payload_type="esp32", component_type="door_lock",
+                                       files={"door-lock.bin": make_image("3.0.0")})  # fmt: skip
+        hooks.state("download", esp32_image)
+        with pytest.raises(InterfaceError, match="is built for chip ID 0, not esp32s3's \\(9\\)"):
+            hooks.state("artifact_install", esp32_image)
+    finally:
+        s3.stop()
