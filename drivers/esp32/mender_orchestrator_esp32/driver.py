@@ -18,7 +18,8 @@ partitions with the bootloader's app rollback.
   the app; ArtifactVerifyRollbackReboot checks the previous slot and version are selected.
 
 Queries connect too (reading needs the loader), then start the application again, except
-while otadata holds an unconfirmed app (a boot would roll it back).
+while otadata holds an unconfirmed app (a boot would roll it back). An ESP32 is served by its
+ROM alone; an ESP32-S3 through esptool's flasher stub, uploaded at every connection.
 """
 
 from __future__ import annotations

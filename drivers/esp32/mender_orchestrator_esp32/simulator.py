@@ -32,8 +32,12 @@ Faults (``faults`` in ``PATH.json``; each rule fires ``times`` times, -1 forever
 - ``{"kind": "reset", "offset": A, "after_bytes": N}``: N bytes of that block are written, then
   the chip resets (a brown-out): it prints its boot log and boots what otadata selects.
 
-A wrong chip is ``chip.model``: ``esp32s3`` or ``esp32c3`` answer GET_SECURITY_INFO with
-their chip ID, as those ROMs do.
+``chip.model`` ``esp32s3`` is an ESP32-S3: its ROM answers GET_SECURITY_INFO with chip ID 9
+and cannot read flash, so esptool uploads its flasher stub (MEM_BEGIN/MEM_DATA/MEM_END); no
+code runs here, a program loaded and started is taken to be the stub, which greets with
+``OHAI`` and answers with two status bytes, READ_FLASH and a raw MD5. Arming the S3's RTC
+watchdog resets the chip once its registers are locked. ``esp32c3`` is a chip the driver does
+not take (a wrong chip).
 """
 
 from __future__ import annotations
