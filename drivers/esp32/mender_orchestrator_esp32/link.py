@@ -1,10 +1,11 @@
 """The ROM serial loader through esptool, used as a library.
 
 One ``Session`` is one connection: open the port, reset into the download mode and sync
-(``detect_chip``), check the chip, raise the baud rate, attach the SPI flash; then reads
-(READ_FLASH_SLOW, the ROM's only read), writes (FLASH_BEGIN erases, FLASH_DATA in 1 KiB blocks,
-never FLASH_END, which would leave the loader), MD5 checks, and the reset into the application.
-No stub is uploaded: every command is one the ROM itself answers.
+(``detect_chip``), check the chip, raise the baud rate, attach the SPI flash; then reads,
+writes (FLASH_BEGIN erases, FLASH_DATA blocks, never FLASH_END, which would leave the loader),
+MD5 checks, and the reset into the application. An ESP32 is served by its ROM alone (reads are
+READ_FLASH_SLOW); the ESP32-S3's ROM can neither read nor sum flash, so esptool's flasher stub
+is uploaded and started first.
 
 Every esptool or serial failure becomes an ``InterfaceError`` naming the Component, the port
 and the step. esptool prints to stdout by default, which would mix with the orchestrator's
@@ -31,12 +32,14 @@ from orchestrator_core.driver_api import InterfaceContext, InterfaceError, Inter
 from mender_orchestrator_esp32.settings import Settings
 
 ROM_BAUD = 115200
+CHIP_NAMES = {"esp32": "ESP32", "esp32s3": "ESP32-S3"}  # as esptool's CHIP_NAME spells them
 CANCELLED = "stopped: the deadline passed or the orchestrator was told to stop"
 LOGGER = logging.getLogger("mender_orchestrator_esp32.esptool")
 
 
 class _ToLogging(TemplateLogger):  # type: ignore[misc]
-    """esptool's output as debug lines of a logger (warnings as warnings)."""
+    """esptool's output as debug lines of a logger; its errors as warnings (the driver
+    raises its own error, naming the Component, for whatever failed)."""
 
     def print(self, *args: Any, **kwargs: Any) -> None:
         text = " ".join(str(a) for a in args).strip()
@@ -222,9 +225,10 @@ def _connect(settings: Settings, ctx: InterfaceContext) -> Any:
         ) from exc
     if esp.CHIP_NAME.replace("-", "").lower() != settings.chip:
         esp._port.close()
+        wanted = CHIP_NAMES[settings.chip]
         raise InterfaceError(
-            f"{ctx.name}: the chip on {port} is an {esp.CHIP_NAME}, not the "
-            f"{settings.chip.upper()} this Component is configured for (--chip={settings.chip})"
+            f"{ctx.name}: the chip on {port} is an {esp.CHIP_NAME}, not the {wanted} this "
+            f"Component is configured for (--chip={settings.chip})"
         )
     return esp
 
