@@ -314,8 +314,7 @@ class Esp32Driver(DriverBase):
         raw = self._read_table(s)
         try:
             table = idf.PartitionTable.decode(raw)
-            ota = table.otadata
-            table.ota_slots  # noqa: B018  (refuses a table without two OTA slots here)
+            ota, _slots = table.ota_layout()
         except idf.FormatError as exc:
             raise InterfaceError(f"{s.ctx.name}: {s.where}: {exc}") from exc
         first = s.read(ota.offset, idf.OtaEntry.SIZE, "otadata")

@@ -107,6 +107,10 @@ class PartitionTable:
         raw = body + md5
         return raw + b"\xff" * (PARTITION_TABLE_SIZE - len(raw))
 
+    def ota_layout(self) -> tuple[Partition, list[Partition]]:
+        """otadata and the OTA slots; a FormatError where the table lacks either."""
+        return self.otadata, self.ota_slots
+
     @property
     def otadata(self) -> Partition:
         for p in self.partitions:
