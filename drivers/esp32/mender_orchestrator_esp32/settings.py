@@ -42,7 +42,7 @@ def _parser() -> InterfaceArgs:
     )
     parser.add_argument(
         "--baud", type=integer(9600, 5_000_000), default=460800,
-        help="baud rate after the connection at 115200 (default 460800, as esptool)",
+        help="baud rate after the connection at 115200 (default 460800, as idf.py flash)",
     )  # fmt: skip
     parser.add_argument(
         "--chip", default="esp32", choices=list(CHIPS),

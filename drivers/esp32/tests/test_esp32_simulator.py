@@ -183,3 +183,18 @@ def test_an_esp32s3_is_flashed_through_the_stub_and_reset_by_its_watchdog(
             hooks.state("artifact_install", esp32_image)
     finally:
         s3.stop()
+
+
+def test_inventory_names_the_port_mac_partition_and_app(
+    sim: Sim, interface_hooks: HooksFactory
+) -> None:
+    hooks = interface_hooks("esp32", component_args(sim), "door_lock")
+    assert hooks.query("inventory") == [
+        ("esp32_port", str(sim.link)),
+        ("esp32_mac", "24:0a:c4:a1:b2:c3"),
+        ("esp32_partition", "ota_0"),
+        ("esp32_ota_state", "VALID"),
+        ("esp32_project", "door-lock"),
+        ("esp32_idf_version", "v5.3"),
+    ]
+    assert sim.state()["mode"] == "app"  # started again after the reading
