@@ -20,8 +20,9 @@ The host talks to ``/dev/pts/N`` (or a symbolic link to it) exactly as to a USB-
   (``--before=default-reset``; the second-stage bootloader does not run), and the application
   starts on FLASH_END (``--after=soft-reset``). An RTS pulse (``--after=hard-reset``) never
   reaches it.
-- The line rate is modelled: every byte takes 10 bit times at the baud rate the host set on
-  the port (standard rates), so flashing takes as long as over a real UART.
+- The line rate is modelled (``chip.model_line_rate``): every byte takes 10 bit times at the
+  baud rate the host set on the port (standard rates), so flashing takes as long as over a
+  real UART; and so are the flash's erase and program times.
 
 Faults (``faults`` in ``PATH.json``; each rule fires ``times`` times, -1 forever, after
 ``skip`` matching operations, and is removed from the file once spent):
