@@ -183,9 +183,18 @@ class Esp32Driver(DriverBase):
             mac = s.mac()
             layout = self._layout(s)
             saved = store.load()
+            running = layout.selected
+            target = (
+                self._next_slot(layout.table, running)
+                if saved is None
+                else layout.table.by_label(saved.target_slot)
+            )
+            if len(image) > target.size:
+                raise InterfaceError(
+                    f"{ctx.name}: the image ({len(image)} bytes) does not fit partition "
+                    f"{target.label} ({target.size} bytes)"
+                )
             if saved is None:
-                running = layout.selected
-                target = self._next_slot(layout.table, running)
                 desc = self._description(s, running)
                 saved = Saved(
                     mac=mac,
@@ -200,12 +209,6 @@ class Esp32Driver(DriverBase):
                 store.save(saved)
             else:
                 ctx.log.info("%s: continuing the install into %s", ctx.name, saved.target_slot)
-            target = layout.table.by_label(saved.target_slot)
-            if len(image) > target.size:
-                raise InterfaceError(
-                    f"{ctx.name}: the image ({len(image)} bytes) does not fit partition "
-                    f"{target.label} ({target.size} bytes)"
-                )
             ctx.log.info(
                 "%s: writing %s (%d bytes) to %s at 0x%x, %d baud",
                 ctx.name, version, len(image), target.label, target.offset, self.settings.baud,
@@ -233,8 +236,15 @@ class Esp32Driver(DriverBase):
         with session(self.settings, ctx) as s:
             self._check_same_chip(ctx, s, saved)
             layout = self._layout(s)
-            desc = self._description(s, layout.table.by_label(saved.target_slot))
+            target = layout.table.by_label(saved.target_slot)
+            desc = self._description(s, target)
+            md5 = s.md5(target.offset, saved.image_length, f"the app image in {target.label}")
         self._check_booted(ctx, layout, saved)
+        if md5 != saved.image_md5:
+            raise InterfaceError(
+                f"{ctx.name}: {target.label} no longer holds the image written (MD5 {md5}, "
+                f"not {saved.image_md5})"
+            )
         if desc is None or desc.version != saved.target_version:
             found = "no app" if desc is None else f"version {desc.version!r}"
             raise InterfaceError(

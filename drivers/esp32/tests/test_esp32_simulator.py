@@ -198,3 +198,15 @@ def test_inventory_names_the_port_mac_partition_and_app(
         ("esp32_idf_version", "v5.3"),
     ]
     assert sim.state()["mode"] == "app"  # started again after the reading
+
+
+def test_an_image_larger_than_the_slot_is_refused_before_anything_is_kept(
+    sim: Sim, tmp_path: Path
+) -> None:
+    flash = sim.path.read_bytes()
+    driver, ctx = install_context(sim, tmp_path, make_image("2.0.0", size=70000), 30, [])
+    with pytest.raises(InterfaceError, match=r"the image \(70\d{3} bytes\) does not fit "
+                                             r"partition ota_1 \(65536 bytes\)"):  # fmt: skip
+        driver.run_state("artifact_install", ctx)
+    assert not (tmp_path / "work" / "tmp" / "esp32-driver").exists()
+    assert sim.path.read_bytes() == flash
