@@ -198,6 +198,24 @@ def test_a_chip_that_never_syncs_fails_clearly_and_is_left_untouched(
 
 
 @needs_mender_artifact
+def test_a_chip_that_stops_answering_after_planning_fails_the_install_untouched(
+    system: System, sim: Sim
+) -> None:
+    flash = sim.path.read_bytes()
+    # planning's Identity and Provides each sync once; from ArtifactInstall on, nothing answers
+    sim.faults({"kind": "no_sync", "skip": 2, "times": -1})
+
+    result = system.run("install", str(system.manifest("2.0.0")))
+
+    assert result.returncode == 1, result.stderr
+    assert f"no ESP32 ROM loader answered on {sim.link} (2 attempt(s), " in result.stderr
+    assert "the install never reached the chip; nothing to roll back" in result.stderr
+    assert sim.path.read_bytes() == flash
+    status = system.run("status").stdout
+    assert "status failed" in status and "ArtifactInstall" in status
+
+
+@needs_mender_artifact
 def test_a_wrong_chip_is_refused_before_anything_is_written(system: System, sim: Sim) -> None:
     flash = sim.path.read_bytes()
     sim.chip(model="esp32s3")
