@@ -23,7 +23,8 @@ pytestmark = pytest.mark.skipif(not (REPO / "drivers").is_dir(), reason="needs t
 LICENSE = (REPO / "LICENSE").read_text()
 CLI = [sys.executable, "-m", "orchestrator_core"]
 PROJECTS = {"mender_orchestrator_py": REPO, "mender_orchestrator_canbus": REPO / "drivers/canbus",
-            "mender_orchestrator_i2c": REPO / "drivers/i2c"}
+            "mender_orchestrator_i2c": REPO / "drivers/i2c",
+            "mender_orchestrator_esp32": REPO / "drivers/esp32"}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,8 @@ def test_every_distribution_has_the_license(sdists: dict[str, Path]) -> None:
 
 
 def test_drivers_bound_the_core(sdists: dict[str, Path]) -> None:
-    for name in ("mender_orchestrator_canbus", "mender_orchestrator_i2c"):
+    for name in ("mender_orchestrator_canbus", "mender_orchestrator_i2c",
+                 "mender_orchestrator_esp32"):
         requires = metadata(sdists[name]).get_all("Requires-Dist")
         assert "mender-orchestrator-py<0.2,>=0.1" in requires, requires
 
@@ -92,6 +94,14 @@ def test_canbus_sdist_has_its_tests(sdists: dict[str, Path]) -> None:
     shipped = {p.name for p in (root / "tests").iterdir() if p.suffix == ".py"}
     assert shipped == {p.name for p in (REPO / "drivers/canbus/tests").iterdir()
                        if p.suffix == ".py"}
+
+
+def test_esp32_sdist_has_its_tests_and_bounds_esptool(sdists: dict[str, Path]) -> None:
+    root = sdists["mender_orchestrator_esp32"]
+    shipped = {p.name for p in (root / "tests").iterdir() if p.suffix == ".py"}
+    assert shipped == {p.name for p in (REPO / "drivers/esp32/tests").iterdir()
+                       if p.suffix == ".py"}
+    assert "esptool<6,>=5.0" in metadata(root).get_all("Requires-Dist")
 
 
 def test_version_is_the_installed_metadata() -> None:
