@@ -600,11 +600,13 @@ class Simulator:
     def __init__(self, path: Path, link: Path | None = None) -> None:
         self.device = Device.load(path)
         self.link = link
+        if link is not None and link.exists() and not link.is_symlink():
+            raise SimulatorError(f"--link {link} exists and is not a symbolic link")
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)  # no echo, no line discipline, as a UART
         self.port = os.ttyname(self.slave)
         if link is not None:
-            with contextlib.suppress(FileNotFoundError):
+            if link.is_symlink():  # a link left by a simulator that was killed
                 link.unlink()
             link.symlink_to(self.port)
         self._stop = threading.Event()
@@ -624,8 +626,8 @@ class Simulator:
         for fd in (self.master, self.slave):
             with contextlib.suppress(OSError):
                 os.close(fd)
-        if self.link is not None:
-            with contextlib.suppress(FileNotFoundError):
+        if self.link is not None and self.link.is_symlink():
+            if os.readlink(self.link) == self.port:  # not another simulator's since
                 self.link.unlink()
 
     def __enter__(self) -> Simulator:

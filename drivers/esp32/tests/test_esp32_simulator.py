@@ -21,7 +21,7 @@ from orchestrator_core.errors import InterfaceError, InterfaceTimeout
 from orchestrator_core.testing.kit import ArtifactFactory, HooksFactory
 
 from mender_orchestrator_esp32 import idf, slip
-from mender_orchestrator_esp32.simulator import Device, SimulatorError
+from mender_orchestrator_esp32.simulator import Device, Simulator, SimulatorError
 
 
 def test_slip_round_trip_with_both_escapes() -> None:
@@ -210,3 +210,11 @@ def test_an_image_larger_than_the_slot_is_refused_before_anything_is_kept(
         driver.run_state("artifact_install", ctx)
     assert not (tmp_path / "work" / "tmp" / "esp32-driver").exists()
     assert sim.path.read_bytes() == flash
+
+
+def test_serving_never_replaces_a_file_with_its_link(sim: Sim, tmp_path: Path) -> None:
+    taken = tmp_path / "not-a-link"
+    taken.write_text("a user's file")
+    with pytest.raises(SimulatorError, match="exists and is not a symbolic link"):
+        Simulator(sim.path, taken)
+    assert taken.read_text() == "a user's file"
