@@ -22,6 +22,7 @@ from orchestrator_core.testing.kit import ArtifactFactory, HooksFactory
 
 from mender_orchestrator_esp32 import idf, slip
 from mender_orchestrator_esp32.simulator import Device, Simulator, SimulatorError
+from mender_orchestrator_esp32.simulator import main as simulator_main
 
 
 def test_slip_round_trip_with_both_escapes() -> None:
@@ -218,3 +219,23 @@ def test_serving_never_replaces_a_file_with_its_link(sim: Sim, tmp_path: Path) -
     with pytest.raises(SimulatorError, match="exists and is not a symbolic link"):
         Simulator(sim.path, taken)
     assert taken.read_text() == "a user's file"
+
+
+def test_the_command_line_creates_and_shows_a_device(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "lock.bin"
+    assert simulator_main(["init", str(path), "--mac=24:0a", "--version=1.0.0"]) == 2
+    assert "error: --mac '24:0a': expected 12 hex digits" in capsys.readouterr().err
+    assert not path.exists()
+    assert simulator_main(["init", str(path), "--flash-size=1M", "--version=1.0.0",
+                           "--project=lock"]) == 0  # fmt: skip
+    assert simulator_main(["show", str(path)]) == 0
+    shown = capsys.readouterr().out
+    assert "otadata[0]: seq=1 state=VALID valid=True" in shown
+    assert "otadata[1]: seq=4294967295 state=UNDEFINED valid=False" in shown
+    assert "ota_0: 1.0.0 lock\nota_1: no app\n" in shown
+    assert simulator_main(["init", str(tmp_path / "small.bin"), "--flash-size=64K"]) == 2
+    assert "the partition table needs 0x30000 bytes of flash; the chip has 0x10000" in (
+        capsys.readouterr().err
+    )
