@@ -254,22 +254,24 @@ def silent_pty() -> Iterator[str]:
     os.close(slave)
 
 
-@pytest.mark.parametrize("which", ["absent", "silent"])
+@pytest.mark.parametrize("which", ["absent", "not a tty", "silent"])
 def test_a_bad_port_is_named_in_bounded_time(
     system: System, tmp_path: Path, silent_pty: str, which: str
 ) -> None:
-    port = str(tmp_path / "ttyUSB7") if which == "absent" else silent_pty
+    ports = {"absent": str(tmp_path / "ttyUSB7"), "not a tty": str(system.sim.path),
+             "silent": silent_pty}  # fmt: skip
+    port = ports[which]
     system.topology(component_args(system.sim, f"--port={port}"))
     started = time.monotonic()
 
     result = system.run("show-provides")
 
     assert result.returncode != 0
-    expected = (
-        f"cannot open the serial port {port}: [Errno 2] could not open port {port}"
-        if which == "absent"
-        else f"no ESP32 ROM loader answered on {port} (2 attempt(s)"
-    )
+    expected = {
+        "absent": f"cannot open the serial port {port}: [Errno 2] could not open port {port}",
+        "not a tty": f"cannot open the serial port {port}: Could not configure port: (25, ",
+        "silent": f"no ESP32 ROM loader answered on {port} (2 attempt(s)",
+    }[which]
     assert f"door_lock[0] (interface esp32): {expected}" in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
