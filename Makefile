@@ -13,11 +13,11 @@ STAMP := $(VENV)/.installed
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml drivers/canbus/pyproject.toml drivers/i2c/pyproject.toml \
-		drivers/mcuboot/pyproject.toml
+		drivers/mcuboot/pyproject.toml drivers/esp32/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]' -e 'drivers/canbus[test]' -e drivers/i2c \
-		-e drivers/mcuboot
+		-e drivers/mcuboot -e drivers/esp32
 	touch $@
 
 demo: $(STAMP)

@@ -37,11 +37,11 @@ WIDTH = 100
 OUTPUT_INDENT = 4  # a command's output, under the command; with it its lines fit 120 columns
 
 INTRO = """\
-A vehicle with four Components, each updated a different way: a telematics unit by an
+A vehicle with five Components, each updated a different way: a telematics unit by an
 executable Interface, a brake ECU by the canbus driver (UDS over CAN), a seat heater by the i2c
-driver (STM32 bootloader), a battery MCU by the mcuboot driver (MCUboot over SMP). Three
-Manifests are deployed in turn; the third fails on purpose and the orchestrator must roll the
-whole vehicle back."""
+driver (STM32 bootloader), a battery MCU by the mcuboot driver (MCUboot over SMP), a door lock
+by the esp32 driver (ESP32 ROM loader, A/B OTA slots). Three Manifests are deployed in turn;
+the third fails on purpose and the orchestrator must roll the whole vehicle back."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class Step:
 
 
 V2 = {
+    "door_lock": "door-lock-fw-v1.1.0",
     "ecu_brake_controller": "brake-ecu-firmware-v1.8.3",
     "seat_heating": "seat-heating-fw-v1.2.0",
     "telematics_control_unit": "tcu-firmware-v2.4.1",
@@ -62,6 +63,7 @@ V2 = {
 }
 STEPS = (
     Step("vehicle-v1", "every Component leaves its factory firmware", True, {
+        "door_lock": "door-lock-fw-v1.1.0",
         "ecu_brake_controller": "brake-ecu-firmware-v1.8.0",
         "seat_heating": "seat-heating-fw-v1.2.0",
         "telematics_control_unit": "tcu-firmware-v2.4.0",
@@ -69,7 +71,8 @@ STEPS = (
     }),
     Step("vehicle-v2", "new brake ECU and telematics firmware; the seat heater already runs "
          "its Artifact and is left alone", True, V2,
-         ("left untouched, already runs seat-heating-fw-v1.2.0",)),
+         ("left untouched, already runs seat-heating-fw-v1.2.0",
+          "left untouched, already runs door-lock-fw-v1.1.0")),
     Step("vehicle-v3", "the new telematics firmware fails its self-test after the modem "
          "reboots: the whole vehicle must return to vehicle-v2", False, V2,
          ("status failed", "self-test of tcu-firmware-v2.5.0 failed",
@@ -182,7 +185,8 @@ def run(workdir: Path) -> list[str]:
         say(f"CAN bus: python-can-remote server on 127.0.0.1:{vehicle.port}, brake ECU "
             f"simulator on it (UDS over ISO-TP); seat heater: STM32 bootloader simulator on "
             f"I2C; battery MCU: MCUboot simulator on SMP/UDP 127.0.0.1:{vehicle.smp_port}; "
-            f"telematics: simulated modem in {vehicle.state / 'tcu'}", 4)
+            f"telematics: simulated modem in {vehicle.state / 'tcu'}; door lock: ESP32 ROM "
+            f"loader simulator on {vehicle.state / 'ttyESP0'}", 4)
         say("Factory firmware, from show-provides:", 4)
         factory = vehicle.versions()
         show_table(factory)

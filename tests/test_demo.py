@@ -51,6 +51,8 @@ def test_the_demo_does_what_the_readme_says(tmp_path: Path) -> None:
     assert "ecu_brake_controller.SIM-BRAKE-0042.rootfs-image.canbus.version=" \
            "brake-ecu-firmware-v1.8.3" in out
     assert "left untouched, already runs seat-heating-fw-v1.2.0" in out
+    assert "door_lock.esp32-240ac4d00701.rootfs-image.esp32.version=door-lock-fw-v1.1.0" in out
+    assert "  group  20 rollback ArtifactVerifyRollbackReboot door_lock/esp32-240ac4d00701" in out
     assert "deployment 3: vehicle-v3  status failed" in out
     # successful deployments are summed up, the failed one is shown state by state
     assert "(32 states ran and succeeded; `mender-orchestrator status` lists each" in out

@@ -24,7 +24,8 @@ LICENSE = (REPO / "LICENSE").read_text()
 CLI = [sys.executable, "-m", "orchestrator_core"]
 PROJECTS = {"mender_orchestrator_py": REPO, "mender_orchestrator_canbus": REPO / "drivers/canbus",
             "mender_orchestrator_i2c": REPO / "drivers/i2c",
-            "mender_orchestrator_mcuboot": REPO / "drivers/mcuboot"}
+            "mender_orchestrator_mcuboot": REPO / "drivers/mcuboot",
+            "mender_orchestrator_esp32": REPO / "drivers/esp32"}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_every_distribution_has_the_license(sdists: dict[str, Path]) -> None:
 
 def test_drivers_bound_the_core(sdists: dict[str, Path]) -> None:
     for name in ("mender_orchestrator_canbus", "mender_orchestrator_i2c",
-                 "mender_orchestrator_mcuboot"):
+                 "mender_orchestrator_mcuboot", "mender_orchestrator_esp32"):
         requires = metadata(sdists[name]).get_all("Requires-Dist")
         assert "mender-orchestrator-py<0.2,>=0.1" in requires, requires
 
@@ -102,6 +103,14 @@ def test_mcuboot_sdist_has_its_tests(sdists: dict[str, Path]) -> None:
     assert shipped == {p.name for p in (REPO / "drivers/mcuboot/tests").iterdir()
                        if p.suffix == ".py"}
     assert (root / "mender_orchestrator_mcuboot" / "py.typed").is_file()
+
+
+def test_esp32_sdist_has_its_tests_and_bounds_esptool(sdists: dict[str, Path]) -> None:
+    root = sdists["mender_orchestrator_esp32"]
+    shipped = {p.name for p in (root / "tests").iterdir() if p.suffix == ".py"}
+    assert shipped == {p.name for p in (REPO / "drivers/esp32/tests").iterdir()
+                       if p.suffix == ".py"}
+    assert "esptool<6,>=5.0" in metadata(root).get_all("Requires-Dist")
 
 
 def test_version_is_the_installed_metadata() -> None:

@@ -40,11 +40,13 @@ BIN = Path(INSTALLED) / "usr/bin" if INSTALLED else Path(sys.executable).parent
 MODULE = "usr/share/mender/modules/v3/mender-orchestrator-manifest"
 DEBIAN_MODULES = Path("/usr/share/mender/modules/v3")
 
-V1 = {"ecu_brake_controller": "brake-ecu-firmware-v1.8.0",
+V1 = {"door_lock": "door-lock-fw-v1.1.0",
+      "ecu_brake_controller": "brake-ecu-firmware-v1.8.0",
       "seat_heating": "seat-heating-fw-v1.2.0",
       "telematics_control_unit": "tcu-firmware-v2.4.0",
       "battery_mcu": "3.1.0"}
-V2 = {"ecu_brake_controller": "brake-ecu-firmware-v1.8.3",
+V2 = {"door_lock": "door-lock-fw-v1.1.0",
+      "ecu_brake_controller": "brake-ecu-firmware-v1.8.3",
       "seat_heating": "seat-heating-fw-v1.2.0",
       "telematics_control_unit": "tcu-firmware-v2.4.1",
       "battery_mcu": "3.1.0"}
@@ -135,7 +137,8 @@ def test_the_client_deploys_manifests_and_reports_a_rolled_back_one(
     generate(v3, (SYSTEM_TYPE,), tmp_path / "vehicle-v3.mender", key=signing_key[0])
     installed = client.run("install", tmp_path / "vehicle-v3.mender")
     assert installed.returncode == 0, installed.stderr
-    assert vehicle.versions() == {"ecu_brake_controller": "brake-ecu-firmware-v1.9.0",
+    assert vehicle.versions() == {"door_lock": "door-lock-fw-v1.3.0",
+                                  "ecu_brake_controller": "brake-ecu-firmware-v1.9.0",
                                   "seat_heating": "seat-heating-fw-v1.3.0",
                                   "telematics_control_unit": "tcu-firmware-v2.4.0",
                                   "battery_mcu": "3.2.0"}

@@ -37,6 +37,7 @@ recipes = load()
 def test_one_recipe_per_distribution_and_all_clean() -> None:
     paths = recipes.recipes()
     assert [path.name for path in paths] == ["mender-orchestrator-canbus_0.1.0.bb",
+                                             "mender-orchestrator-esp32_0.1.0.bb",
                                              "mender-orchestrator-i2c_0.1.0.bb",
                                              "mender-orchestrator-mcuboot_0.1.0.bb",
                                              "mender-orchestrator-py_0.1.0.bb"]

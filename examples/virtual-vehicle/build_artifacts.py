@@ -74,11 +74,22 @@ def battery_mcu_firmware(version: str) -> Firmware:
     return Firmware(f"bms-firmware-v{version}", "battery_mcu", "mcuboot", image, version)
 
 
+def door_lock(version: str) -> Firmware:
+    # an ESP-IDF app image whose esp_app_desc_t carries the version the Artifact provides
+    from mender_orchestrator_esp32.idf import AppDescription, make_app_image
+
+    name = f"door-lock-fw-v{version}"
+    image = make_app_image(AppDescription(name, "door-lock", "v5.3"),
+                           _filler(f"door {version}", 12288))
+    return Firmware(name, "door_lock", "esp32", image)
+
+
 FIRMWARE = (
     telematics("2.4.0"), telematics("2.4.1"), telematics("2.5.0", self_test="fail"),
     brake_ecu("1.8.0"), brake_ecu("1.8.3"), brake_ecu("1.9.0"),
     seat_heater("1.2.0"), seat_heater("1.3.0"),
     battery_mcu_firmware("3.1.0"), battery_mcu_firmware("3.2.0"),
+    door_lock("1.1.0"), door_lock("1.3.0"),
 )
 
 

@@ -10,7 +10,9 @@ variables), and ``start()`` brings up what the Components need:
 - the seat heater: the I2C simulator's flash file (``state/seat-heater.bin``); the driver
   opens it in-process, so there is nothing to run;
 - the battery MCU: the MCUboot simulator (``state/bms.json`` and its slot files) serving SMP
-  on UDP 127.0.0.1 (a free port).
+  on UDP 127.0.0.1 (a free port);
+- the door lock: the ESP32 simulator of the esp32 driver, a process serving its ROM loader
+  on a pty, linked as ``state/ttyESP0`` (its flash: ``state/door-lock.bin``).
 
 ``stop()`` ends the processes it started (their own process groups) and nothing else.
 """
@@ -36,12 +38,14 @@ FACTORY = {
     "ecu_brake_controller": "brake-ecu-firmware-v1.7.0",
     "seat_heating": "seat-heating-fw-v1.1.0",
     "battery_mcu": "3.0.0",  # MCUboot reports the image's own version
+    "door_lock": "door-lock-fw-v1.0.0",
 }
 VERSION_KEYS = {
     "telematics_control_unit": "rootfs-image.cellular-ota.version",
     "ecu_brake_controller": "rootfs-image.canbus.version",
     "seat_heating": "rootfs-image.i2c.version",
     "battery_mcu": "rootfs-image.mcuboot.version",
+    "door_lock": "rootfs-image.esp32.version",
 }
 READY_SECONDS = 20.0
 
@@ -137,6 +141,7 @@ class VirtualVehicle:
         self._factory_modem()
         self._factory_seat_heater()
         self._factory_battery_mcu()
+        self._factory_door_lock()
 
     def _factory_modem(self) -> None:
         modem = self.state / "tcu"
@@ -171,6 +176,16 @@ class VirtualVehicle:
             f"--key={key}", f"--image={image}", "--node-name=bms-7c2a91",
         )
 
+    def _factory_door_lock(self) -> None:
+        from build_artifacts import door_lock
+
+        image = self.state / "door-lock-factory.bin"
+        image.write_bytes(door_lock(FACTORY["door_lock"].removeprefix("door-lock-fw-v")).image)
+        self._simulator_command(
+            "mender_orchestrator_esp32.simulator", "init", str(self.state / "door-lock.bin"),
+            "--mac=240ac4d00701", f"--image={image}",
+        )
+
     def _simulator_command(self, module: str, *args: str) -> None:
         result = subprocess.run([self.python, "-m", module, *args], capture_output=True,
                                 text=True, timeout=60, check=False)
@@ -180,8 +195,8 @@ class VirtualVehicle:
     # ------------------------------------------------------------------ processes
 
     def start(self) -> None:
-        """The CAN bus server, the brake ECU on it, the battery MCU; returns once all are
-        up."""
+        """The CAN bus server, the brake ECU on it, the battery MCU, the door lock's ESP32;
+        returns once all are up."""
         server_log = self.logs / "can-bus-server.log"
         self._spawn(server_log, "can_remote", "--interface", "virtual", "--channel",
                     "vehicle-can", "--host", "127.0.0.1", "--port", str(self.port))
@@ -200,6 +215,10 @@ class VirtualVehicle:
         self._spawn(bms_log, "mender_orchestrator_mcuboot.simulator", "serve",
                     str(self.state / "bms.json"), "--udp-port", str(self.smp_port))
         self._wait_for(bms_log, "\nready\n", "the battery MCU simulator (MCUboot, SMP)")
+        door_log = self.logs / "door-lock.log"
+        self._spawn(door_log, "mender_orchestrator_esp32.simulator", "serve",
+                    str(self.state / "door-lock.bin"), "--link", str(self.state / "ttyESP0"))
+        self._wait_for(door_log, "ready: ", "the door lock's ESP32 simulator")
 
     def _spawn(self, log: Path, module: str, *args: str) -> None:
         with log.open("ab") as output:

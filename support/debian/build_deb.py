@@ -32,7 +32,8 @@ PACKAGE = "mender-orchestrator"
 LIBDIR = "/usr/lib/mender-orchestrator"
 OURS = {"mender-orchestrator-py": REPO, "mender-orchestrator-canbus": REPO / "drivers/canbus",
         "mender-orchestrator-i2c": REPO / "drivers/i2c",
-        "mender-orchestrator-mcuboot": REPO / "drivers/mcuboot"}
+        "mender-orchestrator-mcuboot": REPO / "drivers/mcuboot",
+        "mender-orchestrator-esp32": REPO / "drivers/esp32"}
 
 # distribution -> (Debian 12 package, its version): what bookworm ships
 DEBIAN_12 = {
@@ -55,7 +56,11 @@ DEBIAN_12 = {
     "wrapt": ("python3-wrapt", "1.14.1"),
     "packaging": ("python3-packaging", "23.0"),
     "typing-extensions": ("python3-typing-extensions", "4.4.0"),
+    "pyserial": ("python3-serial", "3.5"),
+    "intelhex": ("python3-intelhex", "2.3.0"),
 }
+# pure-Python distributions published as sdists only: their wheels are built here
+SDIST_ONLY = {"esptool"}
 # what the support scripts run besides the orchestrator
 TOOLS = ["jq"]
 
@@ -119,10 +124,15 @@ def wheels(work: Path, vendored: dict[str, str]) -> list[Path]:
     directory = work / "wheels"
     run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", directory,
         *OURS.values())
-    if vendored:
+    binary = {name: v for name, v in vendored.items() if name not in SDIST_ONLY}
+    if binary:
         run(sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
             "--only-binary=:all:", "-d", directory,
-            *(f"{name}=={version}" for name, version in sorted(vendored.items())))
+            *(f"{name}=={version}" for name, version in sorted(binary.items())))
+    built = {name: v for name, v in vendored.items() if name in SDIST_ONLY}
+    if built:
+        run(sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", directory,
+            *(f"{name}=={version}" for name, version in sorted(built.items())))
     return sorted(directory.glob("*.whl"))
 
 
@@ -220,7 +230,7 @@ def control(stage: Path, version: str, arch: str, debian: dict[str, str],
         " Updates every Component of a System to a Manifest, group by group, and rolls\n"
         " all of them back on failure. Ships the mender-orchestrator-manifest Update\n"
         " Module, the inventory script, the rootfs-image Interface, the boot-time resume\n"
-        " unit and the canbus, i2c and mcuboot drivers.\n"
+        " unit and the canbus, i2c, mcuboot and esp32 drivers.\n"
         f" Bundled Python distributions: {bundled}.\n"
     )
 

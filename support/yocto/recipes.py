@@ -23,7 +23,8 @@ REPO = HERE.parents[1]
 # the recipe of each distribution, and where that distribution's sources are
 SOURCES = {"mender-orchestrator-py": REPO, "mender-orchestrator-canbus": REPO / "drivers/canbus",
            "mender-orchestrator-i2c": REPO / "drivers/i2c",
-           "mender-orchestrator-mcuboot": REPO / "drivers/mcuboot"}
+           "mender-orchestrator-mcuboot": REPO / "drivers/mcuboot",
+           "mender-orchestrator-esp32": REPO / "drivers/esp32"}
 PLACEHOLDER = "UNSET-run-support/yocto/recipes.py-set-checksums"
 REQUIRED = ("SUMMARY", "HOMEPAGE", "LICENSE", "LIC_FILES_CHKSUM", "PYPI_PACKAGE",
             "SRC_URI[sha256sum]", "RDEPENDS:${PN}")

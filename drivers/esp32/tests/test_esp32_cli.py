@@ -1,0 +1,278 @@
+"""``mender-orchestrator`` updating the simulated ESP32 from real ``.mender`` files (Debian's
+mender-artifact), through the real CLI: success, rollback, every simulated fault, bad ports."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from esp32_helpers import MAC, Sim, component_args, make_image
+
+from mender_orchestrator_esp32 import idf
+
+needs_mender_artifact = pytest.mark.skipif(
+    shutil.which("mender-artifact") is None, reason="needs Debian's mender-artifact"
+)
+PROVIDES = f"door_lock.esp32-{MAC}.rootfs-image.esp32.version"
+
+
+class System:
+    """A System under tmp_path reached only through the environment, as on a device."""
+
+    def __init__(self, root: Path, sim: Sim) -> None:
+        self.root = root
+        self.sim = sim
+        for name in ("etc", "usr-share", "var-lib"):
+            (root / name).mkdir(parents=True)
+        self.topology(component_args(sim))
+
+    def topology(self, interface_args: list[str]) -> None:
+        args = "".join(f"\n      - {json.dumps(arg)}" for arg in interface_args)
+        (self.root / "var-lib" / "topology.yaml").write_text(
+            'api_version: "mender/v1"\nkind: "topology"\nsystem_type: "car-2026"\n'
+            f"components:\n  - component_type: door_lock\n    interface: esp32\n"
+            f"    interface_args:{args}\n"
+        )
+
+    def manifest(self, version: str, image: bytes | None = None) -> Path:
+        payload = self.root / f"door-lock-{version}.bin"
+        payload.write_bytes(make_image(version) if image is None else image)
+        artifact = self.root / f"door-lock-{version}.mender"
+        subprocess.run(
+            ["mender-artifact", "write", "module-image", "-T", "esp32", "-t", "door_lock",
+             "-n", f"door-lock-{version}", "--software-version", version,
+             "-f", str(payload), "-o", str(artifact)],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+        path = self.root / f"manifest-{version}.yaml"
+        path.write_text(
+            'api_version: "mender/v1"\nkind: "manifest"\n'
+            f'name: "car-software-{version}"\nsystem_types_compatible: ["car-2026"]\n'
+            "component_types:\n  door_lock:\n"
+            f"    artifact_name: door-lock-{version}\n    artifact_path: {artifact}\n"
+            "    update_strategy: {order: 10}\n"
+        )
+        return path
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MENDER_ORCHESTRATOR_")}
+        env.update(
+            MENDER_ORCHESTRATOR_CONF_DIR=str(self.root / "etc"),
+            MENDER_ORCHESTRATOR_DATA_DIR=str(self.root / "usr-share"),
+            MENDER_ORCHESTRATOR_DATASTORE_DIR=str(self.root / "var-lib"),
+        )
+        return subprocess.run(
+            [sys.executable, "-m", "orchestrator_core", *args],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    def version(self) -> str:
+        shown = self.run("show-provides")
+        assert shown.returncode == 0, shown.stderr
+        return dict(line.split("=", 1) for line in shown.stdout.splitlines())[PROVIDES]
+
+
+@pytest.fixture
+def system(tmp_path: Path, sim: Sim) -> System:
+    return System(tmp_path / "system", sim)
+
+
+def booted_from(sim: Sim) -> tuple[str, str | None]:
+    """Where the simulated chip runs its app (after a boot), and which otadata state."""
+    otadata = sim.otadata()
+    active = otadata.active()
+    state = None if active is None else otadata.entries[active].state_name
+    return sim.state()["running"], state
+
+
+def assert_back_on_1_0_0(sim: Sim, otadata_before: idf.OtaData) -> None:
+    assert sim.otadata() == otadata_before
+    assert sim.state()["mode"] == "app"
+    assert booted_from(sim) == ("ota_0", "VALID")
+    assert sim.version_in("ota_0") == "1.0.0"
+
+
+@needs_mender_artifact
+def test_install_writes_the_inactive_slot_switches_otadata_and_commits(
+    system: System, sim: Sim
+) -> None:
+    sim.chip(model_line_rate=True)
+    system.topology(component_args(sim, "--baud=2000000"))  # and CHANGE_BAUDRATE after sync
+    image = make_image("2.0.0")
+    manifest = system.manifest("2.0.0", image)
+
+    result = system.run("install", str(manifest))
+
+    assert result.returncode == 0, result.stderr
+    assert sim.slot_bytes("ota_1", len(image)) == image
+    assert sim.version_in("ota_0") == "1.0.0"  # the previous app stays for a rollback
+    assert sim.state()["mode"] == "app"
+    assert booted_from(sim) == ("ota_1", "VALID")
+    entries = sim.otadata().entries
+    assert (entries[0].seq, entries[1].seq) == (1, 2)  # the new entry in the other sector
+    boots = sim.state()["boots"]
+    assert system.version() == "2.0.0"
+    assert sim.state()["boots"] == boots + 2  # each query started the app again after reading
+    assert booted_from(sim) == ("ota_1", "VALID")
+
+
+@needs_mender_artifact
+def test_rollback_after_verify_switches_otadata_back(system: System, sim: Sim) -> None:
+    before = sim.otadata()
+    manifest = system.manifest("2.0.0")
+
+    stopped = system.run("install", "--stop-before", "ArtifactCommit", str(manifest))
+    assert stopped.returncode == 0, stopped.stderr
+    # booted once, not confirmed, and kept in the loader so that no boot rolls it back yet
+    assert sim.state()["mode"] == "download"
+    active = sim.otadata().active()
+    assert active is not None
+    assert sim.otadata().entries[active].state == idf.OtaState.PENDING_VERIFY
+
+    result = system.run("rollback")
+
+    assert result.returncode == 0, result.stderr
+    assert_back_on_1_0_0(sim, before)
+    assert sim.version_in("ota_1") == "2.0.0"  # only otadata changed back
+    assert system.version() == "1.0.0"
+
+
+@needs_mender_artifact
+def test_flash_write_error_fails_and_rolls_back(system: System, sim: Sim) -> None:
+    before = sim.otadata()
+    sim.faults({"kind": "write_error", "offset": 0x20400, "times": -1})
+
+    result = system.run("install", str(system.manifest("2.0.0")))
+
+    assert result.returncode == 1, result.stderr
+    assert (
+        "ESP32 ROM loader on " + str(sim.link) + ": writing the app image in ota_1: "
+        "block 1 at 0x20400: Failed to write to target flash after seq 1 (result was 0108: "
+        "Flash write error)"
+    ) in result.stderr
+    assert_back_on_1_0_0(sim, before)
+
+
+@needs_mender_artifact
+def test_reset_mid_write_fails_and_rolls_back(system: System, sim: Sim) -> None:
+    before = sim.otadata()
+    sim.faults({"kind": "reset", "offset": 0x20800, "after_bytes": 300})
+
+    result = system.run("install", str(system.manifest("2.0.0")))
+
+    assert result.returncode == 1, result.stderr
+    assert "writing the app image in ota_1: block 2 at 0x20800: " in result.stderr
+    assert sim.state()["resets_mid_write"] == 1
+    # the chip rebooted into the old app by itself; the partial ota_1 is never selected
+    assert_back_on_1_0_0(sim, before)
+
+
+@needs_mender_artifact
+def test_a_chip_that_never_syncs_fails_clearly_and_is_left_untouched(
+    system: System, sim: Sim
+) -> None:
+    flash = sim.path.read_bytes()
+    sim.faults({"kind": "no_sync", "times": -1})
+    started = time.monotonic()
+
+    result = system.run("install", str(system.manifest("2.0.0")))
+
+    assert result.returncode == 2, result.stderr
+    assert (
+        f"door_lock[0] (interface esp32): no ESP32 ROM loader answered on {sim.link} "
+        "(2 attempt(s), "
+    ) in result.stderr
+    assert "--before=default-reset): Failed to connect to Espressif device: No serial data " in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    assert time.monotonic() - started < 15
+    assert sim.path.read_bytes() == flash
+
+
+@needs_mender_artifact
+def test_a_chip_that_stops_answering_after_planning_fails_the_install_untouched(
+    system: System, sim: Sim
+) -> None:
+    flash = sim.path.read_bytes()
+    # planning's Identity and Provides each sync once; from ArtifactInstall on, nothing answers
+    sim.faults({"kind": "no_sync", "skip": 2, "times": -1})
+
+    result = system.run("install", str(system.manifest("2.0.0")))
+
+    assert result.returncode == 1, result.stderr
+    assert f"no ESP32 ROM loader answered on {sim.link} (2 attempt(s), " in result.stderr
+    assert "the install never reached the chip; nothing to roll back" in result.stderr
+    assert sim.path.read_bytes() == flash
+    status = system.run("status").stdout
+    assert "status failed" in status and "ArtifactInstall" in status
+
+
+@needs_mender_artifact
+def test_a_wrong_chip_is_refused_before_anything_is_written(system: System, sim: Sim) -> None:
+    flash = sim.path.read_bytes()
+    sim.chip(model="esp32s3")
+
+    result = system.run("install", str(system.manifest("2.0.0")))
+
+    assert result.returncode == 2, result.stderr
+    assert (
+        f"door_lock[0] (interface esp32): the chip on {sim.link} is an ESP32-S3, not the ESP32 "
+        "this Component is configured for (--chip=esp32)"
+    ) in result.stderr
+    assert sim.path.read_bytes() == flash
+
+
+@needs_mender_artifact
+def test_an_image_for_another_version_is_refused_before_the_chip_is_touched(
+    system: System, sim: Sim
+) -> None:
+    before = sim.otadata()
+    result = system.run("install", str(system.manifest("2.0.0", make_image("2.0.1"))))
+
+    assert result.returncode == 1, result.stderr
+    assert (
+        "the image's app descriptor says version '2.0.1', the Artifact provides '2.0.0'"
+    ) in result.stderr
+    assert_back_on_1_0_0(sim, before)
+    assert sim.version_in("ota_1") is None
+
+
+@pytest.fixture
+def silent_pty() -> Iterator[str]:
+    """A serial port with nothing behind it (a wrong --port)."""
+    master, slave = os.openpty()
+    yield os.ttyname(slave)
+    os.close(master)
+    os.close(slave)
+
+
+@pytest.mark.parametrize("which", ["absent", "not a tty", "silent"])
+def test_a_bad_port_is_named_in_bounded_time(
+    system: System, tmp_path: Path, silent_pty: str, which: str
+) -> None:
+    ports = {"absent": str(tmp_path / "ttyUSB7"), "not a tty": str(system.sim.path),
+             "silent": silent_pty}  # fmt: skip
+    port = ports[which]
+    system.topology(component_args(system.sim, f"--port={port}"))
+    started = time.monotonic()
+
+    result = system.run("show-provides")
+
+    assert result.returncode != 0
+    expected = {
+        "absent": f"cannot open the serial port {port}: [Errno 2] could not open port {port}",
+        "not a tty": f"cannot open the serial port {port}: Could not configure port: (25, ",
+        "silent": f"no ESP32 ROM loader answered on {port} (2 attempt(s)",
+    }[which]
+    assert f"door_lock[0] (interface esp32): {expected}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert time.monotonic() - started < 15
