@@ -55,7 +55,7 @@ def test_the_demo_does_what_the_readme_says(tmp_path: Path) -> None:
     assert "  group  20 rollback ArtifactVerifyRollbackReboot door_lock/esp32-240ac4d00701" in out
     assert "deployment 3: vehicle-v3  status failed" in out
     # successful deployments are summed up, the failed one is shown state by state
-    assert "(32 states ran and succeeded; `mender-orchestrator status` lists each" in out
+    assert "(40 states ran and succeeded; `mender-orchestrator status` lists each" in out
     assert "(16 states ran and succeeded;" in out
     assert "  group  10 rollback ArtifactVerifyRollbackReboot ecu_brake_controller/" in out
     assert "self-test of tcu-firmware-v2.5.0 failed after the reboot" in out

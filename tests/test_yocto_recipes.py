@@ -45,7 +45,7 @@ def test_one_recipe_per_distribution_and_all_clean() -> None:
         assert recipes.lint(recipes.parse(path)) == []
     result = subprocess.run([sys.executable, str(YOCTO / "recipes.py"), "lint"],
                             capture_output=True, text=True, check=False)
-    assert (result.returncode, result.stdout) == (0, "4 recipes: OK\n")
+    assert (result.returncode, result.stdout) == (0, "5 recipes: OK\n")
 
 
 def test_core_recipe_installs_the_support_files_and_the_unit() -> None:
@@ -90,7 +90,7 @@ def test_set_checksums_writes_the_sdists_sha256(tmp_path: Path) -> None:
     for source in recipes.SOURCES.values():
         subprocess.run([sys.executable, "-m", "build", "--sdist", "-o", str(dist), str(source)],
                        check=True, capture_output=True, timeout=300)
-    assert len(recipes.set_checksums(dist, layer)) == 4
+    assert len(recipes.set_checksums(dist, layer)) == 5
     for path in recipes.recipes(layer):
         recipe = recipes.parse(path)
         sdist = dist / f"{recipes.sdist_name(recipe.name)}-0.1.0.tar.gz"
