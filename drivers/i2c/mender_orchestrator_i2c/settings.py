@@ -16,6 +16,7 @@ from orchestrator_core.driver_api import (
     Component,
     ConfigError,
     InterfaceArgs,
+    absolute_path,
     expecting,
     seconds,
     size,
@@ -36,10 +37,19 @@ ARGUMENTS = {
     "connect-timeout": "seconds to wait for the bootloader to answer (default 5)",
     "write-retries": "times a page that reads back wrong is erased and written again (default 1)",
     "no-stretch": "auto, yes or no: use the no-stretch commands (default auto: when listed)",
+    "state-dir": "host directory where the driver records what it installed, for the queries "
+    "(default /var/lib/mender-orchestrator/i2c)",
+    "readout-protection": "refuse or cycle: what to do with an MCU under readout protection "
+    "level 1 (default refuse; cycle: remove it, which mass-erases the whole flash, and set it "
+    "again after the install)",
+    "write-unprotect": "no or yes: remove write protection before erasing (default no)",
+    "nrst-gpio": "CHIP:LINE of the GPIO driving NRST (libgpiod), to reboot by reset instead of Go "
+    "(default: none)",
 }
 SIZES = ("flash-size", "page-size")
 SECONDS = ("busy-timeout", "connect-timeout")
-TEXTS = ("bus", "no-stretch")
+TEXTS = ("bus", "no-stretch", "readout-protection", "write-unprotect", "nrst-gpio")
+DEFAULT_STATE_DIR = Path("/var/lib/mender-orchestrator/i2c")
 
 
 def _parser() -> InterfaceArgs:
@@ -56,6 +66,8 @@ def _parser() -> InterfaceArgs:
             kind = seconds(maximum=None)
         elif name in TEXTS:
             kind = str
+        elif name == "state-dir":
+            kind = absolute_path
         else:
             kind = expecting(_int, meaning.partition(" (default")[0])
         parser.add_argument(
@@ -86,6 +98,10 @@ class Settings:
     connect_timeout: float = 5.0
     write_retries: int = 1
     no_stretch: str = "auto"
+    state_dir: Path = DEFAULT_STATE_DIR
+    readout_protection: str = "refuse"
+    write_unprotect: bool = False
+    nrst_gpio: tuple[str, int] | None = None
 
     @property
     def image_limit(self) -> int:
@@ -149,6 +165,18 @@ def parse(component: Component) -> Settings:
     no_stretch: str = _or(ns.no_stretch, Settings.no_stretch)
     if no_stretch not in ("auto", "yes", "no"):
         raise bad("no-stretch", "expected auto, yes or no")
+    protection: str = _or(ns.readout_protection, Settings.readout_protection)
+    if protection not in ("refuse", "cycle"):
+        raise bad("readout-protection", "expected refuse or cycle")
+    unprotect: str = _or(ns.write_unprotect, "no")
+    if unprotect not in ("no", "yes"):
+        raise bad("write-unprotect", "expected no or yes")
+    nrst: tuple[str, int] | None = None
+    if ns.nrst_gpio is not None:
+        chip, _, line = str(ns.nrst_gpio).rpartition(":")
+        if not chip or not line.isdigit():
+            raise bad("nrst-gpio", "expected CHIP:LINE, e.g. /dev/gpiochip0:17")
+        nrst = (chip, int(line))
     retries: int = _or(ns.write_retries, Settings.write_retries)
     if not 0 <= retries <= 10:
         raise bad("write-retries", "expected 0 to 10")
@@ -165,6 +193,10 @@ def parse(component: Component) -> Settings:
         connect_timeout=_or(ns.connect_timeout, Settings.connect_timeout),
         write_retries=retries,
         no_stretch=no_stretch,
+        state_dir=_or(ns.state_dir, DEFAULT_STATE_DIR),
+        readout_protection=protection,
+        write_unprotect=unprotect == "yes",
+        nrst_gpio=nrst,
     )
 
 

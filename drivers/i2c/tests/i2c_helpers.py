@@ -87,8 +87,9 @@ class Sim:
         offset = RECORD_AT - FLASH_BASE
         return decode(self.flash()[offset : offset + VersionRecord.size_limit()])
 
-    def install_factory(self, image: bytes, version: str, mode: str = "application") -> bytes:
-        """Program ``image`` and its record as the factory would; return the whole flash."""
+    def install_factory(self, image: bytes, version: str, mode: str = "bootloader") -> bytes:
+        """Program ``image`` and its record as the factory would, leaving the MCU in its
+        bootloader (``mode="application"``: running the image); return the whole flash."""
         device = self.device()
         device.flash[: len(image)] = image
         record = VersionRecord.for_image(version, image).encode()
@@ -110,6 +111,7 @@ def component_args(sim: Sim, *extra: str) -> tuple[str, ...]:
         "--uid-address": "0x1FFF7590",
         "--busy-timeout": "2",
         "--connect-timeout": "2",
+        "--state-dir": str(sim.path.parent / "i2c-state"),
     }
     for arg in extra:
         name, _, value = arg.partition("=")

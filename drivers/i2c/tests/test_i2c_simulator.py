@@ -60,6 +60,33 @@ def test_get_lists_the_v11_commands(host: Host) -> None:
     assert host.read() == b"\x79"
 
 
+@pytest.mark.parametrize(
+    ("version", "reply"),
+    [
+        (0x10, "0b1000010211213144637382 92".replace(" ", "")),
+        (0x11, "11110001021121313244456364737482839293"),
+        (0x12, "1212000102112131324445636473748283929 3a1".replace(" ", "")),
+    ],
+)
+def test_get_replies_exactly_as_long_as_the_version_lists(
+    sim: Sim, open_host: Callable[[], Host], version: int, reply: str
+) -> None:
+    sim.chip(bootloader_version=f"0x{version:02x}")
+    host = open_host()
+    host.write(0x00, 0xFF)
+    assert host.read() == b"\x79"
+    assert host.read(len(reply) // 2) == bytes.fromhex(reply)
+    assert host.read() == b"\x79"
+    # a read longer than the frame is not padded: the bootloader holds the clock
+    host.write(0x00, 0xFF)
+    assert host.read() == b"\x79"
+    with pytest.raises(OSError) as failure:
+        host.read(34)
+    assert failure.value.errno == errno.ETIMEDOUT
+    host.write(0x01, 0xFE)  # and waits for a command again
+    assert host.read() == b"\x79"
+
+
 def test_get_version_and_get_id(host: Host) -> None:
     host.write(0x01, 0xFE)
     assert host.read() + host.read() + host.read() == b"\x79\x11\x79"
@@ -74,7 +101,7 @@ def test_bad_complement_and_unknown_command_are_nacked(host: Host) -> None:
     assert host.read() == b"\x1f"
     host.write(0x43, 0xBC)  # the legacy Erase does not exist on I2C
     assert host.read() == b"\x1f"
-    host.write(0x82, 0x7D)  # listed, but the simulated part refuses protection changes
+    host.write(0x63, 0x9C)  # Write Protect is listed, but the simulated part refuses it
     assert host.read() == b"\x1f"
 
 
