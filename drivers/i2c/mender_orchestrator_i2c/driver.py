@@ -195,11 +195,7 @@ class I2CDriver(DriverBase):
                     identity = f"stm32-{self._bus_name()}-0x{s.address:02x}"
                 else:
                     pid = boot.get_id()
-                    uid = (
-                        None
-                        if s.uid_address is None
-                        else boot.read_memory(s.uid_address, s.uid_length)
-                    )
+                    uid = self._read_uid(ctx, boot)
                     tail = uid.hex() if uid is not None else f"{self._bus_name()}-0x{s.address:02x}"
                     identity = f"stm32-{pid:03x}-{tail}"
                     known = known.updated(pid=pid, bootloader_version=boot.version_text)
@@ -213,7 +209,8 @@ class I2CDriver(DriverBase):
             version = hostrecord.load(self.record_path).version
         if version is None:
             with self._query_session(ctx) as boot:
-                record = None if boot is None else self._read_record(boot)
+                readable = boot is not None and not boot.read_protected()
+                record = self._read_record(boot) if boot is not None and readable else None
             if record is not None:
                 version = record.version
         if version is None:
@@ -693,6 +690,22 @@ class I2CDriver(DriverBase):
                 )
 
     # ------------------------------------------------------------------ helpers
+
+    def _read_uid(self, ctx: InterfaceContext, boot: Bootloader) -> bytes | None:
+        s = self.settings
+        if s.uid_address is None:
+            return None
+        try:
+            return boot.read_memory(s.uid_address, s.uid_length)
+        except Nacked:
+            if not boot.read_protected():
+                raise
+            ctx.log.warning(
+                "%s: readout protection hides the unique ID; the Identity names the bus and "
+                "address instead",
+                ctx.name,
+            )
+            return None
 
     def _read_record(self, boot: Bootloader) -> VersionRecord | None:
         return decode(boot.read_memory(self.settings.version_record, VersionRecord.size_limit()))

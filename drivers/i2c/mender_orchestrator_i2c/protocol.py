@@ -321,9 +321,9 @@ class Bootloader:
         """Is readout protection on? Under level 1 the bootloader NACKs every Read Memory,
         even of the flash's first word (which any unprotected part lets it read)."""
         what = f"Read Memory (0x11) of 4 bytes at 0x{self.settings.flash_base:08x}"
-        self._command(Command.READ_MEMORY, what)
-        self._send(address_frame(self.settings.flash_base), what)
         try:
+            self._command(Command.READ_MEMORY, what)  # refused here, or at the address
+            self._send(address_frame(self.settings.flash_base), what)
             self._expect_ack(what)
         except Nacked:
             return True

@@ -1,0 +1,273 @@
+"""The i2c driver against what real STM32s do (issue 14): bootloader v1.2 and its Get
+Checksum, Get replies of another length, applications that must keep running during queries
+or that answer at the bootloader's address, readout protection, rollback by reinstalling the
+previous Artifact, and power cuts at every step of an install."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from i2c_helpers import (
+    FLASH_BASE,
+    NORMAL_PATH,
+    ROLLBACK_AFTER_INSTALL,
+    Runner,
+    Sim,
+    artifact_for,
+    fast_chip,
+    make_image,
+)
+from orchestrator_core.context import InterfaceContext
+from orchestrator_core.errors import InterfaceError
+from orchestrator_core.hookspecs import hookimpl
+from test_i2c_driver import VERSION_KEY, BoardReset, WireRecorder
+
+from mender_orchestrator_i2c.driver import bootable
+from mender_orchestrator_i2c.record import VersionRecord
+from mender_orchestrator_i2c.settings import Settings
+from mender_orchestrator_i2c.simulator import Device, side_file
+
+GET_CHECKSUM = bytes([0xA1, 0x5E])
+READ_MEMORY = bytes([0x11, 0xEE])
+
+
+class ApplicationAnswers:
+    """A vendor plugin that asks the running firmware over its own protocol (here: it knows
+    what the simulated application would say)."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+        self.calls = 0
+
+    @hookimpl
+    def i2c_query_application(
+        self, ctx: InterfaceContext, bus: Any, address: int
+    ) -> dict[str, str]:
+        self.calls += 1
+        return {"version": self.version, "pid": "460", "uid": "00112233445566778899aabb"}
+
+
+class NrstWired:
+    """A board whose NRST the host drives (BOOT0 low): reboots by reset, not Go."""
+
+    def __init__(self) -> None:
+        self.resets = 0
+
+    @hookimpl
+    def i2c_reset_mcu(self, ctx: InterfaceContext, bus: Any, address: int) -> bool:
+        self.resets += 1
+        getattr(bus, "inner", bus).reset_to_application()  # the simulator, wrapped or not
+        return True
+
+
+def test_bootloader_v12_get_reply_is_read_at_its_length_and_checksums_verify(
+    sim: Sim, runner_for: Any
+) -> None:
+    sim.chip(bootloader_version="0x12")
+    recorder = WireRecorder()
+    runner = runner_for(sim, plugins=[recorder])
+    image = make_image(9001, seed=2)
+    outcome = runner.deploy(image, artifact_for(image, "2.0.0"))
+    assert outcome.failure is None, outcome.failure
+    assert outcome.states == NORMAL_PATH
+    replies = [data for kind, data in recorder.transfers if kind == "r" and len(data) > 5]
+    get_replies = [data for data in replies if data[:2] == bytes([0x12, 0x12])]
+    assert get_replies and all(len(reply) == 20 for reply in get_replies)  # 18 commands
+    assert get_replies[0].endswith(bytes([0xA1]))
+    writes = recorder.writes()
+    assert writes.count(GET_CHECKSUM) >= 11  # each page written, then the image after the reboot
+    # no page is read back: only the backup of this first deployment (64 reads of 256
+    # bytes), the protection probes, the vector table and version records
+    reads = [writes[i + 1] for i, data in enumerate(writes) if data == READ_MEMORY]
+    assert len(reads) <= 64 + 8
+    assert sim.flash()[: len(image)] == image
+    assert runner.query("provides") == {VERSION_KEY: "2.0.0"}
+
+
+def test_a_get_reply_longer_than_the_version_lists_is_resynchronised(
+    sim: Sim, runner_for: Any
+) -> None:
+    sim.chip(extra_commands=["0x50"])  # a v1.1 ROM listing one command more than AN4221's
+    recorder = WireRecorder()
+    image = make_image(3000, seed=3)
+    outcome = runner_for(sim, plugins=[recorder]).deploy(image, artifact_for(image, "1.0.0"))
+    assert outcome.failure is None, outcome.failure
+    writes = recorder.writes()
+    assert bytes([0xFF, 0xFF]) in writes  # the invalid command that puts it back in step
+    replies = [data for kind, data in recorder.transfers if kind == "r" and data[:1] == b"\x12"]
+    assert {len(reply) for reply in replies} == {19, 20}  # read short once, then in full
+    assert sim.flash()[: len(image)] == image
+
+
+def test_queries_leave_a_running_application_alone(sim: Sim, runner_for: Any) -> None:
+    sim.chip(application_answers=True)
+    sim.install_factory(make_image(6000, seed=1), "1.0.0", mode="application")
+    app = ApplicationAnswers("1.0.0")
+    runner = runner_for(sim, plugins=[app])
+    for _ in range(3):  # an inventory poll, again and again
+        assert runner.query("identity") == "stm32-460-00112233445566778899aabb"
+        assert runner.query("provides") == {VERSION_KEY: "1.0.0"}
+        assert runner.query("inventory")[:3] == [
+            ("i2c_bus", f"sim:{sim.path}"),
+            ("i2c_address", "0x48"),
+            ("stm32_pid", "0x460"),
+        ]
+    assert app.calls > 0
+    state = sim.state()
+    assert (state["mode"], state["resets"], state["last_go"]) == ("application", 0, None)
+
+
+def test_queries_without_a_hook_answer_from_the_last_install(sim: Sim, runner_for: Any) -> None:
+    runner = runner_for(sim)
+    image = make_image(3000, seed=3)
+    assert runner.deploy(image, artifact_for(image, "3.0.0")).failure is None
+    before = sim.state()
+    assert before["mode"] == "application"
+    assert runner.query("provides") == {VERSION_KEY: "3.0.0"}
+    assert ("stm32_bootloader_version", "1.1") in runner.query("inventory")
+    assert runner.query("identity") == "stm32-460-00112233445566778899aabb"
+    assert sim.state() == before  # no reset, no Go
+
+
+def test_an_application_answering_at_the_bootloader_address_does_not_block_entry(
+    sim: Sim, runner_for: Any
+) -> None:
+    sim.chip(application_answers=True)
+    sim.install_factory(make_image(6000, seed=1), "1.0.0", mode="application")
+    board = BoardReset()
+    runner = runner_for(sim, plugins=[WireRecorder(resettable=False), board])
+    image = make_image(3000, seed=3)
+    outcome = runner.deploy(image, artifact_for(image, "2.0.0"))
+    assert outcome.failure is None, outcome.failure
+    assert board.calls  # the application's answer was told from the bootloader's
+    assert sim.flash()[: len(image)] == image
+    assert sim.state()["mode"] == "application"
+
+
+def _protect(sim: Sim) -> None:
+    side = sim.side()
+    side["state"]["rdp_level"] = 1
+    side_file(sim.path).write_text(json.dumps(side))
+
+
+def test_readout_protection_is_refused_by_default_with_the_way_out(
+    sim: Sim, runner_for: Any
+) -> None:
+    before = sim.install_factory(make_image(6000, seed=1), "1.0.0")
+    _protect(sim)
+    image = make_image(3000, seed=3)
+    # NRST wired: under readout protection only a reset restarts the application
+    outcome = runner_for(sim, plugins=[NrstWired()]).deploy(image, artifact_for(image, "2.0.0"))
+    assert "the MCU has readout protection (level 1)" in str(outcome.failure)
+    assert "--readout-protection=cycle" in str(outcome.failure)
+    assert "mass-erases the whole flash" in str(outcome.failure)
+    assert outcome.rollback_errors == []
+    assert sim.flash() == before
+
+
+def test_readout_protection_cycle_installs_and_rolls_back_by_reinstalling(
+    sim: Sim, runner_for: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim.chip(bootloader_version="0x12")
+    nrst = NrstWired()
+    runner = runner_for(sim, "--readout-protection=cycle", plugins=[WireRecorder(), nrst])
+    first = make_image(3000, seed=3)
+    with caplog.at_level(logging.WARNING):
+        _protect(sim)
+        outcome = runner.deploy(first, artifact_for(first, "1.0.0"))
+    assert outcome.failure is None, outcome.failure
+    assert "no rollback possible for this install" in caplog.text  # first, and protected
+    assert sim.state()["rdp_level"] == 1  # set again
+    assert sim.state()["mode"] == "application"  # started by NRST: Go is refused under RDP
+    assert nrst.resets == 1
+    flash = sim.flash()
+    assert flash[: len(first)] == first
+
+    sim.faults({"kind": "nack", "command": "write", "page": 2})
+    second = make_image(5000, seed=4)
+    outcome = runner.deploy(second, artifact_for(second, "2.0.0"))
+    assert outcome.states == ROLLBACK_AFTER_INSTALL
+    assert outcome.rollback_errors == [] and not outcome.inconsistent
+    assert sim.flash()[: len(first)] == first  # the previous Artifact, written again
+    assert sim.state()["rdp_level"] == 1
+    assert sim.state()["mode"] == "application"
+    assert runner.query("provides") == {VERSION_KEY: "1.0.0"}
+
+
+def test_rollback_reinstalls_the_previous_artifact_without_reading_the_flash(
+    sim: Sim, runner_for: Any
+) -> None:
+    sim.chip(bootloader_version="0x12")
+    recorder = WireRecorder()
+    runner = runner_for(sim, plugins=[recorder])
+    first = make_image(6000, seed=1)
+    assert runner.deploy(first, artifact_for(first, "1.0.0")).failure is None
+    recorder.transfers.clear()
+    sim.faults({"kind": "nack", "command": "write", "page": 3})
+    second = make_image(9001, seed=2)
+    outcome = runner.deploy(second, artifact_for(second, "2.0.0"))
+    assert outcome.states == ROLLBACK_AFTER_INSTALL
+    assert outcome.rollback_errors == [] and not outcome.inconsistent
+    writes = recorder.writes()
+    reads = [writes[i + 1] for i, data in enumerate(writes) if data == READ_MEMORY]
+    # version records, protection probes and vector tables; never the area's pages
+    assert len(reads) < 16
+    assert sim.flash()[: len(first)] == first
+    assert sim.record() == VersionRecord.for_image("1.0.0", first)
+    assert runner.query("provides") == {VERSION_KEY: "1.0.0"}
+
+
+CUTS = [
+    *({"kind": "power_loss", "command": "erase", "after_pages": n} for n in range(5)),
+    *({"kind": "power_loss", "command": "write", "page": p} for p in (0, 1, 2, 15)),
+    *({"kind": "power_loss", "command": "write", "page": 1, "skip": 2, "after_bytes": 64},),
+]
+
+
+@pytest.mark.parametrize("cut", CUTS, ids=lambda cut: "-".join(f"{v}" for v in cut.values()))
+def test_a_power_cut_never_leaves_a_bootable_partial_image(
+    tmp_path: Path, runner_for: Any, cut: dict[str, Any]
+) -> None:
+    sim = Sim(tmp_path / "stm32.bin")
+    Device.create(sim.path, fast_chip())
+    old = make_image(2500, seed=1)
+    sim.install_factory(old, "1.0.0")
+    new = make_image(3000, seed=2)
+    sim.faults(cut)
+    outcome = runner_for(sim, "--connect-timeout=0.1").deploy(new, artifact_for(new, "2.0.0"))
+    assert outcome.failure is not None
+    assert sim.side()["faults"] == []  # the cut happened
+    # whatever the rollback managed: the flash as the cut left it is what matters here, so
+    # check it through the driver's own rule for what Go would start
+    flash = Device.load(sim.path).flash
+    settings = Settings(bus="sim:x", address=0x48, flash_size=16 * 1024, page_size=1024)
+    if bootable(bytes(flash[:8]), settings):
+        assert flash[: len(old)] == old or flash[: len(new)] == new
+
+
+def test_power_cut_before_rollback_leaves_no_vector_table(tmp_path: Path, runner_for: Any) -> None:
+    """The state right after the cut (no rollback yet): page 0 is erased first and written
+    after the whole body, so a cut anywhere in between leaves nothing Go would start."""
+    for after_pages in range(4):
+        sim = Sim(tmp_path / f"cut{after_pages}.bin")
+        Device.create(sim.path, fast_chip())
+        sim.install_factory(make_image(2500, seed=1), "1.0.0")
+        sim.faults({"kind": "power_loss", "command": "write", "page": 2, "off_transactions": 1})
+        runner = Runner(
+            runner_for(sim).component, tmp_path / "data", tmp_path / f"work{after_pages}"
+        )
+        new = make_image(3000, seed=2)
+        driver = runner.driver()
+        work = tmp_path / f"work{after_pages}"
+        (work / "files").mkdir(parents=True)
+        (work / "files" / "fw.bin").write_bytes(new)
+        ctx = runner.ctx(driver, work_dir=work, artifact=artifact_for(new, "2.0.0", "fw.bin"))
+        with pytest.raises(InterfaceError):
+            driver.run_state("artifact_install", ctx)
+        flash = Device.load(sim.path).flash
+        assert flash[:8] == b"\xff" * 8
+        assert flash[FLASH_BASE - FLASH_BASE + 15 * 1024 : 15 * 1024 + 4] == b"\xff" * 4
