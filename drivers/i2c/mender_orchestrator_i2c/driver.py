@@ -56,6 +56,7 @@ from mender_orchestrator_i2c.settings import PARSER, Settings, parse
 
 BLANK = 0xFF
 CHUNK = 256
+VECTORS = 8  # bytes of the vector table that make an image bootable: initial SP, reset handler
 
 
 @dataclass(frozen=True)
@@ -597,9 +598,17 @@ class I2CDriver(DriverBase):
 
     def _write_page(self, boot: Bootloader, number: int, content: bytes) -> None:
         start = self.settings.flash_base + number * self.settings.page_size
-        for offset in range(0, len(content), CHUNK):
+        pieces = [
+            (offset, content[offset : offset + CHUNK]) for offset in range(0, len(content), CHUNK)
+        ]
+        if number == 0:
+            # the vector table (initial SP, reset handler) goes in last, on its own: until
+            # then Go or a reset finds nothing to start, even if power fails mid-page
+            first = pieces.pop(0)[1]
+            pieces = [(VECTORS, first[VECTORS:]), *pieces, (0, first[:VECTORS])]
+        for offset, piece in pieces:
             # erased flash already reads 0xFF: trailing 0xFF bytes need no writing
-            block = content[offset : offset + CHUNK].rstrip(b"\xff")
+            block = piece.rstrip(b"\xff")
             if block:
                 boot.write_memory(start + offset, block)
 

@@ -150,14 +150,19 @@ def test_frames_on_the_wire_follow_an4221(sim: Sim, runner_for: Any) -> None:
     assert writes[erase + 1] == bytes([0x00, 0x03, 0x03])
     assert writes[erase + 2] == bytes([0x00, 0x0F, 0x00, 0x00, 0x00, 0x01, 0x00, 0x02, 0x0C])
     first_write = writes.index(bytes([0x32, 0xCD]))  # no-stretch Write Memory
-    assert writes[first_write + 1] == bytes([0x08, 0x00, 0x00, 0x00, 0x08])
-    frame = bytes([0xFF]) + image[:256]
+    # the vector table (8 bytes) is held back: the page is written from byte 8 on
+    assert writes[first_write + 1] == bytes([0x08, 0x00, 0x00, 0x08, 0x00])
+    frame = bytes([247]) + image[8:256]
     assert writes[first_write + 2] == frame + bytes([checksum(frame)])
     # the last 89 bytes are padded to a whole word with 0xFF
     tail = image[512:] + b"\xff" * 3
     assert image[-1] != 0xFF
     frame = bytes([len(tail) - 1]) + tail
-    assert frame + bytes([checksum(frame)]) in writes
+    tail_at = writes.index(frame + bytes([checksum(frame)]))
+    vectors = bytes([7]) + image[:8]
+    vectors_at = writes.index(vectors + bytes([checksum(vectors)]))
+    assert writes[vectors_at - 1] == bytes([0x08, 0x00, 0x00, 0x00, 0x08])
+    assert tail_at < vectors_at  # and written last
 
     position = recorder.transfers.index(("w", writes[first_write + 2]))
     answers = []
@@ -387,7 +392,7 @@ def test_deadline_is_honoured(sim: Sim, runner_for: Any) -> None:
         image, artifact_for(image, "2.0.0")
     )
     assert isinstance(outcome.failure, InterfaceTimeout)
-    assert "gave up before Write Memory (0x32) of 256 bytes at 0x08000000" in str(outcome.failure)
+    assert "gave up before Write Memory (0x32) of 248 bytes at 0x08000008" in str(outcome.failure)
     assert "ran past its time limit" in str(outcome.failure)
     assert sim.flash() == before
 
