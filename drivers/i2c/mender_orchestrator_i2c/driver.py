@@ -28,7 +28,7 @@ import shutil
 import time
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -45,6 +45,15 @@ from orchestrator_core.driver_api import write_atomically as write_atomic
 from mender_orchestrator_i2c import hookspecs, hostrecord
 from mender_orchestrator_i2c.an4221 import Command, stm32_crc
 from mender_orchestrator_i2c.bus import I2CBus, ResettableBus, open_builtin
+from mender_orchestrator_i2c.families import FAMILIES
+from mender_orchestrator_i2c.layout import (
+    Layout,
+    LayoutError,
+    Unit,
+    describe,
+    for_family,
+    uniform,
+)
 from mender_orchestrator_i2c.protocol import (
     Bootloader,
     Nacked,
@@ -155,6 +164,14 @@ class I2CDriver(DriverBase):
         self.record_path = hostrecord.path_for(
             self.settings.state_dir, self.settings.bus, self.settings.address
         )
+        # the area's erase units: --page-size pages until the part is known (its product ID
+        # from Get ID, or as recorded at the last install), then the family table's
+        self.layout = uniform(self.settings)
+        self.pid = 0  # Get ID's answer, once a session has asked
+        known = hostrecord.load(self.record_path).pid
+        if known is not None and known in FAMILIES:
+            with suppress(LayoutError):
+                self.layout = self._layout_for(known)
 
     # ------------------------------------------------------------------ built-in extensions
 
@@ -210,6 +227,8 @@ class I2CDriver(DriverBase):
             version = hostrecord.load(self.record_path).version
         if version is None:
             with self._query_session(ctx) as boot:
+                if boot is not None:
+                    self._use_part(ctx, boot.get_id())
                 readable = boot is not None and not boot.read_protected()
                 record = self._read_record(boot) if boot is not None and readable else None
             if record is not None:
@@ -257,7 +276,7 @@ class I2CDriver(DriverBase):
         version = self._target_version(ctx)
         store = Store(ctx)
         with self._session(ctx) as boot:
-            pid = boot.get_id()
+            pid = self.pid
             saved = store.load()
             current = None
             if saved is None:
@@ -290,7 +309,7 @@ class I2CDriver(DriverBase):
             return
         image = self._payload(ctx)
         with self._session(ctx) as boot:
-            pid = boot.get_id()
+            pid = self.pid
             problem = self._check_installed(boot, image, saved.target_version)
             boot.go(self.settings.flash_base)
         if pid != saved.pid:
@@ -375,6 +394,8 @@ class I2CDriver(DriverBase):
         try:
             boot = Bootloader(bus, self.settings, ctx.deadline, ctx.name)
             self._connect(ctx, bus, boot)
+            self.pid = boot.get_id()
+            self._use_part(ctx, self.pid)
             yield boot
         finally:
             bus.close()
@@ -492,7 +513,6 @@ class I2CDriver(DriverBase):
     ) -> tuple[Saved, bytes | None]:
         """How a rollback will restore the previous firmware; and the area's contents when
         they were read for that."""
-        s = self.settings
         backup = None
         previous = ctx.previous_artifact
         if previous is not None and previous.files:
@@ -503,8 +523,9 @@ class I2CDriver(DriverBase):
             # the first deployment through the orchestrator: nothing kept yet, so the
             # flash is read back once (the only way to roll back to the factory firmware)
             way = "backup"
-            data = backup = boot.read_memory(s.flash_base, s.flash_size)
-            record = decode(data[s.image_limit : s.image_limit + VersionRecord.size_limit()])
+            area = self.layout
+            data = backup = boot.read_memory(area.base, area.size)
+            record = decode(data[area.image_limit : area.image_limit + VersionRecord.size_limit()])
             previous_version = "unknown" if record is None else record.version
         else:
             way, data, previous_version = "none", b"", "unknown"
@@ -536,11 +557,11 @@ class I2CDriver(DriverBase):
         protected: bool,
         current: bytes | None = None,
     ) -> None:
-        s = self.settings
-        wanted = bytearray(b"\xff" * s.flash_size)
+        area = self.layout
+        wanted = bytearray(b"\xff" * area.size)
         wanted[: len(image)] = image
         record = VersionRecord.for_image(version, image).encode()
-        wanted[s.image_limit : s.image_limit + len(record)] = record
+        wanted[area.image_limit : area.image_limit + len(record)] = record
         self._write_area(ctx, boot, bytes(wanted), current)
         if protected:
             boot.change_option_bytes(
@@ -549,108 +570,108 @@ class I2CDriver(DriverBase):
             self._wait_for_bootloader(ctx, boot, hint=False)
 
     def _old_extent(self, boot: Bootloader) -> int:
-        """Pages from the flash base that may hold an older image: up to the end of the one
-        the version record describes, or the whole image area without a record."""
-        s = self.settings
+        """Bytes from the area's start that may hold an older image: the one the version
+        record describes, or the whole image area without a record."""
+        limit = self.layout.image_limit
         record = self._read_record(boot) if not boot.read_protected() else None
-        length = s.image_limit if record is None else min(record.image_length, s.image_limit)
-        return -(-length // s.page_size)
+        return limit if record is None else min(record.image_length, limit)
 
     def _write_area(
         self, ctx: InterfaceContext, boot: Bootloader, wanted: bytes, current: bytes | None
     ) -> None:
-        """Make the managed area hold ``wanted``. The version record's page and the vector
-        table's page are erased first and written last (vector table, then record), so an
+        """Make the managed area hold ``wanted``. The version record's unit and the vector
+        table's unit are erased first and written last (vector table, then record), so an
         interrupted run never leaves a bootable partial image nor a valid record next to one."""
-        s = self.settings
-        size = s.page_size
-        record_page = (s.version_record - s.flash_base) // size
+        area = self.layout
+        first, record = area.first, area.record
 
-        def page(number: int) -> bytes:
-            return wanted[number * size : (number + 1) * size]
+        def part(data: bytes, unit: Unit) -> bytes:
+            return data[unit.offset : unit.offset + unit.size]
 
         if current is None:
-            old = self._old_extent(boot)
+            old = set(area.extent(self._old_extent(boot)))
             changed = [
-                p for p in s.pages if p < old or p == record_page or page(p).count(BLANK) != size
+                u
+                for u in area.units
+                if u in old or u == record or part(wanted, u).count(BLANK) != u.size
             ]
-            dirty = changed
+            dirty = list(changed)
         else:
-            changed = [p for p in s.pages if current[p * size : (p + 1) * size] != page(p)]
+            changed = [u for u in area.units if part(current, u) != part(wanted, u)]
             if changed:  # the vector table and the record go whatever else changes
-                changed = sorted({*changed, 0, record_page})
-            dirty = [p for p in changed if current[p * size : (p + 1) * size].count(BLANK) != size]
-        boot.erase_pages(sorted(dirty, key=lambda p: (p != record_page, p != 0, p)))
-        body = [p for p in changed if p not in (0, record_page)]
-        total = len(changed) * size
+                changed = sorted({*changed, first, record}, key=lambda u: u.offset)
+            dirty = [u for u in changed if part(current, u).count(BLANK) != u.size]
+        dirty.sort(key=lambda u: (u != record, u != first, u.offset))
+        boot.erase_pages([u.number for u in dirty])
+        body = [u for u in changed if u not in (first, record)]
+        total = sum(u.size for u in changed)
         done = 0
-        for number in body:
-            self._write_page(boot, number, page(number))
-            done += size
+        for unit in body:
+            self._write_unit(boot, unit, part(wanted, unit))
+            done += unit.size
             ctx.progress(done, total, "bytes flashed")
-        self._verify_pages(ctx, boot, body, wanted)
-        for last in (0, record_page):
+        self._verify_units(ctx, boot, body, wanted)
+        for last in (first, record):
             if last in changed:
-                self._write_page(boot, last, page(last))
-                done += size
+                self._write_unit(boot, last, part(wanted, last))
+                done += last.size
                 ctx.progress(done, total, "bytes flashed")
-                self._verify_pages(ctx, boot, [last], wanted)
+                self._verify_units(ctx, boot, [last], wanted)
 
-    def _write_page(self, boot: Bootloader, number: int, content: bytes) -> None:
-        start = self.settings.flash_base + number * self.settings.page_size
+    def _write_unit(self, boot: Bootloader, unit: Unit, content: bytes) -> None:
+        start = self.layout.base + unit.offset
         pieces = [
             (offset, content[offset : offset + CHUNK]) for offset in range(0, len(content), CHUNK)
         ]
-        if number == 0:
+        if unit.offset == 0:
             # the vector table (initial SP, reset handler) goes in last, on its own: until
             # then Go or a reset finds nothing to start, even if power fails mid-page
-            first = pieces.pop(0)[1]
-            pieces = [(VECTORS, first[VECTORS:]), *pieces, (0, first[:VECTORS])]
+            head = pieces.pop(0)[1]
+            pieces = [(VECTORS, head[VECTORS:]), *pieces, (0, head[:VECTORS])]
         for offset, piece in pieces:
             # erased flash already reads 0xFF: trailing 0xFF bytes need no writing
             block = piece.rstrip(b"\xff")
             if block:
                 boot.write_memory(start + offset, block)
 
-    def _page_problem(self, boot: Bootloader, number: int, expected: bytes) -> str | None:
-        address = self.settings.flash_base + number * self.settings.page_size
+    def _unit_problem(self, boot: Bootloader, unit: Unit, expected: bytes) -> str | None:
+        address = self.layout.base + unit.offset
         if boot.has_checksum:
             found_crc = boot.get_checksum(address, len(expected))
             wanted_crc = stm32_crc(expected)
             if found_crc == wanted_crc:
                 return None
             return (
-                f"page {number} at 0x{address:08x} has checksum 0x{found_crc:08x}, expected "
-                f"0x{wanted_crc:08x} (Get Checksum)"
+                f"page {unit.number} at 0x{address:08x} has checksum 0x{found_crc:08x}, "
+                f"expected 0x{wanted_crc:08x} (Get Checksum)"
             )
         found = boot.read_memory(address, len(expected))
         if found == expected:
             return None
         at = _first_difference(found, expected)
         return (
-            f"page {number} read back wrong at 0x{address + at:08x}: wrote "
+            f"page {unit.number} read back wrong at 0x{address + at:08x}: wrote "
             f"0x{expected[at]:02x}, read 0x{found[at]:02x}"
         )
 
-    def _verify_pages(
-        self, ctx: InterfaceContext, boot: Bootloader, pages: list[int], wanted: bytes
+    def _verify_units(
+        self, ctx: InterfaceContext, boot: Bootloader, units: list[Unit], wanted: bytes
     ) -> None:
-        s = self.settings
-        size = s.page_size
-        for number in pages:
-            expected = wanted[number * size : (number + 1) * size]
-            for attempt in range(s.write_retries + 1):
-                problem = self._page_problem(boot, number, expected)
+        retries = self.settings.write_retries
+        for unit in units:
+            expected = wanted[unit.offset : unit.offset + unit.size]
+            for attempt in range(retries + 1):
+                problem = self._unit_problem(boot, unit, expected)
                 if problem is None:
                     break
-                if attempt == s.write_retries:
+                if attempt == retries:
                     raise InterfaceError(
                         f"{ctx.name}: {problem} (after {attempt + 1} attempt(s), "
-                        f"--write-retries={s.write_retries})"
+                        f"--write-retries={retries})"
                     )
                 ctx.log.warning("%s: %s; erasing and writing it again", ctx.name, problem)
-                boot.erase_pages([number])
-                self._write_page(boot, number, expected)
+                boot.erase_pages([unit.number])
+                self._write_unit(boot, unit, expected)
 
     # ------------------------------------------------------------------ checks after a reboot
 
@@ -700,6 +721,43 @@ class I2CDriver(DriverBase):
 
     # ------------------------------------------------------------------ helpers
 
+    def _layout_for(self, pid: int) -> Layout:
+        """The area's erase units on the part ``pid``; ``LayoutError`` if it does not fit.
+        A ``--page-size`` given for a part with uniform pages wins over the table (the
+        Topology names the board's part; a table entry may cover variants)."""
+        s = self.settings
+        family = FAMILIES.get(pid)
+        if family is None:
+            return uniform(s)
+        if s.page_size_given:
+            if family.uniform is None:
+                raise LayoutError(
+                    f"--page-size={s.page_size}: the {family.name} has sectors of different "
+                    f"sizes ({describe(family)}), which the driver knows; remove --page-size"
+                )
+            return uniform(s)
+        return for_family(s, family)
+
+    def _use_part(self, ctx: InterfaceContext, pid: int) -> None:
+        try:
+            self.layout = self._layout_for(pid)
+        except LayoutError as exc:
+            raise InterfaceError(f"{ctx.name}: {exc}") from None
+        family = FAMILIES.get(pid)
+        if family is None:
+            return
+        if family.note:
+            ctx.log.info("%s: %s: %s", ctx.name, family.name, family.note)
+        if self.settings.page_size_given and family.uniform != self.settings.page_size:
+            ctx.log.warning(
+                "%s: --page-size=%d, but the %s (product ID 0x%03x) erases %d-byte pages",
+                ctx.name,
+                self.settings.page_size,
+                family.name,
+                pid,
+                family.uniform,
+            )
+
     def _read_uid(self, ctx: InterfaceContext, boot: Bootloader) -> bytes | None:
         s = self.settings
         if s.uid_address is None:
@@ -717,7 +775,8 @@ class I2CDriver(DriverBase):
             return None
 
     def _read_record(self, boot: Bootloader) -> VersionRecord | None:
-        return decode(boot.read_memory(self.settings.version_record, VersionRecord.size_limit()))
+        address = self.layout.base + self.layout.record.offset
+        return decode(boot.read_memory(address, VersionRecord.size_limit()))
 
     def _remember(self, pid: int, version: str) -> None:
         known = hostrecord.load(self.record_path)
@@ -785,12 +844,12 @@ class I2CDriver(DriverBase):
                 f"the Artifact has {len(files)} ({names})"
             )
         name, size = files[0]
-        limit = self.settings.image_limit
+        limit = self.layout.image_limit
         if not 8 <= size <= limit:
             raise InterfaceError(
                 f"{ctx.name}: payload {name} is {size} bytes; the image area holds 8 to {limit} "
                 f"bytes (0x{self.settings.flash_base:08x} up to the version record at "
-                f"0x{self.settings.version_record:08x})"
+                f"0x{self.layout.base + limit:08x})"
             )
 
     def _payload(self, ctx: InterfaceContext) -> bytes:

@@ -102,6 +102,10 @@ class Settings:
     readout_protection: str = "refuse"
     write_unprotect: bool = False
     nrst_gpio: tuple[str, int] | None = None
+    # given in interface_args, rather than defaults: a part in the family table then takes
+    # its own erase units (and its area's last unit for the record) where these are not given
+    page_size_given: bool = False
+    version_record_given: bool = False
 
     @property
     def image_limit(self) -> int:
@@ -197,6 +201,8 @@ def parse(component: Component) -> Settings:
         readout_protection=protection,
         write_unprotect=unprotect == "yes",
         nrst_gpio=nrst,
+        page_size_given=ns.page_size is not None,
+        version_record_given=ns.version_record is not None,
     )
 
 

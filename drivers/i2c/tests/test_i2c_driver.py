@@ -324,8 +324,9 @@ def test_long_clock_stretch_times_out_with_a_hint(sim: Sim, runner_for: Any) -> 
 
 def test_failure_before_the_flash_is_touched_leaves_it_alone(sim: Sim, runner_for: Any) -> None:
     before = sim.install_factory(make_image(6000, seed=1), "1.0.0")
-    # Identity asks Get ID once; the install's Get ID is the second
-    sim.faults({"kind": "nack", "command": "get_id", "skip": 1})
+    # Identity and Provides ask Get ID once each (the MCU waits in its bootloader); the
+    # install's Get ID is the third
+    sim.faults({"kind": "nack", "command": "get_id", "skip": 2})
     image = make_image(9001, seed=2)
     outcome = runner_for(sim).deploy(image, artifact_for(image, "2.0.0"))
     assert "Get ID (0x02): the bootloader answered NACK" in str(outcome.failure)
