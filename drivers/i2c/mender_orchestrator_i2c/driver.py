@@ -228,7 +228,11 @@ class I2CDriver(DriverBase):
         if version is None:
             with self._query_session(ctx) as boot:
                 if boot is not None:
-                    self._use_part(ctx, boot.get_id())
+                    try:
+                        self.layout = self._layout_for(boot.get_id())
+                    except LayoutError as exc:  # ArtifactInstall fails on it; a query warns
+                        ctx.log.warning("%s: %s", ctx.name, exc)
+                        boot = None
                 readable = boot is not None and not boot.read_protected()
                 record = self._read_record(boot) if boot is not None and readable else None
             if record is not None:
@@ -388,14 +392,16 @@ class I2CDriver(DriverBase):
     # ------------------------------------------------------------------ sessions
 
     @contextmanager
-    def _session(self, ctx: InterfaceContext) -> Iterator[Bootloader]:
-        """The bus opened and the bootloader answering (entered if need be): update states."""
+    def _session(self, ctx: InterfaceContext, *, area: bool = True) -> Iterator[Bootloader]:
+        """The bus opened and the bootloader answering (entered if need be): update states.
+        With ``area``, the managed area must fit the part (its erase units known)."""
         bus = self._open(ctx)
         try:
             boot = Bootloader(bus, self.settings, ctx.deadline, ctx.name)
             self._connect(ctx, bus, boot)
             self.pid = boot.get_id()
-            self._use_part(ctx, self.pid)
+            if area:
+                self._use_part(ctx, self.pid)
             yield boot
         finally:
             bus.close()
@@ -804,7 +810,7 @@ class I2CDriver(DriverBase):
 
     def _start_application(self, ctx: InterfaceContext, *, only_if_bootable: bool = False) -> None:
         base = self.settings.flash_base
-        with self._session(ctx) as boot:
+        with self._session(ctx, area=False) as boot:
             if (
                 only_if_bootable
                 and not boot.read_protected()

@@ -144,10 +144,21 @@ class Chip:
     extra_commands: tuple[int, ...] = ()
     # The application is an I2C target at the bootloader's address too (answers, not ours).
     application_answers: bool = False
+    # Sizes of the flash's sectors, in order, where they differ (F2/F4/F7: 16K, ..., 128K);
+    # empty: uniform pages of page_size. An erase takes page_erase_seconds per page_size.
+    sectors: tuple[int, ...] = ()
+
+    @property
+    def units(self) -> list[tuple[int, int]]:
+        """The erase units, (offset, size) from the flash base: ``sectors`` when given
+        (F2/F4/F7), else uniform pages."""
+        sizes = list(self.sectors) or [self.page_size] * (self.flash_size // self.page_size)
+        offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        return list(zip(offsets, sizes, strict=True))
 
     @property
     def page_count(self) -> int:
-        return self.flash_size // self.page_size
+        return len(self.sectors) or self.flash_size // self.page_size
 
     @property
     def commands(self) -> tuple[int, ...]:
@@ -172,6 +183,7 @@ class Chip:
             "stretch_timeout_seconds": self.stretch_timeout_seconds,
             "extra_commands": [f"0x{code:02x}" for code in self.extra_commands],
             "application_answers": self.application_answers,
+            "sectors": list(self.sectors),
         }
 
     @classmethod
@@ -187,7 +199,11 @@ class Chip:
         values: dict[str, Any] = {}
         for name, value in raw.items():
             at = f"{where}.{name}"
-            if name == "extra_commands":
+            if name == "sectors":
+                if not isinstance(value, list):
+                    raise SimulatorError(f"{at}: expected a list of sector sizes in bytes")
+                values[name] = tuple(_number(size, f"{at}[{i}]") for i, size in enumerate(value))
+            elif name == "extra_commands":
                 if not isinstance(value, list):
                     raise SimulatorError(f"{at}: expected a list of command codes")
                 codes = [_number(code, f"{at}[{i}]") for i, code in enumerate(value)]
@@ -223,7 +239,12 @@ class Chip:
             raise SimulatorError(f"{name('bootloader_version')}: expected one of {known}")
         if self.page_size < 256 or self.page_size & (self.page_size - 1):
             raise SimulatorError(f"{name('page_size')}: expected a power of two >= 256")
-        if self.flash_size <= 0 or self.flash_size % self.page_size:
+        if self.sectors:
+            if any(size < 256 or size % 256 for size in self.sectors):
+                raise SimulatorError(f"{name('sectors')}: expected sizes of 256-byte multiples")
+            if sum(self.sectors) != self.flash_size:
+                raise SimulatorError(f"{name('sectors')}: the sizes must add up to flash_size")
+        elif self.flash_size <= 0 or self.flash_size % self.page_size:
             raise SimulatorError(f"{name('flash_size')}: expected a multiple of page_size")
         if self.page_count > 0xFFF0:
             raise SimulatorError(f"{name('flash_size')}: too many pages for the Erase command")
@@ -627,7 +648,12 @@ class SimulatedBus:
         return None
 
     def _page(self, address: int) -> int:
-        return (address - self.chip.flash_base) // self.chip.page_size
+        offset = address - self.chip.flash_base
+        return next(
+            number
+            for number, (start, size) in enumerate(self.chip.units)
+            if start <= offset < start + size
+        )
 
     def _pages(self, address: int, length: int) -> list[int]:
         return list(range(self._page(address), self._page(address + length - 1) + 1))
@@ -805,20 +831,23 @@ class SimulatedBus:
         pages = [int.from_bytes(data[i : i + 2], "big") for i in range(0, size, 2)]
         if any(page >= self.chip.page_count for page in pages):
             return self._nack()
-        self._erase(pages, self.chip.page_erase_seconds * len(pages))
+        units = self.chip.units
+        pages_erased = sum(units[page][1] for page in pages) / self.chip.page_size
+        self._erase(pages, self.chip.page_erase_seconds * pages_erased)
 
     def _erase(self, pages: list[int], seconds: float) -> None:
         if self.device.take_fault("nack", "erase", pages):
             return self._finish(NACK, seconds)
-        size = self.chip.page_size
+        units = self.chip.units
         power = self.device.take_fault("power_loss", "erase", pages)
         done = pages if power is None else pages[: power.after_pages]
         for page in done:
-            self.device.flash[page * size : (page + 1) * size] = b"\xff" * size
+            start, size = units[page]
+            self.device.flash[start : start + size] = b"\xff" * size
         if power is not None:
             if len(done) < len(pages):  # the page being erased is left half done
-                torn = pages[len(done)] * size
-                self.device.flash[torn : torn + size // 2] = b"\xff" * (size // 2)
+                start, size = units[pages[len(done)]]
+                self.device.flash[start : start + size // 2] = b"\xff" * (size // 2)
             self.device.save_flash()
             return self._lose_power(power)
         self.device.save_flash()
@@ -962,9 +991,8 @@ def _show(args: argparse.Namespace) -> int:
         "version_record": None if record is None else record.__dict__,
         "blank_pages": [
             p
-            for p in range(chip.page_count)
-            if device.flash[p * chip.page_size : (p + 1) * chip.page_size].count(0xFF)
-            == chip.page_size
+            for p, (start, size) in enumerate(chip.units)
+            if device.flash[start : start + size].count(0xFF) == size
         ],
     }
     print(json.dumps(summary, indent=2))

@@ -14,12 +14,14 @@ import pytest
 from i2c_helpers import (
     NORMAL_PATH,
     ROLLBACK_AFTER_INSTALL,
+    Runner,
     Sim,
     artifact_for,
+    component_args,
     fast_chip,
     make_image,
 )
-from orchestrator_core.context import InterfaceContext
+from orchestrator_core.context import Component, InterfaceContext
 from orchestrator_core.errors import InterfaceError
 from orchestrator_core.hookspecs import hookimpl
 from test_i2c_driver import VERSION_KEY, BoardReset, WireRecorder
@@ -255,3 +257,69 @@ def test_a_power_cut_never_leaves_a_bootable_partial_image(
     record = sim.record()
     if record is not None:
         assert record == VersionRecord.for_image("1.0.0", old) and flash[: len(old)] == old
+
+
+F4_SECTORS = [16 * 1024] * 4 + [64 * 1024] + [128 * 1024] * 7
+
+
+def _f4(tmp_path: Path) -> Sim:
+    """An STM32F407 (product ID 0x413): 1 MiB in sectors of 16, 64 and 128 KiB."""
+    sim = Sim(tmp_path / "f407.bin")
+    Device.create(sim.path, fast_chip(pid=0x413, flash_size=1024 * 1024, sectors=F4_SECTORS))
+    return sim
+
+
+def _f4_runner(sim: Sim, tmp_path: Path, *extra: str, plugins: Any = ()) -> Runner:
+    # no --page-size: the driver takes the part's sectors from its family table
+    args = [a for a in component_args(sim, "--flash-size=128K", *extra) if a != "--page-size=1K"]
+    component = Component("engine", "i2c", tuple(args))
+    return Runner(component, tmp_path / "data", tmp_path / "work", plugins)
+
+
+def test_sectors_of_an_f4_are_erased_by_number_and_the_record_has_its_own(
+    tmp_path: Path,
+) -> None:
+    sim = _f4(tmp_path)
+    device = sim.device()  # a factory image in sectors 0 and 1, its record in sector 4
+    factory = make_image(20 * 1024, seed=6)
+    device.flash[: len(factory)] = factory
+    record = VersionRecord.for_image("0.9.0", factory).encode()
+    device.flash[64 * 1024 : 64 * 1024 + len(record)] = record
+    device.save_flash()
+    recorder = WireRecorder()
+    runner = _f4_runner(sim, tmp_path, plugins=[recorder])
+    assert runner.query("provides") == {VERSION_KEY: "0.9.0"}  # found at 0x08010000
+    image = make_image(40 * 1024, seed=7)  # sectors 0, 1 and 2
+    outcome = runner.deploy(image, artifact_for(image, "1.0.0"))
+    assert outcome.failure is None, outcome.failure
+    writes = recorder.writes()
+    erase = writes.index(bytes([0x45, 0xBA]))
+    # the record's sector (4, the area's last: 0x08010000) first, then the vector table's;
+    # sector 2 was blank, sector 3 is neither needed nor used
+    assert writes[erase + 1] == bytes([0x00, 0x02, 0x02])
+    assert writes[erase + 2][:-1] == bytes([0, 4, 0, 0, 0, 1])
+    flash = sim.flash()
+    assert flash[: len(image)] == image
+    record_at = 64 * 1024
+    record = VersionRecord.for_image("1.0.0", image).encode()
+    assert flash[record_at : record_at + len(record)] == record
+    assert runner.query("provides") == {VERSION_KEY: "1.0.0"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--flash-size=100K",), "must start and end on the STM32F405/407/415/417's erase-unit"),
+        (("--page-size=2K",), "has sectors of different sizes (4 x 16 KiB, 1 x 64 KiB, 7 x 128"),
+        (("--version-record=0x08006000",), "expected the start of one of the area's erase units"),
+    ],
+)
+def test_an_area_that_does_not_fit_the_sectors_is_named(
+    tmp_path: Path, extra: tuple[str, ...], message: str
+) -> None:
+    sim = _f4(tmp_path)
+    image = make_image(3000, seed=3)
+    outcome = _f4_runner(sim, tmp_path, *extra).deploy(image, artifact_for(image, "1.0.0"))
+    assert message in str(outcome.failure)
+    assert outcome.rollback_errors == []
+    assert sim.flash() == b"\xff" * (1024 * 1024)
