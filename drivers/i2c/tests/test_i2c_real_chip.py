@@ -323,3 +323,17 @@ def test_an_area_that_does_not_fit_the_sectors_is_named(
     assert message in str(outcome.failure)
     assert outcome.rollback_errors == []
     assert sim.flash() == b"\xff" * (1024 * 1024)
+
+
+def test_nrst_gpio_without_libgpiod_is_a_clear_error(sim: Sim, runner_for: Any) -> None:
+    try:
+        import gpiod  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("libgpiod's bindings are installed: the test would drive a real GPIO")
+    image = make_image(3000, seed=3)
+    runner = runner_for(sim, "--nrst-gpio=/dev/gpiochip0:17")
+    outcome = runner.deploy(image, artifact_for(image, "1.0.0"))
+    assert "--nrst-gpio needs libgpiod's Python bindings" in str(outcome.failure)
+    assert outcome.states[:3] == ["download", "artifact_install", "artifact_reboot"]
