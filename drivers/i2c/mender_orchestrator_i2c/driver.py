@@ -350,6 +350,8 @@ class I2CDriver(DriverBase):
                 f"previous firmware from being read before the install"
             )
         with self._session(ctx) as boot:
+            if saved.protected:  # set again if the install got that far: remove it again
+                self._lift_protection(ctx, boot)
             if saved.rollback == "artifact":
                 image = self._previous_image(ctx, saved)
                 self._install(ctx, boot, image, saved.previous_version, protected=saved.protected)

@@ -337,3 +337,25 @@ def test_nrst_gpio_without_libgpiod_is_a_clear_error(sim: Sim, runner_for: Any) 
     outcome = runner.deploy(image, artifact_for(image, "1.0.0"))
     assert "--nrst-gpio needs libgpiod's Python bindings" in str(outcome.failure)
     assert outcome.states[:3] == ["download", "artifact_install", "artifact_reboot"]
+
+
+def test_a_failure_after_protection_was_set_again_rolls_back_through_it(
+    sim: Sim, runner_for: Any
+) -> None:
+    sim.chip(bootloader_version="0x12", application_answers=True)
+    app = ApplicationAnswers("1.0.0")  # the firmware that runs keeps saying 1.0.0
+    runner = runner_for(
+        sim, "--readout-protection=cycle", plugins=[WireRecorder(), NrstWired(), app]
+    )
+    first = make_image(3000, seed=3)
+    _protect(sim)
+    assert runner.deploy(first, artifact_for(first, "1.0.0")).failure is None
+    second = make_image(5000, seed=4)
+    outcome = runner.deploy(second, artifact_for(second, "2.0.0"))
+    assert "the application reports version '1.0.0', expected '2.0.0'" in str(outcome.failure)
+    assert outcome.states[:4] == ["download", "artifact_install", "artifact_reboot",
+                                  "artifact_verify_reboot"]  # fmt: skip
+    assert outcome.rollback_errors == [] and not outcome.inconsistent
+    state = sim.state()
+    assert (state["rdp_level"], state["mode"]) == (1, "application")
+    assert sim.flash()[: len(first)] == first
