@@ -354,9 +354,25 @@ class I2CDriver(DriverBase):
                 self._lift_protection(ctx, boot)
             if saved.rollback == "artifact":
                 image = self._previous_image(ctx, saved)
+                if self._check_installed(boot, image, saved.previous_version) is None:
+                    self._untouched(ctx, boot, saved)
+                    return
                 self._install(ctx, boot, image, saved.previous_version, protected=saved.protected)
             else:
-                self._write_area(ctx, boot, store.backup(saved), current=None)
+                backup = store.backup(saved)
+                if self._check_area(boot, backup) is None:
+                    return  # the install failed before it changed anything
+                self._write_area(ctx, boot, backup, current=None)
+
+    def _untouched(self, ctx: InterfaceContext, boot: Bootloader, saved: Saved) -> None:
+        """The flash still holds the previous firmware (the install failed before it changed
+        anything): only readout protection, if it was lifted, goes back on."""
+        ctx.log.info("%s: the flash still holds version %s", ctx.name, saved.previous_version)
+        if saved.protected:
+            boot.change_option_bytes(
+                Command.READOUT_PROTECT, Command.NO_STRETCH_READOUT_PROTECT, "Readout Protect"
+            )
+            self._wait_for_bootloader(ctx, boot, hint=False)
 
     @hookimpl
     def artifact_rollback_reboot(self, ctx: InterfaceContext) -> None:

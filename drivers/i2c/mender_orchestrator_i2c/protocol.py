@@ -38,6 +38,8 @@ ADDRESS_REFUSED = (
     "--flash-base, --flash-size, --version-record and --uid-address)"
 )
 RESYNC_TRIES = 4
+# AN4221: Write Memory and Erase NACK a write-protected page (and a failed operation)
+PAGE_REFUSED = " (a write-protected page? --write-unprotect=yes removes write protection)"
 ERASE_BATCH = 32  # pages per no-stretch Erase; a clock-stretching Erase does one page at a time
 
 
@@ -272,7 +274,10 @@ class Bootloader:
         self._expect_ack(what)
         frame = bytes((len(block) - 1,)) + block
         self._send(frame + bytes((xor(frame),)), what)
-        self._expect_ack(what, no_stretch=no_stretch)
+        try:
+            self._expect_ack(what, no_stretch=no_stretch)
+        except Nacked as exc:
+            raise Nacked(f"{exc.message}{PAGE_REFUSED}") from None
 
     def erase_pages(self, pages: Sequence[int]) -> None:
         no_stretch = self.erase_command == Command.NO_STRETCH_ERASE
@@ -289,7 +294,10 @@ class Bootloader:
             self._expect_ack(what)
             numbers = b"".join(page.to_bytes(2, "big") for page in group)
             self._send(numbers + bytes((xor(numbers),)), what)
-            self._expect_ack(what, no_stretch=no_stretch)
+            try:
+                self._expect_ack(what, no_stretch=no_stretch)
+            except Nacked as exc:
+                raise Nacked(f"{exc.message}{PAGE_REFUSED}") from None
 
     def go(self, address: int) -> None:
         what = f"Go (0x21) to 0x{address:08x}"

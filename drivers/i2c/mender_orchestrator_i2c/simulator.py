@@ -336,6 +336,7 @@ class State:
     last_go: int | None = None
     resets: int = 0  # NRST pulses (into the bootloader or the application) and system resets
     rdp_level: int = 0  # readout protection (option bytes): 0 off, 1 on
+    wrp_pages: list[int] = field(default_factory=list)  # write-protected pages (option bytes)
 
     @classmethod
     def from_json(cls, raw: object, where: str) -> State:
@@ -353,6 +354,10 @@ class State:
             setattr(state, counter, value)
         if state.rdp_level > 1:
             raise SimulatorError(f"{where}.rdp_level: expected 0 or 1 (level 2 is permanent)")
+        wrp = raw.get("wrp_pages", [])
+        if not isinstance(wrp, list):
+            raise SimulatorError(f"{where}.wrp_pages: expected a list of page numbers")
+        state.wrp_pages = [_number(page, f"{where}.wrp_pages[{i}]") for i, page in enumerate(wrp)]
         go = raw.get("last_go")
         state.last_go = None if go is None else _number(go, f"{where}.last_go")
         return state
@@ -365,6 +370,7 @@ class State:
             "last_go": None if self.last_go is None else f"0x{self.last_go:08x}",
             "resets": self.resets,
             "rdp_level": self.rdp_level,
+            "wrp_pages": self.wrp_pages,
         }
 
 
@@ -715,6 +721,8 @@ class SimulatedBus:
             state.rdp_level = 0
         elif name == "protect":
             state.rdp_level = 1
+        else:
+            state.wrp_pages = []
         state.resets += 1
         self.device.save_side()
         self._ack()
@@ -781,7 +789,8 @@ class SimulatedBus:
             return self._finish(ACK, 0.0)
         pages = self._pages(address, len(block))
         seconds = self.chip.program_seconds_per_kib * len(block) / 1024
-        if self.device.take_fault("nack", "write", pages):
+        protected = set(pages) & set(self.device.state.wrp_pages)
+        if protected or self.device.take_fault("nack", "write", pages):
             return self._finish(NACK, seconds)
         power = self.device.take_fault("power_loss", "write", pages)
         if power is not None:
@@ -836,7 +845,9 @@ class SimulatedBus:
         self._erase(pages, self.chip.page_erase_seconds * pages_erased)
 
     def _erase(self, pages: list[int], seconds: float) -> None:
-        if self.device.take_fault("nack", "erase", pages):
+        # a write-protected page refuses the whole erase, before anything is erased
+        protected = set(pages) & set(self.device.state.wrp_pages)
+        if protected or self.device.take_fault("nack", "erase", pages):
             return self._finish(NACK, seconds)
         units = self.chip.units
         power = self.device.take_fault("power_loss", "erase", pages)

@@ -359,3 +359,27 @@ def test_a_failure_after_protection_was_set_again_rolls_back_through_it(
     state = sim.state()
     assert (state["rdp_level"], state["mode"]) == (1, "application")
     assert sim.flash()[: len(first)] == first
+
+
+@pytest.mark.parametrize("unprotect", [False, True])
+def test_write_protected_pages_are_named_or_unprotected(
+    sim: Sim, runner_for: Any, unprotect: bool
+) -> None:
+    before = sim.install_factory(make_image(6000, seed=1), "1.0.0")
+    side = sim.side()
+    side["state"]["wrp_pages"] = [1]
+    side_file(sim.path).write_text(json.dumps(side))
+    extra = ("--write-unprotect=yes",) if unprotect else ()
+    image = make_image(3000, seed=3)
+    outcome = runner_for(sim, *extra).deploy(image, artifact_for(image, "2.0.0"))
+    if unprotect:
+        assert outcome.failure is None, outcome.failure
+        assert sim.state()["wrp_pages"] == []  # write protection stays off
+        assert sim.flash()[: len(image)] == image
+    else:
+        assert "of page(s) 15, 0, 1, 2, 3, 4, 5: the bootloader answered NACK (a write-" in (
+            str(outcome.failure)
+        )
+        assert "--write-unprotect=yes removes write protection" in str(outcome.failure)
+        assert outcome.rollback_errors == []
+        assert sim.flash() == before  # the erase was refused as a whole
