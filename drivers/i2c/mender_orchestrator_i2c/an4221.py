@@ -48,11 +48,14 @@ _V11 = (*_V10[:6], 0x32, 0x44, 0x45, 0x63, 0x64, 0x73, 0x74, 0x82, 0x83, 0x92, 0
 COMMANDS_BY_VERSION: dict[int, tuple[int, ...]] = {
     0x10: _V10,
     0x11: _V11,
-    0x12: (*_V11, 0xA1),
+    # as a v1.2 ROM lists them: v1.0's, then the no-stretch forms, then Get Checksum
+    0x12: (*_V10, 0x32, 0x45, 0x64, 0x74, 0x83, 0x93, 0xA1),
 }
 
 # Get Checksum's CRC: the STM32 CRC unit's reset configuration (CRC-32/MPEG-2 over
-# little-endian 32-bit words: polynomial 0x04C11DB7, initial value 0xFFFFFFFF, no reflection).
+# little-endian 32-bit words: polynomial 0x04C11DB7, initial value 0xFFFFFFFF, no reflection,
+# no final XOR). On I2C the command takes only the address and the length: unlike the USART
+# and SPI forms, the host cannot choose another polynomial or initial value.
 CRC_POLYNOMIAL = 0x04C1_1DB7
 CRC_INITIAL = 0xFFFF_FFFF
 

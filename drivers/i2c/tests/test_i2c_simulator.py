@@ -65,7 +65,7 @@ def test_get_lists_the_v11_commands(host: Host) -> None:
     [
         (0x10, "0b1000010211213144637382 92".replace(" ", "")),
         (0x11, "11110001021121313244456364737482839293"),
-        (0x12, "1212000102112131324445636473748283929 3a1".replace(" ", "")),
+        (0x12, "1212000102112131446373829232456474839 3a1".replace(" ", "")),
     ],
 )
 def test_get_replies_exactly_as_long_as_the_version_lists(
