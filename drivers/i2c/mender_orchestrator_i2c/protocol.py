@@ -318,11 +318,11 @@ class Bootloader:
         self._expect_ack(what)
         raw = length.to_bytes(4, "big")
         self._send(raw + bytes((xor(raw),)), what)
-        self._expect_ack(what, no_stretch=True)
+        self._expect_ack(what)
+        self._expect_ack(what, no_stretch=True)  # BUSY while the CRC unit runs
         frame = self._receive(5, what)
         if xor(frame[:4]) != frame[4]:
             raise BootloaderError(f"{self.where}: {what}: reply fails its checksum: {frame.hex()}")
-        self._expect_ack(what)
         return int.from_bytes(frame[:4], "big")
 
     def read_protected(self) -> bool:

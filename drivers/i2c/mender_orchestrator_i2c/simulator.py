@@ -762,18 +762,21 @@ class SimulatedBus:
         self._send(self._memory(self._address, length))
 
     def _on_checksum_length(self, data: bytes) -> None:
-        """Get Checksum: a 32-bit length (a multiple of 4) and its XOR; BUSY while the CRC
-        unit runs, then ACK, the CRC and its XOR."""
+        """Get Checksum: a 32-bit length (a multiple of 4) and its XOR, ACKed; then BUSY while
+        the CRC unit runs, ACK, and the CRC with its XOR (no ACK after it)."""
         if len(data) != 5 or xor(data[:4]) != data[4]:
             return self._nack()
         length = int.from_bytes(data[:4], "big")
         if length == 0 or length % 4 or self._region(self._address, length) != "flash":
             return self._nack()
         crc = stm32_crc(self._memory(self._address, length)).to_bytes(4, "big")
-        seconds = length / (64 * 1024 * 1024)  # the CRC unit: about a word per clock at 64 MHz
-        self._finish(ACK, seconds)
-        self._send(crc + bytes((xor(crc),)))
-        self._send(bytes((ACK,)))
+
+        def compute() -> None:
+            seconds = length / (64 * 1024 * 1024)  # the CRC unit: about a word a clock at 64 MHz
+            self._finish(ACK, seconds)
+            self._send(crc + bytes((xor(crc),)))
+
+        self._ack(on_sent=compute)
 
     def _on_write_data(self, data: bytes) -> None:
         if len(data) < 3 or len(data) != data[0] + 3 or xor(data[:-1]) != data[-1]:

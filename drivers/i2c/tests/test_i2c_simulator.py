@@ -365,3 +365,30 @@ def test_show_of_a_missing_device_is_an_error_not_a_new_device(tmp_path: Path) -
         f"`python -m mender_orchestrator_i2c.simulator init {tmp_path / 'none.bin'}`\n"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_get_checksum_answers_the_crc_of_the_area(sim: Sim, open_host: Callable[[], Host]) -> None:
+    sim.chip(bootloader_version="0x12")
+    image = make_image(1024, seed=9)
+    sim.install_factory(image, "1.0.0")
+    host = open_host()
+    host.write(0xA1, 0x5E)
+    assert host.read() == b"\x79"
+    host.write(0x08, 0x00, 0x00, 0x00, 0x08)
+    assert host.read() == b"\x79"
+    host.write(0x00, 0x00, 0x04, 0x00, 0x04)  # 1024 bytes
+    assert host.read() == b"\x79"
+    while (answer := host.read()) == b"\x76":  # BUSY while the CRC unit runs
+        pass
+    assert answer == b"\x79"
+    reply = host.read(5)
+    # CRC-32/MPEG-2 of the little-endian words, as the STM32 CRC unit computes it
+    crc = 0xFFFFFFFF
+    for offset in range(0, len(image), 4):
+        crc ^= int.from_bytes(image[offset : offset + 4], "little")
+        for _ in range(32):
+            crc = ((crc << 1) ^ 0x04C11DB7) & 0xFFFFFFFF if crc & 0x80000000 else crc << 1
+    assert reply[:4] == crc.to_bytes(4, "big")
+    assert reply[4] == reply[0] ^ reply[1] ^ reply[2] ^ reply[3]
+    host.write(0x01, 0xFE)  # waiting for a command again
+    assert host.read() == b"\x79"
