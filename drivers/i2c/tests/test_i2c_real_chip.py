@@ -26,6 +26,7 @@ from orchestrator_core.errors import InterfaceError
 from orchestrator_core.hookspecs import hookimpl
 from test_i2c_driver import VERSION_KEY, BoardReset, WireRecorder
 
+from mender_orchestrator_i2c import protocol
 from mender_orchestrator_i2c.driver import bootable
 from mender_orchestrator_i2c.record import VersionRecord
 from mender_orchestrator_i2c.settings import Settings
@@ -383,3 +384,20 @@ def test_write_protected_pages_are_named_or_unprotected(
         assert "--write-unprotect=yes removes write protection" in str(outcome.failure)
         assert outcome.rollback_errors == []
         assert sim.flash() == before  # the erase was refused as a whole
+
+
+def test_a_get_reply_shorter_than_expected_is_resynchronised(
+    sim: Sim, runner_for: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the driver expects v1.2's 18 commands from this v1.1 ROM, as it does for a version it
+    # does not know: it reads past the reply, the chip holds the clock, the adapter gives up
+    table = dict(protocol.COMMANDS_BY_VERSION)
+    monkeypatch.setattr(protocol, "COMMANDS_BY_VERSION", {**table, 0x11: table[0x12]})
+    recorder = WireRecorder()
+    image = make_image(3000, seed=3)
+    outcome = runner_for(sim, plugins=[recorder]).deploy(image, artifact_for(image, "1.0.0"))
+    assert outcome.failure is None, outcome.failure
+    assert bytes([0xFF, 0xFF]) in recorder.writes()
+    replies = [data for kind, data in recorder.transfers if kind == "r" and data[:2] == b"\x11\x11"]
+    assert {len(reply) for reply in replies} == {2, 19}  # its length learnt, then read in full
+    assert sim.flash()[: len(image)] == image
