@@ -7,6 +7,7 @@ the Component, the argument and what was expected.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ ARGUMENTS = {
     "write-retries": "times a page that reads back wrong is erased and written again (default 1)",
     "no-stretch": "auto, yes or no: use the no-stretch commands (default auto: when listed)",
     "state-dir": "host directory where the driver records what it installed, for the queries "
-    "(default /var/lib/mender-orchestrator/i2c)",
+    "(default: i2c/ in the orchestrator's datastore)",
     "readout-protection": "refuse or cycle: what to do with an MCU under readout protection "
     "level 1 (default refuse; cycle: remove it, which mass-erases the whole flash, and set it "
     "again after the install)",
@@ -49,7 +50,10 @@ ARGUMENTS = {
 SIZES = ("flash-size", "page-size")
 SECONDS = ("busy-timeout", "connect-timeout")
 TEXTS = ("bus", "no-stretch", "readout-protection", "write-unprotect", "nrst-gpio")
-DEFAULT_STATE_DIR = Path("/var/lib/mender-orchestrator/i2c")
+# the orchestrator's datastore, as its environment names it (the core sets it for the
+# systemd units and the test kit), else the core's own default
+DATASTORE_VARIABLE = "MENDER_ORCHESTRATOR_DATASTORE_DIR"
+DEFAULT_DATASTORE = "/var/lib/mender-orchestrator"
 
 
 def _parser() -> InterfaceArgs:
@@ -98,7 +102,7 @@ class Settings:
     connect_timeout: float = 5.0
     write_retries: int = 1
     no_stretch: str = "auto"
-    state_dir: Path = DEFAULT_STATE_DIR
+    state_dir: Path = Path(DEFAULT_DATASTORE, "i2c")
     readout_protection: str = "refuse"
     write_unprotect: bool = False
     nrst_gpio: tuple[str, int] | None = None
@@ -197,13 +201,17 @@ def parse(component: Component) -> Settings:
         connect_timeout=_or(ns.connect_timeout, Settings.connect_timeout),
         write_retries=retries,
         no_stretch=no_stretch,
-        state_dir=_or(ns.state_dir, DEFAULT_STATE_DIR),
+        state_dir=_or(ns.state_dir, default_state_dir()),
         readout_protection=protection,
         write_unprotect=unprotect == "yes",
         nrst_gpio=nrst,
         page_size_given=ns.page_size is not None,
         version_record_given=ns.version_record is not None,
     )
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get(DATASTORE_VARIABLE) or DEFAULT_DATASTORE, "i2c")
 
 
 def _or(value: T | None, default: T) -> T:
