@@ -226,6 +226,8 @@ CUTS = [
     *({"kind": "power_loss", "command": "erase", "after_pages": n} for n in range(5)),
     *({"kind": "power_loss", "command": "write", "page": p} for p in (0, 1, 2, 15)),
     *({"kind": "power_loss", "command": "write", "page": 1, "skip": 2, "after_bytes": 64},),
+    # the last write of page 0, its 8-byte vector table: cut after the stack pointer
+    *({"kind": "power_loss", "command": "write", "page": 0, "skip": 4, "after_bytes": 4},),
 ]
 
 
