@@ -117,11 +117,6 @@ class Settings:
         return self.version_record - self.flash_base
 
     @property
-    def pages(self) -> range:
-        """Page numbers (as the Erase command counts them, from the flash base) of the area."""
-        return range(self.flash_size // self.page_size)
-
-    @property
     def where(self) -> str:
         return f"STM32 bootloader at 0x{self.address:02x} on I2C bus {self.bus}"
 
