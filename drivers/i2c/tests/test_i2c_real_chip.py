@@ -262,13 +262,13 @@ def test_a_power_cut_never_leaves_a_bootable_partial_image(
         assert record == VersionRecord.for_image("1.0.0", old) and flash[: len(old)] == old
 
 
-F4_SECTORS = [16 * 1024] * 4 + [64 * 1024] + [128 * 1024] * 7
+F4_SECTORS = [16 * 1024] * 4 + [64 * 1024, 128 * 1024]
 
 
 def _f4(tmp_path: Path) -> Sim:
-    """An STM32F407 (product ID 0x413): 1 MiB in sectors of 16, 64 and 128 KiB."""
+    """An STM32F401xC (product ID 0x423): 256 KiB in sectors of 16, 64 and 128 KiB."""
     sim = Sim(tmp_path / "f407.bin")
-    Device.create(sim.path, fast_chip(pid=0x413, flash_size=1024 * 1024, sectors=F4_SECTORS))
+    Device.create(sim.path, fast_chip(pid=0x423, flash_size=256 * 1024, sectors=F4_SECTORS))
     return sim
 
 
@@ -312,8 +312,8 @@ def test_sectors_of_an_f4_are_erased_by_number_and_the_record_has_its_own(
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (("--flash-size=100K",), "must start and end on the STM32F405/407/415/417's erase-unit"),
-        (("--page-size=2K",), "has sectors of different sizes (4 x 16 KiB, 1 x 64 KiB, 7 x 128"),
+        (("--flash-size=100K",), "must start and end on the STM32F401xB/C's erase-unit"),
+        (("--page-size=2K",), "has sectors of different sizes (4 x 16 KiB, 1 x 64 KiB, 1 x 128"),
         (("--version-record=0x08006000",), "expected the start of one of the area's erase units"),
     ],
 )
@@ -325,7 +325,7 @@ def test_an_area_that_does_not_fit_the_sectors_is_named(
     outcome = _f4_runner(sim, tmp_path, *extra).deploy(image, artifact_for(image, "1.0.0"))
     assert message in str(outcome.failure)
     assert outcome.rollback_errors == []
-    assert sim.flash() == b"\xff" * (1024 * 1024)
+    assert sim.flash() == b"\xff" * (256 * 1024)
 
 
 def test_nrst_gpio_without_libgpiod_is_a_clear_error(sim: Sim, runner_for: Any) -> None:
