@@ -153,7 +153,7 @@ class Bootloader:
                 announced = self._get(0)
                 self._resync()
             if announced is None or announced != self._get(announced):
-                raise BootloaderError(
+                raise NotBootloader(
                     f"{self.where}: Get (0x00): the length of the reply changes between tries"
                 )
         self._select_commands()
@@ -190,7 +190,7 @@ class Bootloader:
                     return
             except NoAnswer:
                 continue
-        raise BootloaderError(
+        raise NotBootloader(
             f"{self.where}: Get (0x00): reply of unexpected length, and the bootloader did not "
             f"answer NACK to an invalid command after {RESYNC_TRIES} tries"
         )
