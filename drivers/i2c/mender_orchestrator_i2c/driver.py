@@ -181,6 +181,12 @@ class I2CDriver(DriverBase):
 
     @hookimpl(trylast=True)
     def i2c_enter_bootloader(self, ctx: InterfaceContext, bus: I2CBus, address: int) -> bool | None:
+        s = self.settings
+        if s.nrst_gpio is not None and s.boot0_gpio is not None:
+            from mender_orchestrator_i2c.gpio import restart
+
+            restart(ctx, s.nrst_gpio, s.boot0_gpio, bootloader=True)
+            return True
         if isinstance(bus, ResettableBus):
             bus.reset_to_bootloader()
             return True
@@ -188,11 +194,12 @@ class I2CDriver(DriverBase):
 
     @hookimpl(trylast=True)
     def i2c_reset_mcu(self, ctx: InterfaceContext, bus: I2CBus, address: int) -> bool | None:
-        if self.settings.nrst_gpio is None:
+        s = self.settings
+        if s.nrst_gpio is None:
             return None
-        from mender_orchestrator_i2c.gpio import pulse
+        from mender_orchestrator_i2c.gpio import restart
 
-        pulse(ctx, *self.settings.nrst_gpio)
+        restart(ctx, s.nrst_gpio, s.boot0_gpio, bootloader=False)
         return True
 
     # ------------------------------------------------------------------ queries

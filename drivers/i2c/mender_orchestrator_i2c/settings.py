@@ -46,10 +46,12 @@ ARGUMENTS = {
     "write-unprotect": "no or yes: remove write protection before erasing (default no)",
     "nrst-gpio": "CHIP:LINE of the GPIO driving NRST (libgpiod), to reboot by reset instead of Go "
     "(default: none)",
+    "boot0-gpio": "CHIP:LINE of the GPIO driving BOOT0 (libgpiod, with --nrst-gpio): enter the "
+    "bootloader by reset (default: none)",
 }
 SIZES = ("flash-size", "page-size")
 SECONDS = ("busy-timeout", "connect-timeout")
-TEXTS = ("bus", "no-stretch", "readout-protection", "write-unprotect", "nrst-gpio")
+TEXTS = ("bus", "no-stretch", "readout-protection", "write-unprotect", "nrst-gpio", "boot0-gpio")
 # the orchestrator's datastore, as its environment names it (the core sets it for the
 # systemd units and the test kit), else the core's own default
 DATASTORE_VARIABLE = "MENDER_ORCHESTRATOR_DATASTORE_DIR"
@@ -106,6 +108,7 @@ class Settings:
     readout_protection: str = "refuse"
     write_unprotect: bool = False
     nrst_gpio: tuple[str, int] | None = None
+    boot0_gpio: tuple[str, int] | None = None
     # given in interface_args, rather than defaults: a part in the family table then takes
     # its own erase units (and its area's last unit for the record) where these are not given
     page_size_given: bool = False
@@ -174,12 +177,10 @@ def parse(component: Component) -> Settings:
     unprotect: str = _or(ns.write_unprotect, "no")
     if unprotect not in ("no", "yes"):
         raise bad("write-unprotect", "expected no or yes")
-    nrst: tuple[str, int] | None = None
-    if ns.nrst_gpio is not None:
-        chip, _, line = str(ns.nrst_gpio).rpartition(":")
-        if not chip or not line.isdigit():
-            raise bad("nrst-gpio", "expected CHIP:LINE, e.g. /dev/gpiochip0:17")
-        nrst = (chip, int(line))
+    nrst = _gpio_line(ns.nrst_gpio, lambda: bad("nrst-gpio", GPIO_EXPECTED))
+    boot0 = _gpio_line(ns.boot0_gpio, lambda: bad("boot0-gpio", GPIO_EXPECTED))
+    if boot0 is not None and nrst is None:
+        raise bad("boot0-gpio", "BOOT0 takes effect at a reset: give --nrst-gpio too")
     retries: int = _or(ns.write_retries, Settings.write_retries)
     if not 0 <= retries <= 10:
         raise bad("write-retries", "expected 0 to 10")
@@ -200,9 +201,22 @@ def parse(component: Component) -> Settings:
         readout_protection=protection,
         write_unprotect=unprotect == "yes",
         nrst_gpio=nrst,
+        boot0_gpio=boot0,
         page_size_given=ns.page_size is not None,
         version_record_given=ns.version_record is not None,
     )
+
+
+GPIO_EXPECTED = "expected CHIP:LINE, e.g. /dev/gpiochip0:17"
+
+
+def _gpio_line(text: str | None, bad: Callable[[], ConfigError]) -> tuple[str, int] | None:
+    if text is None:
+        return None
+    chip, _, line = text.rpartition(":")
+    if not chip or not line.isdigit():
+        raise bad()
+    return chip, int(line)
 
 
 def default_state_dir() -> Path:
