@@ -82,6 +82,7 @@ class Saved:
     previous_version: str
     previous_sha256: str  # of the previous Artifact's image, or of the backup
     protected: bool  # readout protection was on: removed for the install, set again after
+    bootloader_version: str  # as Get Version said, for the Inventory
 
 
 class Store:
@@ -334,7 +335,7 @@ class I2CDriver(DriverBase):
     @hookimpl
     def artifact_commit(self, ctx: InterfaceContext) -> None:
         saved = self._saved(ctx)
-        self._remember(saved.pid, saved.target_version)
+        self._remember(saved, saved.target_version)
 
     @hookimpl
     def cleanup(self, ctx: InterfaceContext) -> None:
@@ -412,7 +413,7 @@ class I2CDriver(DriverBase):
                 raise InterfaceError(
                     f"{ctx.name}: the rollback did not restore the flash: {problem}"
                 )
-        self._remember(saved.pid, saved.previous_version)
+        self._remember(saved, saved.previous_version)
 
     # ------------------------------------------------------------------ sessions
 
@@ -574,6 +575,7 @@ class I2CDriver(DriverBase):
             previous_version=previous_version,
             previous_sha256=_sha256(data),
             protected=protected,
+            bootloader_version=boot.version_text,
         )
         store.save(saved, backup)
         return saved, backup
@@ -809,9 +811,14 @@ class I2CDriver(DriverBase):
         address = self.layout.base + self.layout.record.offset
         return decode(boot.read_memory(address, VersionRecord.size_limit()))
 
-    def _remember(self, pid: int, version: str) -> None:
+    def _remember(self, saved: Saved, version: str) -> None:
         known = hostrecord.load(self.record_path)
-        hostrecord.save(self.record_path, known.updated(pid=pid, version=version))
+        hostrecord.save(
+            self.record_path,
+            known.updated(
+                pid=saved.pid, bootloader_version=saved.bootloader_version, version=version
+            ),
+        )
 
     def _bus_name(self) -> str:
         bus = self.settings.bus

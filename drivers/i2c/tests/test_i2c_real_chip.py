@@ -403,3 +403,19 @@ def test_a_get_reply_shorter_than_expected_is_resynchronised(
     replies = [data for kind, data in recorder.transfers if kind == "r" and data[:2] == b"\x11\x11"]
     assert {len(reply) for reply in replies} == {2, 19}  # its length learnt, then read in full
     assert sim.flash()[: len(image)] == image
+
+
+def test_the_identity_once_given_stays_when_more_becomes_known(sim: Sim, runner_for: Any) -> None:
+    sim.install_factory(make_image(6000, seed=1), "1.0.0", mode="application")
+    runner = runner_for(sim, plugins=[WireRecorder(resettable=False), BoardReset()])
+    first = runner.query("identity")  # the application runs: no part number, no unique ID
+    assert first == "stm32-sim-stm32.bin-0x48"
+    assert runner.query("provides") == {VERSION_KEY: "unknown"}
+    image = make_image(3000, seed=3)
+    assert runner.deploy(image, artifact_for(image, "2.0.0")).failure is None
+    assert runner.query("identity") == first  # it names the Component's directories
+    assert runner.query("inventory")[2:] == [  # learnt at the install
+        ("stm32_pid", "0x460"),
+        ("stm32_bootloader_version", "1.1"),
+    ]
+    assert runner.query("provides") == {VERSION_KEY: "2.0.0"}
