@@ -2,21 +2,20 @@
 
 What each state does:
 
-- Identity: Get ID (the part number), plus the MCU's unique ID when ``--uid-address`` says
-  where it is.
-- Provides: the version record the driver wrote with the image (``unknown`` without one).
-- ArtifactInstall: read back the whole managed area and keep it (for rollback); erase what
-  must change, the version record's page first; write the image in 256-byte blocks; read back
-  and compare (a page that differs is erased and written again, ``--write-retries`` times);
-  write the version record last.
-- ArtifactReboot: Go to the flash base, and check that the bootloader left the bus.
-- ArtifactVerifyReboot: back in the bootloader, the record and the image read back as written.
-- ArtifactRollback: write the kept area back the same way; ArtifactRollbackReboot starts what
-  the flash holds (if it holds an application); ArtifactVerifyRollbackReboot checks that the
-  flash reads back byte for byte as kept.
+- Queries (Identity, Provides, Inventory) never stop a running application: they ask the
+  application (the ``i2c_query_application`` hook), else answer from what the driver recorded
+  on the host at its last install (``hostrecord``), and read the bootloader only when the MCU
+  is already waiting in it. Only update states enter the bootloader.
+- ArtifactInstall: plans the rollback (the previous Artifact, kept by the core; on the first
+  deployment a read-back of the area when readout protection allows it), then erases the
+  version record's page and the vector table's page first and writes them last: the image
+  body, then the vector table, then the record, each verified (Get Checksum where the
+  bootloader has it, read-back otherwise; a differing page is erased and written again).
+- ArtifactReboot: an NRST reset where wired (``i2c_reset_mcu``), else Go to the flash base;
+  checks that the bootloader left the bus.
+- ArtifactVerifyReboot: back in the bootloader, the record and the image's checksum.
+- ArtifactRollback: the same install with the previous Artifact (or the read-back).
 
-Queries leave the MCU as they found it: if it was running its application, they restart it
-into the bootloader (``i2c_enter_bootloader``) and start the application again afterwards.
 Everything needed from one state to the next lives in the File API directory
 (``tmp/i2c-driver/``), so a deployment survives a restart of the orchestrator.
 """
@@ -29,7 +28,7 @@ import shutil
 import time
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -43,14 +42,30 @@ from orchestrator_core.driver_api import (
 )
 from orchestrator_core.driver_api import write_atomically as write_atomic
 
-from mender_orchestrator_i2c import hookspecs
+from mender_orchestrator_i2c import hookspecs, hostrecord
+from mender_orchestrator_i2c.an4221 import Command, stm32_crc
 from mender_orchestrator_i2c.bus import I2CBus, ResettableBus, open_builtin
-from mender_orchestrator_i2c.protocol import Bootloader, Nacked, NoAnswer
+from mender_orchestrator_i2c.families import FAMILIES
+from mender_orchestrator_i2c.layout import (
+    Layout,
+    LayoutError,
+    Unit,
+    describe,
+    for_family,
+    uniform,
+)
+from mender_orchestrator_i2c.protocol import (
+    Bootloader,
+    Nacked,
+    NoAnswer,
+    NotBootloader,
+)
 from mender_orchestrator_i2c.record import VersionRecord, decode
 from mender_orchestrator_i2c.settings import PARSER, Settings, parse
 
 BLANK = 0xFF
 CHUNK = 256
+VECTORS = 8  # bytes of the vector table that make an image bootable: initial SP, reset handler
 
 
 @dataclass(frozen=True)
@@ -58,11 +73,16 @@ class Saved:
     """What ArtifactInstall keeps for the states after it (``tmp/i2c-driver/state.json``)."""
 
     pid: int
-    previous_sha256: str
-    previous_bootable: bool
     target_version: str
     image_sha256: str
     image_length: int
+    # how a rollback restores the previous firmware: "artifact" (install the previous
+    # Artifact again), "backup" (write back the area read before the install) or "none"
+    rollback: str
+    previous_version: str
+    previous_sha256: str  # of the previous Artifact's image, or of the backup
+    protected: bool  # readout protection was on: removed for the install, set again after
+    bootloader_version: str  # as Get Version said, for the Inventory
 
 
 class Store:
@@ -82,12 +102,13 @@ class Store:
         except (OSError, ValueError, TypeError) as exc:
             raise InterfaceError(f"{self.directory / 'state.json'} is unreadable: {exc}") from exc
 
-    def save(self, saved: Saved, previous: bytes) -> None:
+    def save(self, saved: Saved, backup: bytes | None) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_atomic(self.directory / "previous.bin", previous)
+        if backup is not None:
+            write_atomic(self.directory / "previous.bin", backup)
         write_atomic(self.directory / "state.json", json.dumps(asdict(saved)).encode())
 
-    def previous(self, saved: Saved) -> bytes:
+    def backup(self, saved: Saved) -> bytes:
         path = self.directory / "previous.bin"
         data = path.read_bytes()
         if _sha256(data) != saved.previous_sha256:
@@ -121,6 +142,11 @@ def _first_difference(a: bytes, b: bytes) -> int:
     return next(i for i, (x, y) in enumerate(zip(a, b, strict=True)) if x != y)
 
 
+def _words(data: bytes) -> bytes:
+    """``data`` padded with erased bytes to whole words, as Write Memory stores it."""
+    return data + b"\xff" * (-len(data) % 4)
+
+
 class I2CDriver(DriverBase):
     """In-process driver for the ``i2c`` Interface; one instance per Component.
 
@@ -129,12 +155,24 @@ class I2CDriver(DriverBase):
     """
 
     extra_hookspecs = hookspecs
-    driver_api = ">=1.0,<2"  # the orchestrator_core.driver_api versions this is written for
+    driver_api = ">=1.1,<2"  # the orchestrator_core.driver_api versions this is written for
+    keeps_previous_artifact = True  # a rollback installs the previous Artifact again
     interface_args_parser = PARSER
 
     def __init__(self, component: Component) -> None:
         super().__init__(component)
         self.settings = parse(component)
+        self.record_path = hostrecord.path_for(
+            self.settings.state_dir, self.settings.bus, self.settings.address
+        )
+        # the area's erase units: --page-size pages until the part is known (its product ID
+        # from Get ID, or as recorded at the last install), then the family table's
+        self.layout = uniform(self.settings)
+        self.pid = 0  # Get ID's answer, once a session has asked
+        known = hostrecord.load(self.record_path).pid
+        if known is not None and known in FAMILIES:
+            with suppress(LayoutError):
+                self.layout = self._layout_for(known)
 
     # ------------------------------------------------------------------ built-in extensions
 
@@ -144,47 +182,88 @@ class I2CDriver(DriverBase):
 
     @hookimpl(trylast=True)
     def i2c_enter_bootloader(self, ctx: InterfaceContext, bus: I2CBus, address: int) -> bool | None:
+        s = self.settings
+        if s.nrst_gpio is not None and s.boot0_gpio is not None:
+            from mender_orchestrator_i2c.gpio import restart
+
+            restart(ctx, s.nrst_gpio, s.boot0_gpio, bootloader=True)
+            return True
         if isinstance(bus, ResettableBus):
             bus.reset_to_bootloader()
             return True
         return None
+
+    @hookimpl(trylast=True)
+    def i2c_reset_mcu(self, ctx: InterfaceContext, bus: I2CBus, address: int) -> bool | None:
+        s = self.settings
+        if s.nrst_gpio is None:
+            return None
+        from mender_orchestrator_i2c.gpio import restart
+
+        restart(ctx, s.nrst_gpio, s.boot0_gpio, bootloader=False)
+        return True
 
     # ------------------------------------------------------------------ queries
 
     @hookimpl
     def identity(self, ctx: InterfaceContext) -> str:
         s = self.settings
-        with self._session(ctx, restore=True) as boot:
-            pid = boot.get_id()
-            uid = None if s.uid_address is None else boot.read_memory(s.uid_address, s.uid_length)
-        if uid is not None:
-            return f"stm32-{pid:03x}-{uid.hex()}"
-        bus = f"sim-{Path(s.bus[4:]).name}" if s.bus.startswith("sim:") else f"i2c{s.bus}"
-        return f"stm32-{pid:03x}-{bus}-0x{s.address:02x}"
+        known = hostrecord.load(self.record_path)
+        if known.identity is not None:
+            return known.identity
+        answer = self._ask_application(ctx)
+        pid_text, uid_text = answer.get("pid"), answer.get("uid")
+        if pid_text and uid_text:
+            identity = f"stm32-{int(pid_text, 16):03x}-{uid_text.lower()}"
+        else:
+            with self._query_session(ctx) as boot:
+                if boot is None:
+                    identity = f"stm32-{self._bus_name()}-0x{s.address:02x}"
+                else:
+                    pid = boot.get_id()
+                    uid = self._read_uid(ctx, boot)
+                    tail = uid.hex() if uid is not None else f"{self._bus_name()}-0x{s.address:02x}"
+                    identity = f"stm32-{pid:03x}-{tail}"
+                    known = known.updated(pid=pid, bootloader_version=boot.version_text)
+        hostrecord.save(self.record_path, known.updated(identity=identity))
+        return identity
 
     @hookimpl
     def provides(self, ctx: InterfaceContext) -> dict[str, str]:
-        with self._session(ctx, restore=True) as boot:
-            record = self._read_record(boot)
-        if record is None:
+        version = self._ask_application(ctx).get("version")
+        if version is None:
+            version = hostrecord.load(self.record_path).version
+        if version is None:
+            with self._query_session(ctx) as boot:
+                if boot is not None:
+                    try:
+                        self.layout = self._layout_for(boot.get_id())
+                    except LayoutError as exc:  # ArtifactInstall fails on it; a query warns
+                        ctx.log.warning("%s: %s", ctx.name, exc)
+                        boot = None
+                readable = boot is not None and not boot.read_protected()
+                record = self._read_record(boot) if boot is not None and readable else None
+            if record is not None:
+                version = record.version
+        if version is None:
             ctx.log.warning(
-                "%s: no valid version record at 0x%08x; reporting version 'unknown'",
+                "%s: the version is not known without stopping the application (no install "
+                "recorded in %s, no i2c_query_application hook): reporting 'unknown'",
                 ctx.name,
-                self.settings.version_record,
+                self.record_path,
             )
-        version = "unknown" if record is None else record.version
-        return {f"rootfs-image.{self.component.interface}.version": version}
+        return {f"rootfs-image.{self.component.interface}.version": version or "unknown"}
 
     @hookimpl
     def inventory(self, ctx: InterfaceContext) -> list[tuple[str, str]]:
-        with self._session(ctx, restore=True) as boot:
-            pid = boot.get_id()
-        return [
-            ("i2c_bus", self.settings.bus),
-            ("i2c_address", f"0x{self.settings.address:02x}"),
-            ("stm32_pid", f"0x{pid:03x}"),
-            ("stm32_bootloader_version", boot.version_text),
-        ]
+        known = hostrecord.load(self.record_path)
+        pid = self._ask_application(ctx).get("pid")
+        items = [("i2c_bus", self.settings.bus), ("i2c_address", f"0x{self.settings.address:02x}")]
+        if pid is not None or known.pid is not None:
+            items.append(("stm32_pid", f"0x{int(pid, 16) if pid else known.pid:03x}"))
+        if known.bootloader_version is not None:
+            items.append(("stm32_bootloader_version", known.bootloader_version))
+        return items
 
     @hookimpl
     def needs_artifact_reboot(self, ctx: InterfaceContext) -> RebootNeed:
@@ -205,31 +284,20 @@ class I2CDriver(DriverBase):
 
     @hookimpl
     def artifact_install(self, ctx: InterfaceContext) -> None:
-        s = self.settings
         image = self._payload(ctx)
         version = self._target_version(ctx)
-        record = VersionRecord.for_image(version, image).encode()
         store = Store(ctx)
-        with self._session(ctx, restore=False) as boot:
-            pid = boot.get_id()
-            current = boot.read_memory(s.flash_base, s.flash_size)
+        with self._session(ctx) as boot:
+            pid = self.pid
             saved = store.load()
+            current = None
             if saved is None:
-                saved = Saved(
-                    pid=pid,
-                    previous_sha256=_sha256(current),
-                    previous_bootable=bootable(current, s),
-                    target_version=version,
-                    image_sha256=_sha256(image),
-                    image_length=len(image),
+                protected = self._lift_protection(ctx, boot)
+                saved, current = self._plan_rollback(
+                    ctx, boot, store, pid, image, version, protected
                 )
-                store.save(saved, current)
             else:
-                ctx.log.info("%s: keeping the image saved by the first install attempt", ctx.name)
-            wanted = bytearray(b"\xff" * s.flash_size)
-            wanted[: len(image)] = image
-            offset = s.image_limit
-            wanted[offset : offset + len(record)] = record
+                ctx.log.info("%s: keeping the rollback planned by the first attempt", ctx.name)
             ctx.log.info(
                 "%s: flashing %d bytes, version %s (bootloader v%s, write 0x%02x, erase 0x%02x)",
                 ctx.name,
@@ -239,7 +307,7 @@ class I2CDriver(DriverBase):
                 boot.write_command,
                 boot.erase_command,
             )
-            self._make_area(ctx, boot, current, bytes(wanted))
+            self._install(ctx, boot, image, version, protected=saved.protected, current=current)
 
     @hookimpl
     def artifact_reboot(self, ctx: InterfaceContext) -> None:
@@ -248,27 +316,26 @@ class I2CDriver(DriverBase):
     @hookimpl
     def artifact_verify_reboot(self, ctx: InterfaceContext) -> None:
         saved = self._saved(ctx)
-        s = self.settings
-        with self._session(ctx, restore=True) as boot:
-            pid = boot.get_id()
-            record = self._read_record(boot)
-            image = boot.read_memory(s.flash_base, saved.image_length)
+        if saved.protected:
+            self._verify_protected(ctx, saved.target_version)
+            return
+        image = self._payload(ctx)
+        with self._session(ctx) as boot:
+            pid = self.pid
+            problem = self._check_installed(boot, image, saved.target_version)
+            boot.go(self.settings.flash_base)
         if pid != saved.pid:
             raise InterfaceError(
                 f"{ctx.name}: answers with part number 0x{pid:03x}, not 0x{saved.pid:03x} as "
                 f"during the install: a different MCU?"
             )
-        if record is None or record.version != saved.target_version:
-            found = "no valid version record" if record is None else f"version {record.version!r}"
-            raise InterfaceError(
-                f"{ctx.name}: after the reboot the device holds {found}, "
-                f"expected {saved.target_version!r}"
-            )
-        if _sha256(image) != saved.image_sha256 or record.image_crc32 != zlib.crc32(image):
-            raise InterfaceError(
-                f"{ctx.name}: after the reboot the flash no longer holds the image written "
-                f"(0x{s.flash_base:08x}, {saved.image_length} bytes)"
-            )
+        if problem:
+            raise InterfaceError(f"{ctx.name}: after the reboot {problem}")
+
+    @hookimpl
+    def artifact_commit(self, ctx: InterfaceContext) -> None:
+        saved = self._saved(ctx)
+        self._remember(saved, saved.target_version)
 
     @hookimpl
     def cleanup(self, ctx: InterfaceContext) -> None:
@@ -284,10 +351,36 @@ class I2CDriver(DriverBase):
         if saved is None:
             ctx.log.info("%s: the install never reached the device; nothing to roll back", ctx.name)
             return
-        previous = store.previous(saved)
-        with self._session(ctx, restore=False) as boot:
-            current = boot.read_memory(self.settings.flash_base, self.settings.flash_size)
-            self._make_area(ctx, boot, current, previous)
+        if saved.rollback == "none":
+            raise InterfaceError(
+                f"{ctx.name}: cannot roll back: this was the first deployment through the "
+                f"orchestrator (no previous Artifact kept) and readout protection kept the "
+                f"previous firmware from being read before the install"
+            )
+        with self._session(ctx) as boot:
+            if saved.protected:  # set again if the install got that far: remove it again
+                self._lift_protection(ctx, boot)
+            if saved.rollback == "artifact":
+                image = self._previous_image(ctx, saved)
+                if self._check_installed(boot, image, saved.previous_version) is None:
+                    self._untouched(ctx, boot, saved)
+                    return
+                self._install(ctx, boot, image, saved.previous_version, protected=saved.protected)
+            else:
+                backup = store.backup(saved)
+                if self._check_area(boot, backup) is None:
+                    return  # the install failed before it changed anything
+                self._write_area(ctx, boot, backup, current=None)
+
+    def _untouched(self, ctx: InterfaceContext, boot: Bootloader, saved: Saved) -> None:
+        """The flash still holds the previous firmware (the install failed before it changed
+        anything): only readout protection, if it was lifted, goes back on."""
+        ctx.log.info("%s: the flash still holds version %s", ctx.name, saved.previous_version)
+        if saved.protected:
+            boot.change_option_bytes(
+                Command.READOUT_PROTECT, Command.NO_STRETCH_READOUT_PROTECT, "Readout Protect"
+            )
+            self._wait_for_bootloader(ctx, boot, hint=False)
 
     @hookimpl
     def artifact_rollback_reboot(self, ctx: InterfaceContext) -> None:
@@ -301,74 +394,435 @@ class I2CDriver(DriverBase):
         saved = store.load()
         if saved is None:
             return
-        previous = store.previous(saved)
-        s = self.settings
-        with self._session(ctx, restore=True) as boot:
-            current = boot.read_memory(s.flash_base, s.flash_size)
-        if current != previous:
-            at = s.flash_base + _first_difference(current, previous)
-            raise InterfaceError(
-                f"{ctx.name}: the rollback did not restore the flash: it differs from the saved "
-                f"image from 0x{at:08x} on"
-            )
+        if saved.rollback == "none":
+            raise InterfaceError(f"{ctx.name}: the rollback could not run (see ArtifactRollback)")
+        if saved.protected:
+            self._verify_protected(ctx, saved.previous_version)
+        else:
+            s = self.settings
+            with self._session(ctx) as boot:
+                if saved.rollback == "artifact":
+                    problem = self._check_installed(
+                        boot, self._previous_image(ctx, saved), saved.previous_version
+                    )
+                else:
+                    problem = self._check_area(boot, store.backup(saved))
+                if bootable(boot.read_memory(s.flash_base, 8), s):
+                    boot.go(s.flash_base)
+            if problem:
+                raise InterfaceError(
+                    f"{ctx.name}: the rollback did not restore the flash: {problem}"
+                )
+        self._remember(saved, saved.previous_version)
 
-    # ------------------------------------------------------------------ helpers
+    # ------------------------------------------------------------------ sessions
 
     @contextmanager
-    def _session(self, ctx: InterfaceContext, *, restore: bool) -> Iterator[Bootloader]:
-        """The bus opened and the bootloader answering; with ``restore``, an MCU found running
-        its application is started again when the work is done."""
-        s = self.settings
-        if ctx.hook is not None:
-            bus = ctx.hook.i2c_open_bus(ctx=ctx, bus=s.bus)
-        else:
-            bus = self.i2c_open_bus(ctx, s.bus)
+    def _session(self, ctx: InterfaceContext, *, area: bool = True) -> Iterator[Bootloader]:
+        """The bus opened and the bootloader answering (entered if need be): update states.
+        With ``area``, the managed area must fit the part (its erase units known)."""
+        bus = self._open(ctx)
         try:
-            boot = Bootloader(bus, s, ctx.deadline, ctx.name)
-            was_running = not self._connect(ctx, bus, boot)
+            boot = Bootloader(bus, self.settings, ctx.deadline, ctx.name)
+            self._connect(ctx, bus, boot)
+            self.pid = boot.get_id()
+            if area:
+                self._use_part(ctx, self.pid)
             yield boot
-            if restore and was_running:
-                boot.go(s.flash_base)
         finally:
             bus.close()
 
-    def _connect(self, ctx: InterfaceContext, bus: I2CBus, boot: Bootloader) -> bool:
-        """Reach the bootloader; ``True`` if it was already there."""
+    @contextmanager
+    def _query_session(self, ctx: InterfaceContext) -> Iterator[Bootloader | None]:
+        """The bootloader if the MCU is waiting in it, else ``None``: never disturbs an
+        application (no reset, no Go)."""
+        bus = self._open(ctx)
         try:
-            boot.connect()
-            return True
-        except Nacked:
-            boot.connect()  # it was in the middle of a command; the NACK put it back in step
-            return True
-        except NoAnswer:
-            pass
+            boot = Bootloader(bus, self.settings, ctx.deadline, ctx.name)
+            yield boot if self._handshake(boot) else None
+        finally:
+            bus.close()
+
+    def _open(self, ctx: InterfaceContext) -> I2CBus:
+        if ctx.hook is not None:
+            bus: I2CBus = ctx.hook.i2c_open_bus(ctx=ctx, bus=self.settings.bus)
+            return bus
+        return self.i2c_open_bus(ctx, self.settings.bus)
+
+    def _ask_application(self, ctx: InterfaceContext) -> dict[str, str]:
+        if ctx.hook is None or not ctx.hook.i2c_query_application.get_hookimpls():
+            return {}
+        bus = self._open(ctx)
+        try:
+            answer = ctx.hook.i2c_query_application(ctx=ctx, bus=bus, address=self.settings.address)
+        finally:
+            bus.close()
+        return dict(answer or {})
+
+    @staticmethod
+    def _handshake(boot: Bootloader) -> bool:
+        """Does the bootloader answer? Get Version and Get, with their ACKs, tell it from an
+        application that happens to answer at the same address (its bytes are no ACK)."""
+        for _ in range(2):  # a NACK may only mean it was mid-command: that put it back in step
+            try:
+                boot.connect()
+                return True
+            except Nacked:
+                continue
+            except (NoAnswer, NotBootloader):
+                return False
+        return False
+
+    def _connect(self, ctx: InterfaceContext, bus: I2CBus, boot: Bootloader) -> None:
+        """Reach the bootloader, restarting the MCU into it if something else answers."""
+        if self._handshake(boot):
+            return
         address = self.settings.address
         if ctx.hook is not None:
             entered = ctx.hook.i2c_enter_bootloader(ctx=ctx, bus=bus, address=address)
         else:
             entered = self.i2c_enter_bootloader(ctx, bus, address)
+        self._wait_for_bootloader(ctx, boot, hint=not entered)
+
+    def _wait_for_bootloader(self, ctx: InterfaceContext, boot: Bootloader, hint: bool) -> None:
         started = time.monotonic()
         give_up = min(ctx.deadline, started + self.settings.connect_timeout)
         while True:
             try:
                 boot.connect()
-                return False
-            except NoAnswer as exc:
+                return
+            except (NoAnswer, NotBootloader, Nacked) as exc:
                 if time.monotonic() >= give_up:
-                    hint = (
-                        ""
-                        if entered
-                        else " If the MCU runs its application, install a plugin implementing "
+                    advice = (
+                        " If the MCU runs its application, install a plugin implementing "
                         "the i2c_enter_bootloader hook (drive BOOT0/NRST) for this board."
+                        if hint
+                        else ""
                     )
                     raise InterfaceError(
                         f"{ctx.name}: the bootloader did not answer within "
-                        f"{give_up - started:.1f} s (--connect-timeout): {exc}.{hint}"
+                        f"{give_up - started:.1f} s (--connect-timeout): {exc}.{advice}"
                     ) from exc
                 time.sleep(0.02)
 
+    # ------------------------------------------------------------------ install steps
+
+    def _lift_protection(self, ctx: InterfaceContext, boot: Bootloader) -> bool:
+        """Remove readout protection (with ``--readout-protection=cycle``) and, with
+        ``--write-unprotect=yes``, write protection; ``True`` if readout protection was on."""
+        protected = boot.read_protected()
+        if protected:
+            if self.settings.readout_protection != "cycle":
+                raise InterfaceError(
+                    f"{ctx.name}: the MCU has readout protection (level 1): its bootloader "
+                    f"refuses to read, write or erase the flash. --readout-protection=cycle "
+                    f"lets the driver remove it, which mass-erases the whole flash, and set it "
+                    f"again after the install"
+                )
+            ctx.log.warning(
+                "%s: removing readout protection: the MCU mass-erases its whole flash", ctx.name
+            )
+            boot.change_option_bytes(
+                Command.READOUT_UNPROTECT, Command.NO_STRETCH_READOUT_UNPROTECT, "Readout Unprotect"
+            )
+            self._wait_for_bootloader(ctx, boot, hint=False)
+        if self.settings.write_unprotect:
+            boot.change_option_bytes(
+                Command.WRITE_UNPROTECT, Command.NO_STRETCH_WRITE_UNPROTECT, "Write Unprotect"
+            )
+            self._wait_for_bootloader(ctx, boot, hint=False)
+        return protected
+
+    def _plan_rollback(
+        self,
+        ctx: InterfaceContext,
+        boot: Bootloader,
+        store: Store,
+        pid: int,
+        image: bytes,
+        version: str,
+        protected: bool,
+    ) -> tuple[Saved, bytes | None]:
+        """How a rollback will restore the previous firmware; and the area's contents when
+        they were read for that."""
+        backup = None
+        previous = ctx.previous_artifact
+        if previous is not None and previous.files:
+            way = "artifact"
+            data = previous.files[0].read_bytes()
+            previous_version = previous.info.version_for(self.component.interface)
+        elif not protected:
+            # the first deployment through the orchestrator: nothing kept yet, so the
+            # flash is read back once (the only way to roll back to the factory firmware)
+            way = "backup"
+            area = self.layout
+            data = backup = boot.read_memory(area.base, area.size)
+            record = decode(data[area.image_limit : area.image_limit + VersionRecord.size_limit()])
+            previous_version = "unknown" if record is None else record.version
+        else:
+            way, data, previous_version = "none", b"", "unknown"
+            ctx.log.warning(
+                "%s: no rollback possible for this install: no previous Artifact is kept yet "
+                "and readout protection hid the previous firmware",
+                ctx.name,
+            )
+        saved = Saved(
+            pid=pid,
+            target_version=version,
+            image_sha256=_sha256(image),
+            image_length=len(image),
+            rollback=way,
+            previous_version=previous_version,
+            previous_sha256=_sha256(data),
+            protected=protected,
+            bootloader_version=boot.version_text,
+        )
+        store.save(saved, backup)
+        return saved, backup
+
+    def _install(
+        self,
+        ctx: InterfaceContext,
+        boot: Bootloader,
+        image: bytes,
+        version: str,
+        *,
+        protected: bool,
+        current: bytes | None = None,
+    ) -> None:
+        area = self.layout
+        wanted = bytearray(b"\xff" * area.size)
+        wanted[: len(image)] = image
+        record = VersionRecord.for_image(version, image).encode()
+        wanted[area.image_limit : area.image_limit + len(record)] = record
+        self._write_area(ctx, boot, bytes(wanted), current)
+        if protected:
+            boot.change_option_bytes(
+                Command.READOUT_PROTECT, Command.NO_STRETCH_READOUT_PROTECT, "Readout Protect"
+            )
+            self._wait_for_bootloader(ctx, boot, hint=False)
+
+    def _old_extent(self, boot: Bootloader) -> int:
+        """Bytes from the area's start that may hold an older image: the one the version
+        record describes, or the whole image area without a record."""
+        limit = self.layout.image_limit
+        record = self._read_record(boot) if not boot.read_protected() else None
+        return limit if record is None else min(record.image_length, limit)
+
+    def _write_area(
+        self, ctx: InterfaceContext, boot: Bootloader, wanted: bytes, current: bytes | None
+    ) -> None:
+        """Make the managed area hold ``wanted``. The version record's unit and the vector
+        table's unit are erased first and written last (vector table, then record), so an
+        interrupted run never leaves a bootable partial image nor a valid record next to one."""
+        area = self.layout
+        first, record = area.first, area.record
+
+        def part(data: bytes, unit: Unit) -> bytes:
+            return data[unit.offset : unit.offset + unit.size]
+
+        if current is None:
+            old = set(area.extent(self._old_extent(boot)))
+            changed = [
+                u
+                for u in area.units
+                if u in old or u == record or part(wanted, u).count(BLANK) != u.size
+            ]
+            dirty = list(changed)
+        else:
+            changed = [u for u in area.units if part(current, u) != part(wanted, u)]
+            if changed:  # the vector table and the record go whatever else changes
+                changed = sorted({*changed, first, record}, key=lambda u: u.offset)
+            dirty = [u for u in changed if part(current, u).count(BLANK) != u.size]
+        dirty.sort(key=lambda u: (u != record, u != first, u.offset))
+        boot.erase_pages([u.number for u in dirty])
+        body = [u for u in changed if u not in (first, record)]
+        total = sum(u.size for u in changed)
+        done = 0
+        for unit in body:
+            self._write_unit(boot, unit, part(wanted, unit))
+            done += unit.size
+            ctx.progress(done, total, "bytes flashed")
+        self._verify_units(ctx, boot, body, wanted)
+        for last in (first, record):
+            if last in changed:
+                self._write_unit(boot, last, part(wanted, last))
+                done += last.size
+                ctx.progress(done, total, "bytes flashed")
+                self._verify_units(ctx, boot, [last], wanted)
+
+    def _write_unit(self, boot: Bootloader, unit: Unit, content: bytes) -> None:
+        start = self.layout.base + unit.offset
+        pieces = [
+            (offset, content[offset : offset + CHUNK]) for offset in range(0, len(content), CHUNK)
+        ]
+        if unit.offset == 0:
+            # the vector table (initial SP, reset handler) goes in last, on its own: until
+            # then Go or a reset finds nothing to start, even if power fails mid-page
+            head = pieces.pop(0)[1]
+            pieces = [(VECTORS, head[VECTORS:]), *pieces, (0, head[:VECTORS])]
+        for offset, piece in pieces:
+            # erased flash already reads 0xFF: trailing 0xFF bytes need no writing
+            block = piece.rstrip(b"\xff")
+            if block:
+                boot.write_memory(start + offset, block)
+
+    def _unit_problem(self, boot: Bootloader, unit: Unit, expected: bytes) -> str | None:
+        address = self.layout.base + unit.offset
+        if boot.has_checksum:
+            found_crc = boot.get_checksum(address, len(expected))
+            wanted_crc = stm32_crc(expected)
+            if found_crc == wanted_crc:
+                return None
+            return (
+                f"page {unit.number} at 0x{address:08x} has checksum 0x{found_crc:08x}, "
+                f"expected 0x{wanted_crc:08x} (Get Checksum)"
+            )
+        found = boot.read_memory(address, len(expected))
+        if found == expected:
+            return None
+        at = _first_difference(found, expected)
+        return (
+            f"page {unit.number} read back wrong at 0x{address + at:08x}: wrote "
+            f"0x{expected[at]:02x}, read 0x{found[at]:02x}"
+        )
+
+    def _verify_units(
+        self, ctx: InterfaceContext, boot: Bootloader, units: list[Unit], wanted: bytes
+    ) -> None:
+        retries = self.settings.write_retries
+        for unit in units:
+            expected = wanted[unit.offset : unit.offset + unit.size]
+            for attempt in range(retries + 1):
+                problem = self._unit_problem(boot, unit, expected)
+                if problem is None:
+                    break
+                if attempt == retries:
+                    raise InterfaceError(
+                        f"{ctx.name}: {problem} (after {attempt + 1} attempt(s), "
+                        f"--write-retries={retries})"
+                    )
+                ctx.log.warning("%s: %s; erasing and writing it again", ctx.name, problem)
+                boot.erase_pages([unit.number])
+                self._write_unit(boot, unit, expected)
+
+    # ------------------------------------------------------------------ checks after a reboot
+
+    def _check_installed(self, boot: Bootloader, image: bytes, version: str) -> str | None:
+        """What is wrong with the flash as ``image`` with ``version`` installed, or ``None``."""
+        record = self._read_record(boot)
+        if record is None or record.version != version:
+            found = "no valid version record" if record is None else f"version {record.version!r}"
+            return f"the device holds {found}, expected {version!r}"
+        base = self.settings.flash_base
+        padded = _words(image)
+        if boot.has_checksum:
+            same = boot.get_checksum(base, len(padded)) == stm32_crc(padded)
+        else:
+            same = boot.read_memory(base, len(image)) == image
+        if not same or record.image_crc32 != zlib.crc32(image):
+            return f"the flash no longer holds the image written (0x{base:08x}, {len(image)} bytes)"
+        return None
+
+    def _check_area(self, boot: Bootloader, expected: bytes) -> str | None:
+        base = self.settings.flash_base
+        if boot.has_checksum:
+            if boot.get_checksum(base, len(expected)) == stm32_crc(expected):
+                return None
+            return f"the area's checksum differs from the saved image's (0x{base:08x})"
+        current = boot.read_memory(base, len(expected))
+        if current == expected:
+            return None
+        at = base + _first_difference(current, expected)
+        return f"it differs from the saved image from 0x{at:08x} on"
+
+    def _verify_protected(self, ctx: InterfaceContext, version: str) -> None:
+        """Under readout protection the flash cannot be read: the image was verified before
+        protection was set; what is left to check is that the application runs (and says
+        its version, where a plugin can ask it)."""
+        answer = self._ask_application(ctx)
+        running = answer.get("version")
+        if running is not None and running != version:
+            raise InterfaceError(
+                f"{ctx.name}: the application reports version {running!r}, expected {version!r}"
+            )
+        with self._query_session(ctx) as boot:
+            if boot is not None:
+                raise InterfaceError(
+                    f"{ctx.name}: the bootloader still answers: the application did not start"
+                )
+
+    # ------------------------------------------------------------------ helpers
+
+    def _layout_for(self, pid: int) -> Layout:
+        """The area's erase units on the part ``pid``; ``LayoutError`` if it does not fit.
+        A ``--page-size`` given for a part with uniform pages wins over the table (the
+        Topology names the board's part; a table entry may cover variants)."""
+        s = self.settings
+        family = FAMILIES.get(pid)
+        if family is None:
+            return uniform(s)
+        if s.page_size_given:
+            if family.uniform is None:
+                raise LayoutError(
+                    f"--page-size={s.page_size}: the {family.name} has sectors of different "
+                    f"sizes ({describe(family)}), which the driver knows; remove --page-size"
+                )
+            return uniform(s)
+        return for_family(s, family)
+
+    def _use_part(self, ctx: InterfaceContext, pid: int) -> None:
+        try:
+            self.layout = self._layout_for(pid)
+        except LayoutError as exc:
+            raise InterfaceError(f"{ctx.name}: {exc}") from None
+        family = FAMILIES.get(pid)
+        if family is None:
+            return
+        if family.note:
+            ctx.log.info("%s: %s: %s", ctx.name, family.name, family.note)
+        if self.settings.page_size_given and family.uniform != self.settings.page_size:
+            ctx.log.warning(
+                "%s: --page-size=%d, but the %s (product ID 0x%03x) erases %d-byte pages",
+                ctx.name,
+                self.settings.page_size,
+                family.name,
+                pid,
+                family.uniform,
+            )
+
+    def _read_uid(self, ctx: InterfaceContext, boot: Bootloader) -> bytes | None:
+        s = self.settings
+        if s.uid_address is None:
+            return None
+        try:
+            return boot.read_memory(s.uid_address, s.uid_length)
+        except Nacked:
+            if not boot.read_protected():
+                raise
+            ctx.log.warning(
+                "%s: readout protection hides the unique ID; the Identity names the bus and "
+                "address instead",
+                ctx.name,
+            )
+            return None
+
     def _read_record(self, boot: Bootloader) -> VersionRecord | None:
-        return decode(boot.read_memory(self.settings.version_record, VersionRecord.size_limit()))
+        address = self.layout.base + self.layout.record.offset
+        return decode(boot.read_memory(address, VersionRecord.size_limit()))
+
+    def _remember(self, saved: Saved, version: str) -> None:
+        known = hostrecord.load(self.record_path)
+        hostrecord.save(
+            self.record_path,
+            known.updated(
+                pid=saved.pid, bootloader_version=saved.bootloader_version, version=version
+            ),
+        )
+
+    def _bus_name(self) -> str:
+        bus = self.settings.bus
+        return f"sim-{Path(bus[4:]).name}" if bus.startswith("sim:") else f"i2c{bus}"
 
     def _saved(self, ctx: InterfaceContext) -> Saved:
         saved = Store(ctx).load()
@@ -376,23 +830,48 @@ class I2CDriver(DriverBase):
             raise InterfaceError(f"{ctx.name}: no record of the install in {Store(ctx).directory}")
         return saved
 
+    def _previous_image(self, ctx: InterfaceContext, saved: Saved) -> bytes:
+        previous = ctx.previous_artifact
+        data = previous.files[0].read_bytes() if previous is not None and previous.files else b""
+        if _sha256(data) != saved.previous_sha256:
+            raise InterfaceError(
+                f"{ctx.name}: the previous Artifact's payload is gone or changed since the "
+                f"install began; cannot roll back"
+            )
+        return data
+
     def _start_application(self, ctx: InterfaceContext, *, only_if_bootable: bool = False) -> None:
         base = self.settings.flash_base
-        with self._session(ctx, restore=False) as boot:
-            if only_if_bootable and not bootable(boot.read_memory(base, 8), self.settings):
+        with self._session(ctx, area=False) as boot:
+            if (
+                only_if_bootable
+                and not boot.read_protected()
+                and not bootable(boot.read_memory(base, 8), self.settings)
+            ):
                 ctx.log.info(
                     "%s: the flash holds no application; leaving the MCU in its bootloader",
                     ctx.name,
                 )
                 return
-            boot.go(base)
-            try:
-                boot.connect()
-            except NoAnswer:
+            address = self.settings.address
+            reset = (
+                ctx.hook.i2c_reset_mcu(ctx=ctx, bus=boot.bus, address=address)
+                if ctx.hook is not None
+                else self.i2c_reset_mcu(ctx, boot.bus, address)
+            )
+            if not reset:
+                try:
+                    boot.go(base)
+                except Nacked as exc:
+                    raise InterfaceError(
+                        f"{exc.message}: under readout protection the bootloader refuses Go; "
+                        f"wire NRST (--nrst-gpio or the i2c_reset_mcu hook)"
+                    ) from None
+            if not self._handshake(boot):
                 return  # the bootloader has left the bus: the application runs
+        how = "the NRST reset" if reset else f"Go to 0x{base:08x}"
         raise InterfaceError(
-            f"{ctx.name}: the bootloader still answers after Go to 0x{base:08x}: "
-            f"the application did not start"
+            f"{ctx.name}: the bootloader still answers after {how}: the application did not start"
         )
 
     def _check_listing(self, ctx: InterfaceContext, files: list[tuple[str, int]]) -> None:
@@ -403,12 +882,12 @@ class I2CDriver(DriverBase):
                 f"the Artifact has {len(files)} ({names})"
             )
         name, size = files[0]
-        limit = self.settings.image_limit
+        limit = self.layout.image_limit
         if not 8 <= size <= limit:
             raise InterfaceError(
                 f"{ctx.name}: payload {name} is {size} bytes; the image area holds 8 to {limit} "
                 f"bytes (0x{self.settings.flash_base:08x} up to the version record at "
-                f"0x{self.settings.version_record:08x})"
+                f"0x{self.layout.base + limit:08x})"
             )
 
     def _payload(self, ctx: InterfaceContext) -> bytes:
@@ -439,67 +918,3 @@ class I2CDriver(DriverBase):
                 f"{ctx.name}: cannot record the Artifact's version {version!r}: {exc}"
             ) from exc
         return version
-
-    def _make_area(
-        self, ctx: InterfaceContext, boot: Bootloader, current: bytes, wanted: bytes
-    ) -> None:
-        """Turn the managed area from ``current`` into ``wanted``, touching only pages that
-        differ. The version record's page is erased first and written last, so an interrupted
-        run never leaves a valid record next to a partial image."""
-        s = self.settings
-        size = s.page_size
-        record_page = (s.version_record - s.flash_base) // size
-
-        def page(data: bytes, number: int) -> bytes:
-            return data[number * size : (number + 1) * size]
-
-        changed = [p for p in s.pages if page(current, p) != page(wanted, p)]
-        dirty = [p for p in changed if page(current, p).count(BLANK) != size]
-        if record_page in dirty:
-            dirty.remove(record_page)
-            dirty.insert(0, record_page)
-        boot.erase_pages(dirty)
-        body = [p for p in changed if p != record_page]
-        total = len(changed) * size
-        for written, number in enumerate(body, start=1):
-            self._write_page(boot, number, page(wanted, number))
-            ctx.progress(written * size, total, "bytes flashed")
-        self._verify_pages(ctx, boot, body, wanted)
-        if record_page in changed:
-            self._write_page(boot, record_page, page(wanted, record_page))
-            ctx.progress(total, total, "bytes flashed")
-            self._verify_pages(ctx, boot, [record_page], wanted)
-
-    def _write_page(self, boot: Bootloader, number: int, content: bytes) -> None:
-        start = self.settings.flash_base + number * self.settings.page_size
-        for offset in range(0, len(content), CHUNK):
-            # erased flash already reads 0xFF: trailing 0xFF bytes need no writing
-            block = content[offset : offset + CHUNK].rstrip(b"\xff")
-            if block:
-                boot.write_memory(start + offset, block)
-
-    def _verify_pages(
-        self, ctx: InterfaceContext, boot: Bootloader, pages: list[int], wanted: bytes
-    ) -> None:
-        s = self.settings
-        size = s.page_size
-        for number in pages:
-            address = s.flash_base + number * size
-            expected = wanted[number * size : (number + 1) * size]
-            for attempt in range(s.write_retries + 1):
-                found = boot.read_memory(address, size)
-                if found == expected:
-                    break
-                at = _first_difference(found, expected)
-                problem = (
-                    f"page {number} read back wrong at 0x{address + at:08x}: wrote "
-                    f"0x{expected[at]:02x}, read 0x{found[at]:02x}"
-                )
-                if attempt == s.write_retries:
-                    raise InterfaceError(
-                        f"{ctx.name}: {problem} (after {attempt + 1} attempt(s), "
-                        f"--write-retries={s.write_retries})"
-                    )
-                ctx.log.warning("%s: %s; erasing and writing it again", ctx.name, problem)
-                boot.erase_pages([number])
-                self._write_page(boot, number, expected)

@@ -38,3 +38,27 @@ def i2c_enter_bootloader(ctx: InterfaceContext, bus: I2CBus, address: int) -> bo
     application its own "jump to bootloader" request. Built in: the simulator's reset lines;
     on any other bus nothing, and the driver reports that no plugin could do it.
     """
+
+
+@hookspec(firstresult=True)
+def i2c_reset_mcu(ctx: InterfaceContext, bus: I2CBus, address: int) -> bool | None:
+    """Restart the MCU from its flash (BOOT0 low, pulse NRST); return ``True`` once done.
+
+    Used to start a new or restored application where the board wires NRST (and BOOT0) to
+    the host, instead of the bootloader's Go: a reset starts the application exactly as a
+    power-up does, and it works under readout protection, which refuses Go. Without an
+    implementation (``None``) the driver uses Go. Built in: ``--nrst-gpio`` through libgpiod.
+    """
+
+
+@hookspec(firstresult=True)
+def i2c_query_application(
+    ctx: InterfaceContext, bus: I2CBus, address: int
+) -> dict[str, str] | None:
+    """Ask the running application (not the bootloader) what it is; ``None`` if it cannot.
+
+    Queries (Identity, Provides, Inventory) must not stop the application, so the driver
+    asks this hook first, then what it recorded at the last install. Keys the driver uses:
+    ``version`` (the running firmware's version), ``pid`` and ``uid`` (hexadecimal, as the
+    bootloader would report them). No built-in implementation.
+    """

@@ -37,6 +37,9 @@ ADDRESS_REFUSED = (
     " (the address is outside this MCU's memory, or readout protection is on: check "
     "--flash-base, --flash-size, --version-record and --uid-address)"
 )
+RESYNC_TRIES = 4
+# AN4221: Write Memory and Erase NACK a write-protected page (and a failed operation)
+PAGE_REFUSED = " (a write-protected page? --write-unprotect=yes removes write protection)"
 ERASE_BATCH = 32  # pages per no-stretch Erase; a clock-stretching Erase does one page at a time
 
 
@@ -46,6 +49,10 @@ class BootloaderError(InterfaceError):
 
 class Nacked(BootloaderError):
     """The bootloader answered NACK."""
+
+
+class NotBootloader(BootloaderError):
+    """Something answered, but not as the bootloader does (an application at its address)."""
 
 
 class NoAnswer(BootloaderError):
@@ -111,7 +118,7 @@ class Bootloader:
                 expected = (
                     "ACK 0x79, NACK 0x1F or BUSY 0x76" if no_stretch else "ACK 0x79 or NACK 0x1F"
                 )
-                raise BootloaderError(
+                raise NotBootloader(
                     f"{self.where}: {what}: unexpected answer 0x{answer:02x} (expected {expected})"
                 )
             if time.monotonic() >= give_up:
@@ -134,18 +141,59 @@ class Bootloader:
         self._command(Command.GET_VERSION, what)
         self.version = self._receive(1, what)[0]
         self._expect_ack(what)
-        what = "Get (0x00)"
-        known = COMMANDS_BY_VERSION.get(self.version)
-        # An I2C read has a fixed length; the reply's own length byte is checked against it.
-        expected = len(known) + 2 if known else 34
-        self._command(Command.GET, what)
-        frame = self._receive(expected, what)
-        count = frame[0] + 1
-        if frame[1] != self.version or count + 1 > len(frame):
-            raise BootloaderError(f"{self.where}: {what}: malformed reply {frame.hex()}")
-        self._expect_ack(what)
-        self.commands = tuple(frame[2 : 2 + count - 1])
+        # An I2C read has a fixed length, so Get's reply is read at the length this version's
+        # list has (the newest known for a newer version); a part whose ROM lists another
+        # number of commands is met again at the length its reply announced.
+        newest = COMMANDS_BY_VERSION[max(COMMANDS_BY_VERSION)]
+        known = COMMANDS_BY_VERSION.get(self.version, newest)
+        announced = self._get(len(known))
+        if announced != len(known):
+            self._resync()
+            if announced is None:  # the reply was shorter than read: learn its length first
+                announced = self._get(0)
+                self._resync()
+            if announced is None or announced != self._get(announced):
+                raise NotBootloader(
+                    f"{self.where}: Get (0x00): the length of the reply changes between tries"
+                )
         self._select_commands()
+
+    def _get(self, commands: int) -> int | None:
+        """Get, reading a reply of ``commands`` commands; the number the reply announces
+        (``None`` when it was shorter than that). The list is kept when the lengths agree."""
+        what = "Get (0x00)"
+        self._command(Command.GET, what)
+        try:
+            frame = self._receive(max(commands + 2, 1), what)
+        except NoAnswer:
+            return None
+        announced = frame[0]  # N: the bytes that follow, less one (the version + the list)
+        if announced != commands:
+            return announced
+        if frame[1] != self.version:
+            raise NotBootloader(
+                f"{self.where}: {what}: reply names version 0x{frame[1]:02x}, Get Version "
+                f"said 0x{self.version:02x}: {frame.hex()}"
+            )
+        self._expect_ack(what)
+        self.commands = tuple(frame[2:])
+        return announced
+
+    def _resync(self) -> None:
+        """Bring the conversation back in step after a reply of unexpected length: send an
+        invalid command until the bootloader NACKs it (what it answers when it waits for a
+        command), discarding whatever it still had to send."""
+        for _ in range(RESYNC_TRIES):
+            try:
+                self._send(bytes((0xFF, 0xFF)), "resynchronisation (an invalid command)")
+                if self._receive(1, "resynchronisation (an invalid command)")[0] == NACK:
+                    return
+            except NoAnswer:
+                continue
+        raise NotBootloader(
+            f"{self.where}: Get (0x00): reply of unexpected length, and the bootloader did not "
+            f"answer NACK to an invalid command after {RESYNC_TRIES} tries"
+        )
 
     def _select_commands(self) -> None:
         listed = set(self.commands)
@@ -226,7 +274,10 @@ class Bootloader:
         self._expect_ack(what)
         frame = bytes((len(block) - 1,)) + block
         self._send(frame + bytes((xor(frame),)), what)
-        self._expect_ack(what, no_stretch=no_stretch)
+        try:
+            self._expect_ack(what, no_stretch=no_stretch)
+        except Nacked as exc:
+            raise Nacked(f"{exc.message}{PAGE_REFUSED}") from None
 
     def erase_pages(self, pages: Sequence[int]) -> None:
         no_stretch = self.erase_command == Command.NO_STRETCH_ERASE
@@ -243,10 +294,58 @@ class Bootloader:
             self._expect_ack(what)
             numbers = b"".join(page.to_bytes(2, "big") for page in group)
             self._send(numbers + bytes((xor(numbers),)), what)
-            self._expect_ack(what, no_stretch=no_stretch)
+            try:
+                self._expect_ack(what, no_stretch=no_stretch)
+            except Nacked as exc:
+                raise Nacked(f"{exc.message}{PAGE_REFUSED}") from None
 
     def go(self, address: int) -> None:
         what = f"Go (0x21) to 0x{address:08x}"
         self._command(Command.GO, what)
         self._send(address_frame(address), what)
         self._expect_ack(what)
+
+    @property
+    def has_checksum(self) -> bool:
+        return Command.NO_STRETCH_GET_CHECKSUM in self.commands
+
+    def get_checksum(self, address: int, length: int) -> int:
+        """Get Checksum (0xA1, bootloader v1.2): the CRC of ``length`` bytes (a multiple of 4)
+        at ``address``, computed by the MCU, so the image need not cross the bus again."""
+        what = f"Get Checksum (0xa1) of {length} bytes at 0x{address:08x}"
+        self._command(Command.NO_STRETCH_GET_CHECKSUM, what)
+        self._send(address_frame(address), what)
+        self._expect_ack(what)
+        raw = length.to_bytes(4, "big")
+        self._send(raw + bytes((xor(raw),)), what)
+        self._expect_ack(what)
+        self._expect_ack(what, no_stretch=True)  # BUSY while the CRC unit runs
+        frame = self._receive(5, what)
+        if xor(frame[:4]) != frame[4]:
+            raise BootloaderError(f"{self.where}: {what}: reply fails its checksum: {frame.hex()}")
+        return int.from_bytes(frame[:4], "big")
+
+    def read_protected(self) -> bool:
+        """Is readout protection on? Under level 1 the bootloader NACKs every Read Memory,
+        even of the flash's first word (which any unprotected part lets it read)."""
+        what = f"Read Memory (0x11) of 4 bytes at 0x{self.settings.flash_base:08x}"
+        try:
+            self._command(Command.READ_MEMORY, what)  # refused here, or at the address
+            self._send(address_frame(self.settings.flash_base), what)
+            self._expect_ack(what)
+        except Nacked:
+            return True
+        self._send(command_frame(3), what)
+        self._expect_ack(what)
+        self._receive(4, what)
+        return False
+
+    def change_option_bytes(self, stretching: int, no_stretch: int, what: str) -> None:
+        """Readout Protect/Unprotect or Write Unprotect: two ACKs, then the MCU resets itself
+        (the caller reconnects). Readout Unprotect mass-erases the flash before its second
+        ACK, which is why it may take seconds."""
+        use_no_stretch = no_stretch in self.commands
+        code = no_stretch if use_no_stretch else stretching
+        what = f"{what} (0x{code:02x}){'' if use_no_stretch else ' ' + STRETCHING}"
+        self._command(code, what)
+        self._expect_ack(what, no_stretch=use_no_stretch)

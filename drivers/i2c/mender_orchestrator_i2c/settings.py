@@ -7,6 +7,7 @@ the Component, the argument and what was expected.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from orchestrator_core.driver_api import (
     Component,
     ConfigError,
     InterfaceArgs,
+    absolute_path,
     expecting,
     seconds,
     size,
@@ -36,10 +38,24 @@ ARGUMENTS = {
     "connect-timeout": "seconds to wait for the bootloader to answer (default 5)",
     "write-retries": "times a page that reads back wrong is erased and written again (default 1)",
     "no-stretch": "auto, yes or no: use the no-stretch commands (default auto: when listed)",
+    "state-dir": "host directory where the driver records what it installed, for the queries "
+    "(default: i2c/ in the orchestrator's datastore)",
+    "readout-protection": "refuse or cycle: what to do with an MCU under readout protection "
+    "level 1 (default refuse; cycle: remove it, which mass-erases the whole flash, and set it "
+    "again after the install)",
+    "write-unprotect": "no or yes: remove write protection before erasing (default no)",
+    "nrst-gpio": "CHIP:LINE of the GPIO driving NRST (libgpiod), to reboot by reset instead of Go "
+    "(default: none)",
+    "boot0-gpio": "CHIP:LINE of the GPIO driving BOOT0 (libgpiod, with --nrst-gpio): enter the "
+    "bootloader by reset (default: none)",
 }
 SIZES = ("flash-size", "page-size")
 SECONDS = ("busy-timeout", "connect-timeout")
-TEXTS = ("bus", "no-stretch")
+TEXTS = ("bus", "no-stretch", "readout-protection", "write-unprotect", "nrst-gpio", "boot0-gpio")
+# the orchestrator's datastore, as its environment names it (the core sets it for the
+# systemd units and the test kit), else the core's own default
+DATASTORE_VARIABLE = "MENDER_ORCHESTRATOR_DATASTORE_DIR"
+DEFAULT_DATASTORE = "/var/lib/mender-orchestrator"
 
 
 def _parser() -> InterfaceArgs:
@@ -56,6 +72,8 @@ def _parser() -> InterfaceArgs:
             kind = seconds(maximum=None)
         elif name in TEXTS:
             kind = str
+        elif name == "state-dir":
+            kind = absolute_path
         else:
             kind = expecting(_int, meaning.partition(" (default")[0])
         parser.add_argument(
@@ -86,16 +104,20 @@ class Settings:
     connect_timeout: float = 5.0
     write_retries: int = 1
     no_stretch: str = "auto"
+    state_dir: Path = Path(DEFAULT_DATASTORE, "i2c")
+    readout_protection: str = "refuse"
+    write_unprotect: bool = False
+    nrst_gpio: tuple[str, int] | None = None
+    boot0_gpio: tuple[str, int] | None = None
+    # given in interface_args, rather than defaults: a part in the family table then takes
+    # its own erase units (and its area's last unit for the record) where these are not given
+    page_size_given: bool = False
+    version_record_given: bool = False
 
     @property
     def image_limit(self) -> int:
         """Bytes available to the image: from the flash base up to the version record."""
         return self.version_record - self.flash_base
-
-    @property
-    def pages(self) -> range:
-        """Page numbers (as the Erase command counts them, from the flash base) of the area."""
-        return range(self.flash_size // self.page_size)
 
     @property
     def where(self) -> str:
@@ -149,6 +171,16 @@ def parse(component: Component) -> Settings:
     no_stretch: str = _or(ns.no_stretch, Settings.no_stretch)
     if no_stretch not in ("auto", "yes", "no"):
         raise bad("no-stretch", "expected auto, yes or no")
+    protection: str = _or(ns.readout_protection, Settings.readout_protection)
+    if protection not in ("refuse", "cycle"):
+        raise bad("readout-protection", "expected refuse or cycle")
+    unprotect: str = _or(ns.write_unprotect, "no")
+    if unprotect not in ("no", "yes"):
+        raise bad("write-unprotect", "expected no or yes")
+    nrst = _gpio_line(ns.nrst_gpio, lambda: bad("nrst-gpio", GPIO_EXPECTED))
+    boot0 = _gpio_line(ns.boot0_gpio, lambda: bad("boot0-gpio", GPIO_EXPECTED))
+    if boot0 is not None and nrst is None:
+        raise bad("boot0-gpio", "BOOT0 takes effect at a reset: give --nrst-gpio too")
     retries: int = _or(ns.write_retries, Settings.write_retries)
     if not 0 <= retries <= 10:
         raise bad("write-retries", "expected 0 to 10")
@@ -165,7 +197,30 @@ def parse(component: Component) -> Settings:
         connect_timeout=_or(ns.connect_timeout, Settings.connect_timeout),
         write_retries=retries,
         no_stretch=no_stretch,
+        state_dir=_or(ns.state_dir, default_state_dir()),
+        readout_protection=protection,
+        write_unprotect=unprotect == "yes",
+        nrst_gpio=nrst,
+        boot0_gpio=boot0,
+        page_size_given=ns.page_size is not None,
+        version_record_given=ns.version_record is not None,
     )
+
+
+GPIO_EXPECTED = "expected CHIP:LINE, e.g. /dev/gpiochip0:17"
+
+
+def _gpio_line(text: str | None, bad: Callable[[], ConfigError]) -> tuple[str, int] | None:
+    if text is None:
+        return None
+    chip, _, line = text.rpartition(":")
+    if not chip or not line.isdigit():
+        raise bad()
+    return chip, int(line)
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get(DATASTORE_VARIABLE) or DEFAULT_DATASTORE, "i2c")
 
 
 def _or(value: T | None, default: T) -> T:

@@ -59,6 +59,7 @@ from mender_orchestrator_i2c.an4221 import (
     MASS_ERASE,
     NACK,
     Command,
+    stm32_crc,
     xor,
 )
 from mender_orchestrator_i2c.record import VersionRecord, decode
@@ -67,7 +68,7 @@ I2C_M_RD = 0x0001
 LOCK_WAIT_SECONDS = 10.0
 
 FAULT_KINDS = ("nack", "busy", "bit_flip", "power_loss")
-FAULT_COMMANDS = ("get", "get_version", "get_id", "read", "write", "erase", "go")
+FAULT_COMMANDS = ("get", "get_version", "get_id", "read", "write", "erase", "go", "checksum")
 
 # The command a fault rule names, for each command code.
 _COMMAND_NAMES = {
@@ -80,7 +81,17 @@ _COMMAND_NAMES = {
     Command.NO_STRETCH_WRITE_MEMORY: "write",
     Command.ERASE: "erase",
     Command.NO_STRETCH_ERASE: "erase",
+    Command.NO_STRETCH_GET_CHECKSUM: "checksum",
+    Command.READOUT_PROTECT: "protect",
+    Command.NO_STRETCH_READOUT_PROTECT: "protect",
+    Command.READOUT_UNPROTECT: "unprotect",
+    Command.NO_STRETCH_READOUT_UNPROTECT: "unprotect",
+    Command.WRITE_UNPROTECT: "write_unprotect",
+    Command.NO_STRETCH_WRITE_UNPROTECT: "write_unprotect",
 }
+# Refused while readout protection level 1 is on: everything that reads or changes the memory
+_PROTECTED = ("read", "write", "erase", "go", "checksum")
+APPLICATION_BYTE = 0xA5  # what the simulated application answers to any read
 
 
 class SimulatorError(ValueError):
@@ -129,10 +140,30 @@ class Chip:
     program_seconds_per_kib: float = 0.011
     # How long the host's adapter tolerates a stretched clock before it gives up (ETIMEDOUT).
     stretch_timeout_seconds: float = 1.0
+    # Commands Get lists beyond its version's own (some parts' ROMs do): listed, NACKed.
+    extra_commands: tuple[int, ...] = ()
+    # The application is an I2C target at the bootloader's address too (answers, not ours).
+    application_answers: bool = False
+    # Sizes of the flash's sectors, in order, where they differ (F2/F4/F7: 16K, ..., 128K);
+    # empty: uniform pages of page_size. An erase takes page_erase_seconds per page_size.
+    sectors: tuple[int, ...] = ()
+
+    @property
+    def units(self) -> list[tuple[int, int]]:
+        """The erase units, (offset, size) from the flash base: ``sectors`` when given
+        (F2/F4/F7), else uniform pages."""
+        sizes = list(self.sectors) or [self.page_size] * (self.flash_size // self.page_size)
+        offsets = [sum(sizes[:i]) for i in range(len(sizes))]
+        return list(zip(offsets, sizes, strict=True))
 
     @property
     def page_count(self) -> int:
-        return self.flash_size // self.page_size
+        return len(self.sectors) or self.flash_size // self.page_size
+
+    @property
+    def commands(self) -> tuple[int, ...]:
+        """What Get lists."""
+        return COMMANDS_BY_VERSION[self.bootloader_version] + self.extra_commands
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -150,6 +181,9 @@ class Chip:
             "mass_erase_seconds": self.mass_erase_seconds,
             "program_seconds_per_kib": self.program_seconds_per_kib,
             "stretch_timeout_seconds": self.stretch_timeout_seconds,
+            "extra_commands": [f"0x{code:02x}" for code in self.extra_commands],
+            "application_answers": self.application_answers,
+            "sectors": list(self.sectors),
         }
 
     @classmethod
@@ -165,7 +199,22 @@ class Chip:
         values: dict[str, Any] = {}
         for name, value in raw.items():
             at = f"{where}.{name}"
-            if name == "uid":
+            if name == "sectors":
+                if not isinstance(value, list):
+                    raise SimulatorError(f"{at}: expected a list of sector sizes in bytes")
+                values[name] = tuple(_number(size, f"{at}[{i}]") for i, size in enumerate(value))
+            elif name == "extra_commands":
+                if not isinstance(value, list):
+                    raise SimulatorError(f"{at}: expected a list of command codes")
+                codes = [_number(code, f"{at}[{i}]") for i, code in enumerate(value)]
+                if any(not 0 <= code <= 0xFF for code in codes):
+                    raise SimulatorError(f"{at}: a command code is one byte (0x00 .. 0xff)")
+                values[name] = tuple(codes)
+            elif name == "application_answers":
+                if not isinstance(value, bool):
+                    raise SimulatorError(f"{at}: expected true or false")
+                values[name] = value
+            elif name == "uid":
                 try:
                     values[name] = bytes.fromhex(str(value))
                 except ValueError:
@@ -190,7 +239,12 @@ class Chip:
             raise SimulatorError(f"{name('bootloader_version')}: expected one of {known}")
         if self.page_size < 256 or self.page_size & (self.page_size - 1):
             raise SimulatorError(f"{name('page_size')}: expected a power of two >= 256")
-        if self.flash_size <= 0 or self.flash_size % self.page_size:
+        if self.sectors:
+            if any(size < 256 or size % 256 for size in self.sectors):
+                raise SimulatorError(f"{name('sectors')}: expected sizes of 256-byte multiples")
+            if sum(self.sectors) != self.flash_size:
+                raise SimulatorError(f"{name('sectors')}: the sizes must add up to flash_size")
+        elif self.flash_size <= 0 or self.flash_size % self.page_size:
             raise SimulatorError(f"{name('flash_size')}: expected a multiple of page_size")
         if self.page_count > 0xFFF0:
             raise SimulatorError(f"{name('flash_size')}: too many pages for the Erase command")
@@ -280,6 +334,9 @@ class State:
     power_off_transactions: int = 0
     power_cycles: int = 0
     last_go: int | None = None
+    resets: int = 0  # NRST pulses (into the bootloader or the application) and system resets
+    rdp_level: int = 0  # readout protection (option bytes): 0 off, 1 on
+    wrp_pages: list[int] = field(default_factory=list)  # write-protected pages (option bytes)
 
     @classmethod
     def from_json(cls, raw: object, where: str) -> State:
@@ -290,11 +347,17 @@ class State:
         if mode not in ("bootloader", "application", "lockup"):
             raise SimulatorError(f"{where}.mode: expected bootloader, application or lockup")
         state.mode = mode
-        for counter in ("power_off_transactions", "power_cycles"):
+        for counter in ("power_off_transactions", "power_cycles", "resets", "rdp_level"):
             value = _number(raw.get(counter, 0), f"{where}.{counter}")
             if value < 0:
                 raise SimulatorError(f"{where}.{counter}: expected a count >= 0, got {value}")
             setattr(state, counter, value)
+        if state.rdp_level > 1:
+            raise SimulatorError(f"{where}.rdp_level: expected 0 or 1 (level 2 is permanent)")
+        wrp = raw.get("wrp_pages", [])
+        if not isinstance(wrp, list):
+            raise SimulatorError(f"{where}.wrp_pages: expected a list of page numbers")
+        state.wrp_pages = [_number(page, f"{where}.wrp_pages[{i}]") for i, page in enumerate(wrp)]
         go = raw.get("last_go")
         state.last_go = None if go is None else _number(go, f"{where}.last_go")
         return state
@@ -305,6 +368,9 @@ class State:
             "power_off_transactions": self.power_off_transactions,
             "power_cycles": self.power_cycles,
             "last_go": None if self.last_go is None else f"0x{self.last_go:08x}",
+            "resets": self.resets,
+            "rdp_level": self.rdp_level,
+            "wrp_pages": self.wrp_pages,
         }
 
 
@@ -447,8 +513,16 @@ class SimulatedBus:
             self.device.save_side()
             raise OSError(errno.ENXIO, "no device answers (simulated STM32 is unpowered)")
         for msg in msgs:
-            if msg.addr != self.chip.address or state.mode != "bootloader":
+            if msg.addr != self.chip.address or state.mode == "lockup":
                 raise OSError(errno.ENXIO, f"no device answers at 0x{msg.addr:02x}")
+            if state.mode == "application":
+                if not self.chip.application_answers:
+                    raise OSError(errno.ENXIO, f"no device answers at 0x{msg.addr:02x}")
+                # the application's own I2C target: it takes any write and answers its own
+                # bytes, never the bootloader's ACK or NACK
+                if msg.flags & I2C_M_RD:
+                    ctypes.memmove(msg.buf, bytes((APPLICATION_BYTE,)) * msg.len, msg.len)
+                continue
             if msg.flags & I2C_M_RD:
                 data = self._read(msg.len)
                 ctypes.memmove(msg.buf, data, msg.len)
@@ -470,9 +544,22 @@ class SimulatedBus:
 
     def reset_to_bootloader(self) -> None:
         """Hold BOOT0 high and pulse NRST: the chip restarts into its system bootloader."""
-        if self.device.state.power_off_transactions > 0:
+        self._pulse_nrst("bootloader")
+
+    def reset_to_application(self) -> None:
+        """Hold BOOT0 low and pulse NRST: the chip boots what its flash holds."""
+        self._pulse_nrst("flash")
+
+    def _pulse_nrst(self, boot_from: str) -> None:
+        state = self.device.state
+        if state.power_off_transactions > 0:
             return  # a reset line does not bring power back
-        self.device.state.mode = "bootloader"
+        state.resets += 1
+        if boot_from == "bootloader":
+            state.mode = "bootloader"
+        else:
+            table = self._memory(self.chip.flash_base, 8)
+            state.mode = "application" if self._vector_table_ok(table) else "lockup"
         self.device.save_side()
         self._reset_protocol()
 
@@ -518,9 +605,18 @@ class SimulatedBus:
         if not self._frames:
             raise self._violation("host read but the bootloader had nothing to send")
         frame, on_sent = self._frames.popleft()
+        if length > len(frame):
+            # the bootloader sends its frame, then holds the clock waiting for a byte it will
+            # never send: the adapter gives up, and the bootloader waits for a command again
+            self._reset_protocol()
+            raise OSError(
+                errno.ETIMEDOUT,
+                f"clock held low after {len(frame)} of the {length} bytes read "
+                f"(the bootloader's frame was shorter)",
+            )
         if on_sent is not None:
             on_sent()
-        return frame[:length] + b"\xff" * (length - len(frame))
+        return frame[:length]  # a shorter read loses the rest of the frame, as on the chip
 
     def _send(self, frame: bytes, on_sent: Callable[[], None] | None = None) -> None:
         self._frames.append((frame, on_sent))
@@ -558,7 +654,12 @@ class SimulatedBus:
         return None
 
     def _page(self, address: int) -> int:
-        return (address - self.chip.flash_base) // self.chip.page_size
+        offset = address - self.chip.flash_base
+        return next(
+            number
+            for number, (start, size) in enumerate(self.chip.units)
+            if start <= offset < start + size
+        )
 
     def _pages(self, address: int, length: int) -> list[int]:
         return list(range(self._page(address), self._page(address + length - 1) + 1))
@@ -580,13 +681,15 @@ class SimulatedBus:
         if len(data) != 2 or data[0] ^ data[1] != 0xFF:
             return self._nack()
         code = data[0]
-        commands = COMMANDS_BY_VERSION[self.chip.bootloader_version]
+        commands = self.chip.commands
         if code not in commands or code not in _COMMAND_NAMES:
-            # Listed protection commands are refused: the simulated part is always unprotected.
+            # Write Protect (setting WRP) is listed but refused: the driver never sets it.
             return self._nack()
         self._command = code
         name = _COMMAND_NAMES[Command(code)]
         if name.startswith("get") and self.device.take_fault("nack", name):
+            return self._nack()
+        if name in _PROTECTED and self.device.state.rdp_level:
             return self._nack()
         if code == Command.GET:
             self._ack()
@@ -602,8 +705,28 @@ class SimulatedBus:
             self._ack()
         elif name == "erase":
             self._ack(self._on_erase_count)
+        elif name in ("protect", "unprotect", "write_unprotect"):
+            self._on_option_bytes(name)
         else:
             self._ack(self._on_address)
+
+    def _on_option_bytes(self, name: str) -> None:
+        """Readout (un)protect and write unprotect: change the option bytes, then a system
+        reset (BOOT0 is still high: back into the bootloader). Removing readout protection
+        mass-erases the flash first, as the hardware does."""
+        state = self.device.state
+        if name == "unprotect":
+            self.device.flash[:] = b"\xff" * self.chip.flash_size
+            self.device.save_flash()
+            state.rdp_level = 0
+        elif name == "protect":
+            state.rdp_level = 1
+        else:
+            state.wrp_pages = []
+        state.resets += 1
+        self.device.save_side()
+        self._ack()
+        self._ack(on_sent=self._reset_protocol)
 
     def _on_address(self, data: bytes) -> None:
         if len(data) != 5 or xor(data[:4]) != data[4]:
@@ -622,6 +745,8 @@ class SimulatedBus:
         self._address = address
         if name == "go":
             self._ack(on_sent=self._jump)
+        elif name == "checksum":
+            self._ack(self._on_checksum_length)
         elif name == "read":
             self._ack(self._on_read_count)
         else:
@@ -635,6 +760,23 @@ class SimulatedBus:
             return self._nack()
         self._ack()
         self._send(self._memory(self._address, length))
+
+    def _on_checksum_length(self, data: bytes) -> None:
+        """Get Checksum: a 32-bit length (a multiple of 4) and its XOR, ACKed; then BUSY while
+        the CRC unit runs, ACK, and the CRC with its XOR (no ACK after it)."""
+        if len(data) != 5 or xor(data[:4]) != data[4]:
+            return self._nack()
+        length = int.from_bytes(data[:4], "big")
+        if length == 0 or length % 4 or self._region(self._address, length) != "flash":
+            return self._nack()
+        crc = stm32_crc(self._memory(self._address, length)).to_bytes(4, "big")
+
+        def compute() -> None:
+            seconds = length / (64 * 1024 * 1024)  # the CRC unit: about a word a clock at 64 MHz
+            self._finish(ACK, seconds)
+            self._send(crc + bytes((xor(crc),)))
+
+        self._ack(on_sent=compute)
 
     def _on_write_data(self, data: bytes) -> None:
         if len(data) < 3 or len(data) != data[0] + 3 or xor(data[:-1]) != data[-1]:
@@ -650,7 +792,8 @@ class SimulatedBus:
             return self._finish(ACK, 0.0)
         pages = self._pages(address, len(block))
         seconds = self.chip.program_seconds_per_kib * len(block) / 1024
-        if self.device.take_fault("nack", "write", pages):
+        protected = set(pages) & set(self.device.state.wrp_pages)
+        if protected or self.device.take_fault("nack", "write", pages):
             return self._finish(NACK, seconds)
         power = self.device.take_fault("power_loss", "write", pages)
         if power is not None:
@@ -700,20 +843,25 @@ class SimulatedBus:
         pages = [int.from_bytes(data[i : i + 2], "big") for i in range(0, size, 2)]
         if any(page >= self.chip.page_count for page in pages):
             return self._nack()
-        self._erase(pages, self.chip.page_erase_seconds * len(pages))
+        units = self.chip.units
+        pages_erased = sum(units[page][1] for page in pages) / self.chip.page_size
+        self._erase(pages, self.chip.page_erase_seconds * pages_erased)
 
     def _erase(self, pages: list[int], seconds: float) -> None:
-        if self.device.take_fault("nack", "erase", pages):
+        # a write-protected page refuses the whole erase, before anything is erased
+        protected = set(pages) & set(self.device.state.wrp_pages)
+        if protected or self.device.take_fault("nack", "erase", pages):
             return self._finish(NACK, seconds)
-        size = self.chip.page_size
+        units = self.chip.units
         power = self.device.take_fault("power_loss", "erase", pages)
         done = pages if power is None else pages[: power.after_pages]
         for page in done:
-            self.device.flash[page * size : (page + 1) * size] = b"\xff" * size
+            start, size = units[page]
+            self.device.flash[start : start + size] = b"\xff" * size
         if power is not None:
             if len(done) < len(pages):  # the page being erased is left half done
-                torn = pages[len(done)] * size
-                self.device.flash[torn : torn + size // 2] = b"\xff" * (size // 2)
+                start, size = units[pages[len(done)]]
+                self.device.flash[start : start + size // 2] = b"\xff" * (size // 2)
             self.device.save_flash()
             return self._lose_power(power)
         self.device.save_flash()
@@ -857,9 +1005,8 @@ def _show(args: argparse.Namespace) -> int:
         "version_record": None if record is None else record.__dict__,
         "blank_pages": [
             p
-            for p in range(chip.page_count)
-            if device.flash[p * chip.page_size : (p + 1) * chip.page_size].count(0xFF)
-            == chip.page_size
+            for p, (start, size) in enumerate(chip.units)
+            if device.flash[start : start + size].count(0xFF) == size
         ],
     }
     print(json.dumps(summary, indent=2))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shutil
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 from orchestrator_core import drivers
 from orchestrator_core.context import ArtifactInfo, Component, InterfaceContext, RebootNeed
 from orchestrator_core.errors import InterfaceError
+from orchestrator_core.installed import PreviousArtifact
 
 from mender_orchestrator_i2c.driver import I2CDriver
 from mender_orchestrator_i2c.record import VersionRecord, decode
@@ -87,8 +89,9 @@ class Sim:
         offset = RECORD_AT - FLASH_BASE
         return decode(self.flash()[offset : offset + VersionRecord.size_limit()])
 
-    def install_factory(self, image: bytes, version: str, mode: str = "application") -> bytes:
-        """Program ``image`` and its record as the factory would; return the whole flash."""
+    def install_factory(self, image: bytes, version: str, mode: str = "bootloader") -> bytes:
+        """Program ``image`` and its record as the factory would, leaving the MCU in its
+        bootloader (``mode="application"``: running the image); return the whole flash."""
         device = self.device()
         device.flash[: len(image)] = image
         record = VersionRecord.for_image(version, image).encode()
@@ -110,6 +113,7 @@ def component_args(sim: Sim, *extra: str) -> tuple[str, ...]:
         "--uid-address": "0x1FFF7590",
         "--busy-timeout": "2",
         "--connect-timeout": "2",
+        "--state-dir": str(sim.path.parent / "i2c-state"),
     }
     for arg in extra:
         name, _, value = arg.partition("=")
@@ -153,6 +157,9 @@ class Runner:
         self.timeout = timeout
         self.log = logging.getLogger("test.i2c")
         self.progress: list[tuple[int, int | None, str]] = []  # every ctx.progress report
+        # what the core keeps for a driver with keeps_previous_artifact: the Artifact of the
+        # last successful deployment, its payload on disk
+        self.previous: PreviousArtifact | None = None
 
     def driver(self) -> drivers.ComponentDriver:
         if not self.plugins:
@@ -179,7 +186,11 @@ class Runner:
             outcome.states.append(state)
             driver = self.driver()
             ctx = self.ctx(
-                driver, component_id=component_id, work_dir=self.work_dir, artifact=artifact
+                driver,
+                component_id=component_id,
+                work_dir=self.work_dir,
+                artifact=artifact,
+                previous_artifact=self.previous,
             )
             driver.run_state(state, ctx)
             if state == "download":  # the engine stores the payload the driver left unread
@@ -187,7 +198,8 @@ class Runner:
                 files.mkdir(mode=0o700)
                 (files / artifact.files[0][0]).write_bytes(image)
 
-        self.work_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        shutil.rmtree(self.work_dir, ignore_errors=True)  # each deployment has its own
+        self.work_dir.mkdir(mode=0o700, parents=True)
         try:
             run("download")
         except InterfaceError as exc:
@@ -209,6 +221,11 @@ class Runner:
                 self._roll_back(run, outcome)
             self._ignore_failure(run, "artifact_failure", outcome)
         run("cleanup")
+        if outcome.failure is None:
+            kept = self.data_dir / "installed" / artifact.name
+            kept.mkdir(parents=True, exist_ok=True)
+            (kept / artifact.files[0][0]).write_bytes(image)
+            self.previous = PreviousArtifact(artifact, (kept / artifact.files[0][0],))
         return outcome
 
     def _roll_back(self, run: Callable[[str], None], outcome: Outcome) -> None:

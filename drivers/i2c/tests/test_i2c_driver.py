@@ -81,7 +81,7 @@ def test_update_writes_image_and_record_then_starts_the_application(
     sim.install_factory(make_image(6000, seed=1), "1.0.0")
     runner = runner_for(sim)
     assert runner.query("provides") == {VERSION_KEY: "1.0.0"}
-    assert sim.state()["mode"] == "application"  # the query started the application again
+    assert sim.state()["mode"] == "bootloader"  # the query left the MCU as it found it
 
     image = make_image(9001, seed=2)
     outcome = runner.deploy(image, artifact_for(image, "2.0.0"))
@@ -124,7 +124,9 @@ def test_identity_without_unique_id_names_bus_and_address(sim: Sim, tmp_path: Pa
 
 
 def test_inventory_reports_part_and_bootloader(sim: Sim, runner_for: Any) -> None:
-    assert runner_for(sim).query("inventory") == [
+    runner = runner_for(sim)
+    runner.query("identity")  # found in its bootloader: the driver records what it read
+    assert runner.query("inventory") == [
         ("i2c_bus", f"sim:{sim.path}"),
         ("i2c_address", "0x48"),
         ("stm32_pid", "0x460"),
@@ -148,14 +150,19 @@ def test_frames_on_the_wire_follow_an4221(sim: Sim, runner_for: Any) -> None:
     assert writes[erase + 1] == bytes([0x00, 0x03, 0x03])
     assert writes[erase + 2] == bytes([0x00, 0x0F, 0x00, 0x00, 0x00, 0x01, 0x00, 0x02, 0x0C])
     first_write = writes.index(bytes([0x32, 0xCD]))  # no-stretch Write Memory
-    assert writes[first_write + 1] == bytes([0x08, 0x00, 0x00, 0x00, 0x08])
-    frame = bytes([0xFF]) + image[:256]
+    # the vector table (8 bytes) is held back: the page is written from byte 8 on
+    assert writes[first_write + 1] == bytes([0x08, 0x00, 0x00, 0x08, 0x00])
+    frame = bytes([247]) + image[8:256]
     assert writes[first_write + 2] == frame + bytes([checksum(frame)])
     # the last 89 bytes are padded to a whole word with 0xFF
     tail = image[512:] + b"\xff" * 3
     assert image[-1] != 0xFF
     frame = bytes([len(tail) - 1]) + tail
-    assert frame + bytes([checksum(frame)]) in writes
+    tail_at = writes.index(frame + bytes([checksum(frame)]))
+    vectors = bytes([7]) + image[:8]
+    vectors_at = writes.index(vectors + bytes([checksum(vectors)]))
+    assert writes[vectors_at - 1] == bytes([0x08, 0x00, 0x00, 0x00, 0x08])
+    assert tail_at < vectors_at  # and written last
 
     position = recorder.transfers.index(("w", writes[first_write + 2]))
     answers = []
@@ -189,7 +196,7 @@ def test_no_stretch_required_but_not_offered_is_a_clear_error(sim: Sim, runner_f
     with pytest.raises(
         InterfaceError, match=r"--no-stretch=yes but bootloader v1\.0 does not offer"
     ):
-        runner_for(sim, "--no-stretch=yes").query("provides")
+        runner_for(sim, "--no-stretch=yes").query("provides")  # the MCU waits in its bootloader
 
 
 FAULTS = [
@@ -317,8 +324,9 @@ def test_long_clock_stretch_times_out_with_a_hint(sim: Sim, runner_for: Any) -> 
 
 def test_failure_before_the_flash_is_touched_leaves_it_alone(sim: Sim, runner_for: Any) -> None:
     before = sim.install_factory(make_image(6000, seed=1), "1.0.0")
-    # Identity asks Get ID once; the install's Get ID is the second
-    sim.faults({"kind": "nack", "command": "get_id", "skip": 1})
+    # Identity and Provides ask Get ID once each (the MCU waits in its bootloader); the
+    # install's Get ID is the third
+    sim.faults({"kind": "nack", "command": "get_id", "skip": 2})
     image = make_image(9001, seed=2)
     outcome = runner_for(sim).deploy(image, artifact_for(image, "2.0.0"))
     assert "Get ID (0x02): the bootloader answered NACK" in str(outcome.failure)
@@ -371,8 +379,9 @@ def test_rollback_that_cannot_be_verified_is_reported(sim: Sim, runner_for: Any)
     verify_errors = [e for e in outcome.rollback_errors if e.startswith("artifact_verify")]
     assert len(verify_errors) == 3
     assert (
+        # the vector table's page is written last, so the aborted rollback left it erased
         "the rollback did not restore the flash: it differs from the saved image from "
-        "0x08000c00 on" in verify_errors[0]
+        "0x08000000 on" in verify_errors[0]
     )
 
 
@@ -384,7 +393,7 @@ def test_deadline_is_honoured(sim: Sim, runner_for: Any) -> None:
         image, artifact_for(image, "2.0.0")
     )
     assert isinstance(outcome.failure, InterfaceTimeout)
-    assert "gave up before Write Memory (0x32) of 256 bytes at 0x08000000" in str(outcome.failure)
+    assert "gave up before Write Memory (0x32) of 248 bytes at 0x08000008" in str(outcome.failure)
     assert "ran past its time limit" in str(outcome.failure)
     assert sim.flash() == before
 
@@ -426,9 +435,9 @@ def test_bus_without_reset_lines_explains_the_enter_bootloader_hook(
 ) -> None:
     sim.install_factory(make_image(6000, seed=1), "1.0.0", mode="application")
     runner = runner_for(sim, "--connect-timeout=0.2", plugins=[WireRecorder(resettable=False)])
-    with pytest.raises(InterfaceError) as caught:
-        runner.query("provides")
-    text = str(caught.value)
+    image = make_image(3000, seed=3)
+    outcome = runner.deploy(image, artifact_for(image, "2.0.0"))
+    text = str(outcome.failure)
     assert "the bootloader did not answer within" in text
     assert "install a plugin implementing the i2c_enter_bootloader hook" in text
 
@@ -450,9 +459,11 @@ def test_vendor_plugin_enters_the_bootloader(sim: Sim, runner_for: Any) -> None:
     sim.install_factory(make_image(6000, seed=1), "1.0.0", mode="application")
     board = BoardReset()
     runner = runner_for(sim, plugins=[WireRecorder(resettable=False), board])
-    assert runner.query("provides") == {VERSION_KEY: "1.0.0"}
-    assert board.calls == [0x48]
+    image = make_image(3000, seed=3)
+    assert runner.deploy(image, artifact_for(image, "2.0.0")).failure is None
+    assert board.calls == [0x48, 0x48]  # ArtifactInstall and ArtifactVerifyReboot; no query
     assert sim.state()["mode"] == "application"
+    assert runner.query("provides") == {VERSION_KEY: "2.0.0"}
 
 
 def test_a_version_too_long_for_the_record_fails_before_the_flash_is_touched(

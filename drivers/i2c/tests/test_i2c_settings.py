@@ -57,6 +57,11 @@ CASES = [
     ),
     ((*OK, "--no-stretch=maybe"), "--no-stretch=maybe: expected auto, yes or no"),
     ((*OK, "--write-retries=99"), "--write-retries=99: expected 0 to 10"),
+    ((*OK, "--readout-protection=remove"), "--readout-protection=remove: expected refuse or cycle"),
+    ((*OK, "--write-unprotect=1"), "--write-unprotect=1: expected no or yes"),
+    ((*OK, "--nrst-gpio=17"), "--nrst-gpio=17: expected CHIP:LINE, e.g. /dev/gpiochip0:17"),
+    ((*OK, "--boot0-gpio=/dev/gpiochip0:4"), "BOOT0 takes effect at a reset: give --nrst-gpio"),
+    ((*OK, "--state-dir=state"), "argument --state-dir: expected an absolute path, got 'state'"),
     ((*OK, "--uid-length=40"), "--uid-length=40: expected 1 to 16 bytes"),
     (
         (*OK, "--speed=400k"),

@@ -60,6 +60,33 @@ def test_get_lists_the_v11_commands(host: Host) -> None:
     assert host.read() == b"\x79"
 
 
+@pytest.mark.parametrize(
+    ("version", "reply"),
+    [
+        (0x10, "0b1000010211213144637382 92".replace(" ", "")),
+        (0x11, "11110001021121313244456364737482839293"),
+        (0x12, "1212000102112131446373829232456474839 3a1".replace(" ", "")),
+    ],
+)
+def test_get_replies_exactly_as_long_as_the_version_lists(
+    sim: Sim, open_host: Callable[[], Host], version: int, reply: str
+) -> None:
+    sim.chip(bootloader_version=f"0x{version:02x}")
+    host = open_host()
+    host.write(0x00, 0xFF)
+    assert host.read() == b"\x79"
+    assert host.read(len(reply) // 2) == bytes.fromhex(reply)
+    assert host.read() == b"\x79"
+    # a read longer than the frame is not padded: the bootloader holds the clock
+    host.write(0x00, 0xFF)
+    assert host.read() == b"\x79"
+    with pytest.raises(OSError) as failure:
+        host.read(34)
+    assert failure.value.errno == errno.ETIMEDOUT
+    host.write(0x01, 0xFE)  # and waits for a command again
+    assert host.read() == b"\x79"
+
+
 def test_get_version_and_get_id(host: Host) -> None:
     host.write(0x01, 0xFE)
     assert host.read() + host.read() + host.read() == b"\x79\x11\x79"
@@ -74,7 +101,7 @@ def test_bad_complement_and_unknown_command_are_nacked(host: Host) -> None:
     assert host.read() == b"\x1f"
     host.write(0x43, 0xBC)  # the legacy Erase does not exist on I2C
     assert host.read() == b"\x1f"
-    host.write(0x82, 0x7D)  # listed, but the simulated part refuses protection changes
+    host.write(0x63, 0x9C)  # Write Protect is listed, but the simulated part refuses it
     assert host.read() == b"\x1f"
 
 
@@ -338,3 +365,30 @@ def test_show_of_a_missing_device_is_an_error_not_a_new_device(tmp_path: Path) -
         f"`python -m mender_orchestrator_i2c.simulator init {tmp_path / 'none.bin'}`\n"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+def test_get_checksum_answers_the_crc_of_the_area(sim: Sim, open_host: Callable[[], Host]) -> None:
+    sim.chip(bootloader_version="0x12")
+    image = make_image(1024, seed=9)
+    sim.install_factory(image, "1.0.0")
+    host = open_host()
+    host.write(0xA1, 0x5E)
+    assert host.read() == b"\x79"
+    host.write(0x08, 0x00, 0x00, 0x00, 0x08)
+    assert host.read() == b"\x79"
+    host.write(0x00, 0x00, 0x04, 0x00, 0x04)  # 1024 bytes
+    assert host.read() == b"\x79"
+    while (answer := host.read()) == b"\x76":  # BUSY while the CRC unit runs
+        pass
+    assert answer == b"\x79"
+    reply = host.read(5)
+    # CRC-32/MPEG-2 of the little-endian words, as the STM32 CRC unit computes it
+    crc = 0xFFFFFFFF
+    for offset in range(0, len(image), 4):
+        crc ^= int.from_bytes(image[offset : offset + 4], "little")
+        for _ in range(32):
+            crc = ((crc << 1) ^ 0x04C11DB7) & 0xFFFFFFFF if crc & 0x80000000 else crc << 1
+    assert reply[:4] == crc.to_bytes(4, "big")
+    assert reply[4] == reply[0] ^ reply[1] ^ reply[2] ^ reply[3]
+    host.write(0x01, 0xFE)  # waiting for a command again
+    assert host.read() == b"\x79"
