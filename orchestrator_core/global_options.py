@@ -47,6 +47,9 @@ class Locations:
     def load_config(self) -> Config:
         from orchestrator_core.config import load_config
 
+        # exported too: a driver that keeps its own records under the datastore (the i2c
+        # driver's) and the Interfaces it starts must see the directories the flags chose
+        os.environ.update(self.environment({}))
         return load_config(self.environment(os.environ), self.config_file)
 
 

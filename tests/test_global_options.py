@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,24 @@ def test_help_shows_each_option_with_its_default(system: System) -> None:
         "$MENDER_ORCHESTRATOR_TOPOLOGY_DIR, else the datastore",
     ):
         assert "".join(expected.split()) in text, expected
+
+
+def test_in_process_drivers_keep_their_records_in_the_datastore_the_flag_names(
+    system: System, tmp_path: Path
+) -> None:
+    datastore = tmp_path / "datastore"
+    datastore.mkdir()
+    seat = tmp_path / "seat.bin"
+    made = subprocess.run([sys.executable, "-m", "mender_orchestrator_i2c.simulator", "init",
+                           str(seat)], capture_output=True, text=True, check=False)
+    assert made.returncode == 0, made.stderr
+    (datastore / "topology.yaml").write_text(
+        "api_version: mender/v1\nkind: topology\nsystem_type: s\ncomponents:\n"
+        "  - component_type: seat\n    interface: i2c\n"
+        f"    interface_args: ['--bus=sim:{seat}', '--address=0x48']\n"
+    )
+    result = system.run("--datastore", str(datastore), "show-provides")
+    assert result.returncode == 0, result.stderr
+    # the i2c driver's host record: where the flag says, not where the environment does
+    assert (datastore / "i2c").is_dir()
+    assert not (system.datastore / "i2c").exists()
