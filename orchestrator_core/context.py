@@ -13,9 +13,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import pluggy
+if TYPE_CHECKING:
+    import pluggy
 
 
 @dataclass(frozen=True)

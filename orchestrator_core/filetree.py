@@ -22,7 +22,6 @@ flash. Interfaces only read these files; where links are not supported, they are
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from collections.abc import Mapping
@@ -63,6 +62,8 @@ def shared_copies(deployment_dir: Path) -> Path:
 def _link_or_create(path: Path, data: bytes, shared: Path) -> None:
     """``path`` with ``data``: a hard link to the shared copy of ``data``, made first if this
     is the first file with these bytes."""
+    import hashlib  # a deployment's work, not the queries'
+
     source = shared / hashlib.sha256(data).hexdigest()
     try:
         os.link(source, path)
