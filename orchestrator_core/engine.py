@@ -39,6 +39,7 @@ from orchestrator_core.sequence import (
     deployment_steps,
     recovery_steps,
 )
+from orchestrator_core.shared_payload import SharedPayloads
 
 log = logging.getLogger("mender_orchestrator.engine")
 
@@ -145,6 +146,7 @@ class Deployment:
         self._progress = ProgressObserver()
         self._prepared: set[str] = set()  # File API dirs made by this process
         self._cache = _open_cache(config)
+        self._payloads = SharedPayloads(filetree.shared_copies(self.directory))
 
     # ---- replay
 
@@ -512,7 +514,8 @@ class Deployment:
             try:
                 driver.run_state("download", ctx)
                 if not feed.consumed and ctx.work_dir is not None:
-                    feed.save_to(filetree.files_dir(ctx.work_dir))
+                    files = filetree.files_dir(ctx.work_dir)
+                    self._payloads.store(feed, artifact["digest"], files)
             finally:
                 ctx.payload = None
 

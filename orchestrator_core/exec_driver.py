@@ -85,7 +85,11 @@ class _Child:
     def __init__(self, argv: list[str], cwd: Path, what: str) -> None:
         # recorded before the fork, so that a later run finds it even if we die right after
         self.record = processes.before_start(what)
-        env = None if self.record is None else {**os.environ, TOKEN_VARIABLE: self.record[1]}
+        # os.environb as it is: os.environ would decode and re-encode every variable, a
+        # large part of a call's cost when hundreds of Components are called
+        env = None
+        if self.record is not None:
+            env = {**os.environb, TOKEN_VARIABLE.encode(): self.record[1].encode()}
         try:
             self.popen = subprocess.Popen(
                 argv,

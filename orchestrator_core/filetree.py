@@ -204,7 +204,13 @@ def files_dir(work_dir: Path) -> Path:
 def remove_streams(work_dir: Path) -> None:
     """Remove ``stream-next`` and ``streams/``: they exist during Download only."""
     (work_dir / STREAM_NEXT).unlink(missing_ok=True)
-    _rmtree(work_dir / STREAMS)
+    try:
+        # empty when the Interface took files/, as most do: one system call, not a tree walk
+        os.rmdir(work_dir / STREAMS)
+    except FileNotFoundError:
+        pass
+    except OSError:  # the pipes of the streams the Interface read
+        _rmtree(work_dir / STREAMS)
 
 
 def remove_all(work_root: Path) -> list[str]:
