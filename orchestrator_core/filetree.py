@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from orchestrator_core import atomic
@@ -36,6 +37,7 @@ STREAMS = "streams"
 FILES = "files"
 TMP = "tmp"
 HEADER = "header"
+REMOVERS = 16  # threads removing Component directories at the end of a deployment
 
 
 def _create(path: Path, data: bytes) -> bool:
@@ -223,10 +225,31 @@ def remove_all(work_root: Path) -> list[str]:
         if not isinstance(error[1], FileNotFoundError):
             problems.append(f"{path}: {getattr(error[1], 'strerror', None) or error[1]}")
 
+    def remove(tree: Path) -> None:
+        shutil.rmtree(tree, onerror=skip)
+
     if work_root.is_dir():
-        for tree in sorted(work_root.iterdir()):
-            shutil.rmtree(tree, onerror=skip)
+        trees = sorted(work_root.iterdir())
+        # Each Component's directory in a thread of its own first: on a busy file system every
+        # removal waits for its journal, and a hundred Components' waits then overlap (three
+        # to four times faster here than one after another). The rest, one after another.
+        with ThreadPoolExecutor(REMOVERS) as pool:
+            list(pool.map(remove, [c for tree in trees for c in _component_dirs(tree)]))
+        for tree in trees:
+            remove(tree)
     return problems
+
+
+def _component_dirs(deployment: Path) -> list[Path]:
+    """``<deployment>/<component_type>/<component id>`` (the layout ``planner.work_dir``
+    makes); links are not followed, unreadable directories left to ``remove_all``."""
+    try:
+        if deployment.is_symlink() or not deployment.is_dir():
+            return []
+        return [c for t in deployment.iterdir() if not t.is_symlink() and t.is_dir()
+                for c in t.iterdir() if not c.is_symlink() and c.is_dir()]
+    except OSError:
+        return []
 
 
 def _rmtree(path: Path) -> None:
