@@ -7,8 +7,9 @@ same number of bare ``/bin/true`` spawns run one after another in the same run.
 
 Each Component costs 10 Interface calls (Identity, Provides, NeedsUnpackedArtifact,
 ProvidePayloadFileSizes, Download, SupportsRollback, ArtifactInstall, NeedsArtifactReboot,
-ArtifactCommit, Cleanup). Targets: at N=100 the one-group deployment within 1.5x the spawn
-floor; one group of N about as long as one Component.
+ArtifactCommit, Cleanup). Targets: at N=100 the one-group deployment within 1.3x the spawn
+floor, and linear in N up to 1000 (the fit printed at the end: a fixed cost plus a cost per
+Component, and each size's distance from it); one group of N about as long as one Component.
 
 The second target is about Interfaces that take time (flashing an ECU, not a no-op): a no-op
 call costs the machine about as much as spawning it, so 100 of them cannot overlap on two
@@ -23,7 +24,8 @@ the same directory, measured in the same run. The package's bytecode is compiled
 pip does when it installs it.
 
 Run: .venv/bin/python bench/deployment_overhead.py [--sizes 1 10 100 500] [--runs 5]
-     [--dir DIR] [--slow-ms 100]
+     [--dir DIR] [--slow-ms 100] [--one-group-only]
+(``--sizes 1 100 1000 --one-group-only --slow-ms 0`` checks linearity to 1000 in minutes.)
 """
 
 from __future__ import annotations
@@ -164,6 +166,22 @@ def rounds(runs: int, measures: dict[str, Callable[[], float]]) -> dict[str, lis
     return taken
 
 
+def print_fit(one_group: dict[int, float]) -> None:
+    """Least squares of the one-group times: fixed cost + cost per Component, and how far each
+    size is from the line (linear: every size close to it)."""
+    if len(one_group) < 2:
+        return
+    sizes = list(one_group)
+    mean_n = statistics.fmean(sizes)
+    mean_t = statistics.fmean(one_group.values())
+    slope = (sum((n - mean_n) * (t - mean_t) for n, t in one_group.items())
+             / sum((n - mean_n) ** 2 for n in sizes))
+    fixed = mean_t - slope * mean_n
+    print(f"fit of the one-group times: {fixed:.2f} s + {slope * 1000:.2f} ms per Component; "
+          + ", ".join(f"N={n}: {t / (fixed + slope * n):.2f}x the fit"
+                      for n, t in one_group.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 100, 500])
@@ -171,7 +189,9 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()),
                         help="where the Systems are made (default: the temporary directory)")
     parser.add_argument("--slow-ms", type=int, default=100,
-                        help="how long each call of the slow Interface takes")
+                        help="how long each call of the slow Interface takes (0: skip)")
+    parser.add_argument("--one-group-only", action="store_true",
+                        help="skip the deployments spread over many groups (long at large N)")
     args = parser.parse_args()
     compileall.compile_dir(Path(orchestrator_core.__file__).parent, quiet=1)
     median = statistics.median
@@ -180,28 +200,37 @@ def main() -> None:
     print(f"{'N':>5} {'calls':>6} {'spawn floor':>12} {'Interface':>10} {'tree floor':>11} "
           f"{'one group':>10} {'ratio':>6} {'overhead':>9} {'groups':>7} {'N groups':>9} "
           f"{'ratio':>6}")
+    one_group: dict[int, float] = {}
     for n in args.sizes:
         calls = n * CALLS_PER_COMPONENT
         groups = min(n, 100)
-        taken = rounds(args.runs, {
+        measures = {
             "floor": partial(spawn_floor, calls),
             "by_hand": partial(interface_floor, calls, args.dir),
             "tree": partial(tree_floor, n, args.dir),
             "one": partial(deployment_time, n, 1, args.dir),
-            "many": partial(deployment_time, n, groups, args.dir),
-        })
+        }
+        if not args.one_group_only:
+            measures["many"] = partial(deployment_time, n, groups, args.dir)
+        taken = rounds(args.runs, measures)
         floors = taken["floor"]
         one_ratio = median(one / floor for one, floor in zip(taken["one"], floors, strict=True))
-        many_ratio = median(many / floor for many, floor in zip(taken["many"], floors, strict=True))
+        one_group[n] = median(taken["one"])
+        spread = "(skipped)"
+        if "many" in taken:
+            many_ratio = median(m / floor for m, floor in zip(taken["many"], floors, strict=True))
+            spread = f"{groups:>7} {median(taken['many']):>8.2f}s {many_ratio:>5.2f}x"
         print(f"{n:>5} {calls:>6} {median(floors):>11.2f}s {median(taken['by_hand']):>9.2f}s "
               f"{median(taken['tree']):>10.2f}s {median(taken['one']):>9.2f}s "
-              f"{one_ratio:>5.2f}x {one_ratio - 1:>8.2f}x {groups:>7} "
-              f"{median(taken['many']):>8.2f}s {many_ratio:>5.2f}x")
+              f"{one_ratio:>5.2f}x {one_ratio - 1:>8.2f}x {spread}")
     print("spawn floor: /bin/true run `calls` times in a row; Interface: the no-op Interface "
           "itself run as often; tree floor: creating and removing the File API entries of N "
           "Components in the same directory; ratio: deployment / spawn floor; overhead: "
           "(deployment - spawn floor) / spawn floor")
 
+    print_fit(one_group)
+    if args.slow_ms <= 0:
+        return
     slow = SLOW.format(seconds=args.slow_ms / 1000)
     print(f"\nInterfaces taking {args.slow_ms} ms per call ({CALLS_PER_COMPONENT} calls "
           f"per Component), one group of N next to one Component alone:")
