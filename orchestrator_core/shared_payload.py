@@ -20,17 +20,20 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from orchestrator_core import atomic
 from orchestrator_core.errors import ArtifactError
 
-if TYPE_CHECKING:
-    from orchestrator_core.artifact.payload import ArtifactPayload
-
 READ_ONLY = 0o400
 # link(2) errors meaning "no hard link here", not "something is wrong": a copy will do
 _NO_LINK = (errno.EMLINK, errno.EPERM, errno.EXDEV, errno.ENOTSUP)
+
+
+class Storable(Protocol):
+    """A payload that stores its files, verified, into a directory (``ArtifactPayload``)."""
+
+    def save_to(self, directory: Path) -> list[Path]: ...
 
 
 class SharedPayloads:
@@ -41,7 +44,7 @@ class SharedPayloads:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
 
-    def store(self, feed: ArtifactPayload, digest: str, files: Path) -> None:
+    def store(self, feed: Storable, digest: str, files: Path) -> None:
         """Fill ``files`` with the payload of the Artifact whose manifest digest is ``digest``;
         ``feed`` is read only by the first Component to need that Artifact's copy."""
         copy = self._copy(feed, digest)
@@ -56,7 +59,7 @@ class SharedPayloads:
         with self._locks_lock:
             return self._locks.setdefault(digest, threading.Lock())
 
-    def _copy(self, feed: ArtifactPayload, digest: str) -> Path:
+    def _copy(self, feed: Storable, digest: str) -> Path:
         copy = self._shared / f"payload-{digest}"
         # the Components of a group download at once: one reads, the others wait for it
         with self._lock(digest):
