@@ -108,7 +108,7 @@ def test_a_corrupted_payload_leaves_no_copy_and_fails_each_time(
     for index in range(2):
         files = tmp_path / f"c{index}" / "files"
         files.mkdir(parents=True)
-        with feed_of(corrupted) as feed, pytest.raises(ArtifactError, match="app.bin"):
+        with feed_of(corrupted) as feed, pytest.raises(ArtifactError, match=r"app\.bin"):
             shared.store(feed, digest(artifact), files)
         assert feed.consumed  # each Component reads (and refuses) it again
     assert os.listdir(tmp_path / "1.shared") == []
