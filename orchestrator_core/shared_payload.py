@@ -70,11 +70,12 @@ class SharedPayloads:
             try:
                 for path in feed.save_to(partial):  # verified, each file synced
                     os.chmod(path, READ_ONLY)
+                # not synced: the links hold the files' inodes whatever becomes of this name,
+                # and without it a resumed deployment only reads the Artifact again
                 os.rename(partial, copy)
             except BaseException:
                 shutil.rmtree(partial, ignore_errors=True)
                 raise
-            atomic.fsync_dir(self._shared)
         return copy
 
 
