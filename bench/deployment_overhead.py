@@ -24,7 +24,7 @@ the same directory, measured in the same run. The package's bytecode is compiled
 pip does when it installs it.
 
 Run: .venv/bin/python bench/deployment_overhead.py [--sizes 1 10 100 500] [--runs 5]
-     [--dir DIR] [--slow-ms 100] [--one-group-only]
+     [--dir DIR] [--slow-ms 100] [--one-group-only] [--payload-mib 8]
 (``--sizes 1 100 1000 --one-group-only --slow-ms 0`` checks linearity to 1000 in minutes.)
 """
 
@@ -105,7 +105,7 @@ def tree_floor(components: int, base: Path) -> float:
 
 
 def make_system(
-    root: Path, n: int, groups: int, interface: str = NOOP
+    root: Path, n: int, groups: int, interface: str = NOOP, payload_mib: int = 0
 ) -> tuple[dict[str, str], Path]:
     interfaces = root / "share" / "interfaces" / "v1"
     interfaces.mkdir(parents=True)
@@ -120,6 +120,10 @@ def make_system(
             "--provides", "rootfs-image.noop.version:noop-v2"]
     for component_type in types:
         argv += ["-t", component_type]
+    if payload_mib:  # one file, which the no-op Interface leaves to files/
+        payload = root / "firmware.bin"
+        payload.write_bytes(os.urandom(payload_mib << 20))
+        argv += ["-f", str(payload), "--compression", "none"]
     subprocess.run(argv, check=True, capture_output=True)
     lines = ["api_version: mender/v1", "kind: topology", "system_type: bench", "components:"]
     for index in range(n):
@@ -145,10 +149,12 @@ def make_system(
     return env, manifest_path
 
 
-def deployment_time(n: int, groups: int, base: Path, interface: str = NOOP) -> float:
+def deployment_time(
+    n: int, groups: int, base: Path, interface: str = NOOP, payload_mib: int = 0
+) -> float:
     cli = str(Path(sys.executable).parent / "mender-orchestrator")
     with tempfile.TemporaryDirectory(dir=base) as tmp:
-        env, manifest = make_system(Path(tmp), n, groups, interface)
+        env, manifest = make_system(Path(tmp), n, groups, interface, payload_mib)
         start = time.perf_counter()
         subprocess.run([cli, "--log-level", "error", "install", str(manifest)], env=env,
                        check=True)
@@ -190,13 +196,17 @@ def main() -> None:
                         help="where the Systems are made (default: the temporary directory)")
     parser.add_argument("--slow-ms", type=int, default=100,
                         help="how long each call of the slow Interface takes (0: skip)")
+    parser.add_argument("--payload-mib", type=int, default=0,
+                        help="give the Artifact one payload file of this size, which every "
+                             "Component takes from files/ (0: an empty payload)")
     parser.add_argument("--one-group-only", action="store_true",
                         help="skip the deployments spread over many groups (long at large N)")
     args = parser.parse_args()
     compileall.compile_dir(Path(orchestrator_core.__file__).parent, quiet=1)
     median = statistics.median
     print(f"Systems under {args.dir}; medians of {args.runs} rounds (a ratio is the median of "
-          f"each round's ratio)")
+          f"each round's ratio); payload {args.payload_mib} MiB; load average "
+          f"{os.getloadavg()[0]:.2f}")
     print(f"{'N':>5} {'calls':>6} {'spawn floor':>12} {'Interface':>10} {'tree floor':>11} "
           f"{'one group':>10} {'ratio':>6} {'overhead':>9} {'groups':>7} {'N groups':>9} "
           f"{'ratio':>6}")
@@ -208,10 +218,11 @@ def main() -> None:
             "floor": partial(spawn_floor, calls),
             "by_hand": partial(interface_floor, calls, args.dir),
             "tree": partial(tree_floor, n, args.dir),
-            "one": partial(deployment_time, n, 1, args.dir),
+            "one": partial(deployment_time, n, 1, args.dir, NOOP, args.payload_mib),
         }
         if not args.one_group_only:
-            measures["many"] = partial(deployment_time, n, groups, args.dir)
+            measures["many"] = partial(deployment_time, n, groups, args.dir, NOOP,
+                                       args.payload_mib)
         taken = rounds(args.runs, measures)
         floors = taken["floor"]
         one_ratio = median(one / floor for one, floor in zip(taken["one"], floors, strict=True))
