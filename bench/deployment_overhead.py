@@ -7,8 +7,9 @@ same number of bare ``/bin/true`` spawns run one after another in the same run.
 
 Each Component costs 10 Interface calls (Identity, Provides, NeedsUnpackedArtifact,
 ProvidePayloadFileSizes, Download, SupportsRollback, ArtifactInstall, NeedsArtifactReboot,
-ArtifactCommit, Cleanup). Targets: at N=100 the one-group deployment within 1.5x the spawn
-floor; one group of N about as long as one Component.
+ArtifactCommit, Cleanup). Targets: at N=100 the one-group deployment within 1.3x the spawn
+floor, and linear in N up to 1000 (the fit printed at the end: a fixed cost plus a cost per
+Component, and each size's distance from it); one group of N about as long as one Component.
 
 The second target is about Interfaces that take time (flashing an ECU, not a no-op): a no-op
 call costs the machine about as much as spawning it, so 100 of them cannot overlap on two
@@ -23,7 +24,8 @@ the same directory, measured in the same run. The package's bytecode is compiled
 pip does when it installs it.
 
 Run: .venv/bin/python bench/deployment_overhead.py [--sizes 1 10 100 500] [--runs 5]
-     [--dir DIR] [--slow-ms 100]
+     [--dir DIR] [--slow-ms 100] [--one-group-only] [--payload-mib 8]
+(``--sizes 1 100 1000 --one-group-only --slow-ms 0`` checks linearity to 1000 in minutes.)
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def tree_floor(components: int, base: Path) -> float:
 
 
 def make_system(
-    root: Path, n: int, groups: int, interface: str = NOOP
+    root: Path, n: int, groups: int, interface: str = NOOP, payload_mib: int = 0
 ) -> tuple[dict[str, str], Path]:
     interfaces = root / "share" / "interfaces" / "v1"
     interfaces.mkdir(parents=True)
@@ -118,6 +120,10 @@ def make_system(
             "--provides", "rootfs-image.noop.version:noop-v2"]
     for component_type in types:
         argv += ["-t", component_type]
+    if payload_mib:  # one file, which the no-op Interface leaves to files/
+        payload = root / "firmware.bin"
+        payload.write_bytes(os.urandom(payload_mib << 20))
+        argv += ["-f", str(payload), "--compression", "none"]
     subprocess.run(argv, check=True, capture_output=True)
     lines = ["api_version: mender/v1", "kind: topology", "system_type: bench", "components:"]
     for index in range(n):
@@ -143,10 +149,12 @@ def make_system(
     return env, manifest_path
 
 
-def deployment_time(n: int, groups: int, base: Path, interface: str = NOOP) -> float:
+def deployment_time(
+    n: int, groups: int, base: Path, interface: str = NOOP, payload_mib: int = 0
+) -> float:
     cli = str(Path(sys.executable).parent / "mender-orchestrator")
     with tempfile.TemporaryDirectory(dir=base) as tmp:
-        env, manifest = make_system(Path(tmp), n, groups, interface)
+        env, manifest = make_system(Path(tmp), n, groups, interface, payload_mib)
         start = time.perf_counter()
         subprocess.run([cli, "--log-level", "error", "install", str(manifest)], env=env,
                        check=True)
@@ -164,6 +172,22 @@ def rounds(runs: int, measures: dict[str, Callable[[], float]]) -> dict[str, lis
     return taken
 
 
+def print_fit(one_group: dict[int, float]) -> None:
+    """Least squares of the one-group times: fixed cost + cost per Component, and how far each
+    size is from the line (linear: every size close to it)."""
+    if len(one_group) < 2:
+        return
+    sizes = list(one_group)
+    mean_n = statistics.fmean(sizes)
+    mean_t = statistics.fmean(one_group.values())
+    slope = (sum((n - mean_n) * (t - mean_t) for n, t in one_group.items())
+             / sum((n - mean_n) ** 2 for n in sizes))
+    fixed = mean_t - slope * mean_n
+    print(f"fit of the one-group times: {fixed:.2f} s + {slope * 1000:.2f} ms per Component; "
+          + ", ".join(f"N={n}: {t / (fixed + slope * n):.2f}x the fit"
+                      for n, t in one_group.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 100, 500])
@@ -171,37 +195,53 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()),
                         help="where the Systems are made (default: the temporary directory)")
     parser.add_argument("--slow-ms", type=int, default=100,
-                        help="how long each call of the slow Interface takes")
+                        help="how long each call of the slow Interface takes (0: skip)")
+    parser.add_argument("--payload-mib", type=int, default=0,
+                        help="give the Artifact one payload file of this size, which every "
+                             "Component takes from files/ (0: an empty payload)")
+    parser.add_argument("--one-group-only", action="store_true",
+                        help="skip the deployments spread over many groups (long at large N)")
     args = parser.parse_args()
     compileall.compile_dir(Path(orchestrator_core.__file__).parent, quiet=1)
     median = statistics.median
     print(f"Systems under {args.dir}; medians of {args.runs} rounds (a ratio is the median of "
-          f"each round's ratio)")
+          f"each round's ratio); payload {args.payload_mib} MiB; load average "
+          f"{os.getloadavg()[0]:.2f}")
     print(f"{'N':>5} {'calls':>6} {'spawn floor':>12} {'Interface':>10} {'tree floor':>11} "
           f"{'one group':>10} {'ratio':>6} {'overhead':>9} {'groups':>7} {'N groups':>9} "
           f"{'ratio':>6}")
+    one_group: dict[int, float] = {}
     for n in args.sizes:
         calls = n * CALLS_PER_COMPONENT
         groups = min(n, 100)
-        taken = rounds(args.runs, {
+        measures = {
             "floor": partial(spawn_floor, calls),
             "by_hand": partial(interface_floor, calls, args.dir),
             "tree": partial(tree_floor, n, args.dir),
-            "one": partial(deployment_time, n, 1, args.dir),
-            "many": partial(deployment_time, n, groups, args.dir),
-        })
+            "one": partial(deployment_time, n, 1, args.dir, NOOP, args.payload_mib),
+        }
+        if not args.one_group_only:
+            measures["many"] = partial(deployment_time, n, groups, args.dir, NOOP,
+                                       args.payload_mib)
+        taken = rounds(args.runs, measures)
         floors = taken["floor"]
         one_ratio = median(one / floor for one, floor in zip(taken["one"], floors, strict=True))
-        many_ratio = median(many / floor for many, floor in zip(taken["many"], floors, strict=True))
+        one_group[n] = median(taken["one"])
+        spread = "(skipped)"
+        if "many" in taken:
+            many_ratio = median(m / floor for m, floor in zip(taken["many"], floors, strict=True))
+            spread = f"{groups:>7} {median(taken['many']):>8.2f}s {many_ratio:>5.2f}x"
         print(f"{n:>5} {calls:>6} {median(floors):>11.2f}s {median(taken['by_hand']):>9.2f}s "
               f"{median(taken['tree']):>10.2f}s {median(taken['one']):>9.2f}s "
-              f"{one_ratio:>5.2f}x {one_ratio - 1:>8.2f}x {groups:>7} "
-              f"{median(taken['many']):>8.2f}s {many_ratio:>5.2f}x")
+              f"{one_ratio:>5.2f}x {one_ratio - 1:>8.2f}x {spread}")
     print("spawn floor: /bin/true run `calls` times in a row; Interface: the no-op Interface "
           "itself run as often; tree floor: creating and removing the File API entries of N "
           "Components in the same directory; ratio: deployment / spawn floor; overhead: "
           "(deployment - spawn floor) / spawn floor")
 
+    print_fit(one_group)
+    if args.slow_ms <= 0:
+        return
     slow = SLOW.format(seconds=args.slow_ms / 1000)
     print(f"\nInterfaces taking {args.slow_ms} ms per call ({CALLS_PER_COMPONENT} calls "
           f"per Component), one group of N next to one Component alone:")

@@ -1,3 +1,3 @@
-from orchestrator_core.cli import main
+from orchestrator_core.launcher import main
 
 main()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +26,8 @@ def replacing(path: Path, mode: int = 0o600, durable: bool = True) -> Iterator[I
     ``durable=False`` skips the fsyncs, for files that are re-created after a crash anyway:
     readers still never see a half-written file, but a power cut may leave the old one.
     """
+    import tempfile  # not at the top: readers of the Artifact package never write
+
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as stream:

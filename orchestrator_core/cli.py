@@ -17,11 +17,11 @@ from typing import Any, NoReturn
 
 import click
 
-from orchestrator_core import DISTRIBUTION
+from orchestrator_core import __version__
 from orchestrator_core.errors import OrchestratorError, ValidationErrors
 from orchestrator_core.global_options import Locations, location_options
 from orchestrator_core.json_output import option as json_option
-from orchestrator_core.lock import shared
+from orchestrator_core.lazy_group import LazyGroup
 from orchestrator_core.sequence import STATES
 
 log = logging.getLogger("mender_orchestrator.cli")
@@ -76,10 +76,7 @@ def session(ctx: click.Context) -> Session:
         _fail(exc)
 
 
-class _LazyGroup(click.Group):
-    """Commands from heavier modules are imported only when they are the one being run, so
-    ``--version`` and the inventory poll never pay for the Artifact package."""
-
+class _LazyGroup(LazyGroup):
     lazy = {
         "artifact": "orchestrator_core.artifact.commands:artifact",
         "check-interface": "orchestrator_core.conformance.command:check_interface",
@@ -88,21 +85,9 @@ class _LazyGroup(click.Group):
         "manifest-gen": "orchestrator_core.manifest_gen:manifest_gen",
     }
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *self.lazy])
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name in self.lazy:
-            import importlib
-
-            module, attribute = self.lazy[name].split(":")
-            command: click.Command = getattr(importlib.import_module(module), attribute)
-            return command
-        return super().get_command(ctx, name)
-
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name=DISTRIBUTION, prog_name="mender-orchestrator")
+@click.version_option(__version__, prog_name="mender-orchestrator")
 @click.option(
     "--log-level",
     type=click.Choice(
@@ -152,6 +137,7 @@ def _print_discovery(results: list[Any], lines: list[str] | dict[str, Any]) -> N
 def show_provides(ctx: click.Context, as_json: bool) -> None:
     """Print every Component's Provides as <component_type>.<id>.<key>=<value>."""
     from orchestrator_core.discovery import discover
+    from orchestrator_core.lock import shared
     from orchestrator_core.provides import provides_lines
 
     s = session(ctx)
@@ -178,6 +164,7 @@ def show_inventory(ctx: click.Context, as_json: bool) -> None:
     """Print inventory key=value lines for the Mender inventory script."""
     from orchestrator_core import manifest_store
     from orchestrator_core.discovery import discover
+    from orchestrator_core.lock import shared
     from orchestrator_core.provides import inventory_lines
 
     s = session(ctx)
@@ -408,6 +395,7 @@ def rollback_command(
 @click.pass_context
 def plan_command(ctx: click.Context, manifest: Path, as_json: bool) -> None:
     """Print what installing MANIFEST would do, changing nothing."""
+    from orchestrator_core.lock import shared
     from orchestrator_core.planner import describe
 
     s = session(ctx)

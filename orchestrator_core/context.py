@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-import pluggy
-
 if TYPE_CHECKING:
+    import pluggy
+
     from orchestrator_core.installed import PreviousArtifact
 
 

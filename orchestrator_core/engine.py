@@ -40,6 +40,7 @@ from orchestrator_core.sequence import (
     deployment_steps,
     recovery_steps,
 )
+from orchestrator_core.shared_payload import SharedPayloads
 
 log = logging.getLogger("mender_orchestrator.engine")
 
@@ -147,6 +148,7 @@ class Deployment:
         self._prepared: set[str] = set()  # File API dirs made by this process
         self._cache = _open_cache(config)
         self._installed = InstalledArtifacts(config.datastore_dir / "installed")
+        self._payloads = SharedPayloads(filetree.shared_copies(self.directory))
 
     # ---- replay
 
@@ -521,7 +523,8 @@ class Deployment:
             try:
                 driver.run_state("download", ctx)
                 if not given.consumed and ctx.work_dir is not None:
-                    given.save_to(filetree.files_dir(ctx.work_dir))
+                    files = filetree.files_dir(ctx.work_dir)
+                    self._payloads.store(given, artifact["digest"], files)
             finally:
                 ctx.payload = None
 

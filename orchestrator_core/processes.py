@@ -30,17 +30,15 @@ import itertools
 import logging
 import os
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Protocol
 
 from orchestrator_core.errors import OrchestratorError
-from orchestrator_core.journal import sqlite_errors
 
 log = logging.getLogger("mender_orchestrator.processes")
 
@@ -133,12 +131,21 @@ _calls = itertools.count(1)  # with our pid and start time, a token no other cal
 # --------------------------------------------------------------------------- the record
 
 
+def _sqlite_errors(path: Path, doing: str) -> AbstractContextManager[None]:
+    # the journal's module (and SQLite) are loaded by deployments only, not by the queries
+    from orchestrator_core.journal import sqlite_errors as journal_errors
+
+    return journal_errors(path, doing)
+
+
 class ProcessTable:
     """The journal's ``process`` table, through a connection of its own (no fsync per row)."""
 
     def __init__(self, journal_path: Path, deployment: int | None) -> None:
+        import sqlite3
+
         self._path = journal_path
-        with sqlite_errors(journal_path, "opened"):
+        with _sqlite_errors(journal_path, "opened"):
             self._db = sqlite3.connect(
                 journal_path, check_same_thread=False, isolation_level=None
             )
@@ -152,7 +159,7 @@ class ProcessTable:
         self._db.close()
 
     def _write(self, sql: str, args: tuple[object, ...]) -> int:
-        with self._lock, sqlite_errors(self._path, "written"):
+        with self._lock, _sqlite_errors(self._path, "written"):
             return self._db.execute(sql, args).lastrowid or 0
 
     def starting(self, what: str) -> tuple[int, str]:
@@ -175,7 +182,7 @@ class ProcessTable:
     ) -> list[tuple[int, int | None, int | None, str, str, int | None]]:
         """Rows of orchestrators that are gone (or, with ``own``, this one's): id, pgid,
         start, token, what, deployment."""
-        with self._lock, sqlite_errors(self._path, "read"):
+        with self._lock, _sqlite_errors(self._path, "read"):
             rows = self._db.execute(
                 "SELECT id, pgid, start, token, what, deployment, owner_pid, owner_start "
                 "FROM process ORDER BY id"

@@ -19,7 +19,6 @@ from orchestrator_core import log as log_module
 from orchestrator_core.context import InterfaceContext
 from orchestrator_core.errors import RetryableInterfaceError
 from orchestrator_core.hookspecs import hookimpl
-from orchestrator_core.report import progress_shown, progress_value
 
 Wrapped = Generator[None, Any, Any]
 Sink = Callable[[int, int | None, str], None]
@@ -87,6 +86,9 @@ class ProgressObserver:
             done, total = int(done), None if total is None else int(total)
             if done < 0 or (total is not None and total < 0):
                 raise ValueError(f"ctx.progress({done}, {total}): counts cannot be negative")
+            # the report module (and the journal's) only where a driver reports progress
+            from orchestrator_core.report import progress_shown, progress_value
+
             value = progress_value(done, total, what)
             self.report(key, progress_shown(value))
             now = time.monotonic()

@@ -172,3 +172,69 @@ def second_install(system: System, cache: Path, good: bytes, manifest: Path) -> 
     for name, data in FILES.items():
         assert (system.root / "received" / "board" / name).read_bytes() == data
     assert entry.read_bytes() == good
+
+
+def test_components_taking_files_share_one_verified_read_only_copy(
+    system: System, two_file_artifact: Path, tmp_path: Path
+) -> None:
+    """Three Components of one group leave the payload to files/: each finds both files, with
+    the right bytes, as hard links to one read-only copy (one read of the Artifact, not three)."""
+    system.add_interface("fw", RECORDER)
+    system.write_topology(
+        "api_version: mender/v1\nkind: topology\nsystem_type: s\ncomponents:\n"
+        + "".join(f"  - component_type: board\n    interface: fw\n    interface_args: [b{i}]\n"
+                  for i in range(3)))
+    system.write_config({"ArtifactSources": [{"Type": "directory",
+                                              "Path": str(two_file_artifact)}]})
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("api_version: mender/v1\nkind: manifest\nname: m\n"
+                        "system_types_compatible: [s]\ncomponent_types:\n"
+                        "  board: {artifact_name: fw-v2, update_strategy: {order: 1}}\n")
+    behave(system, "Download", "exit 0")
+    behave(system, "ArtifactInstall",
+           'mkdir -p "$DIR/got/$KEY" "$DIR/version" && cp files/* "$DIR/got/$KEY/" && '
+           'stat -c "%n %i %a %h" files/* > "$DIR/got/$KEY.stat" && '
+           'echo v2 > "$DIR/version/$KEY"')
+    result = install(system, manifest)
+    assert result.returncode == 0, result.stderr
+    inodes = set()
+    for key in ("b0", "b1", "b2"):
+        for name, data in FILES.items():
+            assert (system.root / "got" / key / name).read_bytes() == data
+        stats = [line.split() for line in (system.root / "got" / f"{key}.stat").read_text()
+                 .splitlines()]
+        assert sorted(Path(path).name for path, *_ in stats) == sorted(FILES)
+        assert {mode for _, _, mode, _ in stats} == {"400"}
+        # the shared copy and the three Components' links
+        assert {int(links) for *_, links in stats} == {4}
+        inodes |= {(Path(path).name, inode) for path, inode, *_ in stats}
+    assert len(inodes) == len(FILES)
+
+
+def test_a_corrupted_payload_fails_the_download_of_every_component_taking_files(
+    system: System, two_file_artifact: Path, tmp_path: Path
+) -> None:
+    corrupted = tmp_path / "corrupted"
+    corrupted.mkdir()
+    data = bytearray((two_file_artifact / "fw-v2.mender").read_bytes())
+    data[data.rfind(b"application")] ^= 0xFF
+    (corrupted / "fw-v2.mender").write_bytes(bytes(data))
+    system.add_interface("fw", RECORDER)
+    system.write_topology(
+        "api_version: mender/v1\nkind: topology\nsystem_type: s\ncomponents:\n"
+        + "".join(f"  - component_type: board\n    interface: fw\n    interface_args: [b{i}]\n"
+                  for i in range(2)))
+    # the header is intact: planning passes, each Download finds the payload file broken
+    system.write_config({"ArtifactSources": [{"Type": "directory", "Path": str(corrupted)}]})
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("api_version: mender/v1\nkind: manifest\nname: m\n"
+                        "system_types_compatible: [s]\ncomponent_types:\n"
+                        "  board: {artifact_name: fw-v2, update_strategy: {order: 1}}\n")
+    behave(system, "Download", "exit 0")
+    result = install(system, manifest)
+    assert result.returncode == 1, result.stderr
+    for key in ("b0", "b1"):
+        assert f"board/{key}" in result.stderr, result.stderr
+    assert result.stderr.count("does not match the manifest") >= 2, result.stderr[-3000:]
+    calls = (system.root / "calls.log").read_text()
+    assert "ArtifactInstall" not in calls

@@ -17,12 +17,16 @@ import click
 
 from orchestrator_core.artifact.header import ArtifactHeader
 from orchestrator_core.artifact.reader import ArtifactReader
-from orchestrator_core.artifact_write import CommandFailed, write
 from orchestrator_core.errors import ArtifactError, OrchestratorError
 from orchestrator_core.json_output import option as json_option
+from orchestrator_core.lazy_group import LazyGroup
 
 
-@click.group("artifact")
+class _ArtifactGroup(LazyGroup):
+    lazy = {"write": "orchestrator_core.artifact_write:write"}  # loads the writer, cryptography
+
+
+@click.group("artifact", cls=_ArtifactGroup)
 def artifact() -> None:
     """Inspect Mender Artifacts."""
 
@@ -128,8 +132,8 @@ def inspect(file: str, verify_keys: tuple[Path, ...], as_json: bool) -> None:
             with stream:
                 report = inspect_stream(stream, file, verify_keys, as_json)
     except OrchestratorError as exc:
+        # its module loads the writer (cryptography): imported on failure only
+        from orchestrator_core.artifact_write import CommandFailed
+
         raise CommandFailed(exc) from None
     click.echo(report)
-
-
-artifact.add_command(write)

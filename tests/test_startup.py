@@ -1,0 +1,135 @@
+"""Start-up discipline: what the short commands import, not how long they take.
+
+``--version`` is how packages and scripts probe an installation, and the Mender inventory
+script runs ``show-inventory`` on every poll: each loads only what it uses. The modules a
+command imports are read from ``python -X importtime`` (every import, once, on stderr), so
+these tests do not depend on the machine's speed.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import subprocess
+import sys
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+from systems import CLI, REPO, SIMULATED_UNIT, System
+
+import orchestrator_core
+
+# loaded only by deployments, Artifact writing, signature checks or in-process drivers
+DEPLOYMENT_ONLY = {
+    "cryptography",
+    "sqlite3",
+    "stevedore",
+    "requests",
+    "urllib3",
+    "zstandard",
+    "importlib.metadata",
+    "orchestrator_core.engine",
+    "orchestrator_core.journal",
+    "orchestrator_core.planner",
+    "orchestrator_core.streams",
+    "orchestrator_core.artifact",
+    "orchestrator_core.artifact.writer",
+}
+TOPOLOGY = (
+    "api_version: mender/v1\nkind: topology\nsystem_type: s\ncomponents:\n"
+    "  - component_type: a\n    interface: unit\n    interface_args: ['1', 'No', 'Yes']\n"
+)
+MANIFEST = (
+    "api_version: mender/v1\nkind: manifest\nname: s-v2\nsystem_types_compatible: [s]\n"
+    "component_types:\n  a: {artifact_name: unit-v2, update_strategy: {order: 1}}\n"
+)
+
+
+def imported(args: list[str], env: Mapping[str, str] | None = None) -> tuple[set[str], str]:
+    """The modules ``mender-orchestrator ARGS`` imports, and its stdout."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", *CLI[1:], *args],
+        capture_output=True, text=True, env=env, check=False, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    names = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines()
+             if line.startswith("import time:") and "|" in line}
+    names.discard("imported package")  # the header line
+    return names, result.stdout
+
+
+def loaded(names: set[str], modules: set[str]) -> set[str]:
+    """Which of ``modules`` (or their submodules) are in ``names``."""
+    return {m for m in modules for n in names if n == m or n.startswith(m + ".")}
+
+
+@pytest.fixture
+def unit(system: System, tmp_path: Path) -> tuple[System, Path]:
+    """One simulated unit and an unsigned Artifact moving it to v2, in a directory source."""
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    payload = tmp_path / "firmware.bin"
+    payload.write_bytes(b"firmware" * 512)
+    subprocess.run(
+        ["mender-artifact", "write", "module-image", "-T", "unit", "-t", "a", "-n", "unit-v2",
+         "--provides", "rootfs-image.unit.version:unit-v2", "-f", str(payload), "-o",
+         str(artifacts / "unit-v2.mender")],
+        check=True, capture_output=True,
+    )
+    system.add_interface("unit", SIMULATED_UNIT)
+    system.write_topology(TOPOLOGY)
+    system.write_config({"ArtifactSources": [{"Type": "directory", "Path": str(artifacts)}]})
+    return system, artifacts / "unit-v2.mender"
+
+
+def test_the_version_constant_is_the_distributions() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert orchestrator_core.__version__ == project["version"]
+    assert orchestrator_core.__version__ == importlib.metadata.version(
+        orchestrator_core.DISTRIBUTION)
+
+
+def test_version_loads_no_command_line() -> None:
+    names, stdout = imported(["--version"])
+    assert stdout == f"mender-orchestrator, version {orchestrator_core.__version__}\n"
+    assert not loaded(names, {"click", "yaml", "pluggy", "orchestrator_core.cli",
+                              "orchestrator_core.config", *DEPLOYMENT_ONLY})
+
+
+def test_version_after_other_options_is_clicks_and_the_same(unit: tuple[System, Path]) -> None:
+    system, _ = unit
+    result = system.run("--log-level", "error", "--version")
+    assert result.stdout == f"mender-orchestrator, version {orchestrator_core.__version__}\n"
+
+
+@pytest.mark.parametrize("command", ["show-inventory", "show-provides"])
+def test_queries_load_no_deployment_machinery(unit: tuple[System, Path], command: str) -> None:
+    system, _ = unit
+    names, stdout = imported([command], system.env)
+    assert "a.a-1.rootfs-image.unit.version=factory" in stdout
+    assert not loaded(names, DEPLOYMENT_ONLY)
+
+
+def test_inspect_of_an_unsigned_artifact_loads_no_cryptography(
+    unit: tuple[System, Path],
+) -> None:
+    system, artifact = unit
+    names, stdout = imported(["artifact", "inspect", str(artifact)], system.env)
+    assert "  Name: unit-v2" in stdout
+    assert not loaded(names, {"cryptography", "pluggy", "sqlite3", "requests", "yaml",
+                              "orchestrator_core.artifact.writer",
+                              "orchestrator_core.artifact.sources",
+                              "orchestrator_core.artifact.cache", "orchestrator_core.config"})
+
+
+def test_install_of_an_unsigned_artifact_loads_no_cryptography(
+    unit: tuple[System, Path], tmp_path: Path,
+) -> None:
+    system, _ = unit
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(MANIFEST)
+    names, _ = imported(["install", str(manifest)], system.env)
+    assert system.version("a", "1") == "unit-v2"
+    assert not loaded(names, {"cryptography", "stevedore", "requests", "importlib.metadata",
+                              "orchestrator_core.artifact.writer"})
