@@ -216,7 +216,7 @@ def test_parser_of_takes_an_attribute_or_a_factory_function() -> None:
                  "Driver API: it declares >=1.1,<2; this mender-orchestrator provides 1.1",
                  "", "interface_args:", "usage: i2c [--bus BUS] [--address ADDRESS] [--flash-base FLASH_BASE]"]),
         ("canbus", ["canbus: in-process driver mender_orchestrator_canbus.driver:CanbusDriver",
-                    "Driver API: it declares >=1.0,<2; this mender-orchestrator provides 1.1",
+                    "Driver API: it declares >=1.1,<2; this mender-orchestrator provides 1.1",
                     "", "interface_args:", "usage: canbus [--interface INTERFACE] [--channel CHANNEL] [--bitrate BITRATE]"]),
     ],
 )  # fmt: skip
