@@ -112,6 +112,12 @@ def sdist_name(distribution: str) -> str:
 def pyproject(distribution: str) -> dict[str, object]:
     project: dict[str, object] = tomllib.loads(
         (SOURCES[distribution] / "pyproject.toml").read_text())["project"]
+    dynamic = project.get("dynamic")
+    if isinstance(dynamic, list) and "version" in dynamic:
+        # the core's version is written once, in its package (setuptools reads the attribute)
+        init = (SOURCES[distribution] / "orchestrator_core" / "__init__.py").read_text()
+        found = re.search(r'^__version__ = "(.+)"$', init, re.M)
+        project["version"] = found.group(1) if found else None
     return project
 
 
