@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -195,6 +196,9 @@ class Esp32Driver(DriverBase):
         image = self._payload(ctx)
         version = self._target_version(ctx, image)
         store = Store(ctx)
+        # a record that cannot be kept would leave the queries reporting the old app: find
+        # out before the chip is touched
+        self._record(ctx, hostrecord.load(self.record_path))
         with session(self.settings, ctx) as s:
             mac = s.mac()
             layout = self._layout(s)
@@ -356,7 +360,20 @@ class Esp32Driver(DriverBase):
         if ctx.hook is None or not ctx.hook.esp32_query_application.get_hookimpls():
             return {}
         answer = ctx.hook.esp32_query_application(ctx=ctx, port=self.settings.port)
-        return {key: str(value) for key, value in (answer or {}).items()}
+        values = {key: str(value) for key, value in (answer or {}).items()}
+        if "mac" in values:
+            # as the Identity spells it: 12 lower-case hex digits, whatever the firmware prints
+            mac = re.sub(r"[:\-]", "", values["mac"]).lower()
+            if re.fullmatch(r"[0-9a-f]{12}", mac):
+                values["mac"] = mac
+            else:
+                ctx.log.warning(
+                    "%s: esp32_query_application answered mac %r, not 12 hexadecimal digits; "
+                    "ignoring it",
+                    ctx.name,
+                    values.pop("mac"),
+                )
+        return values
 
     def _first_contact(self, ctx: InterfaceContext, known: HostRecord) -> HostRecord:
         """Nothing recorded for this chip yet: read it once (it restarts the app, as an update

@@ -360,7 +360,7 @@ class DoorLockConsole:
 
     @hookimpl
     def esp32_query_application(self, ctx, port):
-        return {"version": "1.0.0-app", "mac": "240ac4a1b2c3",
+        return {"version": "1.0.0-app", "mac": "24:0A:C4:A1:B2:C3",
                 "partition": "ota_0", "ota_state": "VALID", "project": "door-lock",
                 "idf_version": "v5.3"}
 
@@ -392,3 +392,23 @@ def test_a_vendor_hook_answers_queries_from_the_running_application(
     assert f"{PROVIDES}=1.0.0-app" in shown.stdout.splitlines()
     assert inventory[f"{INVENTORY}.esp32_mac"] == "24:0a:c4:a1:b2:c3"
     assert sim.state() == before  # the chip was never touched, not even once
+
+
+@needs_mender_artifact
+def test_a_state_dir_that_cannot_be_written_fails_the_install_before_the_chip_is_touched(
+    system: System, sim: Sim, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    system.topology(component_args(sim, f"--state-dir={blocker}/esp32"))
+    flash = sim.path.read_bytes()
+
+    result = system.run("install", str(system.manifest("2.0.0")))
+
+    assert result.returncode == 1, result.stderr
+    assert (
+        f"door_lock[0] (interface esp32): cannot record what the chip runs in {blocker}/esp32/"
+    ) in result.stderr
+    assert "Not a directory (--state-dir)" in result.stderr
+    assert "the install never reached the chip; nothing to roll back" in result.stderr
+    assert sim.path.read_bytes() == flash
