@@ -17,15 +17,19 @@ partitions with the bootloader's app rollback.
 - ArtifactRollback: the kept otadata entries are written back; ArtifactRollbackReboot starts
   the app; ArtifactVerifyRollbackReboot checks the previous slot and version are selected.
 
-Queries connect too (reading needs the loader), then start the application again, except
-while otadata holds an unconfirmed app (a boot would roll it back). An ESP32 is served by its
-ROM alone; an ESP32-S3 through esptool's flasher stub, uploaded at every connection.
+Queries never restart a running application: they ask it (the ``esp32_query_application``
+hook), else answer from what the driver recorded on the host whenever it changed otadata
+(``hostrecord``). Only the first query of a chip nothing is recorded for reads it (the MAC and
+the selected app's descriptor), then starts the application again as the update states do.
+An ESP32 is served by its ROM alone; an ESP32-S3 through esptool's flasher stub, uploaded at
+every connection.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,12 +44,15 @@ from orchestrator_core.driver_api import (
     write_atomically,
 )
 
-from mender_orchestrator_esp32 import idf
+from mender_orchestrator_esp32 import hookspecs, hostrecord, idf
+from mender_orchestrator_esp32.hostrecord import HostRecord
 from mender_orchestrator_esp32.link import Session, session
 from mender_orchestrator_esp32.settings import PARSER, Settings, parse
 
 # esp_image_header_t.chip_id of each chip the driver takes
 CHIP_IDS = {"esp32": 0, "esp32s3": 9}
+# the host record's fields Inventory reports, in its order
+_INVENTORY = ("mac", "partition", "ota_state", "project", "idf_version")
 
 
 @dataclass(frozen=True)
@@ -106,56 +113,66 @@ class Layout:
         except ValueError:
             return None
 
+    def describe(self, desc: idf.AppDescription | None) -> dict[str, str | None]:
+        """What the host record keeps of this layout, ``desc`` being the selected app's."""
+        state = self.active_state
+        return {
+            "version": "unknown" if desc is None else desc.version,
+            "partition": self.selected.label,
+            "ota_state": "none" if state is None else state.name,
+            "project": "" if desc is None else desc.project,
+            "idf_version": "" if desc is None else desc.idf_version,
+        }
+
 
 class Esp32Driver(DriverBase):
     """In-process driver for the ``esp32`` Interface; one instance per Component."""
 
-    driver_api = ">=1.0,<2"
+    driver_api = ">=1.1,<2"  # extra_hookspecs
+    extra_hookspecs = hookspecs
     interface_args_parser = PARSER
 
     def __init__(self, component: Component) -> None:
         super().__init__(component)
         self.settings: Settings = parse(component)
+        self.record_path = hostrecord.path_for(self.settings.state_dir, self.settings.port)
 
     # ------------------------------------------------------------------ queries
 
     @hookimpl
     def identity(self, ctx: InterfaceContext) -> str:
-        with session(self.settings, ctx) as s:
-            mac = s.mac()
-            self._leave_running(s, self._layout(s))
-        return f"esp32-{mac}"
+        known = hostrecord.load(self.record_path)
+        if known.mac is None:
+            mac = self._ask_application(ctx).get("mac")
+            if mac is None:
+                known = self._first_contact(ctx, known)
+            else:
+                known = known.updated(mac=mac)
+                self._record(ctx, known, strict=False)
+        return f"esp32-{known.mac}"
 
     @hookimpl
     def provides(self, ctx: InterfaceContext) -> dict[str, str]:
-        with session(self.settings, ctx) as s:
-            layout = self._layout(s)
-            desc = self._description(s, layout.selected)
-            self._leave_running(s, layout)
-        if desc is None:
-            ctx.log.warning(
-                "%s: no ESP-IDF app in %s (the partition otadata selects); version 'unknown'",
-                ctx.name,
-                layout.selected.label,
-            )
-        version = "unknown" if desc is None else desc.version
-        return {f"rootfs-image.{self.component.interface}.version": version}
+        version = self._ask_application(ctx).get("version")
+        if version is None:
+            known = hostrecord.load(self.record_path)
+            if known.version is None:
+                known = self._first_contact(ctx, known)
+            version = known.version
+        return {f"rootfs-image.{self.component.interface}.version": version or "unknown"}
 
     @hookimpl
     def inventory(self, ctx: InterfaceContext) -> list[tuple[str, str]]:
-        with session(self.settings, ctx) as s:
-            mac = s.mac()
-            layout = self._layout(s)
-            desc = self._description(s, layout.selected)
-            self._leave_running(s, layout)
-        state = layout.active_state
+        answer = self._ask_application(ctx)
+        known = hostrecord.load(self.record_path)
+        if not known.complete and not set(_INVENTORY) <= answer.keys():
+            known = self._first_contact(ctx, known)
+        values = {**asdict(known), **answer}
+        mac = values["mac"] or ""
         return [
             ("esp32_port", self.settings.port),
-            ("esp32_mac", ":".join(mac[i : i + 2] for i in range(0, 12, 2))),
-            ("esp32_partition", layout.selected.label),
-            ("esp32_ota_state", "none" if state is None else state.name),
-            ("esp32_project", "" if desc is None else desc.project),
-            ("esp32_idf_version", "" if desc is None else desc.idf_version),
+            ("esp32_mac", ":".join(mac[i : i + 2] for i in range(0, len(mac), 2))),
+            *((f"esp32_{key}", values[key] or "") for key in _INVENTORY if key != "mac"),
         ]
 
     @hookimpl
@@ -179,6 +196,9 @@ class Esp32Driver(DriverBase):
         image = self._payload(ctx)
         version = self._target_version(ctx, image)
         store = Store(ctx)
+        # a record that cannot be kept would leave the queries reporting the old app: find
+        # out before the chip is touched
+        self._record(ctx, hostrecord.load(self.record_path))
         with session(self.settings, ctx) as s:
             mac = s.mac()
             layout = self._layout(s)
@@ -224,6 +244,9 @@ class Esp32Driver(DriverBase):
                 slots.index(target), len(slots), idf.OtaState.NEW
             )
             self._write_entry(s, layout.table, index, otadata)
+        self._check_recorded_mac(ctx, mac)
+        installed = Layout(layout.table, otadata).describe(idf.AppDescription.decode(image))
+        self._record(ctx, hostrecord.load(self.record_path).updated(mac=mac, **installed))
 
     @hookimpl
     def artifact_reboot(self, ctx: InterfaceContext) -> None:
@@ -250,6 +273,7 @@ class Esp32Driver(DriverBase):
             raise InterfaceError(
                 f"{ctx.name}: {saved.target_slot} holds {found}, not {saved.target_version!r}"
             )
+        self._record(ctx, hostrecord.load(self.record_path).updated(**layout.describe(desc)))
 
     @hookimpl
     def artifact_commit(self, ctx: InterfaceContext) -> None:
@@ -265,6 +289,14 @@ class Esp32Driver(DriverBase):
             if layout.active_state != idf.OtaState.VALID:
                 otadata = layout.otadata.set_state(active, idf.OtaState.VALID)
                 self._write_entry(s, layout.table, active, otadata)
+                layout = Layout(layout.table, otadata)
+            # what the chip boots from now on, written before the boot a query could race
+            self._record(
+                ctx,
+                hostrecord.load(self.record_path).updated(
+                    **layout.describe(self._description(s, layout.selected))
+                ),
+            )
             s.start_application()
 
     @hookimpl
@@ -292,6 +324,9 @@ class Esp32Driver(DriverBase):
             for index in (0, 1):
                 if layout.otadata.entries[index] != previous.entries[index]:
                     self._write_entry(s, layout.table, index, previous)
+            restored = Layout(layout.table, previous)
+            desc = self._description(s, restored.selected)
+        self._record(ctx, hostrecord.load(self.record_path).updated(**restored.describe(desc)))
 
     @hookimpl
     def artifact_rollback_reboot(self, ctx: InterfaceContext) -> None:
@@ -316,7 +351,74 @@ class Esp32Driver(DriverBase):
                     f"(version {version!r}), not {saved.previous_slot} (version "
                     f"{saved.previous_version!r}) as before the install"
                 )
+            self._record(ctx, hostrecord.load(self.record_path).updated(**layout.describe(desc)))
             self._leave_running(s, layout)
+
+    # ------------------------------------------------------------------ host record
+
+    def _ask_application(self, ctx: InterfaceContext) -> dict[str, str]:
+        if ctx.hook is None or not ctx.hook.esp32_query_application.get_hookimpls():
+            return {}
+        answer = ctx.hook.esp32_query_application(ctx=ctx, port=self.settings.port)
+        values = {key: str(value) for key, value in (answer or {}).items()}
+        if "mac" in values:
+            # as the Identity spells it: 12 lower-case hex digits, whatever the firmware prints
+            mac = re.sub(r"[:\-]", "", values["mac"]).lower()
+            if re.fullmatch(r"[0-9a-f]{12}", mac):
+                values["mac"] = mac
+            else:
+                ctx.log.warning(
+                    "%s: esp32_query_application answered mac %r, not 12 hexadecimal digits; "
+                    "ignoring it",
+                    ctx.name,
+                    values.pop("mac"),
+                )
+        return values
+
+    def _first_contact(self, ctx: InterfaceContext, known: HostRecord) -> HostRecord:
+        """Nothing recorded for this chip yet: read it once (it restarts the app, as an update
+        state does), record what it runs, and answer from that from now on."""
+        ctx.log.info(
+            "%s: nothing recorded in %s; reading the chip once", ctx.name, self.record_path
+        )
+        with session(self.settings, ctx) as s:
+            mac = s.mac()
+            layout = self._layout(s)
+            desc = self._description(s, layout.selected)
+            self._leave_running(s, layout)
+        if desc is None:
+            ctx.log.warning(
+                "%s: no ESP-IDF app in %s (the partition otadata selects); version 'unknown'",
+                ctx.name,
+                layout.selected.label,
+            )
+        record = known.updated(mac=mac, **layout.describe(desc))
+        self._record(ctx, record, strict=False)
+        return record
+
+    def _record(self, ctx: InterfaceContext, record: HostRecord, *, strict: bool = True) -> None:
+        """Keep ``record`` for the queries. In an update state a failure fails the state: the
+        record would otherwise report what the chip no longer boots. A query that read the chip
+        answers anyway (it reads it again next time)."""
+        try:
+            hostrecord.save(self.record_path, record)
+        except OSError as exc:
+            problem = (
+                f"{ctx.name}: cannot record what the chip runs in {self.record_path}: "
+                f"{exc.strerror or exc} (--state-dir)"
+            )
+            if strict:
+                raise InterfaceError(problem) from exc
+            ctx.log.warning("%s", problem)
+
+    def _check_recorded_mac(self, ctx: InterfaceContext, mac: str) -> None:
+        recorded = hostrecord.load(self.record_path).mac
+        if recorded is not None and recorded != mac:
+            ctx.log.warning(
+                "%s: the chip on %s has MAC %s; the Identity recorded in %s stays esp32-%s "
+                "(remove that file if the chip was replaced)",
+                ctx.name, self.settings.port, mac, self.record_path, recorded,
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ helpers
 

@@ -7,6 +7,7 @@ same on every vehicle while the ports differ.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,10 @@ AFTER = ("hard-reset", "soft-reset", "watchdog-reset")
 # (soft-reset) works; the ESP32-S3 through esptool's stub, which has none, but it has an RTC
 # watchdog esptool can fire (watchdog-reset)
 CHIPS = {"esp32": ("hard-reset", "soft-reset"), "esp32s3": ("hard-reset", "watchdog-reset")}
+# the orchestrator's datastore, as its environment names it (the core exports it, --datastore
+# included), else the core's own default
+DATASTORE_VARIABLE = "MENDER_ORCHESTRATOR_DATASTORE_DIR"
+DEFAULT_DATASTORE = "/var/lib/mender-orchestrator"
 
 
 def _parser() -> InterfaceArgs:
@@ -69,6 +74,11 @@ def _parser() -> InterfaceArgs:
         "--command-timeout", type=seconds(60), default=3.0,
         help="seconds one loader command may take, erases excepted (default 3, as esptool)",
     )  # fmt: skip
+    parser.add_argument(
+        "--state-dir", type=absolute_path,
+        help="host directory where the driver records what the chip runs, for the queries "
+        "(default: esp32/ in the orchestrator's datastore)",
+    )  # fmt: skip
     return parser
 
 
@@ -86,6 +96,7 @@ class Settings:
     flash_size: int = 4 * 1024 * 1024
     connect_attempts: int = 7
     command_timeout: float = 3.0
+    state_dir: Path = Path(DEFAULT_DATASTORE, "esp32")
 
 
 def parse(component: Component) -> Settings:
@@ -119,7 +130,12 @@ def parse(component: Component) -> Settings:
         flash_size=ns.flash_size,
         connect_attempts=ns.connect_attempts,
         command_timeout=ns.command_timeout,
+        state_dir=default_state_dir() if ns.state_dir is None else ns.state_dir,
     )
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get(DATASTORE_VARIABLE) or DEFAULT_DATASTORE, "esp32")
 
 
 def _look_up(component: Component, path: Path, instance: str) -> str:

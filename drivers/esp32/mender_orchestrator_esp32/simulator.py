@@ -133,6 +133,9 @@ class State:
     running: str | None = None  # label of the partition the last boot started
     boots: int = 0
     resets_mid_write: int = 0
+    # what the host did to the chip, so a test can tell a query that left it alone
+    syncs: int = 0  # SYNC commands answered (a connection to the ROM loader)
+    loader_entries: int = 0  # resets from the running app into the download mode
 
 
 @dataclass
@@ -368,6 +371,7 @@ class Rom:
             # the host's DTR/RTS sequence put the chip back into the download mode
             self.device.state.mode = "download"
             self.device.state.running = None
+            self.device.state.loader_entries += 1
             self.device.save_side()
         handler = {
             OP_SYNC: self.sync,
@@ -402,6 +406,8 @@ class Rom:
         self.attached = False
         self.begin = None
         self.ram = None
+        self.device.state.syncs += 1
+        self.device.save_side()
         for _ in range(8):
             self.reply(op, value=0x2012_0707)
 

@@ -102,8 +102,9 @@ def create_sim(
     return Sim(path, directory / "ttyESP0")
 
 
-def component_args(sim: Sim, *extra: str) -> list[str]:
-    """The test chip's arguments; ``extra`` adds to them or replaces one of the same name."""
+def component_args(sim: Sim, *extra: str, state_dir: bool = True) -> list[str]:
+    """The test chip's arguments; ``extra`` adds to them or replaces one of the same name.
+    Without ``state_dir`` the host record goes to the default, ``esp32/`` in the datastore."""
     args = {
         "--port": str(sim.link),
         "--baud": str(BAUD),
@@ -112,6 +113,8 @@ def component_args(sim: Sim, *extra: str) -> list[str]:
         "--connect-attempts": "2",
         "--command-timeout": "0.5",
     }
+    if state_dir:
+        args["--state-dir"] = str(sim.path.parent / "esp32-state")
     for arg in extra:
         name, _, value = arg.partition("=")
         args[name] = value

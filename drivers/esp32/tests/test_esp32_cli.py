@@ -21,6 +21,7 @@ needs_mender_artifact = pytest.mark.skipif(
     shutil.which("mender-artifact") is None, reason="needs Debian's mender-artifact"
 )
 PROVIDES = f"door_lock.esp32-{MAC}.rootfs-image.esp32.version"
+INVENTORY = f"door_lock.esp32-{MAC}"  # the prefix of the Component's inventory keys
 
 
 class System:
@@ -31,7 +32,8 @@ class System:
         self.sim = sim
         for name in ("etc", "usr-share", "var-lib"):
             (root / name).mkdir(parents=True)
-        self.topology(component_args(sim))
+        # the host record in the datastore's esp32/, as on a device
+        self.topology(component_args(sim, state_dir=False))
 
     def topology(self, interface_args: list[str]) -> None:
         args = "".join(f"\n      - {json.dumps(arg)}" for arg in interface_args)
@@ -61,12 +63,13 @@ class System:
         )
         return path
 
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, **more_env: str) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MENDER_ORCHESTRATOR_")}
         env.update(
             MENDER_ORCHESTRATOR_CONF_DIR=str(self.root / "etc"),
             MENDER_ORCHESTRATOR_DATA_DIR=str(self.root / "usr-share"),
             MENDER_ORCHESTRATOR_DATASTORE_DIR=str(self.root / "var-lib"),
+            **more_env,
         )
         return subprocess.run(
             [sys.executable, "-m", "orchestrator_core", *args],
@@ -77,6 +80,15 @@ class System:
         shown = self.run("show-provides")
         assert shown.returncode == 0, shown.stderr
         return dict(line.split("=", 1) for line in shown.stdout.splitlines())[PROVIDES]
+
+    def inventory(self, **more_env: str) -> dict[str, str]:
+        shown = self.run("show-inventory", **more_env)
+        assert shown.returncode == 0, shown.stderr
+        return dict(line.split("=", 1) for line in shown.stdout.splitlines())
+
+    def records(self) -> list[dict[str, str]]:
+        """The driver's host records, in the datastore's esp32/ (one per port)."""
+        return [json.loads(p.read_text()) for p in (self.root / "var-lib" / "esp32").glob("*")]
 
 
 @pytest.fixture
@@ -117,10 +129,9 @@ def test_install_writes_the_inactive_slot_switches_otadata_and_commits(
     assert booted_from(sim) == ("ota_1", "VALID")
     entries = sim.otadata().entries
     assert (entries[0].seq, entries[1].seq) == (1, 2)  # the new entry in the other sector
-    boots = sim.state()["boots"]
+    running = sim.state()
     assert system.version() == "2.0.0"
-    assert sim.state()["boots"] == boots + 2  # each query started the app again after reading
-    assert booted_from(sim) == ("ota_1", "VALID")
+    assert sim.state() == running  # answered from the host record: no reset, no SYNC, no boot
 
 
 @needs_mender_artifact
@@ -141,7 +152,10 @@ def test_rollback_after_verify_switches_otadata_back(system: System, sim: Sim) -
     assert result.returncode == 0, result.stderr
     assert_back_on_1_0_0(sim, before)
     assert sim.version_in("ota_1") == "2.0.0"  # only otadata changed back
+    running = sim.state()
     assert system.version() == "1.0.0"
+    assert system.inventory()[f"{INVENTORY}.esp32_partition"] == "ota_0"
+    assert sim.state() == running  # the rolled-back version, from the record, chip untouched
 
 
 @needs_mender_artifact
@@ -202,8 +216,9 @@ def test_a_chip_that_stops_answering_after_planning_fails_the_install_untouched(
     system: System, sim: Sim
 ) -> None:
     flash = sim.path.read_bytes()
-    # planning's Identity and Provides each sync once; from ArtifactInstall on, nothing answers
-    sim.faults({"kind": "no_sync", "skip": 2, "times": -1})
+    # planning's Identity reads the chip once (nothing is recorded yet) and Provides answers
+    # from what it recorded; from ArtifactInstall on, nothing answers
+    sim.faults({"kind": "no_sync", "skip": 1, "times": -1})
 
     result = system.run("install", str(system.manifest("2.0.0")))
 
@@ -276,3 +291,124 @@ def test_a_bad_port_is_named_in_bounded_time(
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
     assert time.monotonic() - started < 15
+
+
+def test_the_first_query_reads_the_chip_once_and_records_it(system: System, sim: Sim) -> None:
+    before = sim.state()
+
+    first = system.inventory()
+
+    assert first[f"{INVENTORY}.esp32_mac"] == "24:0a:c4:a1:b2:c3"
+    assert first[f"{INVENTORY}.esp32_partition"] == "ota_0"
+    assert first[f"{INVENTORY}.esp32_ota_state"] == "VALID"
+    assert first[f"{INVENTORY}.esp32_project"] == "door-lock"
+    read = sim.state()
+    # one connection (the ROM loader answered its first SYNC), then the app started again
+    assert (read["syncs"], read["loader_entries"]) == (1, 1)
+    assert (read["boots"], read["mode"]) == (before["boots"] + 1, "app")
+    assert system.records() == [
+        {"mac": MAC, "version": "1.0.0", "partition": "ota_0", "ota_state": "VALID",
+         "project": "door-lock", "idf_version": "v5.3"},
+    ]  # fmt: skip
+    # from now on every poll answers from the record
+    assert system.inventory() == first
+    assert system.version() == "1.0.0"
+    assert sim.state() == read
+
+
+@needs_mender_artifact
+def test_queries_after_an_install_leave_the_running_app_alone(system: System, sim: Sim) -> None:
+    assert system.run("install", str(system.manifest("2.0.0"))).returncode == 0
+    running = sim.state()
+    assert (running["mode"], running["running"]) == ("app", "ota_1")
+
+    for _ in range(3):  # the inventory script, poll after poll
+        inventory = system.inventory()
+        assert system.version() == "2.0.0"
+
+    assert inventory[f"{INVENTORY}.esp32_partition"] == "ota_1"
+    assert inventory[f"{INVENTORY}.esp32_ota_state"] == "VALID"  # as ArtifactCommit left it
+    assert sim.state() == running  # no SYNC, no reset into the loader, no boot
+    assert system.records()[0]["version"] == "2.0.0"
+
+
+@needs_mender_artifact
+def test_an_unconfirmed_install_is_recorded_as_such_until_the_rollback(
+    system: System, sim: Sim
+) -> None:
+    manifest = system.manifest("2.0.0")
+    stopped = system.run("install", "--stop-before", "ArtifactCommit", str(manifest))
+    assert stopped.returncode == 0, stopped.stderr
+    waiting = sim.state()
+    assert system.inventory()[f"{INVENTORY}.esp32_ota_state"] == "PENDING_VERIFY"
+    assert system.version() == "2.0.0"  # what otadata selects, as the chip would say
+    assert sim.state() == waiting  # still in the loader: a boot would roll the app back
+
+    assert system.run("rollback").returncode == 0
+    assert system.records() == [
+        {"mac": MAC, "version": "1.0.0", "partition": "ota_0", "ota_state": "VALID",
+         "project": "door-lock", "idf_version": "v5.3"},
+    ]  # fmt: skip
+
+
+APPLICATION_PLUGIN = '''
+from orchestrator_core.driver_api import hookimpl
+
+
+class DoorLockConsole:
+    """Asks the running door-lock firmware (here: knows what it would say)."""
+
+    @hookimpl
+    def esp32_query_application(self, ctx, port):
+        return {"version": "1.0.0-app", "mac": "24:0A:C4:A1:B2:C3",
+                "partition": "ota_0", "ota_state": "VALID", "project": "door-lock",
+                "idf_version": "v5.3"}
+
+
+plugin = DoorLockConsole()
+'''
+
+
+def test_a_vendor_hook_answers_queries_from_the_running_application(
+    system: System, sim: Sim, tmp_path: Path
+) -> None:
+    # a vendor plugin installed as any distribution is: a module and its entry point
+    site = tmp_path / "site"
+    (site / "door_lock_console-1.0.dist-info").mkdir(parents=True)
+    (site / "door_lock_console.py").write_text(APPLICATION_PLUGIN)
+    (site / "door_lock_console-1.0.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: door-lock-console\nVersion: 1.0\n"
+    )
+    (site / "door_lock_console-1.0.dist-info" / "entry_points.txt").write_text(
+        "[mender_orchestrator.plugins]\ndoor_lock_console = door_lock_console:plugin\n"
+    )
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    before = sim.state()
+
+    inventory = system.inventory(PYTHONPATH=path)
+    shown = system.run("show-provides", PYTHONPATH=path)
+
+    assert shown.returncode == 0, shown.stderr
+    assert f"{PROVIDES}=1.0.0-app" in shown.stdout.splitlines()
+    assert inventory[f"{INVENTORY}.esp32_mac"] == "24:0a:c4:a1:b2:c3"
+    assert sim.state() == before  # the chip was never touched, not even once
+
+
+@needs_mender_artifact
+def test_a_state_dir_that_cannot_be_written_fails_the_install_before_the_chip_is_touched(
+    system: System, sim: Sim, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    system.topology(component_args(sim, f"--state-dir={blocker}/esp32"))
+    flash = sim.path.read_bytes()
+
+    result = system.run("install", str(system.manifest("2.0.0")))
+
+    assert result.returncode == 1, result.stderr
+    assert (
+        f"door_lock[0] (interface esp32): cannot record what the chip runs in {blocker}/esp32/"
+    ) in result.stderr
+    assert "Not a directory (--state-dir)" in result.stderr
+    assert "the install never reached the chip; nothing to roll back" in result.stderr
+    assert sim.path.read_bytes() == flash

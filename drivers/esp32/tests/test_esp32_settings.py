@@ -57,3 +57,18 @@ def test_bad_arguments_are_named(tmp_path: Path, args: tuple[str, ...], message:
     with pytest.raises(ConfigError) as caught:
         parse(component(*(arg.format(**paths) for arg in args)))
     assert message.format(**paths) in str(caught.value)
+
+
+def test_the_host_record_goes_to_the_datastore_unless_state_dir_says(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MENDER_ORCHESTRATOR_DATASTORE_DIR", str(tmp_path))
+    assert parse(component("--port=/dev/ttyUSB0")).state_dir == tmp_path / "esp32"
+    monkeypatch.delenv("MENDER_ORCHESTRATOR_DATASTORE_DIR")
+    assert parse(component("--port=/dev/ttyUSB0")).state_dir == Path(
+        "/var/lib/mender-orchestrator/esp32"
+    )
+    given = parse(component("--port=/dev/ttyUSB0", "--state-dir=/srv/esp32"))
+    assert given.state_dir == Path("/srv/esp32")
+    with pytest.raises(ConfigError, match="argument --state-dir: expected an absolute path"):
+        parse(component("--port=/dev/ttyUSB0", "--state-dir=records"))
