@@ -318,6 +318,7 @@ class I2CDriver(DriverBase):
         saved = self._saved(ctx)
         if saved.protected:
             self._verify_protected(ctx, saved.target_version)
+            self._remember(saved, saved.target_version)
             return
         image = self._payload(ctx)
         with self._session(ctx) as boot:
@@ -331,6 +332,10 @@ class I2CDriver(DriverBase):
             )
         if problem:
             raise InterfaceError(f"{ctx.name}: after the reboot {problem}")
+        # it runs the new version from now on, committed or not: queries must say so (the
+        # Mender client reads Provides between ArtifactInstall and ArtifactCommit); a
+        # rollback records the previous one again
+        self._remember(saved, saved.target_version)
 
     @hookimpl
     def artifact_commit(self, ctx: InterfaceContext) -> None:

@@ -26,3 +26,12 @@ def runner_for(tmp_path: Path) -> Callable[..., Runner]:
         return Runner(component, tmp_path / "data", tmp_path / "work", plugins, timeout)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def private_datastore(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The driver keeps its host records in the orchestrator's datastore: each test gets its
+    own, never the machine's /var/lib/mender-orchestrator."""
+    datastore = tmp_path / "datastore"
+    monkeypatch.setenv("MENDER_ORCHESTRATOR_DATASTORE_DIR", str(datastore))
+    return datastore
