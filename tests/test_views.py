@@ -65,7 +65,7 @@ def test_status_id_shows_any_past_deployment_and_names_states_as_people_say(
     assert first.stdout.splitlines()[0] == "deployment 1: system-core-v1  status succeeded"
     second = core.run("status", "2").stdout.splitlines()
     assert second[0] == "deployment 2: system-core-v2  status failed, rolled back"
-    assert any(re.search(r"install  ArtifactInstall +rtos/rtos-1 +\d+\.\d\ds  FAILED: ", line)
+    assert any(re.search(r"install  ArtifactInstall +rtos/rtos-1 +\d+\.\d\ds  FAILED:", line)
                for line in second), second
     assert core.run("status").stdout.splitlines() == second  # the last one, by default
     history = core.run("history").stdout.splitlines()
