@@ -18,6 +18,7 @@ import tarfile
 import zlib
 from pathlib import Path
 
+import mender_client
 import pytest
 import zstandard
 from cryptography.hazmat.primitives import serialization
@@ -570,3 +571,42 @@ def test_gzip_sections_are_members_of_a_mib_each(
     if kind == "random":
         # stored: 18 bytes of gzip header and trailer per member, 5 per block of < 64 KiB
         assert len(section(output, "data/0000.tar.gz")) <= tar_size + 3 * 18 + 43 * 5
+
+
+STREAM_TO_FILE = """#!/bin/sh
+# an Update Module that writes each payload stream into TARGET, under the file's name
+case "$1" in
+  Download)
+    cd "$2" || exit 1
+    while read -r stream <stream-next && [ -n "$stream" ]; do
+      cat "$stream" > "TARGET/${stream##*/}" || exit 1
+    done ;;
+esac
+"""
+
+
+@pytest.mark.skipif(mender_client.unavailable() is not None,
+                    reason=str(mender_client.unavailable()))
+@pytest.mark.parametrize("kind", ["random", "compressible"])
+def test_the_mender_client_installs_our_gzip_members(
+    tmp_path: Path, keys: dict[str, tuple[Path, Path]], deflate_backend: str, kind: str
+) -> None:
+    """Debian's Mender client 3.4 streams a signed multi-member gzip data section through an
+    Update Module; every byte it writes is the payload's."""
+    target = tmp_path / "installed"
+    target.mkdir()
+    module = tmp_path / "stream-to-file"
+    module.write_text(STREAM_TO_FILE.replace("TARGET", str(target)))
+    module.chmod(0o755)
+    files = [big_payload(tmp_path, kind)]
+    key, value, clears = software_version("stream-to-file", "big-v1")
+    output = tmp_path / "big.mender"
+    write_artifact(ArtifactSpec("big-v1", "stream-to-file", ("rtos",), tuple(files),
+                                {key: value}, clears_provides=(clears,)),
+                   output, compression="gzip", signer=Signer.load(keys["ecdsa"][0]))
+    client = mender_client.MenderClient.create(tmp_path / "client", device_type="rtos",
+                                               modules=[module], env=os.environ,
+                                               verify_key=keys["ecdsa"][1])
+    installed = client.run("install", output, timeout=120)
+    assert installed.returncode == 0, installed.stderr
+    assert (target / files[0].name).read_bytes() == files[0].read_bytes()
