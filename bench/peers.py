@@ -16,7 +16,9 @@ and the compressions none, gzip and lzma (xz), every Artifact signed with an ECD
 lzma runs at --lzma-size-mib (default 32): both tools compress xz on one core at a few
 MiB/s, a 256 MiB round would take minutes.
 
-Every run is a process of its own, timed by wall clock; each input is read again (cat to
+Every run is a process of its own, timed by wall clock and by the CPU time of its process
+tree (steadier than wall clock on a shared machine; a tool that uses two cores at once
+shows it in wall clock only); each input is read again (cat to
 /dev/null) right before it is timed, as this kernel evicts cold page cache within minutes; in
 odd rounds ours goes first, in even rounds the Go tool. Before the rounds it waits until the
 1-minute load average is under --max-load (at most --max-wait seconds) and reports the load
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -65,19 +68,29 @@ class Job:
     ours: list[str]
     go: list[str]
     go_setup: Callable[[], None] = lambda: None
-    samples: list[tuple[float, float]] = field(default_factory=list)
+    samples: list[tuple[float, float]] = field(default_factory=list)  # wall: ours, Go
+    cpu: list[tuple[float, float]] = field(default_factory=list)  # CPU: ours, Go
 
 
-def run_timed(argv: list[str], inputs: list[Path], setup: Callable[[], None]) -> float:
+def cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_timed(
+    argv: list[str], inputs: list[Path], setup: Callable[[], None]
+) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (user + system, of the whole process tree) of one run."""
     setup()
     for path in inputs:
         subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
+    cpu = cpu_of_children()
     started = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{argv} failed ({done.returncode}):\n{done.stderr}{done.stdout}")
-    return elapsed
+    return elapsed, cpu_of_children() - cpu
 
 
 def wait_for_quiet(max_load: float, max_wait: float) -> None:
@@ -253,17 +266,23 @@ def main() -> None:
                     argv = job.ours if who == "ours" else job.go
                     setup = job.go_setup if who == "go" else (lambda: None)
                     timings[who] = run_timed(argv, job.inputs, setup)
-                job.samples.append((timings["ours"], timings["go"]))
+                job.samples.append((timings["ours"][0], timings["go"][0]))
+                job.cpu.append((timings["ours"][1], timings["go"][1]))
             loads.append(os.getloadavg()[0])
     print(f"{args.rounds} rounds; 1-minute load average {min(loads):.2f} to {max(loads):.2f} "
           f"(at the start and after each round); {os.cpu_count()} CPUs")
-    print(f"{'job':<36} {'ours (s)':>9} {'Go (s)':>8} {'ours/Go':>8}  (medians; ratio: of "
-          f"the per-round ratios)")
+    print("medians; each ratio is the median of the per-round ratios; CPU: user + system of "
+          "the process tree")
+    print(f"{'job':<36} {'ours (s)':>9} {'Go (s)':>8} {'ours/Go':>8} {'CPU ours':>9} "
+          f"{'CPU Go':>7} {'ours/Go':>8}")
     for job in jobs:
-        ours = statistics.median(s[0] for s in job.samples)
-        go = statistics.median(s[1] for s in job.samples)
-        ratio = statistics.median(s[0] / s[1] for s in job.samples)
-        print(f"{job.name:<36} {ours:>9.3f} {go:>8.3f} {ratio:>8.2f}")
+        columns = []
+        for samples in (job.samples, job.cpu):
+            columns += [statistics.median(s[0] for s in samples),
+                        statistics.median(s[1] for s in samples),
+                        statistics.median(s[0] / s[1] for s in samples)]
+        print(f"{job.name:<36} {columns[0]:>9.3f} {columns[1]:>8.3f} {columns[2]:>8.2f} "
+              f"{columns[3]:>9.3f} {columns[4]:>7.3f} {columns[5]:>8.2f}")
 
 
 if __name__ == "__main__":
