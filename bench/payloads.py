@@ -17,6 +17,8 @@ MIB = 1 << 20
 
 
 def _machine_code() -> Iterator[bytes]:
+    """The libraries' bytes, a MiB at a time: a benchmark's children inherit its peak RSS
+    (Linux keeps it across exec), so it must not hold a whole library in memory."""
     files = sorted(
         path
         for path in LIBRARIES.rglob("*.so*")
@@ -27,7 +29,9 @@ def _machine_code() -> Iterator[bytes]:
     while True:
         for path in files:
             try:
-                yield path.read_bytes()
+                with path.open("rb") as library:
+                    while piece := library.read(MIB):
+                        yield piece
             except OSError:
                 continue
 
