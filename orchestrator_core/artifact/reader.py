@@ -100,7 +100,11 @@ class PayloadFileReader(Layer):
 
     def finish(self) -> None:
         """Read (and so verify) whatever the consumer left unread."""
-        drain(self, self._left)
+        # a whole payload may be left (``artifact inspect`` reads nothing itself): read it in
+        # chunks, as a consumer would, so a compressed section is hashed on the other thread
+        scratch = bytearray(min(self._left, CHUNK) or 1)
+        while self.readinto(scratch):
+            pass
 
     def _verify(self) -> None:
         if self._verified:
