@@ -1,7 +1,7 @@
 """Writing an Artifact: our pure-Python writer next to Debian's Go ``mender-artifact``.
 
 For two payloads of SIZE MiB (default 32): random bytes (incompressible, the worst case for
-time) and firmware-like bytes (compressible), it times ``write_artifact`` and
+time) and firmware-like bytes (machine code, see payloads.py), it times ``write_artifact`` and
 ``mender-artifact write module-image`` with the same arguments, for each compression both
 support (none, gzip, xz/lzma). Each of our writes runs in a fresh process, which reports its
 own peak memory: it must not depend on the payload size (the data section is streamed to a
@@ -14,8 +14,6 @@ Run: .venv/bin/python bench/artifact_write.py [--size-mib 32]
 from __future__ import annotations
 
 import argparse
-import hashlib
-import os
 import resource
 import shutil
 import subprocess
@@ -23,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from payloads import write_firmware_like, write_random
 
 from orchestrator_core.artifact.writer import ArtifactSpec, software_version, write_artifact
 
@@ -43,13 +43,8 @@ def write_once(compression: str, payload: Path, output: Path) -> None:
 
 def make_payloads(root: Path, size_mib: int) -> dict[str, Path]:
     random_payload, firmware = root / "random.bin", root / "firmware.bin"
-    with random_payload.open("wb") as out:
-        for _ in range(size_mib):
-            out.write(os.urandom(1 << 20))
-    with firmware.open("wb") as out:  # code-like: repeated structure with some entropy
-        for block in range(size_mib * 64):
-            seed = hashlib.sha256(str(block % 97).encode()).digest()
-            out.write((seed * 8 + bytes(256) + seed.hex().encode() * 8)[:16384])
+    write_random(random_payload, size_mib << 20)
+    write_firmware_like(firmware, size_mib << 20)
     return {"random": random_payload, "firmware-like": firmware}
 
 

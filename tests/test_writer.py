@@ -15,14 +15,17 @@ import os
 import subprocess
 import sys
 import tarfile
+import zlib
 from pathlib import Path
 
+import mender_client
 import pytest
 import zstandard
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 from systems import FIXTURES
 
+from orchestrator_core.artifact import deflate
 from orchestrator_core.artifact.reader import ArtifactReader
 from orchestrator_core.artifact.writer import ArtifactSpec, Signer, software_version, write_artifact
 from orchestrator_core.errors import ConfigError
@@ -492,3 +495,118 @@ def test_artifact_write_command_errors(tmp_path: Path, arguments: list[str], mes
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "o.mender").exists()
+
+
+# --------------------------------------------------- payloads of several MiB, gzip members
+
+
+@pytest.fixture(params=["isal", "zlib"])
+def deflate_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """ISA-L (the optional ``isal`` package) and the standard library's zlib it falls back to."""
+    if request.param == "isal":
+        pytest.importorskip("isal")
+    monkeypatch.setattr(deflate, "FORCE_STDLIB", request.param == "zlib")
+    return str(request.param)
+
+
+def big_payload(tmp_path: Path, kind: str) -> Path:
+    """2.5 MiB: several gzip members, the last one partial. Compressible: machine code."""
+    size = 5 << 19
+    path = tmp_path / f"{kind}.bin"
+    if kind == "random":
+        path.write_bytes(os.urandom(size))
+    else:
+        code = Path(sys.executable).resolve().read_bytes()
+        path.write_bytes((code * (size // len(code) + 1))[:size])
+    return path
+
+
+@pytest.mark.parametrize("compression,backend", [("none", "zlib"), ("gzip", "isal"),
+                                                 ("gzip", "zlib"), ("lzma", "zlib")])
+@pytest.mark.parametrize("kind", ["random", "compressible"])
+def test_several_mib_are_validated_by_mender_artifact_and_read_back(
+    tmp_path: Path, keys: dict[str, tuple[Path, Path]], monkeypatch: pytest.MonkeyPatch,
+    compression: str, backend: str, kind: str,
+) -> None:
+    if backend == "isal":
+        pytest.importorskip("isal")
+    monkeypatch.setattr(deflate, "FORCE_STDLIB", backend == "zlib")
+    files = [big_payload(tmp_path, kind), tmp_path / "notes.txt"]
+    files[1].write_text("release notes\n")
+    output = tmp_path / "big.mender"
+    write_artifact(spec_for(files), output, compression=compression,
+                   signer=Signer.load(keys["ecdsa"][0]))
+    validated = mender_artifact("validate", "-k", keys["ecdsa"][1], output)
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    report = read_report(output, keys["ecdsa"][1])
+    assert "Signature: signed and verified correctly" in report
+    assert f"checksum: {hashlib.sha256(files[0].read_bytes()).hexdigest()}" in report
+    with output.open("rb") as stream:
+        reader = ArtifactReader(stream, source_name=str(output), verify_keys=[keys["ecdsa"][1]])
+        reader.read_header()
+        contents = {f.name: f.read() for f in reader.payload_files()}
+    assert contents == {path.name: path.read_bytes() for path in files}
+
+
+@pytest.mark.parametrize("kind", ["random", "compressible"])
+def test_gzip_sections_are_members_of_a_mib_each(
+    tmp_path: Path, deflate_backend: str, kind: str
+) -> None:
+    """One independent gzip member per MiB of tar (compressed on every core), the same
+    bytes at every write; random chunks are stored, never made bigger than that."""
+    files = [big_payload(tmp_path, kind)]
+    output, again = tmp_path / "a.mender", tmp_path / "b.mender"
+    write_artifact(spec_for(files), output, compression="gzip")
+    write_artifact(spec_for(files), again, compression="gzip")
+    assert output.read_bytes() == again.read_bytes()
+    data = section(output, "data/0000.tar.gz")
+    expanded = []
+    while data:
+        member = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        expanded.append(member.decompress(data))
+        assert member.eof
+        data = member.unused_data
+    tar_size = 512 + files[0].stat().st_size + 1024
+    assert [len(part) for part in expanded] == [1 << 20, 1 << 20, tar_size - (2 << 20)]
+    if kind == "random":
+        # stored: 18 bytes of gzip header and trailer per member, 5 per block of < 64 KiB
+        assert len(section(output, "data/0000.tar.gz")) <= tar_size + 3 * 18 + 43 * 5
+
+
+STREAM_TO_FILE = """#!/bin/sh
+# an Update Module that writes each payload stream into TARGET, under the file's name
+case "$1" in
+  Download)
+    cd "$2" || exit 1
+    while read -r stream <stream-next && [ -n "$stream" ]; do
+      cat "$stream" > "TARGET/${stream##*/}" || exit 1
+    done ;;
+esac
+"""
+
+
+@pytest.mark.skipif(mender_client.unavailable() is not None,
+                    reason=str(mender_client.unavailable()))
+@pytest.mark.parametrize("kind", ["random", "compressible"])
+def test_the_mender_client_installs_our_gzip_members(
+    tmp_path: Path, keys: dict[str, tuple[Path, Path]], deflate_backend: str, kind: str
+) -> None:
+    """Debian's Mender client 3.4 streams a signed multi-member gzip data section through an
+    Update Module; every byte it writes is the payload's."""
+    target = tmp_path / "installed"
+    target.mkdir()
+    module = tmp_path / "stream-to-file"
+    module.write_text(STREAM_TO_FILE.replace("TARGET", str(target)))
+    module.chmod(0o755)
+    files = [big_payload(tmp_path, kind)]
+    key, value, clears = software_version("stream-to-file", "big-v1")
+    output = tmp_path / "big.mender"
+    write_artifact(ArtifactSpec("big-v1", "stream-to-file", ("rtos",), tuple(files),
+                                {key: value}, clears_provides=(clears,)),
+                   output, compression="gzip", signer=Signer.load(keys["ecdsa"][0]))
+    client = mender_client.MenderClient.create(tmp_path / "client", device_type="rtos",
+                                               modules=[module], env=os.environ,
+                                               verify_key=keys["ecdsa"][1])
+    installed = client.run("install", output, timeout=120)
+    assert installed.returncode == 0, installed.stderr
+    assert (target / files[0].name).read_bytes() == files[0].read_bytes()

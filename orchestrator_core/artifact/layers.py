@@ -5,9 +5,10 @@ so uncompressed payload bytes travel from the source into the consumer's buffer 
 copy, and every layer reads at most one bounded chunk ahead: memory does not grow with the
 size of the Artifact.
 
-gzip and xz are driven through ``zlib``/``lzma`` decompressor objects rather than
-``gzip.GzipFile``/``lzma.LZMAFile``: those pull 8 KiB at a time from the layer below (each
-pull going through the tar layer: 128 times as many calls as with 1 MiB chunks),
+gzip and xz are driven through decompressor objects (``zlib`` or ISA-L's, see deflate.py;
+``lzma``) rather than ``gzip.GzipFile``/``lzma.LZMAFile``: those pull 8 KiB at a time from
+the layer below (each pull going through the tar layer: 128 times as many calls as with
+1 MiB chunks),
 ``LZMAFile`` takes no memory limit (a hostile xz header may ask for gigabytes), and
 both report a cut stream as a bare ``EOFError``; here each says which section and whether it
 was empty or cut short. zstd's own ``stream_reader`` has none of these problems and is used.
@@ -20,12 +21,12 @@ from __future__ import annotations
 
 import io
 import lzma
-import zlib
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, BinaryIO, NoReturn, Protocol, cast
 
 import zstandard
 
+from orchestrator_core.artifact import deflate
 from orchestrator_core.errors import ArtifactError
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 Fail = Callable[[str], NoReturn]
 
 CHUNK = 1 << 20
+FEED = 64 << 10  # compressed bytes given to a gzip decompressor at a time (see _GzipLayer)
 DRAIN_CHUNK = 1 << 16
 # Beyond these a compressed section is refused rather than given the memory it asks for:
 # xz -9 needs 64 MiB, zstd's default levels 8 MiB and its --long mode 128 MiB.
@@ -153,35 +155,72 @@ class _InputLayer(Layer):
 
 
 class _GzipLayer(_InputLayer):
-    """gzip (several members one after the other, as Go's reader accepts)."""
+    """gzip (several members one after the other, as Go's reader accepts).
+
+    The input buffer is handed to the decompressor ``FEED`` bytes at a time: what it has not
+    consumed when the caller's buffer is full, it copies (``unconsumed_tail``), so a whole
+    chunk at once would be copied again on every call.
+    """
 
     def __init__(self, inner: Readable, what: str, fail: Fail, input_size: int = CHUNK) -> None:
         super().__init__(inner, input_size)
         self._what, self._fail = what, fail
-        self._decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        self._pending: bytes | memoryview = b""
+        self._zlib = deflate.backend()
+        self._error = deflate.error()
+        self._decompressor = self._zlib.decompressobj(deflate.GZIP_WBITS)
+        self._rest = memoryview(b"")  # the part of the input buffer not yet fed
+        self._pending: bytes | memoryview = b""  # fed, not yet consumed
         self._started = False
 
+    def _feed(self) -> memoryview:
+        if not self._rest:
+            self._rest = self._read_input()
+        feed, self._rest = self._rest[:FEED], self._rest[FEED:]
+        return feed
+
+    def _next_member(self) -> bool:
+        """Start the member that follows the one just ended; ``False`` at the end of input."""
+        rest = bytes(self._decompressor.unused_data)
+        while len(rest) < 2 and (more := self._feed()):
+            rest += more
+        if not rest:
+            return False
+        if not rest.startswith(b"\x1f\x8b"):
+            self._fail(f"{self._what} has data after the end of its gzip stream")
+        self._decompressor = self._zlib.decompressobj(deflate.GZIP_WBITS)
+        self._pending = rest
+        return True
+
     def readinto(self, buffer: WriteableBuffer, /) -> int:
+        # One call may inflate several feeds (a stored block gives at most 64 KiB each), so
+        # the layers above take about as many calls per MiB as without compression; the
+        # source is read again only while nothing has been filled.
         view = as_bytes_view(buffer)
+        filled = 0
+        while filled < len(view):
+            in_hand = self._pending or self._rest or self._decompressor.unused_data
+            if filled and not in_hand:
+                break
+            count = self._inflate(view[filled:])
+            if not count:
+                break
+            filled += count
+        return filled
+
+    def _inflate(self, view: memoryview) -> int:
+        """Some bytes into ``view`` (not empty); 0 at the end of the stream."""
         while True:
-            if self._decompressor.eof:
-                rest = self._decompressor.unused_data or bytes(self._read_input())
-                if not rest:
-                    return 0
-                if not rest.startswith(b"\x1f\x8b"):
-                    self._fail(f"{self._what} has data after the end of its gzip stream")
-                self._decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                self._pending = rest
+            if self._decompressor.eof and not self._next_member():
+                return 0
             if not self._pending:
-                self._pending = self._read_input()
+                self._pending = self._feed()
                 if not self._pending:
                     what = "is truncated" if self._started else "is empty"
                     self._fail(f"{self._what} {what}: its gzip stream does not end properly")
             self._started = True
             try:
                 out = self._decompressor.decompress(self._pending, len(view))
-            except zlib.error as exc:
+            except self._error as exc:
                 self._fail(f"{self._what} is not valid gzip data ({exc})")
             self._pending = self._decompressor.unconsumed_tail
             if out:

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
+from orchestrator_core.artifact.hashing import Sha256
 from orchestrator_core.artifact.header import (
     MAX_TRAILER,
     ArtifactHeader,
@@ -69,13 +70,16 @@ class PayloadFileReader(Layer):
     ``ArtifactError`` from that read, so a consumer never receives a complete bad file.
     """
 
-    def __init__(self, member: TarMember, digest: str, tar: TarReader) -> None:
+    def __init__(
+        self, member: TarMember, digest: str, tar: TarReader, *, hash_aside: bool = False
+    ) -> None:
         super().__init__()
         self.name = member.name
         self.size = member.size
         self._digest = digest
         self._tar = tar
-        self._hash = hashlib.sha256()
+        # a decompressing section hashes on a second thread (hashing.py)
+        self._hash = Sha256(aside=hash_aside)
         self._left = member.size
         self._verified = False
 
@@ -96,7 +100,11 @@ class PayloadFileReader(Layer):
 
     def finish(self) -> None:
         """Read (and so verify) whatever the consumer left unread."""
-        drain(self, self._left)
+        # a whole payload may be left (``artifact inspect`` reads nothing itself): read it in
+        # chunks, as a consumer would, so a compressed section is hashed on the other thread
+        scratch = bytearray(min(self._left, CHUNK) or 1)
+        while self.readinto(scratch):
+            pass
 
     def _verify(self) -> None:
         if self._verified:
@@ -296,7 +304,7 @@ class ArtifactReader:
                 if digest is None:
                     self.fail(f"{where} has the file {member.name!r}, not listed in the manifest")
                 seen.add(member.name)
-                payload = PayloadFileReader(member, digest, tar)
+                payload = PayloadFileReader(member, digest, tar, hash_aside=suffix != "")
                 yield payload
                 payload.finish()
             if drain(stream, MAX_TRAILER) is None:

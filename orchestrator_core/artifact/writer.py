@@ -3,9 +3,9 @@ module-image`` makes), so that building a System's Artifacts needs no Go tool.
 
 Layout (SPEC 6): an uncompressed tar of ``version``, ``manifest``, ``manifest.sig`` (when a
 signing key is given), ``header.tar[.gz|.xz|.zst]`` and ``data/0000.tar[...]``. The data
-section is compressed to a private temporary file while each payload file is hashed, because
-``manifest`` (written first) needs those digests and the outer tar needs the section's size
-before its bytes; memory use does not depend on payload size.
+section is compressed straight to its place in the output while each payload file is hashed;
+``manifest`` and the section's tar header, which need those digests and the section's size,
+are written last, into the space left for them; memory use does not depend on payload size.
 
 The output is reproducible: metadata entries carry mtime 0 and uid/gid 0 (as
 ``mender-artifact`` writes them) and compressors are given no timestamps, so the same inputs
@@ -15,7 +15,6 @@ give the same bytes; only payload files keep their own modification time.
 from __future__ import annotations
 
 import base64
-import gzip
 import hashlib
 import io
 import json
@@ -23,12 +22,11 @@ import lzma
 import os
 import re
 import tarfile
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, Protocol
 
 import zstandard
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -37,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from orchestrator_core import atomic
+from orchestrator_core.artifact.deflate import GzipMembersWriter
 from orchestrator_core.artifact.header import MAX_JSON
 from orchestrator_core.artifact.layers import CHUNK
 from orchestrator_core.artifact.signature import not_a_key, read_key_file
@@ -255,6 +254,10 @@ class Signer:
 # --------------------------------------------------------------------------- tar streams
 
 
+class _Readable(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
 class _TarStream:
     """A tar archive written front to back, laid out as Go's archive/tar does.
 
@@ -266,11 +269,15 @@ class _TarStream:
     def __init__(self, out: IO[bytes]) -> None:
         self._out = out
 
-    def add(self, name: str, size: int, source: BinaryIO, *, mtime: int = 0,
-            hasher: Any = None) -> None:
+    def add_header(self, name: str, size: int, *, mtime: int = 0) -> None:
+        """The header block of a member whose ``size`` bytes (and padding) follow."""
         info = tarfile.TarInfo(name)
         info.size, info.mode, info.mtime = size, 0o600, mtime
         self._out.write(info.tobuf(tarfile.GNU_FORMAT, "utf-8", "strict"))
+
+    def add(self, name: str, size: int, source: _Readable, *, mtime: int = 0,
+            hasher: Any = None) -> None:
+        self.add_header(name, size, mtime=mtime)
         left = size
         while left:
             chunk = source.read(min(CHUNK, left))
@@ -294,7 +301,7 @@ def _compressed(out: IO[bytes], suffix: str) -> Iterator[IO[bytes]]:
     """A writer compressing into ``out`` (left open), finished when the block ends."""
     writer: Any
     if suffix == ".gz":
-        writer = gzip.GzipFile(fileobj=out, mode="wb", compresslevel=6, mtime=0)
+        writer = GzipMembersWriter(out)
     elif suffix == ".xz":
         writer = lzma.LZMAFile(out, "wb", format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64)
     elif suffix == ".zst":
@@ -322,6 +329,25 @@ def _header_tar(spec: ArtifactSpec, suffix: str) -> bytes:
     return section.getvalue()
 
 
+class _PayloadSource:
+    """A payload file being read: a failure to read it names the file, as bad input (one to
+    write the output, in the same loop, must not)."""
+
+    def __init__(self, stream: BinaryIO, path: Path) -> None:
+        self._stream = stream
+        self._path = path
+
+    def read(self, size: int) -> bytes:
+        try:
+            return self._stream.read(size)
+        except OSError as exc:
+            raise _unreadable(self._path, exc) from exc
+
+
+def _unreadable(path: Path, exc: OSError) -> ConfigError:
+    return ConfigError(f"payload file {path}: cannot read it ({exc.strerror or exc})")
+
+
 def _data_tar(files: Sequence[Path], suffix: str, out: IO[bytes]) -> dict[str, str]:
     """Write the compressed payload tar to ``out``; the sha256 of each file by name."""
     digests = {}
@@ -330,13 +356,13 @@ def _data_tar(files: Sequence[Path], suffix: str, out: IO[bytes]) -> dict[str, s
         for path in files:
             hasher = hashlib.sha256()
             try:
-                with path.open("rb") as source:
-                    stat = os.fstat(source.fileno())
-                    tar.add(path.name, stat.st_size, source, mtime=int(stat.st_mtime),
-                            hasher=hasher)
+                stream = path.open("rb")
             except OSError as exc:
-                raise ConfigError(f"payload file {path}: cannot read it ({exc.strerror or exc})"
-                                  ) from exc
+                raise _unreadable(path, exc) from exc
+            with stream:
+                stat = os.fstat(stream.fileno())
+                tar.add(path.name, stat.st_size, _PayloadSource(stream, path),
+                        mtime=int(stat.st_mtime), hasher=hasher)
             digests[path.name] = hasher.hexdigest()
         tar.close()
     return digests
@@ -375,29 +401,44 @@ def write_artifact(
     if not directory.is_dir():
         raise ConfigError(f"cannot write Artifact {output}: directory {directory} does not "
                           f"exist")
+    header = _header_tar(spec, suffix)
+    version = _json({"format": "mender", "version": 3})
+
+    def head(digests: Mapping[str, str], data_size: int) -> bytes:
+        """The outer tar up to the data section's bytes: version, manifest, manifest.sig,
+        header.tar and the data section's tar header."""
+        entries = {
+            "version": hashlib.sha256(version).hexdigest(),
+            f"header.tar{suffix}": hashlib.sha256(header).hexdigest(),
+            **{f"data/0000/{name}": digest for name, digest in digests.items()},
+        }
+        manifest = "".join(f"{entries[path]}  {path}\n" for path in sorted(entries)).encode()
+        section = io.BytesIO()
+        tar = _TarStream(section)
+        tar.add_bytes("version", version)
+        tar.add_bytes("manifest", manifest)
+        if signer is not None:
+            tar.add_bytes("manifest.sig", signer.sign(manifest))
+        tar.add_bytes(f"header.tar{suffix}", header)
+        tar.add_header(f"data/0000.tar{suffix}", data_size)
+        return section.getvalue()
+
+    # The head's size does not depend on the digests or the section's size (fixed-width
+    # fields, signatures of a fixed length): the data section is compressed straight to its
+    # place in the output, and the head written over the space left for it at the end,
+    # rather than the section going through a temporary file and being copied.
+    reserved = len(head({path.name: "0" * 64 for path in spec.files}, 0))
     try:
-        # the data section first: the manifest, written before it, needs its digests
-        with tempfile.TemporaryFile(dir=directory) as data:
-            digests = _data_tar(spec.files, suffix, data)
-            data_size = data.tell()
-            data.seek(0)
-            header = _header_tar(spec, suffix)
-            version = _json({"format": "mender", "version": 3})
-            entries = {
-                "version": hashlib.sha256(version).hexdigest(),
-                f"header.tar{suffix}": hashlib.sha256(header).hexdigest(),
-                **{f"data/0000/{name}": digest for name, digest in digests.items()},
-            }
-            manifest = "".join(f"{entries[path]}  {path}\n" for path in sorted(entries)).encode()
-            # 0644: an Artifact is meant to be published
-            with atomic.replacing(output, mode=0o644) as out:
-                tar = _TarStream(out)
-                tar.add_bytes("version", version)
-                tar.add_bytes("manifest", manifest)
-                if signer is not None:
-                    tar.add_bytes("manifest.sig", signer.sign(manifest))
-                tar.add_bytes(f"header.tar{suffix}", header)
-                tar.add(f"data/0000.tar{suffix}", data_size, data)
-                tar.close()
+        # 0644: an Artifact is meant to be published
+        with atomic.replacing(output, mode=0o644) as out:
+            out.seek(reserved)
+            digests = _data_tar(spec.files, suffix, out)
+            data_size = out.tell() - reserved
+            out.write(bytes(-data_size % BLOCK) + bytes(2 * BLOCK))  # padding, end of archive
+            final = head(digests, data_size)
+            if len(final) != reserved:
+                raise RuntimeError(f"the Artifact head is {len(final)} bytes, not {reserved}")
+            out.seek(0)
+            out.write(final)
     except OSError as exc:
         raise ArtifactError(f"cannot write Artifact {output}: {exc.strerror or exc}") from exc

@@ -1,0 +1,103 @@
+"""gzip data sections read in small feeds, with ISA-L and with the standard library's zlib.
+
+The reader hands the decompressor FEED bytes at a time from a larger input buffer; a gzip
+stream made of several members (what our writer makes, one per MiB) must read the same
+wherever a member ends: inside a feed, on its last byte, or with the next member's magic
+split between two feeds. A corrupt member is reported whichever library inflates it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zlib
+from collections.abc import Iterator
+
+import pytest
+
+from orchestrator_core.artifact import deflate
+from orchestrator_core.artifact.layers import FEED
+from orchestrator_core.artifact.reader import ArtifactReader
+from orchestrator_core.errors import ArtifactError
+
+from . import artifact_builder as ab
+
+
+@pytest.fixture(params=["isal", "zlib"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    if request.param == "isal":
+        pytest.importorskip("isal")
+    monkeypatch.setattr(deflate, "FORCE_STDLIB", request.param == "zlib")
+    assert deflate.backend_name() == request.param
+    yield request.param
+
+
+def stored_member(data: bytes) -> bytes:
+    """A gzip member holding ``data`` uncompressed: its size is ``len(data) + 23`` below 64 KiB
+    (10 bytes of gzip header, 5 of stored-block header, 8 of trailer)."""
+    return zlib.compress(data, 0, deflate.GZIP_WBITS)
+
+
+def read_payload(artifact: bytes, buffer_size: int) -> dict[str, bytes]:
+    reader = ArtifactReader(io.BytesIO(artifact), source_name="test.mender", verify_keys=())
+    reader.read_header()
+    files = {}
+    buffer = bytearray(buffer_size)
+    for payload in reader.payload_files():
+        parts = []
+        while count := payload.readinto(buffer):
+            parts.append(bytes(buffer[:count]))
+        files[payload.name] = b"".join(parts)
+    return files
+
+
+@pytest.mark.parametrize("first_member", [FEED - 1, FEED, FEED - 20, FEED + 7])
+@pytest.mark.parametrize("buffer_size", [1 << 20, 4093])
+def test_members_may_end_anywhere_in_a_feed(
+    backend: str, first_member: int, buffer_size: int
+) -> None:
+    files = {"firmware.bin": os.urandom(3 * FEED), "notes.txt": b"release notes\n" * 100}
+    data_tar = ab.tar(files.items())
+    # the first member is `first_member` bytes long: with FEED - 1 the next member's gzip
+    # magic straddles the first two feeds
+    head = data_tar[: first_member - 23] if first_member < FEED else data_tar[:first_member]
+    head_member = stored_member(head) if first_member < FEED else zlib.compress(head, 9, 31)
+    rest = data_tar[len(head) :]
+    section = head_member + stored_member(rest[:1000]) + zlib.compress(rest[1000:], 6, 31)
+    artifact = ab.build(files, compression=".gz", data=b"").replace(
+        "data/0000.tar.gz", section
+    ).assemble()
+    assert read_payload(artifact, buffer_size) == files
+
+
+def test_a_corrupt_member_is_named(backend: str) -> None:
+    files = {"firmware.bin": os.urandom(2 * FEED)}
+    data_tar = ab.tar(files.items())
+    second = bytearray(zlib.compress(data_tar[FEED:], 6, 31))
+    second[10] |= 0b110  # the first deflate block's type: 3, which does not exist
+    section = stored_member(data_tar[: FEED - 23]) + stored_member(data_tar[FEED - 23 : FEED])
+    section += bytes(second)
+    artifact = ab.build(files, compression=".gz", data=b"").replace(
+        "data/0000.tar.gz", section
+    ).assemble()
+    with pytest.raises(ArtifactError, match=r"data/0000\.tar\.gz is not valid gzip data"):
+        read_payload(artifact, 1 << 20)
+
+
+def test_a_bad_payload_checksum_is_caught_when_hashing_on_the_other_thread(backend: str) -> None:
+    """A compressed section's payload is hashed on a second thread: the mismatch must still
+    fail the read that hands out the file's last byte."""
+    files = {"firmware.bin": os.urandom(5 * FEED)}
+    parts = ab.build(files, compression=".gz")
+    tampered = bytearray(ab.tar(files.items()))
+    tampered[512 + 3 * FEED] ^= 1
+    parts.replace("data/0000.tar.gz", zlib.compress(bytes(tampered), 6, 31))
+    reader = ArtifactReader(io.BytesIO(parts.assemble()), source_name="t.mender", verify_keys=())
+    reader.read_header()
+    buffer = bytearray(1 << 20)
+    payload = next(reader.payload_files())
+    read = 0
+    with pytest.raises(ArtifactError, match=r"firmware\.bin does not match the manifest"):
+        while count := payload.readinto(buffer):
+            read += count
+    assert read < len(files["firmware.bin"])
