@@ -6,7 +6,7 @@ expected, so a Topology mistake is reported before any deployment touches an ECU
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from orchestrator_core.driver_api import Component, InterfaceArgs, integer
 
@@ -15,6 +15,11 @@ from mender_orchestrator_canbus.link import (
     add_link_arguments,
     link_from_namespace,
     positive_seconds,
+)
+from mender_orchestrator_canbus.transport import (
+    TransportSettings,
+    add_transport_arguments,
+    transport_from_namespace,
 )
 
 DID = integer(0, 0xFFFF)
@@ -41,6 +46,7 @@ class DriverSettings:
     erase_routine: int
     check_routine: int
     bank_routine: int
+    transport: TransportSettings = field(default_factory=TransportSettings)
 
 
 def _parser() -> InterfaceArgs:
@@ -50,12 +56,13 @@ def _parser() -> InterfaceArgs:
         "Numbers take 0x hexadecimal.",
     )
     add_link_arguments(parser, LinkSettings())
+    add_transport_arguments(parser)
     uds = parser.add_argument_group("UDS")
     uds.add_argument(
         "--p2-timeout",
         type=positive_seconds,
         default=1.0,
-        help="seconds to wait for an answer (default 1)",
+        help="seconds to wait for an answer, UDS P2 (default 1)",
     )
     uds.add_argument(
         "--p2-star-timeout",
@@ -135,6 +142,7 @@ def parse_interface_args(component: Component) -> DriverSettings:
     ns = PARSER.parse(component)
     try:
         link = link_from_namespace(ns)
+        transport = transport_from_namespace(ns, link)
     except ValueError as exc:
         raise PARSER.invalid(component, str(exc)) from None
     if ns.security_level % 2 == 0:
@@ -174,4 +182,5 @@ def parse_interface_args(component: Component) -> DriverSettings:
         erase_routine=ns.erase_routine,
         check_routine=ns.check_routine,
         bank_routine=ns.bank_routine,
+        transport=transport,
     )

@@ -9,17 +9,16 @@ naming the service (with its bytes) and the NRC, so a user sees what the ECU ref
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, BinaryIO, TypeVar, cast
 
-import can
-import isotp
 import udsoncan
 from orchestrator_core.driver_api import InterfaceError, InterfaceTimeout
 from udsoncan.client import Client
-from udsoncan.connections import PythonIsoTpConnection
+from udsoncan.connections import BaseConnection
 from udsoncan.exceptions import (
     InvalidResponseException,
     NegativeResponseException,
@@ -32,13 +31,17 @@ from udsoncan.services.ECUReset import ECUReset
 from udsoncan.typing import ClientConfig
 
 from mender_orchestrator_canbus.args import DriverSettings
+from mender_orchestrator_canbus.transport import (
+    Interrupted,
+    LinkFailure,
+    Waiting,
+    open_connection,
+)
 
 T = TypeVar("T")
 
 ACTIVE_SESSION_DID = 0xF186  # ISO 14229-1 activeDiagnosticSessionDataIdentifier
 Code = Response.Code  # negative response codes (ISO 14229-1 annex A)
-_MAX_PDU = 0xFFFF  # the largest request or response we accept over ISO-TP
-_POLL = 0.01  # seconds the reader thread blocks before it looks for a stop
 
 _log = logging.getLogger(__name__)
 
@@ -97,46 +100,28 @@ class UdsSession:
         who: str,
         deadline: float,
         log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+        cancelled: threading.Event | None = None,
     ) -> None:
         self.settings = settings
         self.who = who
         self.deadline = deadline
         self.log = log
-        self._bus: can.BusABC | None = None
+        self.cancelled = cancelled
         self._client: Client | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     def __enter__(self) -> UdsSession:
-        link = self.settings.link
+        settings = self.settings
+        waiting = Waiting(self.who, self.deadline, self.cancelled)
+        connection = open_connection(settings.link, settings.transport, waiting, _UDSONCAN_NAME)
         try:
-            self._bus = link.open_bus()
-        except Exception as exc:  # python-can raises backend-specific errors (OSError, ...)
-            raise InterfaceError(
-                f"{self.who}: cannot open the CAN bus ({link.describe()}): {exc}"
-            ) from exc
-        try:
-            self._client = self._open_client(self._bus)
-        except BaseException:
-            self._bus.shutdown()
-            raise
+            self._client = self._open_client(connection)
+        except Interrupted as exc:
+            raise InterfaceTimeout(exc.describe(self.who, "opening the connection")) from None
         return self
 
-    def _open_client(self, bus: can.BusABC) -> Client:
-        link = self.settings.link
-        # the session owns the bus, so can-isotp may read it directly (CanStack): one thread
-        # hop less per frame than through a can.Notifier, which shows in the throughput
-        stack = isotp.CanStack(
-            bus,
-            address=link.isotp_address(),
-            params=link.isotp_params(
-                timeout=self.settings.p2_timeout,
-                max_frame_size=_MAX_PDU,
-                logger=f"{__name__}.isotp",
-            ),
-            error_handler=lambda error: _log.debug("%s: ISO-TP: %s", self.who, error),
-            read_timeout=_POLL,  # closing the session waits for the reader to notice
-        )
+    def _open_client(self, connection: BaseConnection) -> Client:
         config = dict(udsoncan.configs.default_client_config)
         config.update(
             p2_timeout=self.settings.p2_timeout,
@@ -154,9 +139,7 @@ class UdsSession:
                 ACTIVE_SESSION_DID: ByteCodec(),
             },
         )
-        client = Client(
-            PythonIsoTpConnection(stack, name=_UDSONCAN_NAME), config=cast(ClientConfig, config)
-        )
+        client = Client(connection, config=cast(ClientConfig, config))
         client.open()
         return client
 
@@ -168,8 +151,6 @@ class UdsSession:
     ) -> None:
         if self._client is not None:
             self._client.close()
-        if self._bus is not None:
-            self._bus.shutdown()
 
     @property
     def client(self) -> Client:
@@ -192,7 +173,7 @@ class UdsSession:
                 f"{exc.response.code_name}{_hint(code)}",
                 code,
             ) from None
-        except (TimeoutException, isotp.BlockingSendFailure) as exc:
+        except TimeoutException as exc:
             if time.monotonic() >= self.deadline:
                 raise InterfaceTimeout(
                     f"{self.who}: the Interface timeout expired during {what}"
@@ -201,12 +182,14 @@ class UdsSession:
                 f"{self.who}: {what}: no answer from the ECU ({self.settings.link.describe()}): "
                 f"{exc}"
             ) from None
+        except Interrupted as exc:
+            raise InterfaceTimeout(exc.describe(self.who, what)) from None
+        except LinkFailure as exc:
+            raise InterfaceError(f"{self.who}: {what}: {exc}") from None
         except (InvalidResponseException, UnexpectedResponseException) as exc:
             raise InterfaceError(
                 f"{self.who}: {what}: unexpected answer from the ECU: {exc}"
             ) from None
-        except can.CanError as exc:
-            raise InterfaceError(f"{self.who}: {what}: CAN bus error: {exc}") from None
 
     # ------------------------------------------------------------------ reading
 
