@@ -28,7 +28,7 @@ from typing import Any
 import can
 import isotp
 from orchestrator_core.driver_api import InterfaceError, integer
-from udsoncan.connections import BaseConnection
+from udsoncan.connections import BaseConnection, IsoTPSocketConnection
 from udsoncan.exceptions import TimeoutException
 
 from mender_orchestrator_canbus.link import LinkSettings, positive_seconds
@@ -37,6 +37,7 @@ from mender_orchestrator_canbus.timing import frame_seconds
 _log = logging.getLogger(__name__)
 _POLL = 0.05  # seconds between looks at the deadline and ctx.cancelled while waiting
 _READ = 0.01  # seconds a bus read blocks before the reader looks for a stop
+_BURST = 4  # frames the bus-load cap lets a late sender catch up by
 _BACKOFF_MAX = 0.02  # longest pause between two attempts at one refused frame
 _MAX_PDU = 0xFFFF
 
@@ -277,6 +278,10 @@ class Transmitter:
         self.transport = transport
         self.waiting = waiting
         self.failure: str | None = None
+        # can-isotp marks a request sent before it hands over its last frame: the answer's
+        # timer starts once that frame is out (``last_done``), however long it was refused
+        self.busy = False
+        self.last_done = 0.0
         link = shared.link
         self.bitrate = link.bitrate or 500_000  # only for pauses when the rate is unknown
         self.load = (transport.max_bus_load or 100) / 100
@@ -293,21 +298,28 @@ class Transmitter:
             len(msg.data), extended=msg.is_extended_id, fd=msg.is_fd, brs=msg.bitrate_switch,
             bitrate=self.bitrate, data_bitrate=self.shared.link.data_bitrate,
         )  # fmt: skip
-        with self.shared.send_lock:
-            if self.transport.max_bus_load is not None:
-                self._pace(seconds)
-            self._send(msg, seconds)
+        self.busy = True
+        try:
+            with self.shared.send_lock:
+                if self.transport.max_bus_load is not None:
+                    self._pace(seconds)
+                self._send(msg, seconds)
+        finally:
+            self.busy = False
+            self.last_done = time.monotonic()
 
     def _pace(self, seconds: float) -> None:
+        """A token bucket: frames keep to the cap on average, and a thread that slept longer
+        than asked may catch up by a few frames (``_BURST``) instead of losing the time."""
         shared = self.shared
+        spacing = seconds / self.load
         now = time.monotonic()
         if shared.next_free > now:
             self.waiting.sleep(shared.next_free - now)
-        shared.next_free = max(shared.next_free, now) + seconds / self.load
+        shared.next_free = max(shared.next_free, now - _BURST * spacing) + spacing
 
     def _send(self, msg: can.Message, seconds: float) -> None:
-        started = time.monotonic()
-        give_up = min(started + self.transport.n_as, self.waiting.deadline)
+        give_up = time.monotonic() + self.transport.n_as
         pause = seconds
         attempts = 0
         while True:
@@ -318,13 +330,13 @@ class Transmitter:
             except (can.CanError, OSError) as exc:
                 reason = _reason(exc)
             now = time.monotonic()
-            if now + pause > give_up or self.waiting.cancelled.is_set():
+            if now >= give_up or now >= self.waiting.deadline or self.waiting.cancelled.is_set():
                 self.failure = (
-                    f"the CAN interface refused a frame for {now - started:.3f} s "
-                    f"({attempts} attempts, N_As {self.transport.n_as:g} s): {reason}"
+                    f"the CAN interface kept refusing a frame for N_As "
+                    f"({self.transport.n_as:g} s, {attempts} attempts): {reason}"
                 )
                 return
-            self.waiting.sleep(pause)
+            self.waiting.sleep(min(pause, give_up - now))
             pause = min(pause * 2, _BACKOFF_MAX)
 
 
@@ -360,6 +372,7 @@ class CanConnection(BaseConnection):
         self._tx: Transmitter | None = None
         self._request: isotp.TransportLayer.SendRequest | None = None
         self._isotp_error: str | None = None
+        self._sent = 0.0  # when the last request was handed over
 
     def open(self) -> CanConnection:
         try:
@@ -433,18 +446,25 @@ class CanConnection(BaseConnection):
         assert request is not None
         while not request.complete_event.wait(min(_POLL, self.waiting.check())):
             pass
-        if not request.success:
+        self.waiting.check()  # a transfer given up because the call ended says so
+        self._sent = time.monotonic()
+        if self._tx.failure is not None or not request.success:
             reason = self._tx.failure or self._isotp_error or "the ISO-TP layer gave it up"
             raise LinkFailure(f"could not send the request: {reason}")
 
     def specific_wait_frame(self, timeout: float | None = None) -> bytes | None:
-        assert self._stack is not None
-        limit = time.monotonic() + (timeout if timeout is not None else 1e9)
+        assert self._stack is not None and self._tx is not None
+        tx = self._tx
+        wait = timeout if timeout is not None else 1e9
         while True:
-            left = min(limit - time.monotonic(), self.waiting.check())
-            if left <= 0:
-                raise TimeoutException(f"no answer within {timeout:.3f} s")  # type: ignore[no-untyped-call]
-            frame = self._stack.recv(block=True, timeout=min(left, _POLL))
+            left = self.waiting.check()
+            if tx.failure is not None:
+                raise LinkFailure(f"could not send the request: {tx.failure}")
+            limit = max(self._sent, tx.last_done) + wait
+            now = time.monotonic()
+            if now >= limit and not tx.busy:
+                raise TimeoutException(f"no answer within {wait:.3f} s")  # type: ignore[no-untyped-call]
+            frame = self._stack.recv(block=True, timeout=max(0.001, min(limit - now, left, _POLL)))
             if frame is not None:
                 return bytes(frame)
             if self._isotp_error is not None and "consecutive" in self._isotp_error:
@@ -527,34 +547,44 @@ class KernelIsoTpConnection(BaseConnection):
         self, link: LinkSettings, transport: TransportSettings, waiting: Waiting, name: str
     ) -> None:
         super().__init__(name)
-        from udsoncan.connections import IsoTPSocketConnection
-
         self.link = link
+        self.transport = transport
         self.waiting = waiting
-        sock = isotp.socket(timeout=_POLL)
-        sock.set_fc_opts(bs=0, stmin=0, wftmax=transport.fc_wait_max)
-        if link.padding is not None:
-            sock.set_opts(txpad=link.padding, rxpad=link.padding)
-        if link.fd:
-            sock.set_ll_opts(mtu=isotp.socket.LinkLayerProtocol.CAN_FD, tx_dl=64,
-                             tx_flags=1 if link.data_bitrate else 0)  # fmt: skip
-        self._inner = IsoTPSocketConnection(link.channel, link.isotp_address(), name, tpsock=sock)
+        self.name = name
+        self._inner: Any = None
 
     def open(self) -> KernelIsoTpConnection:
+        link = self.link
         try:
-            self._inner.open()
+            sock = isotp.socket(timeout=_POLL)
+            sock.set_fc_opts(bs=0, stmin=0, wftmax=self.transport.fc_wait_max)
+            if link.padding is not None:
+                sock.set_opts(txpad=link.padding, rxpad=link.padding)
+            if link.fd:
+                sock.set_ll_opts(
+                    mtu=isotp.socket.LinkLayerProtocol.CAN_FD,
+                    tx_dl=64,
+                    tx_flags=1 if link.data_bitrate else 0,
+                )
+            inner = IsoTPSocketConnection(
+                link.channel, link.isotp_address(), self.name, tpsock=sock
+            )
+            inner.open()
         except OSError as exc:
             raise InterfaceError(
-                f"{self.waiting.who}: cannot open a kernel ISO-TP socket on {self.link.channel} "
+                f"{self.waiting.who}: cannot open a kernel ISO-TP socket on {link.channel} "
                 f"(--isotp=kernel; --isotp=user uses can-isotp instead): {exc}"
             ) from exc
+        self._inner = inner
         return self
 
     def close(self) -> None:
-        self._inner.close()
+        if self._inner is not None:
+            self._inner.close()
+            self._inner = None
 
     def is_open(self) -> bool:
-        return bool(self._inner.is_open())
+        return self._inner is not None
 
     def specific_send(self, payload: bytes, timeout: float | None = None) -> None:
         self.waiting.check()
