@@ -35,6 +35,7 @@ from mender_orchestrator_canbus.transport import LinkFailure, TransportSettings,
 
 _log = logging.getLogger(__name__)
 _POLL = 0.05
+_READ_FOREVER = 1e9
 
 
 class Gateway:
@@ -105,7 +106,9 @@ class Gateway:
         tester = self.key[2]
         while not self._stop.is_set():
             try:
-                message = self.client.read_doip(timeout=_POLL)
+                # read_doip drops bytes that arrive after its timeout: it gets a timeout it never
+                # reaches, and release() ends it by shutting the socket down
+                message = self.client.read_doip(timeout=_READ_FOREVER)
             except TimeoutError:
                 if self.client._tcp_close_detected:
                     self.closed = "the DoIP entity closed the connection"
@@ -137,9 +140,7 @@ class Gateway:
             if self.closed is not None:
                 raise LinkFailure(f"could not send the request: {self.closed}")
             try:
-                message = DiagnosticMessage(  # type: ignore[no-untyped-call]
-                    self.key[2], address, bytearray(payload)
-                )
+                message = DiagnosticMessage(self.key[2], address, bytearray(payload))
                 self.client.send_doip_message(message)
             except OSError as exc:
                 raise LinkFailure(f"could not send the request over DoIP: {exc}") from None
@@ -166,7 +167,7 @@ class Gateway:
 
 def _nack_name(code: int) -> str:
     try:
-        return DiagnosticMessageNegativeAcknowledgement.NackCodes(code).name
+        return str(DiagnosticMessageNegativeAcknowledgement.NackCodes(code).name)
     except ValueError:
         return "(reserved)"
 
@@ -182,7 +183,7 @@ def _connect(transport: TransportSettings, waiting: Waiting) -> Any:
     except OSError as exc:
         raise InterfaceError(f"{waiting.who}: cannot reach {where}: {exc}") from None
     try:
-        client = DoIPClient(  # type: ignore[no-untyped-call]
+        client = DoIPClient(
             host, transport.logical_address, tcp_port=port, udp_port=port,
             activation_type=transport.activation_type,
             client_logical_address=transport.tester_address,
