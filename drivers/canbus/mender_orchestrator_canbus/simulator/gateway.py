@@ -62,6 +62,7 @@ class _Tester:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.address: int | None = None  # set by a successful routing activation
+        self.targets: set[int] = set()  # the ECUs it sent diagnostic messages to
         self._lock = threading.Lock()
 
     def send(self, payload_type: int, payload: bytes) -> None:
@@ -116,10 +117,7 @@ class DoipGateway:
         self.logical_address = logical_address
         self.vin = vin
         self.eid = eid
-        self.connections = 0  # TCP connections accepted so far
-        self.most_at_once = 0  # the most tester connections open at the same time
-        self._open = 0
-        self._count_lock = threading.Lock()
+        self.testers: list[_Tester] = []  # every connection accepted, in order
         self._listener = socket.create_server(("127.0.0.1", port))
         self.port = int(self._listener.getsockname()[1])
         self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -200,10 +198,7 @@ class DoipGateway:
                              name="doip-tester").start()  # fmt: skip
 
     def _serve_tester(self, tester: _Tester) -> None:
-        with self._count_lock:
-            self.connections += 1
-            self._open += 1
-            self.most_at_once = max(self.most_at_once, self._open)
+        self.testers.append(tester)
         try:
             while not self._stop.is_set():
                 try:
@@ -213,8 +208,6 @@ class DoipGateway:
                 if message is None or not self._handle(tester, *message):
                     return
         finally:
-            with self._count_lock:
-                self._open -= 1
             tester.sock.close()
 
     def _handle(self, tester: _Tester, payload_type: int, payload: bytes) -> bool:
@@ -260,6 +253,7 @@ class DoipGateway:
             return
         ack = DiagnosticMessagePositiveAcknowledgement(target, source, 0x00)
         tester.send(0x8002, ack.pack())
+        tester.targets.add(target)
         self._inboxes[target].put((tester, source, data))
 
     def _serve_ecu(self, address: int) -> None:
