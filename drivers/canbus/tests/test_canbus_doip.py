@@ -84,7 +84,7 @@ def test_two_ecus_behind_one_gateway_share_one_connection_in_parallel(
     for state in ("artifact_install", "artifact_reboot", "artifact_verify_reboot"):
         errors: list[BaseException] = []
 
-        def run(address: int, state: str = state) -> None:
+        def run(address: int, state: str = state, errors: list[BaseException] = errors) -> None:
             try:
                 harnesses[address].state(state, outcomes[address])
             except BaseException as exc:
