@@ -52,7 +52,9 @@ def vehicle(tmp_path: Path) -> Iterator[Vehicle]:
 
 
 def harness(vehicle: Vehicle, address: int, tmp_path: Path, *extra: str) -> Harness:
-    component = Component(f"ecu_{address:04x}", "canbus", vehicle.args(address, "--banks=2", *extra))
+    component = Component(
+        f"ecu_{address:04x}", "canbus", vehicle.args(address, "--banks=2", *extra)
+    )
     return Harness(component, tmp_path / f"{address:04x}", timeout=20)
 
 
