@@ -9,11 +9,12 @@ SRC_URI[sha256sum] = "UNSET-run-support/yocto/recipes.py-set-checksums"
 
 inherit pypi python_setuptools_build_meta
 
-# python3-can-isotp and python3-udsoncan are not in meta-python: the layer needs recipes for
-# them (see README.md)
+# python3-can-isotp, python3-udsoncan and python3-doipclient are not in meta-python: the layer
+# needs recipes for them (see README.md)
 RDEPENDS:${PN} = " \
     mender-orchestrator-py \
     python3-can \
     python3-can-isotp \
     python3-udsoncan \
+    python3-doipclient \
 "

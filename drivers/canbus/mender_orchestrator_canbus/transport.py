@@ -48,6 +48,7 @@ _SEND_ERRORS = {
     errno.EAGAIN: "the interface's transmit queue stayed full (EAGAIN)",
     errno.ENETDOWN: "the controller is bus-off or the interface is down (ENETDOWN)",
 }
+_QUEUE_FULL = (errno.ENOBUFS, errno.EAGAIN)
 
 
 @dataclass(frozen=True)
@@ -329,6 +330,7 @@ class Transmitter:
                 return
             except (can.CanError, OSError) as exc:
                 reason = _reason(exc)
+                queue_full = _error_code(exc) in _QUEUE_FULL
             now = time.monotonic()
             if now >= give_up or now >= self.waiting.deadline or self.waiting.cancelled.is_set():
                 self.failure = (
@@ -337,11 +339,17 @@ class Transmitter:
                 )
                 return
             self.waiting.sleep(min(pause, give_up - now))
-            pause = min(pause * 2, _BACKOFF_MAX)
+            # a full queue frees a slot per frame time: waiting longer would leave the bus idle
+            pause = seconds if queue_full else min(pause * 2, _BACKOFF_MAX)
+
+
+def _error_code(exc: BaseException) -> int | None:
+    code = getattr(exc, "error_code", None) or getattr(exc, "errno", None)
+    return code if isinstance(code, int) else None
 
 
 def _reason(exc: BaseException) -> str:
-    code = getattr(exc, "error_code", None) or getattr(exc, "errno", None)
+    code = _error_code(exc)
     if code in _SEND_ERRORS:
         return _SEND_ERRORS[code]
     text = str(exc)
