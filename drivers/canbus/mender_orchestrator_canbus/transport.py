@@ -156,6 +156,8 @@ def transport_from_namespace(ns: argparse.Namespace, link: LinkSettings) -> Tran
             raise ValueError(f"--{given[0].replace('_', '-')} needs --transport=doip")
     if ns.max_bus_load is not None and link.bitrate is None:
         raise ValueError("--max-bus-load needs --bitrate (the cap is a share of it)")
+    if ns.max_bus_load is not None and ns.isotp == "kernel":
+        raise ValueError("--max-bus-load needs --isotp=user or auto (the kernel paces nothing)")
     if ns.vin is not None and len(ns.vin) != 17:
         raise ValueError(f"--vin: expected 17 characters, got {ns.vin!r}")
     return TransportSettings(
@@ -530,6 +532,9 @@ def _kernel_isotp(link: LinkSettings, transport: TransportSettings) -> bool:
         return False
     if transport.isotp == "kernel":
         return True
+    # the bus-load cap is applied frame by frame, which only the Python ISO-TP layer allows
+    if transport.max_bus_load is not None:
+        return False
     return link.interface == "socketcan" and kernel_has_isotp()
 
 

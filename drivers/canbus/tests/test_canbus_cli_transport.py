@@ -180,9 +180,11 @@ def test_two_ecus_on_one_can_bus_are_installed_in_one_order_group(
     channel = remote_bus(processes)
     bus = ("--interface", "remote", "--channel", channel)
     states = {"ecu_front": tmp_path / "front.json", "ecu_rear": tmp_path / "rear.json"}
+    bus = (*bus, "--banks", "2")
     can_ecu(processes, states["ecu_front"], *bus, "--tx-id", "0x7E8", "--rx-id", "0x7E0")
     can_ecu(processes, states["ecu_rear"], *bus, "--tx-id", "0x7E9", "--rx-id", "0x7E1")
-    common = ("--interface=remote", f"--channel={channel}", f"--memory-size={BANK:#x}", *FAST)
+    common = ("--interface=remote", f"--channel={channel}", "--banks=2",
+              f"--memory-size={BANK:#x}", *FAST)  # fmt: skip
     system = System(tmp_path / "system", {
         "ecu_front": (*common, "--tx-id=0x7E0", "--rx-id=0x7E8"),
         "ecu_rear": (*common, "--tx-id=0x7E1", "--rx-id=0x7E9"),
@@ -206,10 +208,10 @@ def test_an_ecu_on_a_paced_500k_bus_with_fc_wait_is_installed(
     channel = f"remote:{remote_bus(processes)}"
     state = tmp_path / "brake.json"
     can_ecu(processes, state, "--interface", "paced", "--channel", channel, "--bitrate", "500000",
-            "--fc-wait", "1", "--fc-wait-gap", "0.05")  # fmt: skip
+            "--fc-wait", "1", "--fc-wait-gap", "0.05", "--banks", "2")  # fmt: skip
     system = System(tmp_path / "system", {
         "ecu_brake": ("--interface=paced", f"--channel={channel}", "--bitrate=500000",
-                      f"--memory-size={BANK:#x}", *FAST),
+                      "--banks=2", f"--memory-size={BANK:#x}", *FAST),
     })  # fmt: skip
     image = pseudo_random("paced", 30000)
     started = time.monotonic()

@@ -287,6 +287,8 @@ def test_the_bus_load_cap_spaces_the_tester_frames(
     ("args", "expected"),
     [
         (["--max-bus-load=50"], "--max-bus-load needs --bitrate (the cap is a share of it)"),
+        (["--bitrate=500000", "--max-bus-load=50", "--isotp=kernel"],
+         "--max-bus-load needs --isotp=user or auto (the kernel paces nothing)"),
         (["--transport=doip", "--host=127.0.0.1"],
          "--transport=doip needs --host and --logical-address"),
         (["--logical-address=0x10"], "--logical-address needs --transport=doip"),
