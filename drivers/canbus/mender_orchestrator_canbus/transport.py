@@ -174,7 +174,7 @@ class Waiting:
     def __init__(self, who: str, deadline: float, cancelled: threading.Event | None) -> None:
         self.who = who
         self.deadline = deadline
-        self.cancelled = cancelled or threading.Event()
+        self.cancelled = cancelled if cancelled is not None else threading.Event()
 
     def check(self) -> float:
         """Seconds left, or ``Interrupted`` once the deadline passed or the call was cancelled
@@ -195,6 +195,7 @@ def open_connection(
 ) -> BaseConnection:
     """The udsoncan connection for one hook call (not yet opened): the transport factory."""
     if transport.kind == "doip":
+        # imported here: doip builds on this module (Waiting, LinkFailure)
         from mender_orchestrator_canbus.doip import DoipConnection
 
         return DoipConnection(transport, waiting, name)
