@@ -190,6 +190,16 @@ class Waiting:
         self.cancelled.wait(max(0.0, min(seconds, self.deadline - time.monotonic())))
 
 
+def describe(link: LinkSettings, transport: TransportSettings) -> str:
+    """Where requests go, for messages about an ECU that does not answer."""
+    if transport.kind == "doip":
+        return (
+            f"DoIP entity {transport.host}:{transport.port}, logical address "
+            f"{transport.logical_address:#06x}"
+        )
+    return link.describe()
+
+
 def open_connection(
     link: LinkSettings, transport: TransportSettings, waiting: Waiting, name: str
 ) -> BaseConnection:

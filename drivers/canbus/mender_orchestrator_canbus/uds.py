@@ -35,6 +35,7 @@ from mender_orchestrator_canbus.transport import (
     Interrupted,
     LinkFailure,
     Waiting,
+    describe,
     open_connection,
 )
 
@@ -107,6 +108,7 @@ class UdsSession:
         self.deadline = deadline
         self.log = log
         self.cancelled = cancelled
+        self._where = describe(settings.link, settings.transport)
         self._client: Client | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -179,8 +181,7 @@ class UdsSession:
                     f"{self.who}: the Interface timeout expired during {what}"
                 ) from None
             raise NoAnswer(
-                f"{self.who}: {what}: no answer from the ECU ({self.settings.link.describe()}): "
-                f"{exc}"
+                f"{self.who}: {what}: no answer from the ECU ({self._where}): {exc}"
             ) from None
         except Interrupted as exc:
             raise InterfaceTimeout(exc.describe(self.who, what)) from None

@@ -127,6 +127,24 @@ def test_the_gateway_refusing_is_reported(
     assert expected in raised.value.message
 
 
+def test_a_silent_ecu_behind_the_gateway_is_named_by_its_address(tmp_path: Path) -> None:
+    state = tmp_path / "dead.json"
+    FlashStore.create(state, banks=1, bank_size=BANK, serial="SIM-DEAD", version=OLD_VERSION,
+                      image=pseudo_random("initial", 1000))  # fmt: skip
+    dead = Ecu(FlashStore(state), QUICK_ECU, Faults.parse(["never-answer"]))
+    with DoipGateway({0x0203: dead}) as gateway:
+        component = Component("ecu", "canbus", ("--transport=doip", "--host=127.0.0.1",
+                              f"--port={gateway.port}", "--logical-address=0x0203",
+                              "--p2-timeout=0.2"))  # fmt: skip
+        h = Harness(component, tmp_path, timeout=5)
+        with pytest.raises(InterfaceError) as raised:
+            h.query("identity")
+    assert raised.value.message.startswith(
+        "ecu[0] (interface canbus): ReadDataByIdentifier 0xf18c (0x22): no answer from the ECU "
+        f"(DoIP entity 127.0.0.1:{gateway.port}, logical address 0x0203): "
+    )
+
+
 def test_no_gateway_listening_is_reported_at_once(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
