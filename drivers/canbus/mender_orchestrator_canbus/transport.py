@@ -303,11 +303,13 @@ class Transmitter:
     def __call__(self, frame: isotp.CanMessage) -> None:
         if self.failure is not None:
             return  # the transfer is being abandoned: do not queue its remaining frames
-        msg = can.Message(
+        self.send(can.Message(
             arbitration_id=frame.arbitration_id, data=frame.data,
             is_extended_id=frame.is_extended_id, is_fd=frame.is_fd,
             bitrate_switch=frame.bitrate_switch,
-        )  # fmt: skip
+        ))  # fmt: skip
+
+    def send(self, msg: can.Message) -> None:
         seconds = frame_seconds(
             len(msg.data), extended=msg.is_extended_id, fd=msg.is_fd, brs=msg.bitrate_switch,
             bitrate=self.bitrate, data_bitrate=self.shared.link.data_bitrate,
@@ -497,6 +499,16 @@ class CanConnection(BaseConnection):
         if self._stack is not None:
             while self._stack.recv(block=False) is not None:
                 pass
+
+    def send_frame(self, msg: can.Message) -> None:
+        """One CAN frame outside ISO-TP (the single frame of a functional request), refused
+        frames retried as ISO-TP's are; ``LinkFailure`` once N_As is over."""
+        assert self._shared is not None
+        tx = Transmitter(self._shared, self.transport, self.waiting)
+        tx.send(msg)
+        self.waiting.check()
+        if tx.failure is not None:
+            raise LinkFailure(f"could not send the frame: {tx.failure}")
 
 
 class LinkFailure(Exception):

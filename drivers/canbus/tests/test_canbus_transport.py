@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import can
 import isotp
 import pytest
 from canbus_helpers import BANK, OLD_VERSION, QUICK_ECU, SERIAL, Harness, Outcome, pseudo_random
@@ -25,6 +26,12 @@ from mender_orchestrator_canbus.link import LinkSettings
 from mender_orchestrator_canbus.simulator import Ecu, EcuServer, Faults, FlashStore
 from mender_orchestrator_canbus.simulator.pacedbus import Wire
 from mender_orchestrator_canbus.timing import isotp_limit
+from mender_orchestrator_canbus.transport import (
+    CanConnection,
+    LinkFailure,
+    TransportSettings,
+    Waiting,
+)
 
 TESTER_ID = 0x7E0  # the tester's frames: the faults below are injected on them only
 IMAGE = pseudo_random("paced-2.0.0", 24000)  # 6 TransferData blocks
@@ -282,6 +289,33 @@ def test_the_bus_load_cap_spaces_the_tester_frames(
     assert rates and 0.35 * limit < rates[-1] <= 0.5 * limit
     # spaced frames hardly ever find the transmit queue full (thousands of times without the cap)
     assert ecu.wire.refused < 20
+
+
+def test_a_single_frame_outside_iso_tp_is_retried_like_the_others(
+    paced_ecu: Callable[..., PacedEcu],
+) -> None:
+    """``CanConnection.send_frame``: a functional request's single frame (0x7DF) goes through
+    the same retries, and fails with the same reason once N_As is over."""
+    ecu = paced_ecu()
+    settings = TransportSettings(n_as=0.2)
+    listener = ecu.link.open_bus()
+    frame = can.Message(arbitration_id=0x7DF, data=bytes.fromhex("0228830000000000"),
+                        is_extended_id=False)  # fmt: skip
+    connection = CanConnection(ecu.link, settings, Waiting("ecu", time.monotonic() + 5, None), "t")
+    connection.open()
+    try:
+        ecu.wire.inject(errno.ENOBUFS, count=3, arbitration_id=0x7DF)
+        connection.send_frame(frame)
+        received = listener.recv(1)
+        assert received is not None and bytes(received.data) == bytes(frame.data)
+        ecu.wire.inject(errno.ENETDOWN, seconds=5, arbitration_id=0x7DF)
+        with pytest.raises(LinkFailure, match=r"could not send the frame: the CAN interface kept "
+                                              r"refusing a frame for N_As \(0.2 s, "):  # fmt: skip
+            connection.send_frame(frame)
+    finally:
+        connection.close()
+        listener.shutdown()
+    assert ecu.wire.refused > 3
 
 
 @pytest.mark.parametrize(
