@@ -9,8 +9,8 @@ to the bus), then gives the transfer up and records why; every wait of a request
 hook's deadline and stops when ``ctx.cancelled`` is set.
 
 Components flashed in parallel in one process share one python-can bus per channel (some
-adapters can be opened once only): one reader thread hands every frame to each Component's
-ISO-TP layer, which keeps those for its own addresses.
+adapters can be opened once only): every frame read reaches each Component's ISO-TP layer,
+which keeps those for its own addresses.
 """
 
 from __future__ import annotations
@@ -218,7 +218,12 @@ def open_connection(
 
 
 class SharedBus:
-    """One python-can bus used by every Component of this process on its channel."""
+    """One python-can bus used by every Component of this process on its channel.
+
+    There is no reader thread: whichever ISO-TP layer asks for a frame while nobody else is
+    reading reads the bus itself and hands what it gets to the others' queues. A Component
+    alone on its bus thus reads it directly, without a thread hop more than can-isotp's own.
+    """
 
     _registry: dict[tuple[Any, ...], SharedBus] = {}  # noqa: RUF012 - process-wide by design
     _registry_lock = threading.Lock()
@@ -231,9 +236,7 @@ class SharedBus:
         self.send_lock = threading.Lock()
         self.next_free = 0.0  # the bus-load cap: when this tester may send its next frame
         self._readers: list[queue.SimpleQueue[can.Message]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, name="canbus-reader", daemon=True)
-        self._thread.start()
+        self._read_lock = threading.Lock()
 
     @classmethod
     def acquire(cls, link: LinkSettings) -> SharedBus:
@@ -252,9 +255,8 @@ class SharedBus:
             if self.users > 0:
                 return
             del self._registry[self.key]
-        self._stop.set()
-        self._thread.join(1.0)
-        self.bus.shutdown()
+        with self._read_lock:  # a read under way ends within _READ
+            self.bus.shutdown()
 
     def attach(self) -> queue.SimpleQueue[can.Message]:
         reader: queue.SimpleQueue[can.Message] = queue.SimpleQueue()
@@ -266,17 +268,30 @@ class SharedBus:
         with self._registry_lock:
             self._readers = [r for r in self._readers if r is not reader]
 
-    def _read(self) -> None:
-        while not self._stop.is_set():
+    def receive(self, reader: queue.SimpleQueue[can.Message], timeout: float) -> can.Message | None:
+        """The next frame for ``reader``, waiting up to ``timeout`` seconds."""
+        try:
+            return reader.get_nowait()
+        except queue.Empty:
+            pass
+        if not self._read_lock.acquire(blocking=False):
             try:
-                msg = self.bus.recv(_READ)
-            except can.CanError as exc:  # a broken adapter: the requests will time out
-                _log.debug("reading %s failed: %s", self.link.describe(), exc)
-                self._stop.wait(_POLL)
-                continue
-            if msg is not None and not msg.is_error_frame and not msg.is_remote_frame:
-                for reader in self._readers:
-                    reader.put(msg)
+                return reader.get(timeout=timeout)  # another layer reads and hands it over
+            except queue.Empty:
+                return None
+        try:
+            msg = self.bus.recv(timeout)
+        except can.CanError as exc:  # a broken adapter: the requests will time out
+            _log.debug("reading %s failed: %s", self.link.describe(), exc)
+            return None
+        finally:
+            self._read_lock.release()
+        if msg is None or msg.is_error_frame or msg.is_remote_frame:
+            return None
+        for other in self._readers:
+            if other is not reader:
+                other.put(msg)
+        return msg
 
 
 class Transmitter:
@@ -443,10 +458,9 @@ class CanConnection(BaseConnection):
         return self._stack is not None
 
     def _receive(self, timeout: float) -> isotp.CanMessage | None:
-        assert self._reader is not None
-        try:
-            msg = self._reader.get(timeout=timeout)
-        except queue.Empty:
+        assert self._shared is not None and self._reader is not None
+        msg = self._shared.receive(self._reader, timeout)
+        if msg is None:
             return None
         return isotp.CanMessage(
             arbitration_id=msg.arbitration_id, data=bytes(msg.data), extended_id=msg.is_extended_id,
