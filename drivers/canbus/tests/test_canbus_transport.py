@@ -20,7 +20,8 @@ import isotp
 import pytest
 from canbus_helpers import BANK, OLD_VERSION, QUICK_ECU, SERIAL, Harness, Outcome, pseudo_random
 from orchestrator_core.context import Component
-from orchestrator_core.errors import InterfaceError, InterfaceTimeout
+from orchestrator_core.drivers import load
+from orchestrator_core.errors import ConfigError, InterfaceError, InterfaceTimeout
 
 from mender_orchestrator_canbus.link import LinkSettings
 from mender_orchestrator_canbus.simulator import Ecu, EcuServer, Faults, FlashStore
@@ -333,11 +334,11 @@ def test_a_single_frame_outside_iso_tp_is_retried_like_the_others(
     ],
 )  # fmt: skip
 def test_transport_arguments_are_checked_up_front(args: list[str], expected: str) -> None:
-    from orchestrator_core.drivers import load
-
-    with pytest.raises(Exception) as raised:
+    with pytest.raises(ConfigError) as raised:
         load(Component("ecu_brake", "canbus", tuple(args)), Path("/nonexistent"))
-    assert expected in str(raised.value)
+    message = raised.value.message
+    assert message.startswith(f"ecu_brake[0] (interface canbus): invalid interface_args {args}: ")
+    assert expected in message and "\n" not in message
 
 
 def test_the_kernel_backend_says_when_the_kernel_has_no_can_isotp(
