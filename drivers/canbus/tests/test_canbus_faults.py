@@ -103,6 +103,31 @@ def test_a_dropped_frame_costs_one_retry_and_the_update_still_lands(
     assert ecu.layout().banks[1].version == NEW_VERSION
 
 
+@pytest.mark.parametrize("block", [2, 10])
+def test_a_late_answer_to_a_repeated_block_is_skipped(
+    start_ecu: Callable[..., SimEcu],
+    harness: Callable[..., Harness],
+    caplog: pytest.LogCaptureFixture,
+    block: int,
+) -> None:
+    # the block's first answer comes after P2 and after the answer to its repeat, when the
+    # tester already waits for the answer to the next block (or to RequestTransferExit): it
+    # is stale, not a wrong block sequence counter
+    ecu = start_ecu(banks=2, faults=(f"late-answer={block}",))
+    with caplog.at_level(logging.WARNING, logger="canbus-test"):
+        outcome = harness(ecu, "--banks=2").deploy(IMAGE, NEW_VERSION)
+    assert outcome.failure is None
+    assert ecu.ecu.stats["late_answers"] == 1
+    assert ecu.ecu.stats["repeated_blocks"] == 1
+    assert [r.getMessage() for r in caplog.records if r.name == "canbus-test"] == [
+        f"TransferData (0x36) block {block} of 10, counter {block:#04x}: no answer, "
+        "sending it again"
+    ]
+    assert ecu.ecu.trace.count("36") == 11  # only the late block was sent twice
+    assert ecu.bank(1)[: len(IMAGE)] == IMAGE
+    assert ecu.layout().banks[1].version == NEW_VERSION
+
+
 def test_an_ecu_that_never_answers_fails_the_identity_query(
     start_ecu: Callable[..., SimEcu], harness: Callable[..., Harness]
 ) -> None:

@@ -60,6 +60,7 @@ FAULT_NAMES = (
     "busy",
     "seed-delay",
     "silent-reset",
+    "late-answer",
 )
 
 _COUNTED_FAULTS = {  # fault name -> the ``Faults`` field holding its block count
@@ -68,6 +69,7 @@ _COUNTED_FAULTS = {  # fault name -> the ``Faults`` field holding its block coun
     "fail-after": "fail_after",
     "reset-mid-transfer": "reset_after",
     "busy": "busy",
+    "late-answer": "late_answer",
 }
 _FLAG_FAULTS = (
     "wrong-key",
@@ -141,6 +143,9 @@ class Faults:
     busy: int = 0  # this many requests are first answered NRC 0x21 busyRepeatRequest
     seed_delay: bool = False  # after each boot, requestSeed answers NRC 0x37 for lockout_time
     silent_reset: bool = False  # ECUReset resets at once, without a positive response
+    # the answer to TransferData block N comes only after the tester's repeat of that block
+    # has been answered, just before the answer to its next request (a queue in a gateway)
+    late_answer: int | None = None
 
     @classmethod
     def parse(cls, specs: Iterable[str]) -> Faults:
@@ -214,6 +219,7 @@ class Ecu:
         self.reset_requested = False  # the server powers the ECU off once the answer is out
         self.written: dict[int, bytes] = {}  # DIDs written (fingerprint), as a test reads them
         self._busy_answered = False
+        self._held: bytes | None = None  # the answer the ``late-answer`` fault holds back
         self._handlers: dict[int, Callable[[Request, Send], bytes | None]] = {
             0x10: self._session_control,
             0x11: self._ecu_reset,
@@ -252,6 +258,7 @@ class Ecu:
     def power_off(self) -> None:
         """Reset: silent for ``boot_time``, then boot from what is in flash."""
         self.stats["resets"] += 1
+        self._held = None
         self.offline_until = time.monotonic() + self.config.boot_time
         if self.faults.never_answer == "after-reset":
             self.dead = True
@@ -282,6 +289,9 @@ class Ecu:
             self._enter_session(DEFAULT)
         self.rt.last_request = now
         sid = payload[0]
+        if self._held is not None and not functional and payload[:2] != self._held[:2]:
+            send(self._held)  # late: the tester has moved on to another request
+            self._held = None
         self.trace.append(("f:" if functional else "") + payload[: _LABEL_LENGTH.get(sid, 1)].hex())
         if self.faults.busy and not functional and not self._busy_answered:
             self.faults.busy -= 1
@@ -697,6 +707,11 @@ class Ecu:
         transfer.blocks += 1
         transfer.last, transfer.last_data = counter, reply
         transfer.expected = (counter + 1) & 0xFF
+        if self.faults.late_answer == transfer.blocks:
+            self.faults.late_answer = None
+            self._held = bytes((0x76, counter)) + reply
+            self.stats["late_answers"] += 1
+            return None
         return bytes((counter,)) + reply
 
     def _write_block(self, transfer: Transfer, data: bytes) -> bool:
