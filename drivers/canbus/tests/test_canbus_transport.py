@@ -288,8 +288,9 @@ def test_the_bus_load_cap_spaces_the_tester_frames(
              if "KiB/s" in r.getMessage()]  # fmt: skip
     limit = isotp_limit(fd=False, bitrate=500_000) / 1024
     assert rates and 0.35 * limit < rates[-1] <= 0.5 * limit
-    # spaced frames hardly ever find the transmit queue full (thousands of times without the cap)
-    assert ecu.wire.refused < 20
+    # spaced frames seldom find the transmit queue full (about one frame in four without the
+    # cap); seldom, not never: on a loaded machine the simulated wire's thread runs late
+    assert ecu.wire.refused < ecu.wire.frames // 20
 
 
 def test_a_single_frame_outside_iso_tp_is_retried_like_the_others(
