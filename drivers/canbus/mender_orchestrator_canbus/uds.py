@@ -18,7 +18,6 @@ from typing import Any, TypeVar, cast
 import can
 import udsoncan
 from orchestrator_core.driver_api import InterfaceError, InterfaceTimeout
-from udsoncan.BaseService import BaseService
 from udsoncan.client import Client
 from udsoncan.connections import BaseConnection
 from udsoncan.exceptions import (
@@ -31,12 +30,11 @@ from udsoncan.Response import Response
 from udsoncan.services.CommunicationControl import CommunicationControl
 from udsoncan.services.ControlDTCSetting import ControlDTCSetting
 from udsoncan.services.DiagnosticSessionControl import DiagnosticSessionControl
-from udsoncan.services.RequestTransferExit import RequestTransferExit
-from udsoncan.services.TransferData import TransferData
 from udsoncan.typing import ClientConfig
 
 from mender_orchestrator_canbus.args import DriverSettings
 from mender_orchestrator_canbus.image import Segment
+from mender_orchestrator_canbus.late import SkipLateAnswers
 from mender_orchestrator_canbus.link import FUNCTIONAL_IDS
 from mender_orchestrator_canbus.transport import (
     CanConnection,
@@ -136,10 +134,10 @@ class UdsSession:
         self._where = describe(settings.link, settings.transport)
         self._client: Client | None = None
         self._connection: BaseConnection | None = None
+        self._late: SkipLateAnswers | None = None
         self._lock = threading.Lock()  # one request at a time: the keep-alive shares the link
         self._keep_alive: threading.Thread | None = None
         self._closing = threading.Event()
-        self._resent: int | None = None  # the counter of the last TransferData block sent twice
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -150,7 +148,8 @@ class UdsSession:
             settings.link, settings.transport, waiting, _UDSONCAN_NAME
         )
         try:
-            self._client = self._open_client(self._connection)
+            self._late = SkipLateAnswers(self._connection)
+            self._client = self._open_client(self._late)
         except Interrupted as exc:
             raise InterfaceTimeout(exc.describe(self.who, "opening the connection")) from None
         return self
@@ -496,7 +495,7 @@ class UdsSession:
             self._transfer(index, blocks, bytes(view[(index - 1) * block : index * block]))
             if progress is not None:
                 progress(min(index * block, size))
-        self._transfer_exit()
+        self._call("RequestTransferExit (0x37)", lambda: self.client.request_transfer_exit())
         elapsed = max(time.monotonic() - started, 1e-6)
         self.log.info(
             "transferred %d bytes in %d blocks of up to %d bytes (%.1f KiB/s)",
@@ -526,7 +525,7 @@ class UdsSession:
                 )
             parts.append(part)
             received += len(part)
-        self._transfer_exit()
+        self._call("RequestTransferExit (0x37)", lambda: self.client.request_transfer_exit())
         return b"".join(parts)[:size]
 
     def _transfer(self, index: int, blocks: int | None, chunk: bytes | None) -> bytes:
@@ -538,81 +537,16 @@ class UdsSession:
         attempts = self.settings.retries + 1
         for attempt in range(1, attempts + 1):
             try:
-                response = self._call(what, lambda: self._exchange(counter, chunk))
+                response = self._call(what, lambda: self.client.transfer_data(counter, chunk))
                 break
             except NoAnswer as exc:
                 if attempt == attempts:
                     raise NoAnswer(f"{exc.message} (sent {attempts} times)") from None
-                self._resent = counter
+                assert self._late is not None
+                self._late.repeated.add(counter)  # its first answer may yet come: skip it
                 self.log.warning("%s: no answer, sending it again", what)
         assert response is not None
         return bytes(response.service_data.parameter_records or b"")
-
-    def _exchange(self, counter: int, chunk: bytes | None) -> Any:
-        """TransferData. A block sent twice may be answered twice, the first answer after P2:
-        the second can then come after the next request, and is skipped (see ``_stale``)."""
-        try:
-            return self.client.transfer_data(counter, chunk)
-        except UnexpectedResponseException as exc:
-            if not self._stale(exc.response):
-                raise
-        answer = TransferData.interpret_response(self._answer_after_stale(TransferData))
-        echo = answer.service_data.sequence_number_echo
-        if echo != counter:
-            raise UnexpectedResponseException(
-                answer, f"block sequence counter {echo:#04x} in the answer to {counter:#04x}"
-            )
-        return answer
-
-    def _transfer_exit(self) -> None:
-        """RequestTransferExit, skipping a late answer to the last block (sent twice)."""
-
-        def exchange() -> Any:
-            try:
-                return self.client.request_transfer_exit()
-            except UnexpectedResponseException as exc:
-                if not self._stale(exc.response):
-                    raise
-            return RequestTransferExit.interpret_response(
-                self._answer_after_stale(RequestTransferExit)
-            )
-
-        self._call("RequestTransferExit (0x37)", exchange)
-
-    def _stale(self, response: Response) -> bool:
-        """A positive TransferData answer echoing the counter of the block last sent twice."""
-        return (
-            self._resent is not None
-            and response.service is TransferData
-            and response.positive
-            and (response.data or b"")[:1] == bytes((self._resent,))
-        )
-
-    def _answer_after_stale(self, service: type[BaseService]) -> Response:
-        """The next positive answer to ``service`` within P2 (P2* after NRC 0x78), skipping
-        stale TransferData answers; a negative one raises as udsoncan does."""
-        wait = float(self.client.config["p2_timeout"])
-        while True:
-            self.log.debug("skipped a late answer to TransferData counter %#04x", self._resent)
-            payload = self.client.conn.wait_frame(
-                timeout=min(wait, max(0.0, self.deadline - time.monotonic())), exception=True
-            )
-            if payload is None:
-                raise TimeoutException(f"no answer within {wait:.3f} s")  # type: ignore[no-untyped-call]
-            response = Response.from_payload(payload)
-            if not response.valid:
-                raise InvalidResponseException(response)  # type: ignore[no-untyped-call]
-            if self._stale(response):
-                continue
-            if response.service is not service:
-                raise UnexpectedResponseException(
-                    response, f"an answer to another service than {service.get_name()}"
-                )
-            if response.positive:
-                return response
-            if response.code != Code.RequestCorrectlyReceived_ResponsePending:
-                raise NegativeResponseException(response)
-            wait = float(self.client.config["p2_star_timeout"])
 
     def reset(self) -> None:
         """ECUReset of the profile's type. An ECU may reset before its answer is out: no
