@@ -9,7 +9,8 @@ SRC_URI[sha256sum] = "UNSET-run-support/yocto/recipes.py-set-checksums"
 
 inherit pypi python_setuptools_build_meta
 
-# python3-can-isotp, python3-udsoncan and python3-bincopy are not in meta-python: the layer
+# python3-can-isotp, python3-udsoncan, python3-bincopy and python3-doipclient are not in
+# meta-python: the layer
 # needs recipes for them (see README.md)
 RDEPENDS:${PN} = " \
     mender-orchestrator-py \
@@ -18,4 +19,5 @@ RDEPENDS:${PN} = " \
     python3-can-isotp \
     python3-pyyaml \
     python3-udsoncan \
+    python3-doipclient \
 "

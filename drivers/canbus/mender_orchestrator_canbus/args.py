@@ -18,6 +18,11 @@ from mender_orchestrator_canbus.link import (
     positive_seconds,
 )
 from mender_orchestrator_canbus.profile import FlashProfile, ProfileError, load_profile
+from mender_orchestrator_canbus.transport import (
+    TransportSettings,
+    add_transport_arguments,
+    transport_from_namespace,
+)
 
 DID = integer(0, 0xFFFF)
 ROUTINE = integer(0, 0xFFFF)
@@ -48,6 +53,7 @@ class DriverSettings:
     rollback: str = "reinstall"
     version_source: str = "did"
     version_record: Path | None = None
+    transport: TransportSettings = field(default_factory=TransportSettings)
 
 
 ROLLBACKS = ("reinstall", "upload", "bank")
@@ -60,12 +66,13 @@ def _parser() -> InterfaceArgs:
         "Numbers take 0x hexadecimal.",
     )
     add_link_arguments(parser, LinkSettings())
+    add_transport_arguments(parser)
     uds = parser.add_argument_group("UDS")
     uds.add_argument(
         "--p2-timeout",
         type=positive_seconds,
         default=1.0,
-        help="seconds to wait for an answer (default 1)",
+        help="seconds to wait for an answer, UDS P2 (default 1)",
     )
     uds.add_argument(
         "--p2-star-timeout",
@@ -172,6 +179,7 @@ def parse_interface_args(component: Component) -> DriverSettings:
     ns = PARSER.parse(component)
     try:
         link = link_from_namespace(ns)
+        transport = transport_from_namespace(ns, link)
     except ValueError as exc:
         raise PARSER.invalid(component, str(exc)) from None
     if ns.security_level % 2 == 0:
@@ -233,4 +241,5 @@ def parse_interface_args(component: Component) -> DriverSettings:
         rollback=rollback,
         version_source=ns.version_source,
         version_record=None if ns.version_record is None else Path(ns.version_record),
+        transport=transport,
     )

@@ -107,7 +107,7 @@ class CanbusDriver(DriverBase):
     # ------------------------------------------------------------------ helpers
 
     def _session(self, ctx: InterfaceContext) -> UdsSession:
-        return UdsSession(self.settings, ctx.name, ctx.deadline, ctx.log)
+        return UdsSession(self.settings, ctx.name, ctx.deadline, ctx.log, ctx.cancelled)
 
     @staticmethod
     def _state_dir(ctx: InterfaceContext, create: bool = False) -> Path:

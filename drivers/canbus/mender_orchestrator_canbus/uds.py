@@ -16,11 +16,10 @@ from types import TracebackType
 from typing import Any, TypeVar, cast
 
 import can
-import isotp
 import udsoncan
 from orchestrator_core.driver_api import InterfaceError, InterfaceTimeout
 from udsoncan.client import Client
-from udsoncan.connections import PythonIsoTpConnection
+from udsoncan.connections import BaseConnection
 from udsoncan.exceptions import (
     InvalidResponseException,
     NegativeResponseException,
@@ -35,14 +34,21 @@ from udsoncan.typing import ClientConfig
 
 from mender_orchestrator_canbus.args import DriverSettings
 from mender_orchestrator_canbus.image import Segment
+from mender_orchestrator_canbus.late import SkipLateAnswers
 from mender_orchestrator_canbus.link import FUNCTIONAL_IDS
+from mender_orchestrator_canbus.transport import (
+    CanConnection,
+    Interrupted,
+    LinkFailure,
+    Waiting,
+    describe,
+    open_connection,
+)
 
 T = TypeVar("T")
 
 ACTIVE_SESSION_DID = 0xF186  # ISO 14229-1 activeDiagnosticSessionDataIdentifier
 Code = Response.Code  # negative response codes (ISO 14229-1 annex A)
-_MAX_PDU = 0xFFFF  # the largest request or response we accept over ISO-TP
-_POLL = 0.01  # seconds the reader thread blocks before it looks for a stop
 _BUSY_PAUSE = 0.05  # seconds between repeats of a request the ECU answered NRC 0x21 (busy)
 # NRCs an ECU keeps to itself for a functional request (ISO 14229-1): the same request sent
 # to it physically, for want of a functional id, is not an error when it answers one of these
@@ -118,13 +124,17 @@ class UdsSession:
         who: str,
         deadline: float,
         log: logging.Logger | logging.LoggerAdapter[logging.Logger],
+        cancelled: threading.Event | None = None,
     ) -> None:
         self.settings = settings
         self.who = who
         self.deadline = deadline
         self.log = log
-        self._bus: can.BusABC | None = None
+        self.cancelled = cancelled
+        self._where = describe(settings.link, settings.transport)
         self._client: Client | None = None
+        self._connection: BaseConnection | None = None
+        self._late: SkipLateAnswers | None = None
         self._lock = threading.Lock()  # one request at a time: the keep-alive shares the link
         self._keep_alive: threading.Thread | None = None
         self._closing = threading.Event()
@@ -132,35 +142,19 @@ class UdsSession:
     # ------------------------------------------------------------------ lifecycle
 
     def __enter__(self) -> UdsSession:
-        link = self.settings.link
+        settings = self.settings
+        waiting = Waiting(self.who, self.deadline, self.cancelled)
+        self._connection = open_connection(
+            settings.link, settings.transport, waiting, _UDSONCAN_NAME
+        )
         try:
-            self._bus = link.open_bus()
-        except Exception as exc:  # python-can raises backend-specific errors (OSError, ...)
-            raise InterfaceError(
-                f"{self.who}: cannot open the CAN bus ({link.describe()}): {exc}"
-            ) from exc
-        try:
-            self._client = self._open_client(self._bus)
-        except BaseException:
-            self._bus.shutdown()
-            raise
+            self._late = SkipLateAnswers(self._connection)
+            self._client = self._open_client(self._late)
+        except Interrupted as exc:
+            raise InterfaceTimeout(exc.describe(self.who, "opening the connection")) from None
         return self
 
-    def _open_client(self, bus: can.BusABC) -> Client:
-        link = self.settings.link
-        # the session owns the bus, so can-isotp may read it directly (CanStack): one thread
-        # hop less per frame than through a can.Notifier, which shows in the throughput
-        stack = isotp.CanStack(
-            bus,
-            address=link.isotp_address(),
-            params=link.isotp_params(
-                timeout=self.settings.p2_timeout,
-                max_frame_size=_MAX_PDU,
-                logger=f"{__name__}.isotp",
-            ),
-            error_handler=lambda error: _log.debug("%s: ISO-TP: %s", self.who, error),
-            read_timeout=_POLL,  # closing the session waits for the reader to notice
-        )
+    def _open_client(self, connection: BaseConnection) -> Client:
         config = dict(udsoncan.configs.default_client_config)
         config.update(
             p2_timeout=self.settings.p2_timeout,
@@ -178,9 +172,7 @@ class UdsSession:
                 ACTIVE_SESSION_DID: ByteCodec(),
             },
         )
-        client = Client(
-            PythonIsoTpConnection(stack, name=_UDSONCAN_NAME), config=cast(ClientConfig, config)
-        )
+        client = Client(connection, config=cast(ClientConfig, config))
         client.open()
         return client
 
@@ -195,8 +187,6 @@ class UdsSession:
             self._keep_alive.join()
         if self._client is not None:
             self._client.close()
-        if self._bus is not None:
-            self._bus.shutdown()
 
     @property
     def client(self) -> Client:
@@ -233,21 +223,22 @@ class UdsSession:
                 f"{exc.response.code_name}{_hint(code)}",
                 code,
             ) from None
-        except (TimeoutException, isotp.BlockingSendFailure) as exc:
+        except TimeoutException as exc:
             if time.monotonic() >= self.deadline:
                 raise InterfaceTimeout(
                     f"{self.who}: the Interface timeout expired during {what}"
                 ) from None
             raise NoAnswer(
-                f"{self.who}: {what}: no answer from the ECU ({self.settings.link.describe()}): "
-                f"{exc}"
+                f"{self.who}: {what}: no answer from the ECU ({self._where}): {exc}"
             ) from None
+        except Interrupted as exc:
+            raise InterfaceTimeout(exc.describe(self.who, what)) from None
+        except LinkFailure as exc:
+            raise InterfaceError(f"{self.who}: {what}: {exc}") from None
         except (InvalidResponseException, UnexpectedResponseException) as exc:
             raise InterfaceError(
                 f"{self.who}: {what}: unexpected answer from the ECU: {exc}"
             ) from None
-        except can.CanError as exc:
-            raise InterfaceError(f"{self.who}: {what}: CAN bus error: {exc}") from None
 
     # ------------------------------------------------------------------ reading
 
@@ -315,7 +306,11 @@ class UdsSession:
         """``payload`` as a single frame to the functional id, where the addressing has one."""
         link = self.settings.link
         default_id = FUNCTIONAL_IDS.get(link.addressing)
-        if self._bus is None or default_id is None or len(payload) > 7:
+        if (
+            not isinstance(self._connection, CanConnection)
+            or default_id is None
+            or len(payload) > 7
+        ):
             return None
         data = bytes((len(payload),)) + payload
         if link.padding is not None:
@@ -335,14 +330,17 @@ class UdsSession:
         if frame is None:
             self._physical_suppressed(what, payload)
             return
+        connection = self._connection
+        assert isinstance(connection, CanConnection)
         try:
-            assert self._bus is not None
             # never between a request and its answer, nor from two threads at once: some
             # python-can interfaces (remote) are not safe for concurrent sends
             with self._lock:
-                self._bus.send(frame, timeout=max(0.0, self.deadline - time.monotonic()))
-        except can.CanError as exc:
-            raise InterfaceError(f"{self.who}: {what} (functional): CAN bus error: {exc}") from None
+                connection.send_frame(frame)
+        except LinkFailure as exc:
+            raise InterfaceError(f"{self.who}: {what} (functional): {exc}") from None
+        except Interrupted as exc:
+            raise InterfaceTimeout(exc.describe(self.who, f"{what} (functional)")) from None
 
     def _physical_suppressed(self, what: str, payload: bytes) -> None:
         sid, sub = payload[0], payload[1] & 0x7F
@@ -544,6 +542,8 @@ class UdsSession:
             except NoAnswer as exc:
                 if attempt == attempts:
                     raise NoAnswer(f"{exc.message} (sent {attempts} times)") from None
+                assert self._late is not None
+                self._late.repeated.add(counter)  # its first answer may yet come: skip it
                 self.log.warning("%s: no answer, sending it again", what)
         assert response is not None
         return bytes(response.service_data.parameter_records or b"")

@@ -103,6 +103,32 @@ def test_a_dropped_frame_costs_one_retry_and_the_update_still_lands(
     assert ecu.layout().banks[1].version == NEW_VERSION
 
 
+@pytest.mark.parametrize("blocks", [(2,), (10,), (6, 7)])
+def test_late_answers_to_repeated_blocks_are_skipped(
+    start_ecu: Callable[..., SimEcu],
+    harness: Callable[..., Harness],
+    caplog: pytest.LogCaptureFixture,
+    blocks: tuple[int, ...],
+) -> None:
+    # a block's first answer comes after P2 and after the answer to its repeat, when the
+    # tester already waits for the answer to the next block (or to RequestTransferExit): it is
+    # stale, not a wrong block sequence counter; (6, 7): both come after block 7 was repeated
+    ecu = start_ecu(banks=2, faults=tuple(f"late-answer={block}" for block in blocks))
+    with caplog.at_level(logging.WARNING, logger="canbus-test"):
+        outcome = harness(ecu, "--banks=2").deploy(IMAGE, NEW_VERSION)
+    assert outcome.failure is None
+    assert ecu.ecu.stats["late_answers"] == len(blocks)
+    assert ecu.ecu.stats["repeated_blocks"] == len(blocks)
+    assert [r.getMessage() for r in caplog.records if r.name == "canbus-test"] == [
+        f"TransferData (0x36) block {block} of 10, counter {block:#04x}: no answer, "
+        "sending it again"
+        for block in blocks
+    ]
+    assert ecu.ecu.trace.count("36") == 10 + len(blocks)  # only the late blocks went twice
+    assert ecu.bank(1)[: len(IMAGE)] == IMAGE
+    assert ecu.layout().banks[1].version == NEW_VERSION
+
+
 def test_an_ecu_that_never_answers_fails_the_identity_query(
     start_ecu: Callable[..., SimEcu], harness: Callable[..., Harness]
 ) -> None:

@@ -160,6 +160,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME[=VALUE]",
         help=f"inject a fault (repeatable): {', '.join(FAULT_NAMES)}",
     )
+    bus = parser.add_argument_group("bus behaviour")
+    bus.add_argument("--fc-wait", type=integer(0, 255), default=0,
+                     help="flow-control WAIT frames sent before each clear-to-send")  # fmt: skip
+    bus.add_argument("--fc-wait-gap", type=positive_seconds, default=0.1,
+                     help="seconds between those WAIT frames (default 0.1)")  # fmt: skip
     ecu.add_argument(
         "--trace",
         type=Path,
@@ -234,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     try:
-        server = EcuServer(link, Ecu(flash, config, faults))
+        server = EcuServer(link, Ecu(flash, config, faults), args.fc_wait, args.fc_wait_gap)
     except Exception as exc:  # python-can raises backend-specific errors
         print(f"ECU simulator: cannot open the CAN bus ({link.describe()}): {exc}", file=sys.stderr)
         return 1

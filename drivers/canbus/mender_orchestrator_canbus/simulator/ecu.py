@@ -60,6 +60,7 @@ FAULT_NAMES = (
     "busy",
     "seed-delay",
     "silent-reset",
+    "late-answer",
 )
 
 _COUNTED_FAULTS = {  # fault name -> the ``Faults`` field holding its block count
@@ -141,6 +142,9 @@ class Faults:
     busy: int = 0  # this many requests are first answered NRC 0x21 busyRepeatRequest
     seed_delay: bool = False  # after each boot, requestSeed answers NRC 0x37 for lockout_time
     silent_reset: bool = False  # ECUReset resets at once, without a positive response
+    # the answers to these TransferData blocks come only after the tester's repeats of them
+    # have been answered, just before the answer to its next request (a queue in a gateway)
+    late_answers: set[int] = field(default_factory=set)
 
     @classmethod
     def parse(cls, specs: Iterable[str]) -> Faults:
@@ -156,12 +160,14 @@ class Faults:
                 setattr(faults, _COUNTED_FAULTS[name], int(value))
             elif name in _FLAG_FAULTS and not value:
                 setattr(faults, name.replace("-", "_"), True)
+            elif name == "late-answer" and value.isdigit() and int(value) >= 1:
+                faults.late_answers.add(int(value))
             elif name == "never-answer" and value in ("", "always", "after-reset"):
                 faults.never_answer = value or "always"
             else:
                 raise ValueError(
                     f"unknown fault {spec!r}; known: {', '.join(FAULT_NAMES)} "
-                    f"(never-answer takes =always or =after-reset)"
+                    f"(never-answer takes =always or =after-reset, late-answer a block number)"
                 )
         return faults
 
@@ -214,6 +220,7 @@ class Ecu:
         self.reset_requested = False  # the server powers the ECU off once the answer is out
         self.written: dict[int, bytes] = {}  # DIDs written (fingerprint), as a test reads them
         self._busy_answered = False
+        self._held: list[bytes] = []  # the answers the ``late-answer`` fault holds back
         self._handlers: dict[int, Callable[[Request, Send], bytes | None]] = {
             0x10: self._session_control,
             0x11: self._ecu_reset,
@@ -252,6 +259,7 @@ class Ecu:
     def power_off(self) -> None:
         """Reset: silent for ``boot_time``, then boot from what is in flash."""
         self.stats["resets"] += 1
+        self._held = []
         self.offline_until = time.monotonic() + self.config.boot_time
         if self.faults.never_answer == "after-reset":
             self.dead = True
@@ -282,6 +290,10 @@ class Ecu:
             self._enter_session(DEFAULT)
         self.rt.last_request = now
         sid = payload[0]
+        if self._held and not functional and not self._holds_back(payload):
+            for answer in self._held:  # late: the tester has moved on to another request
+                send(answer)
+            self._held = []
         self.trace.append(("f:" if functional else "") + payload[: _LABEL_LENGTH.get(sid, 1)].hex())
         if self.faults.busy and not functional and not self._busy_answered:
             self.faults.busy -= 1
@@ -303,6 +315,16 @@ class Ecu:
         if data is None or request.suppress_positive_response:
             return None
         return bytes((sid + 0x40,)) + data
+
+    def _holds_back(self, payload: bytes) -> bool:
+        """Whether the held answers wait longer: ``payload`` repeats a held block, or is the
+        next block, late too."""
+        if payload[:1] != b"\x36" or len(payload) < 2:
+            return False
+        transfer = self.rt.transfer
+        return any(answer[1] == payload[1] for answer in self._held) or (
+            transfer is not None and transfer.blocks + 1 in self.faults.late_answers
+        )
 
     @staticmethod
     def _body(request: Request) -> bytes:
@@ -697,6 +719,11 @@ class Ecu:
         transfer.blocks += 1
         transfer.last, transfer.last_data = counter, reply
         transfer.expected = (counter + 1) & 0xFF
+        if transfer.blocks in self.faults.late_answers:
+            self.faults.late_answers.discard(transfer.blocks)
+            self._held.append(bytes((0x76, counter)) + reply)
+            self.stats["late_answers"] += 1
+            return None
         return bytes((counter,)) + reply
 
     def _write_block(self, transfer: Transfer, data: bytes) -> bool:

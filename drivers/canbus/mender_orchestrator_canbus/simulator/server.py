@@ -22,6 +22,7 @@ from mender_orchestrator_canbus.simulator.ecu import Ecu
 log = logging.getLogger("mender_orchestrator_canbus.simulator")
 
 _FIRST_FRAME, _CONSECUTIVE_FRAME = 1, 2
+_CLEAR_TO_SEND, _WAIT = 0x30, 0x31  # flow-control PCI bytes (flow status 0 and 1)
 _POLL = 0.01  # seconds: how quickly the threads notice a stop or a reset
 
 
@@ -68,14 +69,23 @@ class FrameGate:
 
 
 class EcuServer:
-    """Runs an ``Ecu`` on a bus in a background thread; use as a context manager."""
+    """Runs an ``Ecu`` on a bus in a background thread; use as a context manager.
 
-    def __init__(self, link: LinkSettings, ecu: Ecu) -> None:
+    ``fc_waits`` flow-control WAIT frames, ``fc_wait_gap`` seconds apart, go before each
+    flow control that lets the tester send (an ECU whose buffer is not ready yet).
+    """
+
+    def __init__(
+        self, link: LinkSettings, ecu: Ecu, fc_waits: int = 0, fc_wait_gap: float = 0.1
+    ) -> None:
         self.link = link
         self.ecu = ecu
+        self.fc_waits = fc_waits
+        self.fc_wait_gap = fc_wait_gap
         self._bus = link.open_bus()
         uses_address_byte = link.addressing.startswith(("extended", "mixed"))
-        self._gate = FrameGate(self._bus, ecu, pci_offset=1 if uses_address_byte else 0)
+        self._pci_offset = 1 if uses_address_byte else 0
+        self._gate = FrameGate(self._bus, ecu, pci_offset=self._pci_offset)
         self._gate.functional_id = ecu.config.functional_id or FUNCTIONAL_IDS.get(link.addressing)
         self._stack = isotp.TransportLayer(
             rxfn=self._gate.receive,
@@ -95,15 +105,39 @@ class EcuServer:
         self.failure: Exception | None = None  # why the ECU stopped answering, if it did
 
     def _transmit(self, msg: isotp.CanMessage) -> None:
-        self._bus.send(
-            can.Message(
-                arbitration_id=msg.arbitration_id,
-                data=msg.data,
-                is_extended_id=msg.is_extended_id,
-                is_fd=msg.is_fd,
-                bitrate_switch=msg.bitrate_switch,
-            )
+        frame = can.Message(
+            arbitration_id=msg.arbitration_id,
+            data=msg.data,
+            is_extended_id=msg.is_extended_id,
+            is_fd=msg.is_fd,
+            bitrate_switch=msg.bitrate_switch,
         )
+        pci = frame.data[self._pci_offset] if len(frame.data) > self._pci_offset else 0
+        if pci == _CLEAR_TO_SEND:
+            for _ in range(self.fc_waits):
+                wait = frame.data[:]
+                wait[self._pci_offset] = _WAIT
+                self._send_frame(can.Message(
+                    arbitration_id=frame.arbitration_id, data=wait,
+                    is_extended_id=frame.is_extended_id, is_fd=frame.is_fd,
+                    bitrate_switch=frame.bitrate_switch,
+                ))  # fmt: skip
+                time.sleep(self.fc_wait_gap)
+        self._send_frame(frame)
+
+    def _send_frame(self, frame: can.Message) -> None:
+        """Send, retrying a refused frame for up to N_As (1 s) like a real ECU: raising here
+        would end can-isotp's thread and the ECU with it."""
+        give_up = time.monotonic() + 1.0
+        while True:
+            try:
+                self._bus.send(frame)
+                return
+            except can.CanError as exc:
+                if time.monotonic() > give_up:
+                    log.debug("frame %s lost: %s", frame, exc)
+                    return
+                time.sleep(0.0005)
 
     def __enter__(self) -> EcuServer:
         self.start()
