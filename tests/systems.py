@@ -46,7 +46,10 @@ class System:
         for name in ("MENDER_ORCHESTRATOR_TOPOLOGY_DIR",
                      "MENDER_ORCHESTRATOR_TOPOLOGY_COMPONENTS_FILE",
                      "MENDER_ORCHESTRATOR_MANIFEST_STORE_DIR",
-                     "MENDER_ORCHESTRATOR_ARTIFACTS_CACHE_DIR"):
+                     "MENDER_ORCHESTRATOR_ARTIFACTS_CACHE_DIR",
+                     # the views wrap at COLUMNS: a test runner's own (pytest-xdist sets 80)
+                     # must not change what the tests read
+                     "COLUMNS", "LINES"):
             env.pop(name, None)
         return env
 
