@@ -6,7 +6,7 @@
 The floors are read from the `dependencies` of every distribution in this repository
 (pyproject.toml and drivers/*/pyproject.toml), never from a list kept here, so a dependency
 added to a pyproject file is pinned to its floor on the next run. A fresh venv (default
-.venv-lowest) gets the distributions installed editable with `pip install -c` of a constraints
+.venv/lowest) gets the distributions installed editable with `pip install -c` of a constraints
 file `NAME==FLOOR`; the test tools (the `test` extras) resolve as usual. The installed versions
 are checked against the floors, then the tests that exercise each dependency run (or the
 PYTEST_ARGs given). Exit status: pytest's, or 2 when a floor is missing or not what got installed.
@@ -124,7 +124,7 @@ def check_installed(python: Path, floors: dict[str, str]) -> bool:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--venv", type=Path, default=ROOT / ".venv-lowest")
+    parser.add_argument("--venv", type=Path, default=ROOT / ".venv" / "lowest")
     parser.add_argument("--print-constraints", action="store_true",
                         help="print NAME==FLOOR for every dependency and stop")
     parser.add_argument("pytest_args", nargs="*")
