@@ -98,9 +98,16 @@ def build_venv(venv: Path, floors: dict[str, str]) -> Path:
     constraints = venv.parent / f"{venv.name}-constraints.txt"
     run([sys.executable, "-m", "venv", "--clear", str(venv)])
     constraints.write_text("".join(f"{name}=={v}\n" for name, v in floors.items()))
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-c", str(constraints)]
     editables = [arg for d in distribution_dirs() for arg in ("-e", f"{d}[test]")]
-    run([*pip, "-c", str(constraints), *editables])
+    print("+", " ".join([*pip, *editables]), flush=True)
+    done = subprocess.run([*pip, *editables], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        # a dependency of a dependency that needs more than a floor: pip names both
+        said = (done.stdout + done.stderr).splitlines()
+        print("\n".join(line for line in said if "depends on" in line or "ERROR" in line
+                        or "requested" in line), file=sys.stderr)
+        raise subprocess.CalledProcessError(done.returncode, done.args)
     return venv / "bin" / "python"
 
 
