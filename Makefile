@@ -44,3 +44,9 @@ install-support: $(STAMP)
 # the Debian package, built with dpkg-deb from this checkout, into dist/ (docs/packaging.md)
 deb: $(STAMP)
 	$(BIN)/python support/debian/build_deb.py dist
+
+# the tests that exercise each dependency, with every dependency at its floor, in .venv/lowest
+# (support/lowest_versions.py; docs/packaging.md "Dependency floors")
+.PHONY: test-lowest
+test-lowest: $(STAMP)
+	$(BIN)/python support/lowest_versions.py

@@ -19,6 +19,10 @@ from orchestrator_core.errors import ConfigError
 
 MAX_YAML_BYTES = 4 * 1024 * 1024  # far beyond any real Topology or Manifest
 EXCERPT_CHARS = 80  # of a value shown in a message
+# libyaml's own limit since the one PyYAML 6.0.4 bundles; kept here too, because the libyaml of
+# older PyYAML releases (Debian 12's 6.0, Yocto scarthgap's 6.0.1) has none and spends more
+# than 30 s on a file of 100000 '['
+MAX_NESTING = 1000
 
 
 # libyaml's parser, when PyYAML was built with it, reads a Topology of hundreds of Components
@@ -66,8 +70,21 @@ _StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 def _refuse_anchors(text: str) -> None:
-    """Raise at the first anchor (``&name``) or alias (``*name``), before anything is built."""
+    """Raise at the first anchor (``&name``) or alias (``*name``), or below the deepest level
+    allowed, before anything is built."""
+    depth = 0
     for event in yaml.parse(text, Loader=_SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_NESTING:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    "exceeded maximum nesting depth",
+                    cast("yaml.Mark", event.start_mark),
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
         if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
             used = "aliases (*" if isinstance(event, yaml.AliasEvent) else "anchors (&"
             raise yaml.constructor.ConstructorError(

@@ -242,6 +242,23 @@ def test_deeply_nested_yaml_is_a_message_not_a_traceback(tmp_path: Path) -> None
         load_manifest(write(tmp_path, "m.yaml", "[" * 100000))
 
 
+def test_the_nesting_limit_is_ours_not_the_parsers(monkeypatch: pytest.MonkeyPatch) -> None:
+    # PyYAML's Python parser, like the libyaml of PyYAML before 6.0.4 (Debian 12's 6.0), has
+    # no limit of its own: the 1000 levels are checked in the event stream, before any parser
+    # builds anything
+    import yaml
+
+    from orchestrator_core import yamlfile
+
+    monkeypatch.setattr(yamlfile, "_SafeLoader", yaml.SafeLoader)
+    deepest = "[" * 999 + "]" * 999  # and the mapping around it: 1000 levels
+    yamlfile._refuse_anchors(f"a: {deepest}\n")
+    with pytest.raises(yaml.MarkedYAMLError, match="exceeded maximum nesting depth") as raised:
+        yamlfile._refuse_anchors(f"a: [{deepest}]\n")
+    assert raised.value.problem_mark is not None
+    assert raised.value.problem_mark.column == 1002
+
+
 @pytest.mark.parametrize(
     ("template", "expected"),
     [
