@@ -7,6 +7,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# test files run on this many processes (pytest-xdist), a file's tests together on one
+TEST_JOBS ?= 2
 
 .PHONY: demo test lint venv clean install-support deb
 
@@ -29,7 +31,7 @@ lint: $(STAMP)
 
 test: lint
 	@# pytest exits 5 when it collected no test: that must fail loudly, not pass
-	$(BIN)/pytest -p no:cacheprovider; rc=$$?; \
+	$(BIN)/pytest -p no:cacheprovider -n $(TEST_JOBS) --dist loadfile; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
 
 clean:

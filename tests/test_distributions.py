@@ -110,7 +110,7 @@ def test_esp32_sdist_has_its_tests_and_bounds_esptool(sdists: dict[str, Path]) -
     shipped = {p.name for p in (root / "tests").iterdir() if p.suffix == ".py"}
     assert shipped == {p.name for p in (REPO / "drivers/esp32/tests").iterdir()
                        if p.suffix == ".py"}
-    assert "esptool<6,>=5.0" in metadata(root).get_all("Requires-Dist")
+    assert "esptool<6,>=5.6" in metadata(root).get_all("Requires-Dist")
 
 
 def test_version_is_the_installed_metadata() -> None:
