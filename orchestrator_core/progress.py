@@ -100,6 +100,11 @@ class ProgressObserver:
 
     def step_finished(self) -> None:
         self._stop.set()
+        # gone before the next step starts its own: one still waking up would take that
+        # step's cleared stop for its own and leave the view without a ticker
+        if self._ticker is not None:
+            self._ticker.join()
+            self._ticker = None
         log_module.set_status_lines([])
 
     def report(self, component: str, progress: str) -> None:

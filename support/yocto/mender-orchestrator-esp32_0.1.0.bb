@@ -12,4 +12,5 @@ inherit pypi python_setuptools_build_meta
 RDEPENDS:${PN} = " \
     mender-orchestrator-py \
     python3-esptool \
+    python3-cryptography \
 "
