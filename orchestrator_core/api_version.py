@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from orchestrator_core.errors import ConfigError
 
-DRIVER_API_VERSION = "1.1"
+DRIVER_API_VERSION = "1.2"
 ATTRIBUTE = "driver_api"
 
 _CLAUSE = re.compile(r"\s*(>=|<=|==|!=|>|<)\s*(\d+(?:\.\d+)*)\s*")

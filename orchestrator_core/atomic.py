@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -58,7 +59,7 @@ def make_private_dir(path: Path) -> Path:
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
-        if not path.is_dir():
-            raise
+        if not path.is_dir():  # a file in the way: say so, not "File exists"
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path)) from None
     os.chmod(path, 0o700)
     return path

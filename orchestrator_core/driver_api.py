@@ -48,6 +48,8 @@ from orchestrator_core.errors import (
     RetryableInterfaceError,
 )
 from orchestrator_core.hookspecs import hookimpl, hookspec
+from orchestrator_core.host_record import HostRecord, HostRecordFile
+from orchestrator_core.host_record import default_directory as host_record_directory
 from orchestrator_core.installed import PreviousArtifact
 
 __all__ = [
@@ -57,6 +59,8 @@ __all__ = [
     "Component",
     "ConfigError",
     "DriverBase",
+    "HostRecord",
+    "HostRecordFile",
     "IncompatibleDriver",
     "InterfaceArgs",
     "InterfaceContext",
@@ -71,6 +75,7 @@ __all__ = [
     "expecting",
     "hookimpl",
     "hookspec",
+    "host_record_directory",
     "integer",
     "seconds",
     "size",

@@ -113,10 +113,11 @@ def test_bundled_and_template_drivers_import_only_the_public_api() -> None:
 def test_driver_api_exports_what_drivers_need() -> None:
     for name in ("InterfaceContext", "RebootNeed", "ArtifactInfo", "InterfaceError",
                  "ConfigError", "hookimpl", "InterfaceArgs", "DRIVER_API_VERSION", "PreviousArtifact",
-                 "RetryableInterfaceError", "write_atomically"):  # fmt: skip
+                 "RetryableInterfaceError", "write_atomically", "HostRecord", "HostRecordFile",
+                 "host_record_directory"):  # fmt: skip
         assert name in driver_api.__all__
         assert getattr(driver_api, name) is not None
-    assert driver_api.DRIVER_API_VERSION == api_version.DRIVER_API_VERSION == "1.1"
+    assert driver_api.DRIVER_API_VERSION == api_version.DRIVER_API_VERSION == "1.2"
 
 
 def test_the_core_wheel_ships_py_typed(tmp_path: Path) -> None:
@@ -213,10 +214,10 @@ def test_parser_of_takes_an_attribute_or_a_factory_function() -> None:
     ("name", "expected"),
     [
         ("i2c", ["i2c: in-process driver mender_orchestrator_i2c.driver:I2CDriver",
-                 "Driver API: it declares >=1.1,<2; this mender-orchestrator provides 1.1",
+                 "Driver API: it declares >=1.2,<2; this mender-orchestrator provides 1.2",
                  "", "interface_args:", "usage: i2c [--bus BUS] [--address ADDRESS] [--flash-base FLASH_BASE]"]),
         ("canbus", ["canbus: in-process driver mender_orchestrator_canbus.driver:CanbusDriver",
-                    "Driver API: it declares >=1.1,<2; this mender-orchestrator provides 1.1",
+                    "Driver API: it declares >=1.1,<2; this mender-orchestrator provides 1.2",
                     "", "interface_args:", "usage: canbus [--interface INTERFACE] [--channel CHANNEL] [--bitrate BITRATE]"]),
     ],
 )  # fmt: skip
@@ -264,8 +265,8 @@ def test_the_loader_refuses_an_incompatible_driver_naming_both_versions(system: 
     env = vendor_system(system, "seat", ">=2.0,<3")
     refusal = (
         "unit[0] (interface seat): driver 'seat' (vendor_seat:Driver) supports driver API "
-        ">=2.0,<3 but this mender-orchestrator provides driver API 1.1: install a release of "
-        "the driver made for driver API 1.1"
+        ">=2.0,<3 but this mender-orchestrator provides driver API 1.2: install a release of "
+        "the driver made for driver API 1.2"
     )
     for command, exit_code in (("show-provides", 1), ("drivers", 2)):
         result = system.run(command, env=env)

@@ -45,7 +45,7 @@ from orchestrator_core.driver_api import (
 )
 
 from mender_orchestrator_esp32 import hookspecs, hostrecord, idf
-from mender_orchestrator_esp32.hostrecord import HostRecord
+from mender_orchestrator_esp32.hostrecord import ChipRecord
 from mender_orchestrator_esp32.link import Session, session
 from mender_orchestrator_esp32.settings import PARSER, Settings, parse
 
@@ -128,20 +128,20 @@ class Layout:
 class Esp32Driver(DriverBase):
     """In-process driver for the ``esp32`` Interface; one instance per Component."""
 
-    driver_api = ">=1.1,<2"  # extra_hookspecs
+    driver_api = ">=1.2,<2"  # HostRecordFile
     extra_hookspecs = hookspecs
     interface_args_parser = PARSER
 
     def __init__(self, component: Component) -> None:
         super().__init__(component)
         self.settings: Settings = parse(component)
-        self.record_path = hostrecord.path_for(self.settings.state_dir, self.settings.port)
+        self.records = hostrecord.file_for(self.settings.state_dir, self.settings.port)
 
     # ------------------------------------------------------------------ queries
 
     @hookimpl
     def identity(self, ctx: InterfaceContext) -> str:
-        known = hostrecord.load(self.record_path)
+        known = self.records.load()
         if known.mac is None:
             mac = self._ask_application(ctx).get("mac")
             if mac is None:
@@ -155,7 +155,7 @@ class Esp32Driver(DriverBase):
     def provides(self, ctx: InterfaceContext) -> dict[str, str]:
         version = self._ask_application(ctx).get("version")
         if version is None:
-            known = hostrecord.load(self.record_path)
+            known = self.records.load()
             if known.version is None:
                 known = self._first_contact(ctx, known)
             version = known.version
@@ -164,7 +164,7 @@ class Esp32Driver(DriverBase):
     @hookimpl
     def inventory(self, ctx: InterfaceContext) -> list[tuple[str, str]]:
         answer = self._ask_application(ctx)
-        known = hostrecord.load(self.record_path)
+        known = self.records.load()
         if not known.complete and not set(_INVENTORY) <= answer.keys():
             known = self._first_contact(ctx, known)
         values = {**asdict(known), **answer}
@@ -198,7 +198,7 @@ class Esp32Driver(DriverBase):
         store = Store(ctx)
         # a record that cannot be kept would leave the queries reporting the old app: find
         # out before the chip is touched
-        self._record(ctx, hostrecord.load(self.record_path))
+        self._record(ctx, self.records.load())
         with session(self.settings, ctx) as s:
             mac = s.mac()
             layout = self._layout(s)
@@ -246,7 +246,7 @@ class Esp32Driver(DriverBase):
             self._write_entry(s, layout.table, index, otadata)
         self._check_recorded_mac(ctx, mac)
         installed = Layout(layout.table, otadata).describe(idf.AppDescription.decode(image))
-        self._record(ctx, hostrecord.load(self.record_path).updated(mac=mac, **installed))
+        self._record(ctx, self.records.load().updated(mac=mac, **installed))
 
     @hookimpl
     def artifact_reboot(self, ctx: InterfaceContext) -> None:
@@ -273,7 +273,7 @@ class Esp32Driver(DriverBase):
             raise InterfaceError(
                 f"{ctx.name}: {saved.target_slot} holds {found}, not {saved.target_version!r}"
             )
-        self._record(ctx, hostrecord.load(self.record_path).updated(**layout.describe(desc)))
+        self._record(ctx, self.records.load().updated(**layout.describe(desc)))
 
     @hookimpl
     def artifact_commit(self, ctx: InterfaceContext) -> None:
@@ -293,7 +293,7 @@ class Esp32Driver(DriverBase):
             # what the chip boots from now on, written before the boot a query could race
             self._record(
                 ctx,
-                hostrecord.load(self.record_path).updated(
+                self.records.load().updated(
                     **layout.describe(self._description(s, layout.selected))
                 ),
             )
@@ -326,7 +326,7 @@ class Esp32Driver(DriverBase):
                     self._write_entry(s, layout.table, index, previous)
             restored = Layout(layout.table, previous)
             desc = self._description(s, restored.selected)
-        self._record(ctx, hostrecord.load(self.record_path).updated(**restored.describe(desc)))
+        self._record(ctx, self.records.load().updated(**restored.describe(desc)))
 
     @hookimpl
     def artifact_rollback_reboot(self, ctx: InterfaceContext) -> None:
@@ -351,7 +351,7 @@ class Esp32Driver(DriverBase):
                     f"(version {version!r}), not {saved.previous_slot} (version "
                     f"{saved.previous_version!r}) as before the install"
                 )
-            self._record(ctx, hostrecord.load(self.record_path).updated(**layout.describe(desc)))
+            self._record(ctx, self.records.load().updated(**layout.describe(desc)))
             self._leave_running(s, layout)
 
     # ------------------------------------------------------------------ host record
@@ -375,11 +375,11 @@ class Esp32Driver(DriverBase):
                 )
         return values
 
-    def _first_contact(self, ctx: InterfaceContext, known: HostRecord) -> HostRecord:
+    def _first_contact(self, ctx: InterfaceContext, known: ChipRecord) -> ChipRecord:
         """Nothing recorded for this chip yet: read it once (it restarts the app, as an update
         state does), record what it runs, and answer from that from now on."""
         ctx.log.info(
-            "%s: nothing recorded in %s; reading the chip once", ctx.name, self.record_path
+            "%s: nothing recorded in %s; reading the chip once", ctx.name, self.records.path
         )
         with session(self.settings, ctx) as s:
             mac = s.mac()
@@ -396,15 +396,15 @@ class Esp32Driver(DriverBase):
         self._record(ctx, record, strict=False)
         return record
 
-    def _record(self, ctx: InterfaceContext, record: HostRecord, *, strict: bool = True) -> None:
+    def _record(self, ctx: InterfaceContext, record: ChipRecord, *, strict: bool = True) -> None:
         """Keep ``record`` for the queries. In an update state a failure fails the state: the
         record would otherwise report what the chip no longer boots. A query that read the chip
         answers anyway (it reads it again next time)."""
         try:
-            hostrecord.save(self.record_path, record)
+            self.records.save(record)
         except OSError as exc:
             problem = (
-                f"{ctx.name}: cannot record what the chip runs in {self.record_path}: "
+                f"{ctx.name}: cannot record what the chip runs in {self.records.path}: "
                 f"{exc.strerror or exc} (--state-dir)"
             )
             if strict:
@@ -412,12 +412,12 @@ class Esp32Driver(DriverBase):
             ctx.log.warning("%s", problem)
 
     def _check_recorded_mac(self, ctx: InterfaceContext, mac: str) -> None:
-        recorded = hostrecord.load(self.record_path).mac
+        recorded = self.records.load().mac
         if recorded is not None and recorded != mac:
             ctx.log.warning(
                 "%s: the chip on %s has MAC %s; the Identity recorded in %s stays esp32-%s "
                 "(remove that file if the chip was replaced)",
-                ctx.name, self.settings.port, mac, self.record_path, recorded,
+                ctx.name, self.settings.port, mac, self.records.path, recorded,
             )  # fmt: skip
 
     # ------------------------------------------------------------------ helpers

@@ -7,7 +7,6 @@ same on every vehicle while the ports differ.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from orchestrator_core.driver_api import (
     ConfigError,
     InterfaceArgs,
     absolute_path,
+    host_record_directory,
     integer,
     seconds,
     size,
@@ -27,10 +27,6 @@ AFTER = ("hard-reset", "soft-reset", "watchdog-reset")
 # (soft-reset) works; the ESP32-S3 through esptool's stub, which has none, but it has an RTC
 # watchdog esptool can fire (watchdog-reset)
 CHIPS = {"esp32": ("hard-reset", "soft-reset"), "esp32s3": ("hard-reset", "watchdog-reset")}
-# the orchestrator's datastore, as its environment names it (the core exports it, --datastore
-# included), else the core's own default
-DATASTORE_VARIABLE = "MENDER_ORCHESTRATOR_DATASTORE_DIR"
-DEFAULT_DATASTORE = "/var/lib/mender-orchestrator"
 
 
 def _parser() -> InterfaceArgs:
@@ -96,7 +92,7 @@ class Settings:
     flash_size: int = 4 * 1024 * 1024
     connect_attempts: int = 7
     command_timeout: float = 3.0
-    state_dir: Path = Path(DEFAULT_DATASTORE, "esp32")
+    state_dir: Path = Path("/var/lib/mender-orchestrator", "esp32")
 
 
 def parse(component: Component) -> Settings:
@@ -135,7 +131,7 @@ def parse(component: Component) -> Settings:
 
 
 def default_state_dir() -> Path:
-    return Path(os.environ.get(DATASTORE_VARIABLE) or DEFAULT_DATASTORE, "esp32")
+    return host_record_directory("esp32")
 
 
 def _look_up(component: Component, path: Path, instance: str) -> str:

@@ -155,21 +155,21 @@ class I2CDriver(DriverBase):
     """
 
     extra_hookspecs = hookspecs
-    driver_api = ">=1.1,<2"  # the orchestrator_core.driver_api versions this is written for
+    driver_api = ">=1.2,<2"  # the orchestrator_core.driver_api versions this is written for
     keeps_previous_artifact = True  # a rollback installs the previous Artifact again
     interface_args_parser = PARSER
 
     def __init__(self, component: Component) -> None:
         super().__init__(component)
         self.settings = parse(component)
-        self.record_path = hostrecord.path_for(
+        self.records = hostrecord.file_for(
             self.settings.state_dir, self.settings.bus, self.settings.address
         )
         # the area's erase units: --page-size pages until the part is known (its product ID
         # from Get ID, or as recorded at the last install), then the family table's
         self.layout = uniform(self.settings)
         self.pid = 0  # Get ID's answer, once a session has asked
-        known = hostrecord.load(self.record_path).pid
+        known = self.records.load().pid
         if known is not None and known in FAMILIES:
             with suppress(LayoutError):
                 self.layout = self._layout_for(known)
@@ -208,7 +208,7 @@ class I2CDriver(DriverBase):
     @hookimpl
     def identity(self, ctx: InterfaceContext) -> str:
         s = self.settings
-        known = hostrecord.load(self.record_path)
+        known = self.records.load()
         if known.identity is not None:
             return known.identity
         answer = self._ask_application(ctx)
@@ -225,14 +225,14 @@ class I2CDriver(DriverBase):
                     tail = uid.hex() if uid is not None else f"{self._bus_name()}-0x{s.address:02x}"
                     identity = f"stm32-{pid:03x}-{tail}"
                     known = known.updated(pid=pid, bootloader_version=boot.version_text)
-        hostrecord.save(self.record_path, known.updated(identity=identity))
+        hostrecord.save(self.records, known.updated(identity=identity))
         return identity
 
     @hookimpl
     def provides(self, ctx: InterfaceContext) -> dict[str, str]:
         version = self._ask_application(ctx).get("version")
         if version is None:
-            version = hostrecord.load(self.record_path).version
+            version = self.records.load().version
         if version is None:
             with self._query_session(ctx) as boot:
                 if boot is not None:
@@ -250,13 +250,13 @@ class I2CDriver(DriverBase):
                 "%s: the version is not known without stopping the application (no install "
                 "recorded in %s, no i2c_query_application hook): reporting 'unknown'",
                 ctx.name,
-                self.record_path,
+                self.records.path,
             )
         return {f"rootfs-image.{self.component.interface}.version": version or "unknown"}
 
     @hookimpl
     def inventory(self, ctx: InterfaceContext) -> list[tuple[str, str]]:
-        known = hostrecord.load(self.record_path)
+        known = self.records.load()
         pid = self._ask_application(ctx).get("pid")
         items = [("i2c_bus", self.settings.bus), ("i2c_address", f"0x{self.settings.address:02x}")]
         if pid is not None or known.pid is not None:
@@ -817,9 +817,9 @@ class I2CDriver(DriverBase):
         return decode(boot.read_memory(address, VersionRecord.size_limit()))
 
     def _remember(self, saved: Saved, version: str) -> None:
-        known = hostrecord.load(self.record_path)
+        known = self.records.load()
         hostrecord.save(
-            self.record_path,
+            self.records,
             known.updated(
                 pid=saved.pid, bootloader_version=saved.bootloader_version, version=version
             ),

@@ -7,7 +7,6 @@ the Component, the argument and what was expected.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from orchestrator_core.driver_api import (
     InterfaceArgs,
     absolute_path,
     expecting,
+    host_record_directory,
     seconds,
     size,
 )
@@ -52,10 +52,6 @@ ARGUMENTS = {
 SIZES = ("flash-size", "page-size")
 SECONDS = ("busy-timeout", "connect-timeout")
 TEXTS = ("bus", "no-stretch", "readout-protection", "write-unprotect", "nrst-gpio", "boot0-gpio")
-# the orchestrator's datastore, as its environment names it (the core sets it for the
-# systemd units and the test kit), else the core's own default
-DATASTORE_VARIABLE = "MENDER_ORCHESTRATOR_DATASTORE_DIR"
-DEFAULT_DATASTORE = "/var/lib/mender-orchestrator"
 
 
 def _parser() -> InterfaceArgs:
@@ -104,7 +100,7 @@ class Settings:
     connect_timeout: float = 5.0
     write_retries: int = 1
     no_stretch: str = "auto"
-    state_dir: Path = Path(DEFAULT_DATASTORE, "i2c")
+    state_dir: Path = Path("/var/lib/mender-orchestrator", "i2c")
     readout_protection: str = "refuse"
     write_unprotect: bool = False
     nrst_gpio: tuple[str, int] | None = None
@@ -220,7 +216,7 @@ def _gpio_line(text: str | None, bad: Callable[[], ConfigError]) -> tuple[str, i
 
 
 def default_state_dir() -> Path:
-    return Path(os.environ.get(DATASTORE_VARIABLE) or DEFAULT_DATASTORE, "i2c")
+    return host_record_directory("i2c")
 
 
 def _or(value: T | None, default: T) -> T:
