@@ -45,7 +45,7 @@ from orchestrator_core.driver_api import write_atomically as write_atomic
 from mender_orchestrator_i2c import hookspecs, hostrecord
 from mender_orchestrator_i2c.an4221 import Command, stm32_crc
 from mender_orchestrator_i2c.bus import I2CBus, ResettableBus, open_builtin
-from mender_orchestrator_i2c.families import FAMILIES
+from mender_orchestrator_i2c.families import FAMILIES, BankSwap, Family
 from mender_orchestrator_i2c.layout import (
     Layout,
     LayoutError,
@@ -64,6 +64,10 @@ from mender_orchestrator_i2c.record import VersionRecord, decode
 from mender_orchestrator_i2c.settings import PARSER, Settings, parse
 
 BLANK = 0xFF
+NEEDS_NRST = (
+    "{name}: --bank-swap=yes: the MCU must be restarted by NRST (--nrst-gpio or the "
+    "i2c_reset_mcu hook): Go from the bootloader starts bank 1 whatever BFB2 says"
+)
 CHUNK = 256
 VECTORS = 8  # bytes of the vector table that make an image bootable: initial SP, reset handler
 
@@ -83,6 +87,10 @@ class Saved:
     previous_sha256: str  # of the previous Artifact's image, or of the backup
     protected: bool  # readout protection was on: removed for the install, set again after
     bootloader_version: str  # as Get Version said, for the Inventory
+    # with --bank-swap (rollback "bank"): the bank the MCU booted before the install, and the
+    # one the install writes and swaps to; 0 without
+    previous_bank: int = 0
+    target_bank: int = 0
 
 
 class Store:
@@ -293,9 +301,12 @@ class I2CDriver(DriverBase):
             current = None
             if saved is None:
                 protected = self._lift_protection(ctx, boot)
-                saved, current = self._plan_rollback(
-                    ctx, boot, store, pid, image, version, protected
-                )
+                if self.settings.bank_swap:
+                    saved = self._plan_bank_swap(ctx, boot, store, pid, image, version)
+                else:
+                    saved, current = self._plan_rollback(
+                        ctx, boot, store, pid, image, version, protected
+                    )
             else:
                 ctx.log.info("%s: keeping the rollback planned by the first attempt", ctx.name)
             ctx.log.info(
@@ -307,6 +318,13 @@ class I2CDriver(DriverBase):
                 boot.write_command,
                 boot.erase_command,
             )
+            if saved.rollback == "bank":
+                family, swap = self._dual_bank()
+                self.layout = self.layout.in_bank(saved.target_bank, family)
+                ctx.log.info("%s: writing bank %d", ctx.name, saved.target_bank)
+                self._install(ctx, boot, image, version, protected=False)
+                self._set_boot_bank(ctx, boot, swap, saved.target_bank)
+                return
             self._install(ctx, boot, image, version, protected=saved.protected, current=current)
 
     @hookimpl
@@ -323,8 +341,12 @@ class I2CDriver(DriverBase):
         image = self._payload(ctx)
         with self._session(ctx) as boot:
             pid = self.pid
-            problem = self._check_installed(boot, image, saved.target_version)
-            boot.go(self.settings.flash_base)
+            problem = None
+            if saved.rollback == "bank":
+                problem = self._check_bank(boot, saved.target_bank)
+            if problem is None:
+                problem = self._check_installed(boot, image, saved.target_version)
+            self._leave_bootloader(ctx, boot)
         if pid != saved.pid:
             raise InterfaceError(
                 f"{ctx.name}: answers with part number 0x{pid:03x}, not 0x{saved.pid:03x} as "
@@ -362,6 +384,12 @@ class I2CDriver(DriverBase):
                 f"orchestrator (no previous Artifact kept) and readout protection kept the "
                 f"previous firmware from being read before the install"
             )
+        if saved.rollback == "bank":
+            with self._session(ctx) as boot:
+                # bank saved.previous_bank was never written: booting it again is the rollback
+                _, swap = self._dual_bank()
+                self._set_boot_bank(ctx, boot, swap, saved.previous_bank)
+            return
         with self._session(ctx) as boot:
             if saved.protected:  # set again if the install got that far: remove it again
                 self._lift_protection(ctx, boot)
@@ -401,7 +429,20 @@ class I2CDriver(DriverBase):
             return
         if saved.rollback == "none":
             raise InterfaceError(f"{ctx.name}: the rollback could not run (see ArtifactRollback)")
-        if saved.protected:
+        if saved.rollback == "bank":
+            with self._session(ctx) as boot:
+                problem = self._check_bank(boot, saved.previous_bank)
+                record = self._read_record(boot)
+                if problem is None and saved.previous_version != "unknown":
+                    if record is None or record.version != saved.previous_version:
+                        found = "no version record" if record is None else record.version
+                        problem = f"bank {saved.previous_bank} holds {found!r}, expected " + repr(
+                            saved.previous_version
+                        )
+                self._leave_bootloader(ctx, boot)
+            if problem:
+                raise InterfaceError(f"{ctx.name}: the rollback did not restore: {problem}")
+        elif saved.protected:
             self._verify_protected(ctx, saved.previous_version)
         else:
             s = self.settings
@@ -719,7 +760,7 @@ class I2CDriver(DriverBase):
         if record is None or record.version != version:
             found = "no valid version record" if record is None else f"version {record.version!r}"
             return f"the device holds {found}, expected {version!r}"
-        base = self.settings.flash_base
+        base = self.layout.base
         padded = _words(image)
         if boot.has_checksum:
             same = boot.get_checksum(base, len(padded)) == stm32_crc(padded)
@@ -730,7 +771,7 @@ class I2CDriver(DriverBase):
         return None
 
     def _check_area(self, boot: Bootloader, expected: bytes) -> str | None:
-        base = self.settings.flash_base
+        base = self.layout.base
         if boot.has_checksum:
             if boot.get_checksum(base, len(expected)) == stm32_crc(expected):
                 return None
@@ -781,6 +822,8 @@ class I2CDriver(DriverBase):
             self.layout = self._layout_for(pid)
         except LayoutError as exc:
             raise InterfaceError(f"{ctx.name}: {exc}") from None
+        if self.settings.bank_swap:
+            self._check_dual_bank(ctx, pid)
         family = FAMILIES.get(pid)
         if family is None:
             return
@@ -825,6 +868,129 @@ class I2CDriver(DriverBase):
             ),
         )
 
+    # ------------------------------------------------------------------ bank swap
+
+    def _dual_bank(self) -> tuple[Family, BankSwap]:
+        """The part's family and its bank-swap bit; checked by ``_use_part`` in the session."""
+        family = FAMILIES[self.pid]
+        assert family.bank_swap is not None
+        return family, family.bank_swap
+
+    def _check_dual_bank(self, ctx: InterfaceContext, pid: int) -> None:
+        family = FAMILIES.get(pid)
+        if family is None or family.bank_swap is None:
+            name = f"the {family.name}" if family is not None else "this part"
+            offered = ", ".join(f.name for f in FAMILIES.values() if f.bank_swap is not None)
+            raise InterfaceError(
+                f"{ctx.name}: --bank-swap=yes: {name} (product ID 0x{pid:03x}) has no bank "
+                f"swap the driver drives (parts with one: {offered})"
+            )
+        end = self.layout.base + self.layout.size
+        if end > family.flash_base + family.bank_size:
+            raise InterfaceError(
+                f"{ctx.name}: --bank-swap=yes: the area (--flash-base=0x{self.layout.base:08x}, "
+                f"--flash-size={self.layout.size}) must lie in bank 1 of the {family.name}, "
+                f"which ends at 0x{family.flash_base + family.bank_size:08x}"
+            )
+
+    def _option_word(self, boot: Bootloader, swap: BankSwap) -> int:
+        raw = boot.read_memory(swap.option_address, 8)
+        word, complement = int.from_bytes(raw[:4], "little"), int.from_bytes(raw[4:], "little")
+        if word ^ complement != 0xFFFF_FFFF:
+            raise InterfaceError(
+                f"{self.component.label}: the option word at 0x{swap.option_address:08x} "
+                f"(0x{word:08x}) and its complement (0x{complement:08x}) disagree"
+            )
+        return word
+
+    def _booted_bank(self, boot: Bootloader) -> int:
+        """The bank a reset from flash runs: the one BFB2 selects if its vector table is
+        valid, else the other (as the bootloader's dual-bank check falls back)."""
+        family, swap = self._dual_bank()
+        chosen = 2 if self._option_word(boot, swap) & swap.mask else 1
+        for bank in (chosen, 3 - chosen):
+            start = family.flash_base + (bank - 1) * family.bank_size
+            if bootable(boot.read_memory(start, VECTORS), self.settings):
+                return bank
+        return chosen
+
+    def _set_boot_bank(
+        self, ctx: InterfaceContext, boot: Bootloader, swap: BankSwap, bank: int
+    ) -> None:
+        """Make the next reset from flash boot ``bank``: Write Memory of the option double
+        word with BFB2 changed; the bootloader then resets itself (the option byte launch)."""
+        word = self._option_word(boot, swap)
+        wanted = word | swap.mask if bank == 2 else word & ~swap.mask
+        if wanted == word:
+            return
+        ctx.log.info(
+            "%s: %s %s: the MCU boots bank %d from its next reset",
+            ctx.name, "setting" if bank == 2 else "clearing", swap.name, bank,
+        )  # fmt: skip
+        data = wanted.to_bytes(4, "little") + (wanted ^ 0xFFFF_FFFF).to_bytes(4, "little")
+        boot.write_memory(swap.option_address, data)
+        self._wait_for_bootloader(ctx, boot, hint=False)
+        if self._option_word(boot, swap) != wanted:
+            raise InterfaceError(
+                f"{ctx.name}: {swap.name} did not change (option word at "
+                f"0x{swap.option_address:08x})"
+            )
+
+    def _check_bank(self, boot: Bootloader, bank: int) -> str | None:
+        """Point the layout at ``bank``; what is wrong if the MCU does not boot it."""
+        family, _ = self._dual_bank()
+        self.layout = self._layout_for(self.pid).in_bank(bank, family)
+        booted = self._booted_bank(boot)
+        return None if booted == bank else f"the MCU boots bank {booted}, not bank {bank}"
+
+    def _plan_bank_swap(
+        self,
+        ctx: InterfaceContext,
+        boot: Bootloader,
+        store: Store,
+        pid: int,
+        image: bytes,
+        version: str,
+    ) -> Saved:
+        """A/B: the install writes the bank the MCU does not boot and swaps to it; a rollback
+        swaps back to the untouched one."""
+        family, _ = self._dual_bank()
+        running = self._booted_bank(boot)
+        self.layout = self.layout.in_bank(running, family)
+        record = self._read_record(boot)
+        self.layout = self._layout_for(pid)
+        saved = Saved(
+            pid=pid,
+            target_version=version,
+            image_sha256=_sha256(image),
+            image_length=len(image),
+            rollback="bank",
+            previous_version="unknown" if record is None else record.version,
+            previous_sha256="",
+            protected=False,
+            bootloader_version=boot.version_text,
+            previous_bank=running,
+            target_bank=3 - running,
+        )
+        store.save(saved, None)
+        return saved
+
+    def _leave_bootloader(self, ctx: InterfaceContext, boot: Bootloader) -> None:
+        """Start the application again after a check: Go to the flash base, or with
+        --bank-swap an NRST reset (Go would not map the bank BFB2 selects)."""
+        if not self.settings.bank_swap:
+            if bootable(boot.read_memory(self.settings.flash_base, 8), self.settings):
+                boot.go(self.settings.flash_base)
+            return
+        address = self.settings.address
+        reset = (
+            ctx.hook.i2c_reset_mcu(ctx=ctx, bus=boot.bus, address=address)
+            if ctx.hook is not None
+            else self.i2c_reset_mcu(ctx, boot.bus, address)
+        )
+        if not reset:
+            raise InterfaceError(NEEDS_NRST.format(name=ctx.name))
+
     def _bus_name(self) -> str:
         bus = self.settings.bus
         return f"sim-{Path(bus[4:]).name}" if bus.startswith("sim:") else f"i2c{bus}"
@@ -850,6 +1016,7 @@ class I2CDriver(DriverBase):
         with self._session(ctx, area=False) as boot:
             if (
                 only_if_bootable
+                and not self.settings.bank_swap  # the bank BFB2 selects is checked after
                 and not boot.read_protected()
                 and not bootable(boot.read_memory(base, 8), self.settings)
             ):
@@ -864,6 +1031,8 @@ class I2CDriver(DriverBase):
                 if ctx.hook is not None
                 else self.i2c_reset_mcu(ctx, boot.bus, address)
             )
+            if not reset and self.settings.bank_swap:
+                raise InterfaceError(NEEDS_NRST.format(name=ctx.name))
             if not reset:
                 try:
                     boot.go(base)

@@ -19,17 +19,44 @@ _F4_BANK = ((4, 16 * K), (1, 64 * K), (7, 128 * K))
 
 
 @dataclass(frozen=True)
+class BankSwap:
+    """The option bit that makes a dual-bank part boot its second bank, and where the system
+    bootloader's Write Memory reaches it: the user option word, followed by its complement
+    (the 64-bit option double word of the L4/G4 lines, RM0351/RM0440 "FLASH_OPTR")."""
+
+    option_address: int
+    bit: int
+    name: str
+
+    @property
+    def mask(self) -> int:
+        return 1 << self.bit
+
+
+# L47x/48x and G47x/48x: FLASH_OPTR at 0x1FFF7800, BFB2 = bit 20. With BFB2 set, a reset
+# from flash runs the system bootloader's dual-bank check, which maps bank 2 at the flash base
+# (bank 1 after it) when bank 2 holds a valid vector table: an image is linked for the flash
+# base whichever bank holds it. The bootloader entered through BOOT0 leaves the map as it is
+# physically: bank 1 at the flash base, bank 2 after it.
+_BFB2 = BankSwap(0x1FFF_7800, 20, "BFB2")
+
+
+@dataclass(frozen=True)
 class Family:
     name: str
     flash_size: int
     erase_units: tuple[tuple[int, int], ...]  # runs of (count, size) from the flash base
     uid_address: int | None = None
     banks: int = 1
-    # the bank the MCU boots from can be swapped by an option bit (BFB2 / SWAP_BANK):
-    # the driver does not use it yet, the table says which parts could
-    bank_swap: bool = False
+    # the option bit that swaps the bank the MCU boots (--bank-swap=yes), for the parts whose
+    # mechanism the driver implements (see BankSwap)
+    bank_swap: BankSwap | None = None
     flash_base: int = 0x0800_0000
     note: str = ""  # a quirk the user should know about
+
+    @property
+    def bank_size(self) -> int:
+        return self.flash_size // self.banks
 
     @property
     def uniform(self) -> int | None:
@@ -62,8 +89,9 @@ FAMILIES: dict[int, Family] = {
         _F4_BANK + _F4_BANK,
         _UID_F2_F4,
         banks=2,
-        bank_swap=True,
-        note="a 1 MiB part (DB1M set) has a different map; this table is the 2 MiB one",
+        note="a 1 MiB part (DB1M set) has a different map; this table is the 2 MiB one. Its "
+        "BFB2 boots bank 2 through the bootloader without the L4's remap: --bank-swap is not "
+        "offered",
     ),
     0x423: Family("STM32F401xB/C", 256 * K, ((4, 16 * K), (1, 64 * K), (1, 128 * K)), _UID_F2_F4),
     0x433: Family("STM32F401xD/E", 512 * K, ((4, 16 * K), (1, 64 * K), (3, 128 * K)), _UID_F2_F4),
@@ -80,7 +108,13 @@ FAMILIES: dict[int, Family] = {
     0x460: Family("STM32G07x/08x", 128 * K, _pages(128 * K, 2 * K), _UID_G_L4),
     0x466: Family("STM32G03x/04x", 64 * K, _pages(64 * K, 2 * K), _UID_G_L4),
     0x467: Family(
-        "STM32G0B/C", 512 * K, _pages(512 * K, 2 * K), _UID_G_L4, banks=2, bank_swap=True
+        "STM32G0B/C",
+        512 * K,
+        _pages(512 * K, 2 * K),
+        _UID_G_L4,
+        banks=2,
+        note="its nSWAP_BANK option bit has the opposite sense to BFB2 and is not driven: "
+        "--bank-swap is not offered",
     ),
     0x468: Family("STM32G431/441", 128 * K, _pages(128 * K, 2 * K), _UID_G_L4),
     0x469: Family(
@@ -89,11 +123,11 @@ FAMILIES: dict[int, Family] = {
         _pages(512 * K, 2 * K),
         _UID_G_L4,
         banks=2,
-        bank_swap=True,
+        bank_swap=_BFB2,
         note="dual-bank mode (DBANK set, 2 KiB pages); single-bank mode has 4 KiB pages",
     ),
     0x415: Family(
-        "STM32L47x/48x", 1024 * K, _pages(1024 * K, 2 * K), _UID_G_L4, banks=2, bank_swap=True
+        "STM32L47x/48x", 1024 * K, _pages(1024 * K, 2 * K), _UID_G_L4, banks=2, bank_swap=_BFB2
     ),
     0x435: Family("STM32L43x/44x", 256 * K, _pages(256 * K, 2 * K), _UID_G_L4),
 }

@@ -6,7 +6,7 @@ which need not be the start of the managed area.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mender_orchestrator_i2c.families import Family
 from mender_orchestrator_i2c.settings import Settings
@@ -38,6 +38,22 @@ class Layout:
     def first(self) -> Unit:
         """The unit holding the vector table."""
         return self.units[0]
+
+    def in_bank(self, bank: int, family: Family) -> Layout:
+        """The same area in ``bank`` (1 or 2) of a dual-bank part: bank 2's copy starts a bank
+        further on, its units numbered on from bank 1's last, as the bootloader's Erase
+        numbers them."""
+        if bank == 1:
+            return self
+        sizes = family.unit_sizes()
+        per_bank = sum(1 for i in range(len(sizes)) if sum(sizes[:i]) < family.bank_size)
+
+        def moved(unit: Unit) -> Unit:
+            return replace(unit, number=unit.number + per_bank)
+
+        return Layout(
+            self.base + family.bank_size, tuple(map(moved, self.units)), moved(self.record)
+        )
 
     def extent(self, length: int) -> list[Unit]:
         """The units that ``length`` bytes from the area's start touch."""

@@ -44,6 +44,9 @@ ARGUMENTS = {
     "level 1 (default refuse; cycle: remove it, which mass-erases the whole flash, and set it "
     "again after the install)",
     "write-unprotect": "no or yes: remove write protection before erasing (default no)",
+    "bank-swap": "no or yes: on a dual-bank part (STM32L47x/48x, G47x/48x), write the bank the MCU "
+    "does not boot and swap banks with the BFB2 option bit; a rollback swaps back. The area "
+    "(--flash-base/--flash-size) is given as linked, in bank 1; needs NRST (default no)",
     "nrst-gpio": "CHIP:LINE of the GPIO driving NRST (libgpiod), to reboot by reset instead of Go "
     "(default: none)",
     "boot0-gpio": "CHIP:LINE of the GPIO driving BOOT0 (libgpiod, with --nrst-gpio): enter the "
@@ -51,7 +54,10 @@ ARGUMENTS = {
 }
 SIZES = ("flash-size", "page-size")
 SECONDS = ("busy-timeout", "connect-timeout")
-TEXTS = ("bus", "no-stretch", "readout-protection", "write-unprotect", "nrst-gpio", "boot0-gpio")
+TEXTS = (
+    "bus", "no-stretch", "readout-protection", "write-unprotect", "bank-swap", "nrst-gpio",
+    "boot0-gpio",
+)  # fmt: skip
 
 
 def _parser() -> InterfaceArgs:
@@ -103,6 +109,7 @@ class Settings:
     state_dir: Path = Path("/var/lib/mender-orchestrator", "i2c")
     readout_protection: str = "refuse"
     write_unprotect: bool = False
+    bank_swap: bool = False
     nrst_gpio: tuple[str, int] | None = None
     boot0_gpio: tuple[str, int] | None = None
     # given in interface_args, rather than defaults: a part in the family table then takes
@@ -173,6 +180,15 @@ def parse(component: Component) -> Settings:
     unprotect: str = _or(ns.write_unprotect, "no")
     if unprotect not in ("no", "yes"):
         raise bad("write-unprotect", "expected no or yes")
+    swap: str = _or(ns.bank_swap, "no")
+    if swap not in ("no", "yes"):
+        raise bad("bank-swap", "expected no or yes")
+    if swap == "yes" and protection == "cycle":
+        raise bad(
+            "bank-swap",
+            "removing readout protection mass-erases both banks: give "
+            "--readout-protection=refuse with --bank-swap=yes",
+        )
     nrst = _gpio_line(ns.nrst_gpio, lambda: bad("nrst-gpio", GPIO_EXPECTED))
     boot0 = _gpio_line(ns.boot0_gpio, lambda: bad("boot0-gpio", GPIO_EXPECTED))
     if boot0 is not None and nrst is None:
@@ -196,6 +212,7 @@ def parse(component: Component) -> Settings:
         state_dir=_or(ns.state_dir, default_state_dir()),
         readout_protection=protection,
         write_unprotect=unprotect == "yes",
+        bank_swap=swap == "yes",
         nrst_gpio=nrst,
         boot0_gpio=boot0,
         page_size_given=ns.page_size is not None,

@@ -147,6 +147,11 @@ class Chip:
     # Sizes of the flash's sectors, in order, where they differ (F2/F4/F7: 16K, ..., 128K);
     # empty: uniform pages of page_size. An erase takes page_erase_seconds per page_size.
     sectors: tuple[int, ...] = ()
+    # Two banks of half the flash each, and the L4/G4 user option word (FLASH_OPTR) at
+    # option_address with BFB2 (bit 20): a reset from flash boots bank 2, mapped at the flash
+    # base, when BFB2 is set and bank 2 holds a valid vector table (else bank 1).
+    dual_bank: bool = False
+    option_address: int = 0x1FFF_7800
 
     @property
     def units(self) -> list[tuple[int, int]]:
@@ -184,6 +189,8 @@ class Chip:
             "extra_commands": [f"0x{code:02x}" for code in self.extra_commands],
             "application_answers": self.application_answers,
             "sectors": list(self.sectors),
+            "dual_bank": self.dual_bank,
+            "option_address": f"0x{self.option_address:08x}",
         }
 
     @classmethod
@@ -210,7 +217,7 @@ class Chip:
                 if any(not 0 <= code <= 0xFF for code in codes):
                     raise SimulatorError(f"{at}: a command code is one byte (0x00 .. 0xff)")
                 values[name] = tuple(codes)
-            elif name == "application_answers":
+            elif name in ("application_answers", "dual_bank"):
                 if not isinstance(value, bool):
                     raise SimulatorError(f"{at}: expected true or false")
                 values[name] = value
@@ -246,6 +253,10 @@ class Chip:
                 raise SimulatorError(f"{name('sectors')}: the sizes must add up to flash_size")
         elif self.flash_size <= 0 or self.flash_size % self.page_size:
             raise SimulatorError(f"{name('flash_size')}: expected a multiple of page_size")
+        if self.dual_bank and (self.sectors or self.flash_size % (2 * self.page_size)):
+            raise SimulatorError(
+                f"{name('dual_bank')}: two banks need uniform pages, a whole number in each half"
+            )
         if self.page_count > 0xFFF0:
             raise SimulatorError(f"{name('flash_size')}: too many pages for the Erase command")
         if self.sram_size < 0:
@@ -337,6 +348,8 @@ class State:
     resets: int = 0  # NRST pulses (into the bootloader or the application) and system resets
     rdp_level: int = 0  # readout protection (option bytes): 0 off, 1 on
     wrp_pages: list[int] = field(default_factory=list)  # write-protected pages (option bytes)
+    bfb2: bool = False  # boot from bank 2 (option bytes; dual-bank chips)
+    running_bank: int | None = None  # the bank the application runs from, once one started
 
     @classmethod
     def from_json(cls, raw: object, where: str) -> State:
@@ -358,6 +371,9 @@ class State:
         if not isinstance(wrp, list):
             raise SimulatorError(f"{where}.wrp_pages: expected a list of page numbers")
         state.wrp_pages = [_number(page, f"{where}.wrp_pages[{i}]") for i, page in enumerate(wrp)]
+        state.bfb2 = bool(raw.get("bfb2", False))
+        bank = raw.get("running_bank")
+        state.running_bank = None if bank is None else _number(bank, f"{where}.running_bank")
         go = raw.get("last_go")
         state.last_go = None if go is None else _number(go, f"{where}.last_go")
         return state
@@ -371,6 +387,8 @@ class State:
             "resets": self.resets,
             "rdp_level": self.rdp_level,
             "wrp_pages": self.wrp_pages,
+            "bfb2": self.bfb2,
+            "running_bank": self.running_bank,
         }
 
 
@@ -558,10 +576,29 @@ class SimulatedBus:
         if boot_from == "bootloader":
             state.mode = "bootloader"
         else:
-            table = self._memory(self.chip.flash_base, 8)
-            state.mode = "application" if self._vector_table_ok(table) else "lockup"
+            self._boot_from_flash()
         self.device.save_side()
         self._reset_protocol()
+
+    def _boot_from_flash(self) -> None:
+        """A reset with BOOT0 low: bank 1 at the flash base, or, with BFB2 set on a dual-bank
+        chip, bank 2 if its vector table is valid (the bootloader's dual-bank check)."""
+        chip, state = self.chip, self.device.state
+        banks = [1]
+        if chip.dual_bank and state.bfb2:
+            banks = [2, 1]
+        for bank in banks:
+            start = chip.flash_base + (bank - 1) * (chip.flash_size // 2)
+            if self._vector_table_ok(self._memory(start, 8)):
+                state.mode, state.running_bank = "application", bank
+                return
+        state.mode, state.running_bank = "lockup", None
+
+    def _option_word(self) -> int:
+        """FLASH_OPTR as read: RDP 0xAA (level 0) or 0xBB, BFB2 (bit 20), the rest as shipped."""
+        state = self.device.state
+        word = 0xFFEF_F800 | (0xBB if state.rdp_level else 0xAA)
+        return word | (1 << 20) if state.bfb2 else word
 
     # -- protocol engine
 
@@ -647,6 +684,7 @@ class SimulatedBus:
             ("flash", chip.flash_base, chip.flash_size),
             ("sram", chip.sram_base, chip.sram_size),
             ("uid", chip.uid_address, len(chip.uid)),
+            ("option", chip.option_address, 8),
         )
         for name, base, size in regions:
             if base <= address and address + length <= base + size:
@@ -672,6 +710,11 @@ class SimulatedBus:
         if region == "sram":
             offset = address - self.chip.sram_base
             return bytes(self._sram[offset : offset + length])
+        if region == "option":
+            word = self._option_word()
+            raw = word.to_bytes(4, "little") + (word ^ 0xFFFF_FFFF).to_bytes(4, "little")
+            offset = address - self.chip.option_address
+            return raw[offset : offset + length]
         offset = address - self.chip.uid_address
         return self.chip.uid[offset : offset + length]
 
@@ -734,8 +777,8 @@ class SimulatedBus:
         address = int.from_bytes(data[:4], "big")
         region = self._region(address)
         name = _COMMAND_NAMES[Command(self._command)]
-        allowed = {"read": ("flash", "sram", "uid"), "go": ("flash", "sram")}.get(
-            name, ("flash", "sram")
+        allowed = {"read": ("flash", "sram", "uid", "option"), "go": ("flash", "sram")}.get(
+            name, ("flash", "sram", "option")
         )
         pages = [self._page(address)] if region == "flash" else []
         if region not in allowed or (
@@ -784,6 +827,8 @@ class SimulatedBus:
         block = data[1:-1]
         address = self._address
         region = self._region(address, len(block))
+        if region == "option":
+            return self._write_option_bytes(address, block)
         if address % 4 or len(block) % 4 or region not in ("flash", "sram"):
             return self._nack()
         if region == "sram":
@@ -808,6 +853,23 @@ class SimulatedBus:
             self.device.save_flash()
         busy = self.device.take_fault("busy", "write", pages)
         self._finish(answer, seconds + (busy.seconds if busy else 0.0))
+
+    def _write_option_bytes(self, address: int, block: bytes) -> None:
+        """Write Memory to the option bytes: the whole double word (the option word and its
+        complement), then the option byte launch, a system reset (BOOT0 high: back into the
+        bootloader). Only BFB2 may change here; anything else is refused (NACK)."""
+        if address != self.chip.option_address or len(block) != 8:
+            return self._nack()
+        word = int.from_bytes(block[:4], "little")
+        complement = int.from_bytes(block[4:], "little")
+        changed = word ^ self._option_word()
+        if complement != word ^ 0xFFFF_FFFF or changed & ~(1 << 20) or not self.chip.dual_bank:
+            return self._nack()
+        state = self.device.state
+        state.bfb2 = bool(word & (1 << 20))
+        state.resets += 1
+        self.device.save_side()
+        self._ack(on_sent=self._reset_protocol)
 
     def _program(self, address: int, block: bytes) -> bool:
         """Program word by word; a word that is not erased stops it (a program error)."""
@@ -875,6 +937,10 @@ class SimulatedBus:
         state = self.device.state
         state.last_go = address
         state.mode = "application" if self._vector_table_ok(table) else "lockup"
+        # Go does not remap: an address in the second half of a dual-bank flash runs bank 2
+        half = self.chip.flash_base + self.chip.flash_size // 2
+        bank = 2 if self.chip.dual_bank and address >= half else 1
+        state.running_bank = bank if state.mode == "application" else None
         self.device.save_side()
         self._reset_protocol()
 

@@ -59,6 +59,11 @@ CASES = [
     ((*OK, "--write-retries=99"), "--write-retries=99: expected 0 to 10"),
     ((*OK, "--readout-protection=remove"), "--readout-protection=remove: expected refuse or cycle"),
     ((*OK, "--write-unprotect=1"), "--write-unprotect=1: expected no or yes"),
+    ((*OK, "--bank-swap=on"), "--bank-swap=on: expected no or yes"),
+    (
+        (*OK, "--bank-swap=yes", "--readout-protection=cycle"),
+        "--bank-swap=yes: removing readout protection mass-erases both banks",
+    ),
     ((*OK, "--nrst-gpio=17"), "--nrst-gpio=17: expected CHIP:LINE, e.g. /dev/gpiochip0:17"),
     ((*OK, "--boot0-gpio=/dev/gpiochip0:4"), "BOOT0 takes effect at a reset: give --nrst-gpio"),
     ((*OK, "--state-dir=state"), "argument --state-dir: expected an absolute path, got 'state'"),
