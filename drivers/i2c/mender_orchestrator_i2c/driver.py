@@ -245,12 +245,18 @@ class I2CDriver(DriverBase):
             with self._query_session(ctx) as boot:
                 if boot is not None:
                     try:
-                        self.layout = self._layout_for(boot.get_id())
+                        self.pid = boot.get_id()
+                        self.layout = self._layout_for(self.pid)
                     except LayoutError as exc:  # ArtifactInstall fails on it; a query warns
                         ctx.log.warning("%s: %s", ctx.name, exc)
                         boot = None
                 readable = boot is not None and not boot.read_protected()
-                record = self._read_record(boot) if boot is not None and readable else None
+                record = None
+                if boot is not None and readable:
+                    family = FAMILIES.get(self.pid)
+                    if self.settings.bank_swap and family is not None and family.bank_swap:
+                        self.layout = self.layout.in_bank(self._booted_bank(boot), family)
+                    record = self._read_record(boot)
             if record is not None:
                 version = record.version
         if version is None:

@@ -124,6 +124,28 @@ def test_a_new_bank_that_does_not_boot_is_rolled_back_by_swapping_back(
     assert runner.query("provides") == {VERSION_KEY: "1.0.0"}
 
 
+def test_a_query_reads_the_record_of_the_bank_the_mcu_boots(
+    dual: Sim, runner_for: Any, tmp_path: Any
+) -> None:
+    v1, v2 = make_image(5000, seed=1), make_image(7000, seed=2)
+    factory(dual, v1, "1.0.0")
+    device = dual.device()
+    device.flash[BANK : BANK + len(v2)] = v2
+    record = VersionRecord.for_image("2.0.0", v2).encode()
+    device.flash[BANK + RECORD : BANK + RECORD + len(record)] = record
+    device.state.bfb2 = True
+    device.save_flash()
+    device.save_side()
+    # nothing recorded on the host: the MCU waits in its bootloader, so the query reads it
+    assert runner_for(dual, *bank_args()).query("provides") == {VERSION_KEY: "2.0.0"}
+    device = dual.device()
+    device.flash[BANK : BANK + 8] = b"\xff" * 8  # bank 2 no longer boots: bank 1 does
+    device.save_flash()
+    (tmp_path / "other").mkdir()
+    fresh = runner_for(dual, *bank_args(f"--state-dir={tmp_path / 'other'}"))
+    assert fresh.query("provides") == {VERSION_KEY: "1.0.0"}
+
+
 def test_an_install_that_fails_leaves_bfb2_and_the_running_bank_alone(
     dual: Sim, runner_for: Any
 ) -> None:
