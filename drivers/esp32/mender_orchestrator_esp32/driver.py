@@ -21,7 +21,7 @@ Queries never restart a running application: they ask it (the ``esp32_query_appl
 hook), else answer from what the driver recorded on the host whenever it changed otadata
 (``hostrecord``). Only the first query of a chip nothing is recorded for reads it (the MAC and
 the selected app's descriptor), then starts the application again as the update states do.
-An ESP32 is served by its ROM alone; an ESP32-S3 through esptool's flasher stub, uploaded at
+An ESP32 is served by its ROM alone; an ESP32-S3 or -C3 through esptool's flasher stub, uploaded at
 every connection.
 """
 
@@ -50,7 +50,7 @@ from mender_orchestrator_esp32.link import Session, session
 from mender_orchestrator_esp32.settings import PARSER, Settings, parse
 
 # esp_image_header_t.chip_id of each chip the driver takes
-CHIP_IDS = {"esp32": 0, "esp32s3": 9}
+CHIP_IDS = {"esp32": 0, "esp32s3": 9, "esp32c3": 5}
 # the host record's fields Inventory reports, in its order
 _INVENTORY = ("mac", "partition", "ota_state", "project", "idf_version")
 

@@ -24,9 +24,13 @@ from orchestrator_core.driver_api import (
 BEFORE = ("default-reset", "no-reset")
 AFTER = ("hard-reset", "soft-reset", "watchdog-reset")
 # what starts the app on each chip: the ESP32 is flashed by its ROM, whose run command
-# (soft-reset) works; the ESP32-S3 through esptool's stub, which has none, but it has an RTC
-# watchdog esptool can fire (watchdog-reset)
-CHIPS = {"esp32": ("hard-reset", "soft-reset"), "esp32s3": ("hard-reset", "watchdog-reset")}
+# (soft-reset) works; the ESP32-S3 and -C3 through esptool's stub, which has none, but they
+# have an RTC watchdog esptool can fire (watchdog-reset)
+CHIPS = {
+    "esp32": ("hard-reset", "soft-reset"),
+    "esp32s3": ("hard-reset", "watchdog-reset"),
+    "esp32c3": ("hard-reset", "watchdog-reset"),
+}
 
 
 def _parser() -> InterfaceArgs:
@@ -48,7 +52,7 @@ def _parser() -> InterfaceArgs:
     parser.add_argument(
         "--chip", default="esp32", choices=list(CHIPS),
         help="the chip expected (default esp32; another answering is an error); an esp32s3 "
-        "is flashed through esptool's stub, which its ROM loader needs to read flash",
+        "or esp32c3 is flashed through esptool's stub, which its ROM loader needs to read flash",
     )  # fmt: skip
     parser.add_argument(
         "--before", default="default-reset", choices=BEFORE,
@@ -57,7 +61,7 @@ def _parser() -> InterfaceArgs:
     parser.add_argument(
         "--after", default="hard-reset", choices=AFTER,
         help="how to start the application: an RTS pulse on EN; the ROM loader's run command "
-        "(esp32); the RTC watchdog (esp32s3)",
+        "(esp32); the RTC watchdog (esp32s3, esp32c3)",
     )  # fmt: skip
     parser.add_argument(
         "--flash-size", type=size, default=4 * 1024 * 1024, help="SPI flash size (default 4M)"

@@ -37,8 +37,9 @@ Faults (``faults`` in ``PATH.json``; each rule fires ``times`` times, -1 forever
 and cannot read flash, so esptool uploads its flasher stub (MEM_BEGIN/MEM_DATA/MEM_END); no
 code runs here, a program loaded and started is taken to be the stub, which greets with
 ``OHAI`` and answers with two status bytes, READ_FLASH and a raw MD5. Arming the S3's RTC
-watchdog resets the chip once its registers are locked. ``esp32c3`` is a chip the driver does
-not take (a wrong chip).
+watchdog resets the chip once its registers are locked. ``esp32c3`` is an ESP32-C3 the same
+way (chip ID 5, its own eFuse and watchdog addresses); ``esp32c6`` (chip ID 13) is a chip the
+driver does not take (a wrong chip).
 """
 
 from __future__ import annotations
@@ -96,13 +97,29 @@ STATUS_FLASH_READ = 0x09
 CHIP_DETECT_MAGIC_REG = 0x4000_1000
 ESP32_EFUSE_BASE = 0x3FF5_A000
 ESP32_RTCCALICFG1 = 0x3FF5_F06C
-ESP32S3_EFUSE_MAC = 0x6000_7044
-ESP32S3_RTC_WDTCONFIG0 = 0x6000_8098
-ESP32S3_RTC_WDTWPROTECT = 0x6000_80B0
 WDT_FIRES_AFTER = 0.3  # seconds, at the latest: esptool locks the registers first
 WDT_ENABLE = 1 << 31
-CHIP_IDS = {"esp32s3": 9, "esp32c3": 5}
-MODELS = ("esp32", *CHIP_IDS)
+
+
+@dataclass(frozen=True)
+class Model:
+    """What tells the later chips apart on the wire: the chip ID their ROM's
+    GET_SECURITY_INFO answers, where their eFuse block 0 keeps the MAC (two words: bytes
+    2..5, then 0..1), and their RTC watchdog's config and write-protect registers."""
+
+    chip_id: int
+    efuse_mac: int
+    watchdog: tuple[int, int] | None
+
+
+# the ESP32 itself is the ROM without GET_SECURITY_INFO (the magic value tells it); esp32c6
+# is a chip the driver does not take (a wrong chip)
+LATER_MODELS = {
+    "esp32s3": Model(9, 0x6000_7044, (0x6000_8098, 0x6000_80B0)),
+    "esp32c3": Model(5, 0x6000_8844, (0x6000_8090, 0x6000_80A8)),
+    "esp32c6": Model(13, 0x600B_0844, None),
+}
+MODELS = ("esp32", *LATER_MODELS)
 
 ROM_BANNER = (
     b"ets Jun  8 2016 00:22:57\r\n\r\nrst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n"
@@ -349,9 +366,10 @@ class Rom:
             return 100
         if address == ESP32_RTCCALICFG1:  # 1024 << 7: with CK8M 100 the ROM computed 40 MHz
             return 1024 << 7
-        if chip.model != "esp32" and address == ESP32S3_EFUSE_MAC:  # MAC bytes 2..5
+        later = LATER_MODELS.get(chip.model)
+        if later is not None and address == later.efuse_mac:  # MAC bytes 2..5
             return int.from_bytes(mac[2:6], "big")
-        if chip.model != "esp32" and address == ESP32S3_EFUSE_MAC + 4:  # MAC bytes 0..1
+        if later is not None and address == later.efuse_mac + 4:  # MAC bytes 0..1
             return int.from_bytes(mac[:2], "big")
         return self.registers.get(address, 0)
 
@@ -420,12 +438,14 @@ class Rom:
         old = self.registers.get(address, 0)
         self.registers[address] = (old & ~mask) | (value & mask)
         self.reply(op)
-        if self.device.chip.model != "esp32s3":
+        later = LATER_MODELS.get(self.device.chip.model)
+        if later is None or later.watchdog is None:
             return
-        if address == ESP32S3_RTC_WDTCONFIG0 and value & mask & WDT_ENABLE:
+        config, protect = later.watchdog
+        if address == config and value & mask & WDT_ENABLE:
             # esptool's --after watchdog-reset arms the RTC watchdog, then locks its registers
             self.watchdog_at = time.monotonic() + WDT_FIRES_AFTER
-        elif address == ESP32S3_RTC_WDTWPROTECT and self.watchdog_at is not None:
+        elif address == protect and self.watchdog_at is not None:
             self.watchdog_at = time.monotonic()
         self.tick()
 
@@ -445,11 +465,11 @@ class Rom:
         self.reply(op)
 
     def security_info(self, op: int, data: bytes) -> None:
-        chip_id = CHIP_IDS.get(self.device.chip.model)
-        if chip_id is None:  # the ESP32 ROM has no such command
+        later = LATER_MODELS.get(self.device.chip.model)
+        if later is None:  # the ESP32 ROM has no such command
             self.reply(op, status=STATUS_INVALID_MESSAGE)
             return
-        self.reply(op, data=struct.pack("<IBBBBBBBBII", 0, 0, *([0] * 7), chip_id, 0))
+        self.reply(op, data=struct.pack("<IBBBBBBBBII", 0, 0, *([0] * 7), later.chip_id, 0))
 
     def _flash_range_ok(self, op: int, offset: int, length: int) -> bool:
         if not self.attached:

@@ -39,7 +39,7 @@ def test_the_port_comes_from_the_device_map_by_instance(tmp_path: Path) -> None:
          "argument --device-map: expected an absolute path, got 'relative/map'"),
         (("--port=/dev/ttyUSB0", "--baud=fast"),
          "argument --baud: expected an integer (decimal or 0x-prefixed hex), got 'fast'"),
-        (("--port=/dev/ttyUSB0", "--chip=esp32c3"), "argument --chip: invalid choice: 'esp32c3'"),
+        (("--port=/dev/ttyUSB0", "--chip=esp32c6"), "argument --chip: invalid choice: 'esp32c6'"),
         (("--port=/dev/ttyUSB0", "--chip=esp32s3", "--after=soft-reset"),
          "argument --after=soft-reset does not start an app on --chip=esp32s3: use hard-reset "
          "or watchdog-reset"),

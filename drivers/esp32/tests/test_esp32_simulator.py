@@ -158,32 +158,59 @@ def test_a_long_write_stops_at_the_deadline_or_when_cancelled(
     assert sim.otadata().active() == 0  # otadata was never switched
 
 
-def test_an_esp32s3_is_flashed_through_the_stub_and_reset_by_its_watchdog(
-    tmp_path: Path, interface_hooks: HooksFactory, artifact_factory: ArtifactFactory
+@pytest.mark.parametrize(("model", "chip_id"), [("esp32s3", 9), ("esp32c3", 5)])
+def test_a_later_chip_is_flashed_through_the_stub_and_reset_by_its_watchdog(
+    tmp_path: Path,
+    interface_hooks: HooksFactory,
+    artifact_factory: ArtifactFactory,
+    model: str,
+    chip_id: int,
 ) -> None:
-    s3 = create_sim(tmp_path, model="esp32s3", chip_id=9)
-    s3.start()
+    later = create_sim(tmp_path, model=model, chip_id=chip_id)
+    later.start()
     try:
-        image = make_image("2.0.0", chip_id=9)
+        image = make_image("2.0.0", chip_id=chip_id)
         artifact = artifact_factory("2.0.0", payload_type="esp32", component_type="door_lock",
                                     files={"door-lock.bin": image})  # fmt: skip
-        args = component_args(s3, "--chip=esp32s3", "--after=watchdog-reset")
+        args = component_args(later, f"--chip={model}", "--after=watchdog-reset")
         hooks = interface_hooks("esp32", args, "door_lock")
-        assert hooks.query("identity") == "esp32-240ac4a1b2c3"
+        assert hooks.query("identity") == "esp32-240ac4a1b2c3"  # its own eFuse MAC words
         assert hooks.version() == "1.0.0"
         for state in ("download", "artifact_install", "artifact_reboot",
                       "artifact_verify_reboot", "artifact_commit", "cleanup"):  # fmt: skip
             hooks.state(state, artifact)
-        assert s3.slot_bytes("ota_1", len(image)) == image
-        assert (s3.state()["running"], s3.otadata().entries[1].state_name) == ("ota_1", "VALID")
-        assert s3.state()["mode"] == "app"  # the watchdog reset after the commit
+        assert later.slot_bytes("ota_1", len(image)) == image
+        assert (later.state()["running"], later.otadata().entries[1].state_name) == (
+            "ota_1", "VALID",
+        )  # fmt: skip
+        assert later.state()["mode"] == "app"  # the watchdog reset after the commit
         esp32_image = artifact_factory("3.0.0", payload_type="esp32", component_type="door_lock",
                                        files={"door-lock.bin": make_image("3.0.0")})  # fmt: skip
         hooks.state("download", esp32_image)
-        with pytest.raises(InterfaceError, match="is built for chip ID 0, not esp32s3's \\(9\\)"):
+        wanted = f"is built for chip ID 0, not {model}'s \\({chip_id}\\)"
+        with pytest.raises(InterfaceError, match=wanted):
             hooks.state("artifact_install", esp32_image)
     finally:
-        s3.stop()
+        later.stop()
+
+
+@pytest.mark.parametrize(("model", "name"), [("esp32c6", "ESP32-C6"), ("esp32s3", "ESP32-S3")])
+def test_a_chip_other_than_the_one_configured_is_named(
+    tmp_path: Path, interface_hooks: HooksFactory, model: str, name: str
+) -> None:
+    other = create_sim(tmp_path, model=model)
+    other.start()
+    try:
+        args = component_args(other, "--chip=esp32c3", "--after=watchdog-reset")
+        hooks = interface_hooks("esp32", args, "door_lock")
+        with pytest.raises(InterfaceError) as caught:
+            hooks.query("identity")
+        assert (
+            f"the chip on {other.link} is an {name}, not the ESP32-C3 this Component is "
+            f"configured for (--chip=esp32c3)"
+        ) in str(caught.value)
+    finally:
+        other.stop()
 
 
 def test_inventory_names_the_port_mac_partition_and_app(
