@@ -12,7 +12,9 @@ instantly and spends time on its own files; so the figure is the run's wall time
 time spent inside the simulator, plus the bytes the driver moved converted to wire time at
 400 kHz (BUSY polls overlap the chip's busy time and are not added). Two runs: the usual
 one (the previous Artifact kept by the core, so no backup) and the first deployment through
-the orchestrator (the flash read back once, for a rollback).
+the orchestrator (the flash read back once, for a rollback); then a first deployment with
+``--bank-swap=yes`` on a dual-bank STM32L47x with the same timings (the other bank is written,
+nothing read back).
 
     .venv/bin/python bench/i2c_flash.py
 """
@@ -99,7 +101,9 @@ def bus_limit(chip: Chip, image_bytes: int) -> tuple[float, float, float]:
     return wire, erase, program
 
 
-def run(root: Path, chip: Chip, keep_previous: bool) -> tuple[float, int]:
+def run(
+    root: Path, chip: Chip, keep_previous: bool, *extra: str
+) -> tuple[float, int]:
     """One ArtifactInstall over a factory image; (estimated seconds on a real bus, bytes)."""
     area = IMAGE_BYTES + chip.page_size  # the image and the version record's page
     device = Device.create(root / "stm32.bin", chip)
@@ -126,6 +130,7 @@ def run(root: Path, chip: Chip, keep_previous: bool) -> tuple[float, int]:
             "--address=0x48",
             f"--flash-size={area}",
             f"--state-dir={root / 'state'}",
+            *extra,
         ),
     )
     counter = CountingPlugin()
@@ -154,12 +159,16 @@ def main() -> None:
         f"{limit:.1f} s = {wire:.1f} s on the wire + {erase:.1f} s erasing + "
         f"{program:.1f} s programming"
     )
-    for keep_previous, what in (
-        (True, "previous Artifact kept (the usual case): no backup, Get Checksum verify"),
-        (False, "first deployment: the flash read back once for a rollback"),
-    ):
+    # the same timings on a dual-bank STM32L47x (1 MiB, two 512 KiB banks) with --bank-swap
+    dual = Chip(pid=0x415, bootloader_version=0x12, flash_size=1024 * 1024, dual_bank=True)
+    for used, keep_previous, what, extra in (
+        (chip, True, "previous Artifact kept (the usual case): no backup, Get Checksum verify", ()),
+        (chip, False, "first deployment: the flash read back once for a rollback", ()),
+        (dual, False, "first deployment with --bank-swap=yes: the other bank, no backup",
+         ("--bank-swap=yes",)),
+    ):  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
-            seconds, moved = run(Path(tmp), chip, keep_previous)
+            seconds, moved = run(Path(tmp), used, keep_previous, *extra)
         print(
             f"driver, {what}: {seconds:.1f} s ({moved} bytes on the wire), "
             f"{seconds / limit:.2f}x the limit"
