@@ -988,14 +988,18 @@ class I2CDriver(DriverBase):
             if bootable(boot.read_memory(self.settings.flash_base, 8), self.settings):
                 boot.go(self.settings.flash_base)
             return
+        if not self._reset(ctx, boot):
+            raise InterfaceError(NEEDS_NRST.format(name=ctx.name))
+
+    def _reset(self, ctx: InterfaceContext, boot: Bootloader) -> bool:
+        """An NRST reset into the flash, if a plugin or --nrst-gpio can give one."""
         address = self.settings.address
         reset = (
             ctx.hook.i2c_reset_mcu(ctx=ctx, bus=boot.bus, address=address)
             if ctx.hook is not None
             else self.i2c_reset_mcu(ctx, boot.bus, address)
         )
-        if not reset:
-            raise InterfaceError(NEEDS_NRST.format(name=ctx.name))
+        return bool(reset)
 
     def _bus_name(self) -> str:
         bus = self.settings.bus
@@ -1031,12 +1035,7 @@ class I2CDriver(DriverBase):
                     ctx.name,
                 )
                 return
-            address = self.settings.address
-            reset = (
-                ctx.hook.i2c_reset_mcu(ctx=ctx, bus=boot.bus, address=address)
-                if ctx.hook is not None
-                else self.i2c_reset_mcu(ctx, boot.bus, address)
-            )
+            reset = self._reset(ctx, boot)
             if not reset and self.settings.bank_swap:
                 raise InterfaceError(NEEDS_NRST.format(name=ctx.name))
             if not reset:
