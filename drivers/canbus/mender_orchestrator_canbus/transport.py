@@ -307,6 +307,7 @@ class Transmitter:
         self.transport = transport
         self.waiting = waiting
         self.failure: str | None = None
+        self.closing = False  # the connection closes: stop retrying (can-isotp waits 1 s)
         # can-isotp marks a request sent before it hands over its last frame: the answer's
         # timer starts once that frame is out (``last_done``), however long it was refused
         self.busy = False
@@ -362,7 +363,12 @@ class Transmitter:
                 reason = _reason(exc)
                 queue_full = _error_code(exc) in _QUEUE_FULL
             now = time.monotonic()
-            if now >= give_up or now >= self.waiting.deadline or self.waiting.cancelled.is_set():
+            if (
+                now >= give_up
+                or now >= self.waiting.deadline
+                or self.waiting.cancelled.is_set()
+                or self.closing
+            ):
                 self.failure = (
                     f"the CAN interface kept refusing a frame for N_As "
                     f"({self.transport.n_as:g} s, {attempts} attempts): {reason}"
@@ -446,6 +452,8 @@ class CanConnection(BaseConnection):
         return self
 
     def close(self) -> None:
+        if self._tx is not None:
+            self._tx.closing = True
         if self._stack is not None:
             self._stack.stop()
             self._stack = None

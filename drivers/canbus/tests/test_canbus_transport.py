@@ -33,6 +33,7 @@ from mender_orchestrator_canbus.transport import (
     CanConnection,
     KernelIsoTpConnection,
     LinkFailure,
+    SharedBus,
     TransportSettings,
     Waiting,
     kernel_has_isotp,
@@ -59,6 +60,7 @@ class PacedEcu:
         """The driver's arguments; those in ``extra`` replace the defaults here."""
         link = self.link
         defaults = ("--interface=paced", f"--channel={link.channel}", f"--bitrate={link.bitrate}",
+                    f"--tx-id={link.tx_id:#x}", f"--rx-id={link.rx_id:#x}",
                     f"--memory-size={self.bank:#x}", "--banks=2", f"--p2-timeout={p2}",
                     "--p2-star-timeout=2", "--reset-wait=1.5", "--retries=2")  # fmt: skip
         given = {arg.split("=", 1)[0] for arg in extra}
@@ -80,12 +82,19 @@ def paced_ecu(tmp_path: Path) -> Iterator[Callable[..., PacedEcu]]:
     servers: list[EcuServer] = []
 
     def start(
-        bitrate: int = 500_000, fc_waits: int = 0, fc_wait_gap: float = 0.1, bank: int = BANK
+        bitrate: int = 500_000,
+        fc_waits: int = 0,
+        fc_wait_gap: float = 0.1,
+        bank: int = BANK,
+        channel: str | None = None,
+        ids: tuple[int, int] = (TESTER_ID, ECU_ID),
+        serial: str = SERIAL,
     ) -> PacedEcu:
-        link = LinkSettings(interface="paced", channel=f"virtual:paced-{uuid.uuid4().hex}",
-                            bitrate=bitrate)  # fmt: skip
+        channel = channel or f"virtual:paced-{uuid.uuid4().hex}"
+        link = LinkSettings(interface="paced", channel=channel, bitrate=bitrate, tx_id=ids[0],
+                            rx_id=ids[1])  # fmt: skip
         state = tmp_path / f"ecu-{len(servers)}.json"
-        FlashStore.create(state, banks=2, bank_size=bank, serial=SERIAL, version=OLD_VERSION,
+        FlashStore.create(state, banks=2, bank_size=bank, serial=serial, version=OLD_VERSION,
                           image=pseudo_random("initial", 12000))  # fmt: skip
         ecu = Ecu(FlashStore(state), QUICK_ECU, Faults())
         server = EcuServer(link.mirrored(), ecu, fc_waits=fc_waits, fc_wait_gap=fc_wait_gap)
@@ -99,9 +108,15 @@ def paced_ecu(tmp_path: Path) -> Iterator[Callable[..., PacedEcu]]:
 
 
 def harness(
-    ecu: PacedEcu, tmp_path: Path, *extra: str, timeout: float = 20.0, p2: float = 0.3
+    ecu: PacedEcu,
+    tmp_path: Path,
+    *extra: str,
+    timeout: float = 20.0,
+    p2: float = 0.3,
+    component_type: str = "ecu_brake",
 ) -> Harness:
-    return Harness(Component("ecu_brake", "canbus", ecu.args(*extra, p2=p2)), tmp_path, timeout)
+    component = Component(component_type, "canbus", ecu.args(*extra, p2=p2))
+    return Harness(component, tmp_path, timeout)
 
 
 def install(h: Harness, image: bytes = IMAGE) -> Outcome:
@@ -113,6 +128,24 @@ def install(h: Harness, image: bytes = IMAGE) -> Outcome:
     outcome = Outcome()
     h.state("artifact_install", outcome)
     return outcome
+
+
+class Reports(list[tuple[int, int | None, str]]):
+    """``Harness.progress`` that calls ``each`` with the count after every report (one per
+    TransferData block), in the driver's thread."""
+
+    def __init__(self, each: Callable[[int], None]) -> None:
+        super().__init__()
+        self.each = each
+
+    def append(self, report: tuple[int, int | None, str]) -> None:
+        super().append(report)
+        self.each(len(self))
+
+
+def after(blocks: int, trip: Callable[[], None]) -> Reports:
+    """Reports that start ``trip`` in a thread of its own once ``blocks`` blocks are through."""
+    return Reports(lambda count: count == blocks and threading.Thread(target=trip).start())
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
@@ -143,6 +176,50 @@ def test_one_refused_frame_kills_can_isotp_and_a_blocking_send_never_returns(
     finally:
         stack.stop()
         bus.shutdown()
+
+
+def test_two_ecus_on_one_paced_bus_are_flashed_at_once_through_one_shared_bus(
+    paced_ecu: Callable[..., PacedEcu], tmp_path: Path
+) -> None:
+    """As the engine runs one order group: each state of both Components at once, in threads
+    of one process. The tester opens the channel once; each ECU gets its own image, although
+    every frame of one transfer reaches the other's ISO-TP layer too."""
+    front = paced_ecu(serial="SIM-FRONT-0001")
+    rear = paced_ecu(channel=front.link.channel, ids=(0x7E1, 0x7E9), serial="SIM-REAR-0002")
+    images = {"ecu_front": pseudo_random("front", 20000), "ecu_rear": pseudo_random("rear", 16000)}
+    ecus = {"ecu_front": front, "ecu_rear": rear}
+    harnesses = {name: harness(ecu, tmp_path / name, component_type=name)
+                 for name, ecu in ecus.items()}  # fmt: skip
+    users: list[int] = []  # testers on the shared bus, seen at each block of either
+    for name, h in harnesses.items():
+        h.component_id = h.query("identity")
+        h.work_dir.mkdir(parents=True, mode=0o700)
+        h.stage(images[name], NEW_VERSION)
+        h.progress = Reports(lambda _count: users.extend(
+            shared.users for key, shared in SharedBus._registry.items()
+            if front.link.channel in key
+        ))  # fmt: skip
+    outcomes = {name: Outcome() for name in harnesses}
+    for state in ("artifact_install", "artifact_reboot", "artifact_verify_reboot"):
+        errors: list[BaseException] = []
+
+        def run(name: str, state: str = state, errors: list[BaseException] = errors) -> None:
+            try:
+                harnesses[name].state(state, outcomes[name])
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(name,)) for name in harnesses]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors, errors
+
+    for name, ecu in ecus.items():
+        assert ecu.booting() == images[name] + b"\xff" * (BANK - len(images[name]))
+        assert harnesses[name].query("provides") == {"rootfs-image.canbus.version": NEW_VERSION}
+    assert max(users) == 2 and len(users) == 5 + 4  # one bus, both testers on it, every block
 
 
 def test_one_refused_frame_is_sent_again_and_the_update_completes(
@@ -322,20 +399,6 @@ def test_without_a_cap_the_tester_fills_the_wire(
     assert highest > 0.6, highest
 
 
-class Tripwire(list[tuple[int, int | None, str]]):
-    """``Harness.progress`` that calls ``trip`` once the driver reported ``after`` blocks."""
-
-    def __init__(self, after: int, trip: Callable[[], None]) -> None:
-        super().__init__()
-        self.after = after
-        self.trip = trip
-
-    def append(self, report: tuple[int, int | None, str]) -> None:
-        super().append(report)
-        if len(self) == self.after:
-            threading.Thread(target=self.trip).start()  # not in the driver's thread
-
-
 @pytest.mark.parametrize("silence", ["ecu", "bus-off"])
 def test_a_link_gone_silent_mid_transfer_ends_the_state_at_its_deadline(
     paced_ecu: Callable[..., PacedEcu], tmp_path: Path, silence: str
@@ -347,10 +410,10 @@ def test_a_link_gone_silent_mid_transfer_ends_the_state_at_its_deadline(
     h = harness(ecu, tmp_path, "--retries=50", "--n-as=3600", timeout=4)
     h.component_id = h.query("identity")
     if silence == "ecu":
-        h.progress = Tripwire(2, ecu.server.stop)
+        h.progress = after(2, ecu.server.stop)
     else:
-        h.progress = Tripwire(2, lambda: ecu.wire.inject(errno.ENETDOWN, seconds=60,
-                                                         arbitration_id=TESTER_ID))  # fmt: skip
+        h.progress = after(2, lambda: ecu.wire.inject(errno.ENETDOWN, seconds=60,
+                                                      arbitration_id=TESTER_ID))  # fmt: skip
     started = time.monotonic()
 
     with pytest.raises(InterfaceTimeout) as raised:
