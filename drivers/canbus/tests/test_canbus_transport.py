@@ -20,7 +20,17 @@ from typing import Any
 import can
 import isotp
 import pytest
-from canbus_helpers import BANK, OLD_VERSION, QUICK_ECU, SERIAL, Harness, Outcome, pseudo_random
+from canbus_helpers import (
+    BANK,
+    OLD_VERSION,
+    QUICK_ECU,
+    SERIAL,
+    Harness,
+    Outcome,
+    Reports,
+    after,
+    pseudo_random,
+)
 from orchestrator_core.context import Component
 from orchestrator_core.drivers import load
 from orchestrator_core.errors import ConfigError, InterfaceError, InterfaceTimeout
@@ -128,24 +138,6 @@ def install(h: Harness, image: bytes = IMAGE) -> Outcome:
     outcome = Outcome()
     h.state("artifact_install", outcome)
     return outcome
-
-
-class Reports(list[tuple[int, int | None, str]]):
-    """``Harness.progress`` that calls ``each`` with the count after every report (one per
-    TransferData block), in the driver's thread."""
-
-    def __init__(self, each: Callable[[int], None]) -> None:
-        super().__init__()
-        self.each = each
-
-    def append(self, report: tuple[int, int | None, str]) -> None:
-        super().append(report)
-        self.each(len(self))
-
-
-def after(blocks: int, trip: Callable[[], None]) -> Reports:
-    """Reports that start ``trip`` in a thread of its own once ``blocks`` blocks are through."""
-    return Reports(lambda count: count == blocks and threading.Thread(target=trip).start())
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
