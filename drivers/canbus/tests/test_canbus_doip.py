@@ -12,7 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from canbus_helpers import BANK, OLD_VERSION, QUICK_ECU, Harness, Outcome, Reports, pseudo_random
+from canbus_helpers import (
+    BANK,
+    OLD_VERSION,
+    QUICK_ECU,
+    Harness,
+    Outcome,
+    Reports,
+    after,
+    pseudo_random,
+)
 from orchestrator_core.context import Component
 from orchestrator_core.errors import InterfaceError, InterfaceTimeout
 
@@ -169,6 +178,29 @@ def test_an_ecu_dying_behind_the_gateway_mid_transfer_ends_the_state_at_its_dead
     assert re.fullmatch(
         r"ecu_0201/SIM-DOIP-0201 \(interface canbus\): the Interface timeout expired during "
         r"TransferData \(0x36\) block 3 of 10, counter 0x03",
+        raised.value.message,
+    ), raised.value.message
+
+
+def test_a_gateway_dropping_the_connection_mid_transfer_fails_the_state_at_once(
+    vehicle: Vehicle, tmp_path: Path
+) -> None:
+    """The gateway closes the TCP connection after two blocks: no retry can get through a
+    closed connection, so the state fails at once, naming the block and why."""
+    h = harness(vehicle, 0x0201, tmp_path, "--retries=50")
+    h.component_id = h.query("identity")
+    h.work_dir.mkdir(parents=True, mode=0o700)
+    h.stage(pseudo_random("doip-dropped", 40000), "doip-dropped")
+    h.progress = after(2, vehicle.gateway.drop_connections)
+    started = time.monotonic()
+
+    with pytest.raises(InterfaceError) as raised:
+        h.state("artifact_install", Outcome())
+
+    assert time.monotonic() - started < 10  # the hook's 20 s were not needed
+    assert re.fullmatch(
+        r"ecu_0201/SIM-DOIP-0201 \(interface canbus\): TransferData \(0x36\) block [34] of "
+        r"10, counter 0x0[34]: .*the DoIP entity closed the connection.*",
         raised.value.message,
     ), raised.value.message
 
