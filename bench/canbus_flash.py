@@ -222,7 +222,8 @@ def main() -> None:
     data = os.urandom(SIZE)
     with tempfile.TemporaryDirectory() as scratch:
         where = Path(scratch)
-        print(f"payload: {SIZE // 1024} KiB in {BLOCK}-byte TransferData blocks, dual-bank ECU")
+        print(f"payload: {SIZE // 1024} KiB in {BLOCK}-byte TransferData blocks, dual-bank ECU; "
+              f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")  # fmt: skip
 
         limit = isotp_limit(fd=False, bitrate=500_000) / 1024
         rate = driver_install(data, where, can_bus("paced", 500_000))
@@ -255,6 +256,7 @@ def main() -> None:
         rate = best(ROUNDS, lambda: driver_install(data, where, can_bus("virtual")))
         note = f"{100 * rate / raw:.0f}% of a raw can-isotp transfer ({raw:.1f} KiB/s)"
         report("Python overhead (unpaced virtual bus):", rate, note)
+        print(f"load average at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
