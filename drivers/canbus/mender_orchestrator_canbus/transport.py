@@ -307,6 +307,7 @@ class Transmitter:
         self.transport = transport
         self.waiting = waiting
         self.failure: str | None = None
+        self.closing = False  # the connection closes: stop retrying (can-isotp waits 1 s)
         # can-isotp marks a request sent before it hands over its last frame: the answer's
         # timer starts once that frame is out (``last_done``), however long it was refused
         self.busy = False
@@ -362,7 +363,12 @@ class Transmitter:
                 reason = _reason(exc)
                 queue_full = _error_code(exc) in _QUEUE_FULL
             now = time.monotonic()
-            if now >= give_up or now >= self.waiting.deadline or self.waiting.cancelled.is_set():
+            if (
+                now >= give_up
+                or now >= self.waiting.deadline
+                or self.waiting.cancelled.is_set()
+                or self.closing
+            ):
                 self.failure = (
                     f"the CAN interface kept refusing a frame for N_As "
                     f"({self.transport.n_as:g} s, {attempts} attempts): {reason}"
@@ -410,6 +416,7 @@ class CanConnection(BaseConnection):
         self._tx: Transmitter | None = None
         self._request: isotp.TransportLayer.SendRequest | None = None
         self._isotp_error: str | None = None
+        self._no_flow_control = False  # the ECU let N_Bs run out: its silence, not the link's
         self._sent = 0.0  # when the last request was handed over
 
     def open(self) -> CanConnection:
@@ -445,6 +452,8 @@ class CanConnection(BaseConnection):
         return self
 
     def close(self) -> None:
+        if self._tx is not None:
+            self._tx.closing = True
         if self._stack is not None:
             self._stack.stop()
             self._stack = None
@@ -470,6 +479,7 @@ class CanConnection(BaseConnection):
     def _on_error(self, error: Exception) -> None:
         _log.debug("%s: ISO-TP: %s", self.waiting.who, error)
         self._isotp_error = _isotp_reason(error, self.transport)
+        self._no_flow_control = isinstance(error, isotp.errors.FlowControlTimeoutError)
 
     def specific_send(self, payload: bytes, timeout: float | None = None) -> None:
         """Hand the request to ISO-TP and wait until its last frame is out (the ECU's P2
@@ -477,6 +487,7 @@ class CanConnection(BaseConnection):
         assert self._stack is not None and self._tx is not None
         self._tx.failure = None
         self._isotp_error = None
+        self._no_flow_control = False
         self._request = None
         self._stack.send(payload)
         request = self._request
@@ -485,6 +496,10 @@ class CanConnection(BaseConnection):
             pass
         self.waiting.check()  # a transfer given up because the call ended says so
         self._sent = time.monotonic()
+        if self._tx.failure is None and self._no_flow_control:
+            # the ECU did not answer the first frame: retried like any request it left
+            # unanswered (a TransferData block is sent again), within the hook's deadline
+            raise Unfinished(self._isotp_error or "no flow-control frame from the ECU")
         if self._tx.failure is not None or not request.success:
             reason = self._tx.failure or self._isotp_error or "the ISO-TP layer gave it up"
             raise LinkFailure(f"could not send the request: {reason}")
@@ -505,9 +520,8 @@ class CanConnection(BaseConnection):
             if frame is not None:
                 return bytes(frame)
             if self._isotp_error is not None and "consecutive" in self._isotp_error:
-                raise TimeoutException(  # type: ignore[no-untyped-call]
-                    f"the answer broke off: {self._isotp_error}"
-                )
+                # not a TimeoutException: udsoncan would report that as P2 running out
+                raise Unfinished(f"the answer broke off: {self._isotp_error}")
 
     def empty_rxqueue(self) -> None:
         if self._stack is not None:
@@ -528,6 +542,11 @@ class CanConnection(BaseConnection):
 class LinkFailure(Exception):
     """The request could not be put on the bus (or the TCP connection): not an ECU's silence,
     so it is not retried like one. The message says why; the caller names the request."""
+
+
+class Unfinished(Exception):
+    """The ECU left an ISO-TP exchange half done (no flow control within N_Bs, no consecutive
+    frame within N_Cr): reported, and retried, as a request it did not answer."""
 
 
 class Interrupted(Exception):

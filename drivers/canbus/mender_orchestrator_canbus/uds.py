@@ -40,6 +40,7 @@ from mender_orchestrator_canbus.transport import (
     CanConnection,
     Interrupted,
     LinkFailure,
+    Unfinished,
     Waiting,
     describe,
     open_connection,
@@ -207,7 +208,17 @@ class UdsSession:
                 if exc.code != Code.BusyRepeatRequest or time.monotonic() >= busy_until:
                     raise
             self.log.debug("%s: the ECU is busy (NRC 0x21); repeating", what)
-            time.sleep(_BUSY_PAUSE)
+            self._pause(_BUSY_PAUSE, what)
+
+    def _pause(self, seconds: float, what: str) -> None:
+        """Sleep before asking again, but not past the hook's deadline nor once the call is
+        cancelled: either ends the state here, saying what it was waiting for."""
+        waiting = Waiting(self.who, self.deadline, self.cancelled)
+        waiting.sleep(seconds)
+        try:
+            waiting.check()
+        except Interrupted as exc:
+            raise InterfaceTimeout(exc.describe(self.who, what)) from None
 
     def _call_once(self, what: str, request: Callable[[], T]) -> T:
         remaining = self.deadline - time.monotonic()
@@ -223,7 +234,7 @@ class UdsSession:
                 f"{exc.response.code_name}{_hint(code)}",
                 code,
             ) from None
-        except TimeoutException as exc:
+        except (TimeoutException, Unfinished) as exc:
             if time.monotonic() >= self.deadline:
                 raise InterfaceTimeout(
                     f"{self.who}: the Interface timeout expired during {what}"
@@ -267,7 +278,7 @@ class UdsSession:
             except Refused as exc:
                 if exc.code != Code.BusyRepeatRequest or time.monotonic() >= limit:
                     raise
-                time.sleep(min(0.05, self.settings.p2_timeout))
+                self._pause(min(0.05, self.settings.p2_timeout), f"ReadDataByIdentifier {did:#06x}")
 
     def check_default_session(self) -> None:
         """Fail unless the ECU reports the default session (0x01) in DID 0xF186; ECUs that do
@@ -410,12 +421,13 @@ class UdsSession:
                 assert response is not None
                 return bytes(response.service_data.seed)
             except Refused as exc:
-                if exc.code != Code.RequiredTimeDelayNotExpired or time.monotonic() >= min(
-                    delay_until, self.deadline
-                ):
+                if exc.code != Code.RequiredTimeDelayNotExpired or time.monotonic() >= delay_until:
                     raise
             self.log.info("%s: the ECU asks to wait (NRC 0x37); asking again", what)
-            time.sleep(min(0.5, max(0.01, delay_until - time.monotonic())))
+            self._pause(
+                min(0.5, max(0.01, delay_until - time.monotonic())),
+                f"{what}: waiting out NRC 0x37 requiredTimeDelayNotExpired",
+            )
 
     def routine(self, routine_id: int, name: str, data: bytes, *, refusal: str) -> None:
         """Start a routine that must succeed: its status record's first byte is 0x00 (or the

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,3 +178,21 @@ class Harness:
             outcome.rollback_errors.append(f"{name}: {exc.message}")
             return False
         return True
+
+
+class Reports(list[tuple[int, int | None, str]]):
+    """``Harness.progress`` that calls ``each`` with the count after every report (one per
+    TransferData block), in the driver's thread."""
+
+    def __init__(self, each: Callable[[int], None]) -> None:
+        super().__init__()
+        self.each = each
+
+    def append(self, report: tuple[int, int | None, str]) -> None:
+        super().append(report)
+        self.each(len(self))
+
+
+def after(blocks: int, trip: Callable[[], None]) -> Reports:
+    """Reports that start ``trip`` in a thread of its own once ``blocks`` blocks are through."""
+    return Reports(lambda count: count == blocks and threading.Thread(target=trip).start())

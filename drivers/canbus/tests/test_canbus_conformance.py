@@ -19,7 +19,11 @@ pytestmark = pytest.mark.mender_interface(
     component_type="ecu_brake",
     args=lambda ecu: list(ecu.driver_args()),
     artifacts=lambda artifact_factory: [
-        artifact_factory("9.0.0", payload_type="canbus", component_type="ecu_brake",
-                         files={"ecu.bin": pseudo_random("new", 12000)}).path
+        artifact_factory(
+            "9.0.0",
+            payload_type="canbus",
+            component_type="ecu_brake",
+            files={"ecu.bin": pseudo_random("new", 12000)},
+        ).path
     ],
 )

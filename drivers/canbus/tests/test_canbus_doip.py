@@ -3,16 +3,27 @@ two ECUs behind it, through the hook path (``Harness``), in parallel, and refuse
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from canbus_helpers import BANK, OLD_VERSION, QUICK_ECU, Harness, Outcome, pseudo_random
+from canbus_helpers import (
+    BANK,
+    OLD_VERSION,
+    QUICK_ECU,
+    Harness,
+    Outcome,
+    Reports,
+    after,
+    pseudo_random,
+)
 from orchestrator_core.context import Component
-from orchestrator_core.errors import InterfaceError
+from orchestrator_core.errors import InterfaceError, InterfaceTimeout
 
 from mender_orchestrator_canbus.simulator import Ecu, Faults, FlashStore
 from mender_orchestrator_canbus.simulator.gateway import DoipGateway
@@ -143,6 +154,55 @@ def test_a_silent_ecu_behind_the_gateway_is_named_by_its_address(tmp_path: Path)
         "ecu[0] (interface canbus): ReadDataByIdentifier 0xf18c (0x22): no answer from the ECU "
         f"(DoIP entity 127.0.0.1:{gateway.port}, logical address 0x0203): "
     )
+
+
+def test_an_ecu_dying_behind_the_gateway_mid_transfer_ends_the_state_at_its_deadline(
+    vehicle: Vehicle, tmp_path: Path
+) -> None:
+    """After two TransferData blocks the ECU behind the gateway goes silent for good (the
+    gateway still acknowledges each request). 50 retries of P2 would outlast the hook's 3 s:
+    the deadline ends the state, naming the block."""
+    h = harness(vehicle, 0x0201, tmp_path, "--retries=50")
+    h.component_id = h.query("identity")
+    h.work_dir.mkdir(parents=True, mode=0o700)
+    h.stage(pseudo_random("doip-dies", 40000), "doip-dies")
+    ecu = vehicle.gateway.ecus[0x0201]
+    h.progress = Reports(lambda count: count == 2 and setattr(ecu, "dead", True))
+    h.timeout = 3
+    started = time.monotonic()
+
+    with pytest.raises(InterfaceTimeout) as raised:
+        h.state("artifact_install", Outcome())
+
+    assert time.monotonic() - started < 3 + 1
+    assert re.fullmatch(
+        r"ecu_0201/SIM-DOIP-0201 \(interface canbus\): the Interface timeout expired during "
+        r"TransferData \(0x36\) block 3 of 10, counter 0x03",
+        raised.value.message,
+    ), raised.value.message
+
+
+def test_a_gateway_dropping_the_connection_mid_transfer_fails_the_state_at_once(
+    vehicle: Vehicle, tmp_path: Path
+) -> None:
+    """The gateway closes the TCP connection after two blocks: no retry can get through a
+    closed connection, so the state fails at once, naming the block and why."""
+    h = harness(vehicle, 0x0201, tmp_path, "--retries=50")
+    h.component_id = h.query("identity")
+    h.work_dir.mkdir(parents=True, mode=0o700)
+    h.stage(pseudo_random("doip-dropped", 40000), "doip-dropped")
+    h.progress = after(2, vehicle.gateway.drop_connections)
+    started = time.monotonic()
+
+    with pytest.raises(InterfaceError) as raised:
+        h.state("artifact_install", Outcome())
+
+    assert time.monotonic() - started < 10  # the hook's 20 s were not needed
+    assert re.fullmatch(
+        r"ecu_0201/SIM-DOIP-0201 \(interface canbus\): TransferData \(0x36\) block [34] of "
+        r"10, counter 0x0[34]: .*the DoIP entity closed the connection.*",
+        raised.value.message,
+    ), raised.value.message
 
 
 def test_no_gateway_listening_is_reported_at_once(tmp_path: Path) -> None:

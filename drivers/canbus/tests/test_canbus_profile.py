@@ -26,7 +26,7 @@ from canbus_helpers import (
 )
 from orchestrator_core.context import Component
 from orchestrator_core.drivers import load
-from orchestrator_core.errors import ConfigError
+from orchestrator_core.errors import ConfigError, InterfaceTimeout
 from orchestrator_core.hookspecs import hookimpl
 from test_canbus_args import VARIANTS, link_args
 
@@ -45,6 +45,7 @@ version_write: none          # F189 is read-only on this ECU
 identity_dids:
   0xF190: canbus.vin
   0xF191: canbus.hw_part
+  0xF193: canbus.hw_version
 tester_present_interval: 0.1
 """
 
@@ -95,12 +96,13 @@ def test_a_vendor_profile_drives_the_sequence_the_ecu_demands(
     h.plugins.append(keys)
     ecu.ecu.trace.clear()
 
-    outcome = deploy(h, IMAGE, {"canbus.vin": VIN, "canbus.hw_part": ["BRK-4711", "BRK-4712"]})
+    outcome = deploy(h, IMAGE, {"canbus.vin": VIN, "canbus.hw_part": ["BRK-4711", "BRK-4712"],
+                                "canbus.hw_version": "H3"})  # fmt: skip
 
     assert outcome.failure is None, outcome.failure
     assert services(ecu.ecu.trace) == [
         "22f18c", "22f189",  # Identity; Provides: nothing recorded yet, so F189
-        "22f190", "22f191",  # identity DIDs against the Artifact's depends
+        "22f190", "22f191", "22f193",  # identity DIDs against the Artifact's depends
         "22f189", "1001", "1003",
         "3101" "0203",  # checkProgrammingPreconditions
         "f:8582", "f:2883", "1002",
@@ -173,6 +175,29 @@ def test_a_refused_version_write_happens_before_the_erase(
     assert h.query("provides") == {"rootfs-image.canbus.version": OLD_VERSION}
 
 
+def test_a_required_delay_longer_than_the_hook_may_take_ends_it_at_its_deadline(
+    start_ecu: Callable[..., SimEcu], harness: Callable[..., Harness]
+) -> None:
+    # NRC 0x37 to requestSeed for 30 s after boot; the profile would wait 10 s, the hook has 2
+    ecu = start_ecu(banks=2, config=replace(QUICK_ECU, lockout_time=30.0), faults=("seed-delay",))
+    h = harness(ecu, "--banks=2", timeout=2)
+    h.component_id = h.query("identity")
+    h.work_dir.mkdir(parents=True, mode=0o700)
+    h.stage(IMAGE, NEW_VERSION)
+    started = time.monotonic()
+
+    with pytest.raises(InterfaceTimeout) as raised:
+        h.state("artifact_install", Outcome())
+
+    assert time.monotonic() - started < 2 + 0.5
+    assert raised.value.message == (
+        f"ecu_brake/{SERIAL} (interface canbus): the Interface timeout expired during "
+        "SecurityAccess requestSeed (0x27 0x01): waiting out NRC 0x37 "
+        "requiredTimeDelayNotExpired"
+    )
+    assert ecu.ecu.stats["nrc_37"] >= 2 and ecu.ecu.stats["erases"] == 0
+
+
 def test_busy_and_delay_answers_are_waited_out(
     start_ecu: Callable[..., SimEcu], harness: Callable[..., Harness]
 ) -> None:
@@ -230,6 +255,35 @@ def segments_hex(*parts: tuple[int, bytes]) -> str:
 
 
 LOW, HIGH = pseudo_random("low", 5000), pseudo_random("high", 700)
+
+
+def test_raw_files_go_to_the_base_address_or_their_load_address(
+    start_ecu: Callable[..., SimEcu], harness: Callable[..., Harness], tmp_path: Path
+) -> None:
+    """Two raw binaries in one Artifact: the application at --memory-address, the calibration
+    at the profile's load address; each is its own erase, download and check."""
+    ecu = start_ecu(banks=2)
+    h = harness(ecu, "--banks=2", "--memory-address=0x1000", "--memory-size=0xf000",
+                profile(tmp_path, "load_addresses: {cal.bin: 0x8000}\n"))  # fmt: skip
+    h.component_id = h.query("identity")
+    h.work_dir.mkdir(parents=True, mode=0o700)
+    h.stage(LOW, NEW_VERSION)  # firmware.bin
+    (h.work_dir / "files" / "cal.bin").write_bytes(HIGH)
+    ecu.ecu.trace.clear()
+    outcome = Outcome()
+    for state in ("artifact_install", "artifact_reboot", "artifact_verify_reboot"):
+        h.state(state, outcome)
+
+    assert services(ecu.ecu.trace)[10:20] == [
+        "3101ff00", "34", "36*2", "37", "3101ff01",  # firmware.bin: 5000 bytes at 0x1000
+        "3101ff00", "34", "36", "37", "3101ff01",  # cal.bin: 700 bytes at 0x8000
+    ]  # fmt: skip
+    bank = ecu.bank(1)
+    assert bank[0x1000 : 0x1000 + len(LOW)] == LOW
+    assert bank[0x8000 : 0x8000 + len(HIGH)] == HIGH
+    assert bank[:0x1000] == b"\xff" * 0x1000
+    assert bank[0x1000 + len(LOW) : 0x8000] == b"\xff" * (0x7000 - len(LOW))
+    assert h.query("provides") == {"rootfs-image.canbus.version": NEW_VERSION}
 
 
 def test_dual_bank_with_bank_addresses_a_confirm_routine_and_a_signature(

@@ -161,6 +161,15 @@ class DoipGateway:
         self._listener.close()
         self._udp.close()
 
+    def drop_connections(self) -> None:
+        """Close every tester's TCP connection, as a gateway that restarts does (the ECUs
+        behind it carry on; a new connection must activate routing again)."""
+        for tester in self.testers:
+            try:
+                tester.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # closed already
+
     # ------------------------------------------------------------------ UDP
 
     def _identify(self) -> None:

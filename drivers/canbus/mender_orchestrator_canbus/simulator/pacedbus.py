@@ -41,9 +41,14 @@ class Fault:
     count: int | None = None  # how many sends are refused; None: until ``until``
     until: float | None = None  # time.monotonic() after which sends pass again
     arbitration_id: int | None = None  # only this node's frames; None: every node's
+    # only ISO-TP frames of this type (normal addressing: the high nibble of the first byte;
+    # 0 single, 1 first, 2 consecutive, 3 flow control); None: every frame
+    frame_type: int | None = None
 
     def applies(self, msg: can.Message, now: float) -> bool:
         if self.arbitration_id is not None and msg.arbitration_id != self.arbitration_id:
+            return False
+        if self.frame_type is not None and (not msg.data or msg.data[0] >> 4 != self.frame_type):
             return False
         if self.until is not None:
             return now < self.until
@@ -62,6 +67,8 @@ class Wire:
         self.faults: list[Fault] = []
         self.refused = 0  # sends refused, by a full queue or a fault
         self.frames = 0  # frames delivered
+        # (start, seconds, CAN id) of every frame on the wire, to measure the bus load
+        self.occupancy: list[tuple[float, float, int]] = []
 
     @classmethod
     def get(cls, channel: str) -> Wire:
@@ -75,11 +82,12 @@ class Wire:
         count: int | None = None,
         seconds: float | None = None,
         arbitration_id: int | None = None,
+        frame_type: int | None = None,
     ) -> None:
         """Refuse the next ``count`` sends, or every send for ``seconds``, with ``code``."""
         until = None if seconds is None else time.monotonic() + seconds
         with self.lock:
-            self.faults.append(Fault(code, count, until, arbitration_id))
+            self.faults.append(Fault(code, count, until, arbitration_id, frame_type))
 
     def refusal(self, msg: can.Message) -> can.CanOperationError | None:
         now = time.monotonic()
@@ -92,14 +100,33 @@ class Wire:
                     return _error(fault.code)
         return None
 
-    def reserve(self, seconds: float, ready: float) -> float:
+    def reserve(self, seconds: float, ready: float, arbitration_id: int) -> float:
         """Book the wire for a frame ready at ``ready``: the time its transmission ends. A
         late transmit thread does not slow the wire down: the frame is booked when it could
         have started."""
         with self.lock:
             start = max(self.free_at, ready)
             self.free_at = start + seconds
+            self.occupancy.append((start, seconds, arbitration_id))
             return self.free_at
+
+    def load(self, arbitration_id: int, window: float) -> tuple[float, float]:
+        """The share of the wire ``arbitration_id``'s frames took: the highest over any
+        ``window`` seconds starting at one of its frames, and the mean from its first frame
+        to its last."""
+        with self.lock:
+            frames = [(s, d) for s, d, i in self.occupancy if i == arbitration_id]
+        if not frames:
+            return 0.0, 0.0
+        highest, busy, first = 0.0, 0.0, 0
+        for start, seconds in frames:  # a window ending at each frame's end
+            busy += seconds
+            while frames[first][0] < start + seconds - window:
+                busy -= frames[first][1]
+                first += 1
+            highest = max(highest, busy / window)
+        span = frames[-1][0] + frames[-1][1] - frames[0][0]
+        return highest, sum(d for _, d in frames) / span
 
 
 def _error(code: int | str) -> can.CanOperationError:
@@ -158,7 +185,7 @@ class PacedBus(can.BusABC):
                 len(msg.data), extended=msg.is_extended_id, fd=msg.is_fd,
                 brs=msg.bitrate_switch, bitrate=self.bitrate, data_bitrate=self.data_bitrate,
             )  # fmt: skip
-            done = self.wire.reserve(seconds, ready)
+            done = self.wire.reserve(seconds, ready, msg.arbitration_id)
             delay = done - time.monotonic()
             if delay > 0:
                 time.sleep(delay)

@@ -127,14 +127,15 @@ class EcuServer:
 
     def _send_frame(self, frame: can.Message) -> None:
         """Send, retrying a refused frame for up to N_As (1 s) like a real ECU: raising here
-        would end can-isotp's thread and the ECU with it."""
+        would end can-isotp's thread and the ECU with it. A stop ends the retries at once:
+        can-isotp waits only 1 s for its thread before the bus is shut down under it."""
         give_up = time.monotonic() + 1.0
         while True:
             try:
                 self._bus.send(frame)
                 return
             except can.CanError as exc:
-                if time.monotonic() > give_up:
+                if time.monotonic() > give_up or self._stop.is_set():
                     log.debug("frame %s lost: %s", frame, exc)
                     return
                 time.sleep(0.0005)
