@@ -22,7 +22,7 @@ from orchestrator_core.errors import OrchestratorError, ValidationErrors
 from orchestrator_core.global_options import Locations, location_options
 from orchestrator_core.json_output import option as json_option
 from orchestrator_core.lazy_group import LazyGroup
-from orchestrator_core.sequence import STATES
+from orchestrator_core.states import STATES
 
 log = logging.getLogger("mender_orchestrator.cli")
 

@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator_core import atomic, drivers, filetree, manifest_store, processes, replay
+from orchestrator_core import (
+    atomic,
+    drivers,
+    filetree,
+    manifest_store,
+    processes,
+    replay,
+    startup,
+)
 from orchestrator_core.config import Config
 from orchestrator_core.context import InterfaceContext
 from orchestrator_core.deployment_checks import check_before_journal
@@ -205,6 +213,7 @@ class Deployment:
         return self.config.rollback_reboot_retries
 
     def run(self, options: RunOptions) -> RunResult:
+        startup.resume_collection()  # a deployment may run for hours: start-up is over
         progress = Progress()
         retries = self._retries()  # frozen in the plan at install time
         steps = deployment_steps(self.plan.groups, retries, progress)

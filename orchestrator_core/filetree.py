@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from orchestrator_core import atomic
@@ -233,8 +232,13 @@ def remove_all(work_root: Path) -> list[str]:
         # Each Component's directory in a thread of its own first: on a busy file system every
         # removal waits for its journal, and a hundred Components' waits then overlap (three
         # to four times faster here than one after another). The rest, one after another.
-        with ThreadPoolExecutor(REMOVERS) as pool:
-            list(pool.map(remove, [c for tree in trees for c in _component_dirs(tree)]))
+        # One Component's directory needs no threads (nor the import of their pool).
+        components = [c for tree in trees for c in _component_dirs(tree)]
+        if len(components) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(REMOVERS) as pool:
+                list(pool.map(remove, components))
         for tree in trees:
             remove(tree)
     return problems

@@ -15,19 +15,6 @@ from dataclasses import dataclass, field
 
 INSTALL, COMMIT, ROLLBACK, CLEANUP = "install", "commit", "rollback", "cleanup"
 
-# states the command line accepts for --stop-before
-STATES = (
-    "Download",
-    "ArtifactInstall",
-    "ArtifactReboot",
-    "ArtifactVerifyReboot",
-    "ArtifactCommit",
-    "ArtifactRollback",
-    "ArtifactRollbackReboot",
-    "ArtifactVerifyRollbackReboot",
-    "ArtifactFailure",
-    "Cleanup",
-)
 SYSTEM_REBOOT = "SystemReboot"
 
 
