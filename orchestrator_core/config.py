@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from orchestrator_core.errors import ValidationErrors
@@ -37,21 +37,18 @@ ENV_MANIFEST_STORE_DIR = "MENDER_ORCHESTRATOR_MANIFEST_STORE_DIR"
 ENV_ARTIFACTS_CACHE_DIR = "MENDER_ORCHESTRATOR_ARTIFACTS_CACHE_DIR"
 
 
-@dataclass(frozen=True)
-class CacheConfig:
+class CacheConfig(NamedTuple):
     enabled: bool
     path: Path
     max_size_bytes: int  # 0 = unlimited
 
 
-@dataclass(frozen=True)
-class HttpsClientConfig:
+class HttpsClientConfig(NamedTuple):
     certificate: Path
     key: str  # a path, or a PKCS#11 URI (reported as unsupported where it is used)
 
 
-@dataclass(frozen=True)
-class ArtifactSourceConfig:
+class ArtifactSourceConfig(NamedTuple):
     kind: str  # "directory" or "url"
     location: str  # a directory path, or a URL template with {artifact_name}
 

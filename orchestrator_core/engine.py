@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from orchestrator_core import (
     atomic,
@@ -80,8 +80,7 @@ HOOK_NAMES = {
 }
 
 
-@dataclass(frozen=True)
-class RunOptions:
+class RunOptions(NamedTuple):
     stop_before: frozenset[str] = frozenset()
     exit_on_reboot: bool = False
     command: str = "install"  # install, resume or rollback: decides exit codes at stops
