@@ -23,7 +23,6 @@ flash. Interfaces only read these files; where links are not supported, they are
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -224,6 +223,8 @@ def remove_all(work_root: Path) -> list[str]:
         if not isinstance(error[1], FileNotFoundError):
             problems.append(f"{path}: {getattr(error[1], 'strerror', None) or error[1]}")
 
+    import shutil  # here: the queries, which use this module for ``version`` only, never remove
+
     def remove(tree: Path) -> None:
         shutil.rmtree(tree, onerror=skip)
 
@@ -257,6 +258,8 @@ def _component_dirs(deployment: Path) -> list[Path]:
 
 
 def _rmtree(path: Path) -> None:
+    import shutil
+
     try:
         shutil.rmtree(path)
     except FileNotFoundError:

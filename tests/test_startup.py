@@ -180,3 +180,30 @@ def test_resuming_the_collector_leaves_an_embedding_programs_setting() -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             check=True, timeout=60)
     assert result.stdout == "False 0\n"
+
+
+# answers the queries from the directory it is run in (its ID: the File API version there, and
+# the name of the directory holding it), where it also leaves a file behind
+LITTERING_INTERFACE = """#!/bin/sh
+case "$1" in
+  Identity) echo "id=$(cat version)-$(basename "$(dirname "$PWD")")"; echo left > litter ;;
+  Provides) echo "rootfs-image.unit.version=v1" ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("litter", [False, True])
+def test_queries_run_in_a_private_directory_removed_at_exit(
+    system: System, tmp_path: Path, litter: bool,
+) -> None:
+    system.write_interface("unit", LITTERING_INTERFACE if litter else
+                           LITTERING_INTERFACE.replace("; echo left > litter", ""))
+    system.write_topology(TOPOLOGY)
+    temporary = tmp_path / "tmpdir"
+    temporary.mkdir()
+    names, stdout = imported(["show-inventory"], {**system.env, "TMPDIR": str(temporary)})
+    # the Interface ran in $TMPDIR/<a directory of its own> holding the File API version
+    assert "a.1-tmpdir.rootfs-image.unit.version=v1\n" in stdout
+    # made in $TMPDIR, and gone at exit, with whatever the Interface left there
+    assert list(temporary.iterdir()) == []
+    assert not loaded(names, {"tempfile", "shutil"} if not litter else {"tempfile"})
