@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import click
 
@@ -27,11 +26,10 @@ from orchestrator_core.states import STATES
 log = logging.getLogger("mender_orchestrator.cli")
 
 
-@dataclass
-class Options:
+class Options(NamedTuple):
     log_level: str | None
     topology_components: Path | None
-    locations: Locations = field(default_factory=Locations)
+    locations: Locations = Locations()
 
 
 def _fail(exc: OrchestratorError) -> NoReturn:

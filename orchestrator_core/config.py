@@ -12,7 +12,6 @@ import json
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -53,8 +52,7 @@ class ArtifactSourceConfig(NamedTuple):
     location: str  # a directory path, or a URL template with {artifact_name}
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     conf_dir: Path
     data_dir: Path
     datastore_dir: Path
@@ -72,8 +70,8 @@ class Config:
     rollback_reboot_retries: int
     reboot_wait_seconds: float = 600.0  # see RebootWaitSeconds in the README
     config_files: tuple[Path, ...] = ()  # the files that were read, for messages
-    warnings: tuple[str, ...] = field(default=(), compare=False)
-    http_limits: HttpLimits = field(default_factory=HttpLimits)  # the HttpTimeouts option
+    warnings: tuple[str, ...] = ()
+    http_limits: HttpLimits = HttpLimits()  # the HttpTimeouts option
 
     @property
     def topology_file(self) -> Path:

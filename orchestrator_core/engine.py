@@ -12,7 +12,6 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -86,8 +85,7 @@ class RunOptions(NamedTuple):
     command: str = "install"  # install, resume or rollback: decides exit codes at stops
 
 
-@dataclass
-class RunResult:
+class RunResult(NamedTuple):
     exit_code: int
     message: str  # names the inconsistent Components, when there are any
 
