@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import click
 
@@ -22,16 +21,15 @@ from orchestrator_core.errors import OrchestratorError, ValidationErrors
 from orchestrator_core.global_options import Locations, location_options
 from orchestrator_core.json_output import option as json_option
 from orchestrator_core.lazy_group import LazyGroup
-from orchestrator_core.sequence import STATES
+from orchestrator_core.states import STATES
 
 log = logging.getLogger("mender_orchestrator.cli")
 
 
-@dataclass
-class Options:
+class Options(NamedTuple):
     log_level: str | None
     topology_components: Path | None
-    locations: Locations = field(default_factory=Locations)
+    locations: Locations = Locations()
 
 
 def _fail(exc: OrchestratorError) -> NoReturn:

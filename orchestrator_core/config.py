@@ -12,9 +12,8 @@ import json
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from orchestrator_core.errors import ValidationErrors
@@ -37,27 +36,23 @@ ENV_MANIFEST_STORE_DIR = "MENDER_ORCHESTRATOR_MANIFEST_STORE_DIR"
 ENV_ARTIFACTS_CACHE_DIR = "MENDER_ORCHESTRATOR_ARTIFACTS_CACHE_DIR"
 
 
-@dataclass(frozen=True)
-class CacheConfig:
+class CacheConfig(NamedTuple):
     enabled: bool
     path: Path
     max_size_bytes: int  # 0 = unlimited
 
 
-@dataclass(frozen=True)
-class HttpsClientConfig:
+class HttpsClientConfig(NamedTuple):
     certificate: Path
     key: str  # a path, or a PKCS#11 URI (reported as unsupported where it is used)
 
 
-@dataclass(frozen=True)
-class ArtifactSourceConfig:
+class ArtifactSourceConfig(NamedTuple):
     kind: str  # "directory" or "url"
     location: str  # a directory path, or a URL template with {artifact_name}
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     conf_dir: Path
     data_dir: Path
     datastore_dir: Path
@@ -75,8 +70,8 @@ class Config:
     rollback_reboot_retries: int
     reboot_wait_seconds: float = 600.0  # see RebootWaitSeconds in the README
     config_files: tuple[Path, ...] = ()  # the files that were read, for messages
-    warnings: tuple[str, ...] = field(default=(), compare=False)
-    http_limits: HttpLimits = field(default_factory=HttpLimits)  # the HttpTimeouts option
+    warnings: tuple[str, ...] = ()
+    http_limits: HttpLimits = HttpLimits()  # the HttpTimeouts option
 
     @property
     def topology_file(self) -> Path:

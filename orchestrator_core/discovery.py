@@ -7,8 +7,8 @@ parallel, so a System's query time is that of its slowest Interface, not their s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from orchestrator_core import drivers
 from orchestrator_core.context import Component
@@ -17,8 +17,7 @@ from orchestrator_core.errors import OrchestratorError
 from orchestrator_core.log import component_logger
 
 
-@dataclass(frozen=True)
-class Discovered:
+class Discovered(NamedTuple):
     component: Component
     driver: ComponentDriver
     component_id: str
@@ -30,8 +29,7 @@ class Discovered:
         return f"{self.component.component_type}.{self.component_id}"
 
 
-@dataclass(frozen=True)
-class Failed:
+class Failed(NamedTuple):
     component: Component
     message: str
 

@@ -27,11 +27,9 @@ import os
 import resource
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import pluggy
 
@@ -39,6 +37,9 @@ from orchestrator_core import api_version, hookspecs, watchdog
 from orchestrator_core.context import Component, InterfaceContext, RebootNeed
 from orchestrator_core.errors import ConfigError, DriverNotFound, InterfaceError, OrchestratorError
 from orchestrator_core.retry import call_with_retries
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 DRIVER_GROUP = "mender_orchestrator.drivers"
 PLUGIN_GROUP = "mender_orchestrator.plugins"
@@ -58,8 +59,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-@dataclass(frozen=True)
-class Resolution:
+class Resolution(NamedTuple):
     """What one Topology ``interface`` name resolves to."""
 
     interface: str
@@ -169,6 +169,9 @@ def in_parallel(work: Callable[[T], R], items: Sequence[T]) -> list[R]:
         return [work(items[0])]
     with _pool_lock:
         if _pool is None:
+            # imported here: a System of one Component (and every query of one) needs no pool
+            from concurrent.futures import ThreadPoolExecutor
+
             _pool = ThreadPoolExecutor(parallel_calls(), thread_name_prefix="component")
     return list(_pool.map(work, items))
 

@@ -12,11 +12,18 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from orchestrator_core import atomic, drivers, filetree, manifest_store, processes, replay
+from orchestrator_core import (
+    atomic,
+    drivers,
+    filetree,
+    manifest_store,
+    processes,
+    replay,
+    startup,
+)
 from orchestrator_core.config import Config
 from orchestrator_core.context import InterfaceContext
 from orchestrator_core.deployment_checks import check_before_journal
@@ -72,15 +79,13 @@ HOOK_NAMES = {
 }
 
 
-@dataclass(frozen=True)
-class RunOptions:
+class RunOptions(NamedTuple):
     stop_before: frozenset[str] = frozenset()
     exit_on_reboot: bool = False
     command: str = "install"  # install, resume or rollback: decides exit codes at stops
 
 
-@dataclass
-class RunResult:
+class RunResult(NamedTuple):
     exit_code: int
     message: str  # names the inconsistent Components, when there are any
 
@@ -205,6 +210,7 @@ class Deployment:
         return self.config.rollback_reboot_retries
 
     def run(self, options: RunOptions) -> RunResult:
+        startup.resume_collection()  # a deployment may run for hours: start-up is over
         progress = Progress()
         retries = self._retries()  # frozen in the plan at install time
         steps = deployment_steps(self.plan.groups, retries, progress)

@@ -23,9 +23,7 @@ flash. Interfaces only read these files; where links are not supported, they are
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from orchestrator_core import atomic
@@ -225,6 +223,8 @@ def remove_all(work_root: Path) -> list[str]:
         if not isinstance(error[1], FileNotFoundError):
             problems.append(f"{path}: {getattr(error[1], 'strerror', None) or error[1]}")
 
+    import shutil  # here: the queries, which use this module for ``version`` only, never remove
+
     def remove(tree: Path) -> None:
         shutil.rmtree(tree, onerror=skip)
 
@@ -233,8 +233,13 @@ def remove_all(work_root: Path) -> list[str]:
         # Each Component's directory in a thread of its own first: on a busy file system every
         # removal waits for its journal, and a hundred Components' waits then overlap (three
         # to four times faster here than one after another). The rest, one after another.
-        with ThreadPoolExecutor(REMOVERS) as pool:
-            list(pool.map(remove, [c for tree in trees for c in _component_dirs(tree)]))
+        # One Component's directory needs no threads (nor the import of their pool).
+        components = [c for tree in trees for c in _component_dirs(tree)]
+        if len(components) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(REMOVERS) as pool:
+                list(pool.map(remove, components))
         for tree in trees:
             remove(tree)
     return problems
@@ -253,6 +258,8 @@ def _component_dirs(deployment: Path) -> list[Path]:
 
 
 def _rmtree(path: Path) -> None:
+    import shutil
+
     try:
         shutil.rmtree(path)
     except FileNotFoundError:

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 OPTION = "HttpTimeouts"
 FIELDS = ("ConnectSeconds", "StallSeconds", "MinBytesPerSecond")
 MAX_SECONDS = 3600.0
 
 
-@dataclass(frozen=True)
-class HttpLimits:
+class HttpLimits(NamedTuple):
     # connecting (TCP and TLS) to a server
     connect_seconds: float = 15.0
     # the longest wait for any byte, and the window the minimum rate is averaged over; the

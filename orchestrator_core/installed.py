@@ -21,8 +21,8 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote
 
 from orchestrator_core.atomic import fsync_dir, make_private_dir, write_bytes
@@ -35,8 +35,7 @@ CURRENT = "current"
 RECORD = "artifact.json"
 
 
-@dataclass(frozen=True)
-class PreviousArtifact:
+class PreviousArtifact(NamedTuple):
     """The Artifact a Component ran before this deployment: its header facts and its
     payload files (verified when they were stored; read them, do not change them)."""
 

@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -138,8 +137,7 @@ def damaged_plan(path: Path, deployment: int, exc: Exception) -> JournalError:
     )
 
 
-@dataclass(frozen=True)
-class DeploymentRow:
+class DeploymentRow(NamedTuple):
     id: int
     manifest_name: str
     manifest: bytes
@@ -160,8 +158,7 @@ class StepIdentity(NamedTuple):
     members: tuple[str, ...] | None  # None in journals from before format 1
 
 
-@dataclass(frozen=True)
-class EventRow:
+class EventRow(NamedTuple):
     seq: int | None
     component: str
     kind: str

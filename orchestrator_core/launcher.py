@@ -2,7 +2,8 @@
 
 ``--version`` alone is answered here, without loading the command line (click and the
 commands): it is how scripts and packages probe an installation, so it should cost little
-more than starting Python. Every other command line goes to ``orchestrator_core.cli``.
+more than starting Python. Every other command line goes to ``orchestrator_core.cli``, with
+the garbage collector paused while it starts (``startup.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ def main() -> None:
             sys.stderr.close()
             raise SystemExit(1) from None
         return
+    from orchestrator_core.startup import pause_collection
+
+    pause_collection()
     from orchestrator_core.cli import main as run_command_line
 
     run_command_line()

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 
 import click
 
+from orchestrator_core.startup import resume_collection
+
 
 class LazyGroup(click.Group):
     """``lazy`` maps a command name to ``"module:attribute"``, the command's click object."""
@@ -26,5 +28,8 @@ class LazyGroup(click.Group):
         if name in self.lazy:
             module, attribute = self.lazy[name].split(":")
             command: click.Command = getattr(importlib.import_module(module), attribute)
+            # these commands may work for long (an Artifact of gigabytes, the checker's
+            # hundreds of calls): start-up is over once their module is loaded
+            resume_collection()
             return command
         return super().get_command(ctx, name)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from orchestrator_core.errors import ValidationErrors
 from orchestrator_core.topology import Topology
@@ -17,16 +16,14 @@ ENTRY_FIELDS = ("artifact_name", "artifact_path", "update_strategy")
 MIN_ORDER, MAX_ORDER = 1, 100
 
 
-@dataclass(frozen=True)
-class ComponentTypeEntry:
+class ComponentTypeEntry(NamedTuple):
     component_type: str
     artifact_name: str | None
     artifact_path: str | None
     order: int
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(NamedTuple):
     path: Path
     name: str
     system_types_compatible: tuple[str, ...]

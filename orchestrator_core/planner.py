@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from orchestrator_core.config import Config
 from orchestrator_core.context import ArtifactInfo, Component
@@ -24,8 +24,7 @@ from orchestrator_core.manifest import Manifest, check_against_topology
 from orchestrator_core.topology import Topology
 
 
-@dataclass(frozen=True)
-class PlannedComponent:
+class PlannedComponent(NamedTuple):
     key: str  # "<component_type>/<component id>": unique in the System
     component: Component
     component_id: str

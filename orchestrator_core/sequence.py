@@ -12,27 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 INSTALL, COMMIT, ROLLBACK, CLEANUP = "install", "commit", "rollback", "cleanup"
 
-# states the command line accepts for --stop-before
-STATES = (
-    "Download",
-    "ArtifactInstall",
-    "ArtifactReboot",
-    "ArtifactVerifyReboot",
-    "ArtifactCommit",
-    "ArtifactRollback",
-    "ArtifactRollbackReboot",
-    "ArtifactVerifyRollbackReboot",
-    "ArtifactFailure",
-    "Cleanup",
-)
 SYSTEM_REBOOT = "SystemReboot"
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(NamedTuple):
     kind: str  # "state", "query" or "reboot"
     name: str  # a protocol state, a query (SupportsRollback, NeedsArtifactReboot), SYSTEM_REBOOT
     group: int  # the order group
@@ -44,8 +31,7 @@ class Step:
     stop_names: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
     ok: bool
     value: str | None = None  # a query's answer
     message: str | None = None  # why it failed

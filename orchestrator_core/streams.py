@@ -31,10 +31,9 @@ import select
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from orchestrator_core import filetree
 from orchestrator_core.context import PayloadFeed, PayloadFile
@@ -53,8 +52,7 @@ _JOIN_GRACE_SECONDS = 1.0  # how long past the deadline a join waits for a threa
 Chunk = bytes | memoryview  # a memoryview is valid only until the next chunk is asked for
 
 
-@dataclass(frozen=True)
-class Stream:
+class Stream(NamedTuple):
     """One stream as announced on ``stream-next``; ``chunks`` yields its verified bytes."""
 
     name: str

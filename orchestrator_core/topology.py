@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from orchestrator_core.context import Component
 from orchestrator_core.errors import ConfigError, ValidationErrors
@@ -15,8 +14,7 @@ TOP_LEVEL_FIELDS = ("api_version", "kind", "system_type", "components")
 COMPONENT_FIELDS = ("component_type", "interface", "interface_args")
 
 
-@dataclass(frozen=True)
-class Topology:
+class Topology(NamedTuple):
     path: Path
     system_type: str
     components: tuple[Component, ...]

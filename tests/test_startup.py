@@ -32,6 +32,7 @@ DEPLOYMENT_ONLY = {
     "orchestrator_core.engine",
     "orchestrator_core.journal",
     "orchestrator_core.planner",
+    "orchestrator_core.sequence",
     "orchestrator_core.streams",
     "orchestrator_core.artifact",
     "orchestrator_core.artifact.writer",
@@ -108,7 +109,8 @@ def test_queries_load_no_deployment_machinery(unit: tuple[System, Path], command
     system, _ = unit
     names, stdout = imported([command], system.env)
     assert "a.a-1.rootfs-image.unit.version=factory" in stdout
-    assert not loaded(names, DEPLOYMENT_ONLY)
+    # nor, for one Component, a thread pool
+    assert not loaded(names, {*DEPLOYMENT_ONLY, "concurrent.futures"})
 
 
 def test_inspect_of_an_unsigned_artifact_loads_no_cryptography(
@@ -133,3 +135,75 @@ def test_install_of_an_unsigned_artifact_loads_no_cryptography(
     assert system.version("a", "1") == "unit-v2"
     assert not loaded(names, {"cryptography", "stevedore", "requests", "importlib.metadata",
                               "orchestrator_core.artifact.writer"})
+
+
+# Runs the console script's main() in a fresh interpreter and reports, once the command has
+# ended, whether the cyclic garbage collector is on and how many objects it froze.
+COLLECTOR_PROBE = """
+import gc, sys
+from orchestrator_core import launcher
+sys.argv = ["mender-orchestrator", *sys.argv[1:]]
+try:
+    launcher.main()
+except SystemExit as exc:
+    assert not exc.code, exc.code
+print("collector", gc.isenabled(), gc.get_freeze_count() > 0, file=sys.stderr)
+"""
+
+
+def collector_after(args: list[str], env: Mapping[str, str]) -> str:
+    result = subprocess.run([sys.executable, "-c", COLLECTOR_PROBE, *args], env=env,
+                            capture_output=True, text=True, check=False, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stderr.splitlines()[-1]
+
+
+def test_the_collector_is_paused_by_start_up_and_resumed_by_a_deployment(
+    unit: tuple[System, Path], tmp_path: Path,
+) -> None:
+    system, artifact = unit
+    # a poll ends with it paused: nothing it made needed collecting
+    assert collector_after(["show-inventory"], system.env) == "collector False False"
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(MANIFEST)
+    # a deployment may run for hours: it collects again, start-up's objects frozen
+    assert collector_after(["install", str(manifest)], system.env) == "collector True True"
+    assert system.version("a", "1") == "unit-v2"
+    # so do the lazily loaded command groups (an Artifact of gigabytes)
+    assert collector_after(["artifact", "inspect", str(artifact)],
+                           system.env) == "collector True True"
+
+
+def test_resuming_the_collector_leaves_an_embedding_programs_setting() -> None:
+    probe = ("import gc; from orchestrator_core import startup; gc.disable(); "
+             "startup.resume_collection(); print(gc.isenabled(), gc.get_freeze_count())")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True, timeout=60)
+    assert result.stdout == "False 0\n"
+
+
+# answers the queries from the directory it is run in (its ID: the File API version there, and
+# the name of the directory holding it), where it also leaves a file behind
+LITTERING_INTERFACE = """#!/bin/sh
+case "$1" in
+  Identity) echo "id=$(cat version)-$(basename "$(dirname "$PWD")")"; echo left > litter ;;
+  Provides) echo "rootfs-image.unit.version=v1" ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("litter", [False, True])
+def test_queries_run_in_a_private_directory_removed_at_exit(
+    system: System, tmp_path: Path, litter: bool,
+) -> None:
+    system.write_interface("unit", LITTERING_INTERFACE if litter else
+                           LITTERING_INTERFACE.replace("; echo left > litter", ""))
+    system.write_topology(TOPOLOGY)
+    temporary = tmp_path / "tmpdir"
+    temporary.mkdir()
+    names, stdout = imported(["show-inventory"], {**system.env, "TMPDIR": str(temporary)})
+    # the Interface ran in $TMPDIR/<a directory of its own> holding the File API version
+    assert "a.1-tmpdir.rootfs-image.unit.version=v1\n" in stdout
+    # made in $TMPDIR, and gone at exit, with whatever the Interface left there
+    assert list(temporary.iterdir()) == []
+    assert not loaded(names, {"tempfile", "shutil"} if not litter else {"tempfile"})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import tempfile
@@ -86,7 +85,7 @@ def artifact_maker(given: tuple[Path, ...], config: Config, payload_type: str,
             artifacts = [_read(p, config, version_key, component_type) for p in given]
             return artifacts[0], artifacts[1] if len(artifacts) > 1 else None
         # our own Artifacts are not signed: read them without the System's verification keys
-        unsigned = dataclasses.replace(config, artifact_verify_keys=())
+        unsigned = config._replace(artifact_verify_keys=())
         directory.mkdir(mode=0o700, exist_ok=True)
         name = f"check-interface-{time.strftime('%Y%m%dT%H%M%S')}"
         new = _write(directory, name, payload_type, component_type, version_key, unsigned)

@@ -6,7 +6,6 @@ Imported only when a fixture is used, so that pytest runs which do not use the k
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import re
@@ -107,7 +106,7 @@ class Sandbox:
     def config(self, timeout_seconds: float | None = None) -> Config:
         config = load_config(self.env)
         if timeout_seconds is not None:
-            config = dataclasses.replace(config, interface_timeout_seconds=timeout_seconds)
+            config = config._replace(interface_timeout_seconds=timeout_seconds)
         return config
 
     def add_executable(self, name: str, source: Path) -> None:
@@ -282,7 +281,7 @@ class Hooks:
                 feed.save_to(filetree.files_dir(self.work_dir))
 
     def _unsigned(self) -> Config:
-        return dataclasses.replace(self.system.config(), artifact_verify_keys=())
+        return self.system.config()._replace(artifact_verify_keys=())
 
     def _header(self, artifact: Artifact) -> Any:
         from orchestrator_core.artifact import read_header
