@@ -22,7 +22,7 @@ from orchestrator_core.testing.kit import ArtifactFactory, HooksFactory
 
 from mender_orchestrator_esp32 import idf, slip
 from mender_orchestrator_esp32.link import CHIP_NAMES
-from mender_orchestrator_esp32.simulator import Device, Simulator, SimulatorError
+from mender_orchestrator_esp32.simulator import Device, Simulator, SimulatorError, image_chip_id
 from mender_orchestrator_esp32.simulator import main as simulator_main
 
 
@@ -61,31 +61,61 @@ def test_the_rom_loader_as_esptool_sees_it(sim: Sim) -> None:
         esp._port.close()
 
 
+@pytest.mark.parametrize(
+    ("model", "after"),
+    [("esp32", "soft-reset"), ("esp32s2", "watchdog-reset"), ("esp32c2", "watchdog-reset"),
+     ("esp32c6", "hard-reset"), ("esp32h2", "hard-reset")],
+)  # fmt: skip
 def test_an_unconfirmed_app_is_rolled_back_by_the_next_boot(
-    sim: Sim, interface_hooks: HooksFactory, artifact_factory: ArtifactFactory
+    tmp_path: Path,
+    interface_hooks: HooksFactory,
+    artifact_factory: ArtifactFactory,
+    model: str,
+    after: str,
 ) -> None:
-    artifact = artifact_factory("2.0.0", payload_type="esp32", component_type="door_lock",
-                                files={"door-lock.bin": make_image("2.0.0")})  # fmt: skip
-    hooks = interface_hooks("esp32", component_args(sim), "door_lock")
-    for state in ("download", "artifact_install", "artifact_reboot"):
-        hooks.state(state, artifact)
-    otadata = sim.otadata()
-    assert (sim.state()["running"], otadata.entries[1].state_name) == ("ota_1", "PENDING_VERIFY")
+    sim = create_sim(tmp_path, model=model)
+    sim.start()
+    chip_id = image_chip_id(model)
 
-    hooks.state("artifact_reboot", artifact)  # a second boot with nobody confirming it
+    def boot() -> None:
+        if after == "hard-reset":  # the RTS pulse a pty cannot carry
+            sim.pulse_en()
 
-    assert sim.state()["running"] == "ota_0"
-    assert sim.otadata().entries[1].state_name == "ABORTED"
-    with pytest.raises(InterfaceError, match=(
-        r"the bootloader rolled back: otadata selects ota_0, not ota_1 "
-        r"\(seq 1 VALID, seq 2 ABORTED\)"
-    )):  # fmt: skip
-        hooks.state("artifact_verify_reboot", artifact)
-    for state in ("artifact_rollback", "artifact_rollback_reboot",
-                  "artifact_verify_rollback_reboot", "cleanup"):  # fmt: skip
-        hooks.state(state, artifact)
-    assert sim.otadata() == otadata.with_entry(1, idf.OtaData.decode(b"\xff" * 0x2000).entries[1])
-    assert sim.state()["running"] == "ota_0"
+    try:
+        image = make_image("2.0.0", chip_id=chip_id)
+        artifact = artifact_factory("2.0.0", payload_type="esp32", component_type="door_lock",
+                                    files={"door-lock.bin": image})  # fmt: skip
+        args = component_args(sim, f"--chip={model}", f"--after={after}")
+        hooks = interface_hooks("esp32", args, "door_lock")
+        for state in ("download", "artifact_install", "artifact_reboot"):
+            hooks.state(state, artifact)
+        boot()
+        otadata = sim.otadata()
+        assert (sim.state()["running"], otadata.entries[1].state_name) == (
+            "ota_1", "PENDING_VERIFY",
+        )  # fmt: skip
+
+        hooks.state("artifact_reboot", artifact)  # a second boot with nobody confirming it
+        boot()
+
+        assert sim.state()["running"] == "ota_0"
+        assert sim.otadata().entries[1].state_name == "ABORTED"
+        with pytest.raises(InterfaceError, match=(
+            r"the bootloader rolled back: otadata selects ota_0, not ota_1 "
+            r"\(seq 1 VALID, seq 2 ABORTED\)"
+        )):  # fmt: skip
+            hooks.state("artifact_verify_reboot", artifact)
+        for state in ("artifact_rollback", "artifact_rollback_reboot"):
+            hooks.state(state, artifact)
+        boot()
+        for state in ("artifact_verify_rollback_reboot", "cleanup"):
+            hooks.state(state, artifact)
+        blank = idf.OtaData.decode(b"\xff" * 0x2000).entries[1]
+        assert sim.otadata() == otadata.with_entry(1, blank)
+        boot()  # verifying left the loader (RTS on the C6 and H2)
+        assert (sim.state()["mode"], sim.state()["running"]) == ("app", "ota_0")
+    finally:
+        sim.stop()
 
 
 def test_a_reset_that_never_reaches_the_chip_is_named(
