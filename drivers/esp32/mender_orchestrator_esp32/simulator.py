@@ -892,7 +892,9 @@ def _serve_forever(path: Path, link: Path | None) -> int:
     with Simulator(path, link) as sim:
         # the EN line, from a shell: kill -USR1 PID (a pty has no RTS)
         signal.signal(signal.SIGUSR1, lambda *_: threading.Thread(target=sim.pulse_en).start())
-        print(f"ready: ESP32 simulator on {sim.port}" + (f" ({link})" if link else ""), flush=True)
+        later = LATER_MODELS.get(sim.device.chip.model)
+        name = "ESP32" if later is None else later.name
+        print(f"ready: {name} simulator on {sim.port}" + (f" ({link})" if link else ""), flush=True)
         try:
             stopped.wait()
         except KeyboardInterrupt:
