@@ -62,6 +62,7 @@ import operator
 import os
 import queue
 import select
+import socket
 import struct
 import sys
 import termios
@@ -75,6 +76,7 @@ from typing import Any
 from orchestrator_core.driver_api import write_atomically
 
 from mender_orchestrator_esp32 import idf, slip
+from mender_orchestrator_esp32.board import AutoResetBoard, ResetPlayingPortManager
 
 SYNC_PAYLOAD = b"\x07\x07\x12\x20" + b"\x55" * 32
 CHECKSUM_SEED = 0xEF
@@ -175,6 +177,13 @@ def image_chip_id(model: str) -> int:
 
 ROM_BANNER = (
     b"ets Jun  8 2016 00:22:57\r\n\r\nrst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n"
+)
+
+
+# what the ROM prints when GPIO0 was low at reset (esptool reads it to check the boot mode)
+ROM_DOWNLOAD_BANNER = (
+    b"ets Jun  8 2016 00:22:57\r\n\r\nrst:0x1 (POWERON_RESET),boot:0x3 "
+    b"(DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))\r\nwaiting for download\r\n"
 )
 
 
@@ -376,9 +385,13 @@ BAUD_RATES = _baud_table()
 class Rom:
     """The ESP32 ROM loader's command handling for one Device."""
 
-    def __init__(self, device: Device, send: Any) -> None:
+    def __init__(self, device: Device, send: Any, lines_reach_it: bool = False) -> None:
         self.device = device
         self.send = send  # callable(bytes): raw bytes to the host
+        # over a pty no DTR/RTS reaches the chip, so a SYNC while the app runs stands for the
+        # host's reset into the download mode; over RFC 2217 the lines do, and the app ignores
+        # a SYNC as it ignores any byte
+        self.sync_is_reset = not lines_reach_it
         self.attached = False
         self.begin: tuple[int, int, int, int] | None = None  # offset, blocks, block size, next seq
         self.registers: dict[int, int] = {}
@@ -457,7 +470,7 @@ class Rom:
             self.reply(op, status=STATUS_INVALID_MESSAGE)
             return
         if self.device.state.mode != "download":
-            if op != OP_SYNC:
+            if op != OP_SYNC or not self.sync_is_reset:
                 return  # the application does not speak the loader's protocol
             # the host's DTR/RTS sequence put the chip back into the download mode
             self.device.state.mode = "download"
@@ -675,6 +688,21 @@ class Rom:
 
     # ------------------------------------------------------------ resets
 
+    def enter_download_mode(self) -> None:
+        """EN released with GPIO0 low: the ROM starts its serial loader."""
+        state = self.device.state
+        if state.mode == "app":
+            state.loader_entries += 1
+        self.stub = False
+        self.attached = False
+        self.begin = None
+        self.ram = None
+        self.watchdog_at = None
+        state.mode = "download"
+        state.running = None
+        self.device.save_side()
+        self.send(ROM_DOWNLOAD_BANNER)
+
     def power_cycle(self) -> None:
         log = self.start_application()
         self.send(ROM_BANNER + log)
@@ -773,6 +801,9 @@ class Simulator:
     def _send(self, data: bytes) -> None:
         self.bytes_out += len(data)
         self._wire(len(data))
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             try:
@@ -797,34 +828,128 @@ class Simulator:
                 rom.device = self.device
             self._side_mtime = mtime
 
+    lines_reach_it = False  # DTR/RTS: a pty has none
+
     def _serve(self) -> None:
-        decoder = slip.Decoder()
+        self._decoder = slip.Decoder()
         self._refresh()
-        self._rom = Rom(self.device, self._send)
+        self._rom = Rom(self.device, self._send, lines_reach_it=self.lines_reach_it)
         while not self._stop.is_set():
             while not self._en_pulses.empty():
                 done = self._en_pulses.get()
                 self._refresh()
                 self._rom.power_cycle()
                 done.set()
-            ready, _, _ = select.select([self.master], [], [], 0.05)
-            if not ready:
+            data = self._receive()
+            if data:
+                self._take(data)
+            else:
                 self._rom.tick()
-                continue
-            try:
-                data = os.read(self.master, 65536)
-            except OSError as exc:
-                if exc.errno == errno.EIO:  # no host has the port open
-                    time.sleep(0.02)
-                    continue
-                raise
-            self.bytes_in += len(data)
-            self._wire(len(data))
-            for frame in decoder.feed(data):
-                self._refresh()
-                self._rom.handle(frame)
-                # our own writes of PATH.json are not edits to take again
-                self._side_mtime = side_file(self.device.path).stat().st_mtime_ns
+
+    def _receive(self) -> bytes:
+        """What the host sent, waiting a little; b"" if nothing came."""
+        ready, _, _ = select.select([self.master], [], [], 0.05)
+        if not ready:
+            return b""
+        try:
+            return os.read(self.master, 65536)
+        except OSError as exc:
+            if exc.errno == errno.EIO:  # no host has the port open
+                time.sleep(0.02)
+                return b""
+            raise
+
+    def _take(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        self._wire(len(data))
+        for frame in self._decoder.feed(data):
+            self._refresh()
+            self._rom.handle(frame)
+            # our own writes of PATH.json are not edits to take again
+            self._side_mtime = side_file(self.device.path).stat().st_mtime_ns
+
+
+class Rfc2217Simulator(Simulator):
+    """Serves one Device as an RFC 2217 serial port on 127.0.0.1 (``address`` is esptool's
+    ``rfc2217://127.0.0.1:PORT``), one host at a time: the port's DTR and RTS reach the board's
+    auto-reset circuit (``board``), so esptool's resets into the download mode and
+    ``--after=hard-reset`` act on the chip as on a real board, and a SYNC while the app runs
+    is ignored, as the app ignores it."""
+
+    lines_reach_it = True
+
+    def __init__(self, path: Path, tcp_port: int = 0) -> None:  # the base's, without a pty
+        self.device = Device.load(path)
+        self.link = None
+        self.board = AutoResetBoard()
+        self._listener = socket.create_server(("127.0.0.1", tcp_port))
+        self.port = f"rfc2217://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._host: socket.socket | None = None
+        self._manager: ResetPlayingPortManager | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name=f"esp32-sim {path}", daemon=True)
+        self._wire_free = 0.0
+        self._en_pulses = queue.SimpleQueue()
+        self._side_mtime = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for sock in (self._host, self._listener):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def _baud(self) -> int | None:
+        return self.board.baudrate
+
+    def _write(self, data: bytes) -> None:
+        if self._host is None or self._manager is None:
+            return  # no host on the port: the bytes go nowhere, as on an unplugged cable
+        with contextlib.suppress(OSError):
+            self._host.sendall(b"".join(self._manager.escape(data)))
+
+    def _receive(self) -> bytes:
+        while not self.board.starts.empty():  # EN released: the chip starts, as GPIO0 says
+            if self.board.starts.get() == "download":
+                self._rom.enter_download_mode()
+            else:
+                self._rom.power_cycle()
+        waiting = [self._listener] if self._host is None else [self._host]
+        # short waits: a start comes from the board's thread, and its boot log is awaited
+        ready, _, _ = select.select(waiting, [], [], 0.01)
+        if not ready:
+            return b""
+        if self._host is None:
+            self._host, _ = self._listener.accept()
+            # each control-line change is a small write answered at once: no Nagle delay
+            self._host.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._manager = ResetPlayingPortManager(self.board, _Connection(self._host))
+            return b""
+        try:
+            raw = self._host.recv(65536)
+        except OSError:
+            raw = b""
+        if not raw:  # the host closed the port: the bridge drops DTR and RTS
+            self._host.close()
+            self._host = self._manager = None
+            self.board.set_lines(False, False)
+            return b""
+        assert self._manager is not None
+        return b"".join(self._manager.filter(raw))
+
+
+class _Connection:
+    """What pyserial's PortManager writes its Telnet answers to."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def write(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.sendall(data)
 
 
 # ------------------------------------------------------------------------ command line
@@ -856,6 +981,11 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="serve a device on a new pty until SIGTERM")
     serve.add_argument("path", type=Path)
     serve.add_argument("--link", type=Path, help="symbolic link to the pty to create")
+    serve.add_argument(
+        "--rfc2217", type=int, nargs="?", const=0, metavar="TCP_PORT",
+        help="serve an RFC 2217 port on 127.0.0.1 instead of a pty (its DTR/RTS reach the "
+        "board's auto-reset circuit); any free TCP port unless given",
+    )  # fmt: skip
     show = commands.add_parser("show", help="print the settings, state and otadata")
     show.add_argument("path", type=Path)
     args = parser.parse_args(argv)
@@ -863,7 +993,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "init":
             return _init(args)
         if args.command == "serve":
-            return _serve_forever(args.path, args.link)
+            return _serve_forever(args.path, args.link, args.rfc2217)
         return _show(args.path)
     except (SimulatorError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -884,12 +1014,15 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve_forever(path: Path, link: Path | None) -> int:
+def _serve_forever(path: Path, link: Path | None, rfc2217: int | None) -> int:
     import signal
 
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    with Simulator(path, link) as sim:
+    if rfc2217 is not None and link is not None:
+        raise SimulatorError("--link names a pty; an RFC 2217 port has none")
+    server = Simulator(path, link) if rfc2217 is None else Rfc2217Simulator(path, rfc2217)
+    with server as sim:
         # the EN line, from a shell: kill -USR1 PID (a pty has no RTS)
         signal.signal(signal.SIGUSR1, lambda *_: threading.Thread(target=sim.pulse_en).start())
         later = LATER_MODELS.get(sim.device.chip.model)

@@ -252,6 +252,38 @@ def test_a_later_chip_is_flashed_through_the_stub_and_its_app_started(
         later.stop()
 
 
+def test_over_rfc2217_the_resets_reach_the_chip_through_its_auto_reset_circuit(
+    tmp_path: Path, interface_hooks: HooksFactory, artifact_factory: ArtifactFactory
+) -> None:
+    """DTR/RTS carried to the board: esptool's reset into the download mode and
+    --after=hard-reset (the only one on a C6) start the chip as on a real board. About 35 s:
+    pyserial's RFC 2217 client waits 50 ms or more for each port setting it changes, which
+    esptool does around every command."""
+    model = "esp32c6"
+    chip = create_sim(tmp_path, model=model)
+    chip.start(rfc2217=True)
+    try:
+        image = make_image("2.0.0", chip_id=image_chip_id(model))
+        artifact = artifact_factory("2.0.0", payload_type="esp32", component_type="door_lock",
+                                    files={"door-lock.bin": image})  # fmt: skip
+        args = component_args(chip, f"--chip={model}", "--after=hard-reset")
+        hooks = interface_hooks("esp32", args, "door_lock", timeout_seconds=120)
+        for state in ("download", "artifact_install", "artifact_reboot"):
+            hooks.state(state, artifact)
+        # EN pulsed by RTS with GPIO0 high: the bootloader started the new app
+        assert (chip.state()["mode"], chip.state()["running"]) == ("app", "ota_1")
+        assert chip.otadata().entries[1].state_name == "PENDING_VERIFY"
+        entries = chip.state()["loader_entries"]
+        for state in ("artifact_verify_reboot", "artifact_commit", "cleanup"):
+            hooks.state(state, artifact)
+        assert chip.state()["loader_entries"] == entries + 1  # reset into the ROM by DTR/RTS
+        assert (chip.state()["mode"], chip.state()["running"]) == ("app", "ota_1")
+        assert chip.otadata().entries[1].state_name == "VALID"
+        assert chip.slot_bytes("ota_1", len(image)) == image
+    finally:
+        chip.stop()
+
+
 @pytest.mark.parametrize(
     ("model", "name", "configured", "after"),
     [
