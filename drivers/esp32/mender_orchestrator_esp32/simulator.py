@@ -48,6 +48,8 @@ for the chip (``esp_image_header_t.chip_id``).
 
 A pty has no RTS line: ``Simulator.pulse_en()`` (or SIGUSR1 to ``serve``) stands for the
 board's EN line pulled by RTS or its reset button: the chip restarts and boots.
+``Rfc2217Simulator`` (``serve --rfc2217``) serves the chip as an RFC 2217 port instead, whose
+DTR and RTS reach the board's auto-reset circuit (``board``): no stand-in is needed there.
 """
 
 from __future__ import annotations
