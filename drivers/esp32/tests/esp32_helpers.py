@@ -54,7 +54,7 @@ class Sim:
 
     def start(self, rfc2217: bool = False) -> None:
         """Serve on a pty (at ``link``), or as an RFC 2217 port whose DTR/RTS reach the chip."""
-        self.server = (Rfc2217Simulator(self.path) if rfc2217 else Simulator(self.path, self.link))
+        self.server = Rfc2217Simulator(self.path) if rfc2217 else Simulator(self.path, self.link)
         self.server.start()
 
     @property
