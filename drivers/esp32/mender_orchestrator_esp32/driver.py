@@ -21,8 +21,8 @@ Queries never restart a running application: they ask it (the ``esp32_query_appl
 hook), else answer from what the driver recorded on the host whenever it changed otadata
 (``hostrecord``). Only the first query of a chip nothing is recorded for reads it (the MAC and
 the selected app's descriptor), then starts the application again as the update states do.
-An ESP32 is served by its ROM alone; an ESP32-S3 or -C3 through esptool's flasher stub, uploaded at
-every connection.
+An ESP32 is served by its ROM alone; the later chips (S2, S3, C3, C2, C6, H2) through esptool's
+flasher stub, uploaded at every connection.
 """
 
 from __future__ import annotations
@@ -50,7 +50,10 @@ from mender_orchestrator_esp32.link import Session, session
 from mender_orchestrator_esp32.settings import PARSER, Settings, parse
 
 # esp_image_header_t.chip_id of each chip the driver takes
-CHIP_IDS = {"esp32": 0, "esp32s3": 9, "esp32c3": 5}
+CHIP_IDS = {
+    "esp32": 0, "esp32s2": 2, "esp32s3": 9, "esp32c3": 5, "esp32c2": 12, "esp32c6": 13,
+    "esp32h2": 16,
+}  # fmt: skip
 # the host record's fields Inventory reports, in its order
 _INVENTORY = ("mac", "partition", "ota_state", "project", "idf_version")
 

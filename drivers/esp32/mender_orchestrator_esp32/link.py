@@ -4,8 +4,9 @@ One ``Session`` is one connection: open the port, reset into the download mode a
 (``detect_chip``), check the chip, raise the baud rate, attach the SPI flash; then reads,
 writes (FLASH_BEGIN erases, FLASH_DATA blocks, never FLASH_END, which would leave the loader),
 MD5 checks, and the reset into the application. An ESP32 is served by its ROM alone (reads are
-READ_FLASH_SLOW); the ESP32-S3's and -C3's ROMs can neither read nor sum flash, so esptool's
-flasher stub is uploaded and started first.
+READ_FLASH_SLOW); the later chips (S2, S3, C3, C2, C6, H2) through esptool's flasher stub,
+uploaded and started first, as esptool does by default (the S3's and C3's ROMs can neither read
+nor sum flash).
 
 Every esptool or serial failure becomes an ``InterfaceError`` naming the Component, the port
 and the step. esptool prints to stdout by default, which would mix with the orchestrator's
@@ -33,7 +34,15 @@ from mender_orchestrator_esp32.settings import Settings
 
 ROM_BAUD = 115200
 # as esptool's CHIP_NAME spells them
-CHIP_NAMES = {"esp32": "ESP32", "esp32s3": "ESP32-S3", "esp32c3": "ESP32-C3"}
+CHIP_NAMES = {
+    "esp32": "ESP32",
+    "esp32s2": "ESP32-S2",
+    "esp32s3": "ESP32-S3",
+    "esp32c3": "ESP32-C3",
+    "esp32c2": "ESP32-C2",
+    "esp32c6": "ESP32-C6",
+    "esp32h2": "ESP32-H2",
+}
 CANCELLED = "stopped: the deadline passed or the orchestrator was told to stop"
 LOGGER = logging.getLogger("mender_orchestrator_esp32.esptool")
 

@@ -23,13 +23,18 @@ from orchestrator_core.driver_api import (
 
 BEFORE = ("default-reset", "no-reset")
 AFTER = ("hard-reset", "soft-reset", "watchdog-reset")
-# what starts the app on each chip: the ESP32 is flashed by its ROM, whose run command
-# (soft-reset) works; the ESP32-S3 and -C3 through esptool's stub, which has none, but they
-# have an RTC watchdog esptool can fire (watchdog-reset)
+# what starts the app on each chip, as esptool offers it: the ESP32 is flashed by its ROM,
+# whose run command (soft-reset) works; the later chips through esptool's stub, which has none,
+# but the S2, S3, C3 and C2 have an RTC watchdog esptool fires (watchdog-reset); esptool does
+# not on the C6 and H2 (a reset by it loses their USB-Serial/JTAG port), so only RTS does there
 CHIPS = {
     "esp32": ("hard-reset", "soft-reset"),
+    "esp32s2": ("hard-reset", "watchdog-reset"),
     "esp32s3": ("hard-reset", "watchdog-reset"),
     "esp32c3": ("hard-reset", "watchdog-reset"),
+    "esp32c2": ("hard-reset", "watchdog-reset"),
+    "esp32c6": ("hard-reset",),
+    "esp32h2": ("hard-reset",),
 }
 
 
@@ -51,8 +56,8 @@ def _parser() -> InterfaceArgs:
     )  # fmt: skip
     parser.add_argument(
         "--chip", default="esp32", choices=list(CHIPS),
-        help="the chip expected (default esp32; another answering is an error); an esp32s3 "
-        "or esp32c3 is flashed through esptool's stub, which its ROM loader needs to read flash",
+        help="the chip expected (default esp32; another answering is an error); any but the "
+        "esp32 is flashed through esptool's stub, which its ROM loader needs to read flash",
     )  # fmt: skip
     parser.add_argument(
         "--before", default="default-reset", choices=BEFORE,
@@ -61,7 +66,7 @@ def _parser() -> InterfaceArgs:
     parser.add_argument(
         "--after", default="hard-reset", choices=AFTER,
         help="how to start the application: an RTS pulse on EN; the ROM loader's run command "
-        "(esp32); the RTC watchdog (esp32s3, esp32c3)",
+        "(esp32); the RTC watchdog (esp32s2, esp32s3, esp32c3, esp32c2)",
     )  # fmt: skip
     parser.add_argument(
         "--flash-size", type=size, default=4 * 1024 * 1024, help="SPI flash size (default 4M)"

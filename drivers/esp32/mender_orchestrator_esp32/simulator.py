@@ -33,13 +33,23 @@ Faults (``faults`` in ``PATH.json``; each rule fires ``times`` times, -1 forever
 - ``{"kind": "reset", "offset": A, "after_bytes": N}``: N bytes of that block are written, then
   the chip resets (a brown-out): it prints its boot log and boots what otadata selects.
 
-``chip.model`` ``esp32s3`` is an ESP32-S3: its ROM answers GET_SECURITY_INFO with chip ID 9
-and cannot read flash, so esptool uploads its flasher stub (MEM_BEGIN/MEM_DATA/MEM_END); no
-code runs here, a program loaded and started is taken to be the stub, which greets with
-``OHAI`` and answers with two status bytes, READ_FLASH and a raw MD5. Arming the S3's RTC
-watchdog resets the chip once its registers are locked. ``esp32c3`` is an ESP32-C3 the same
-way (chip ID 5, its own eFuse and watchdog addresses); ``esp32c6`` (chip ID 13) is a chip the
-driver does not take (a wrong chip).
+``chip.model`` names the chip, from a table (``LATER_MODELS``) of what tells each apart.
+``esp32s3`` is an ESP32-S3: its ROM answers GET_SECURITY_INFO with chip ID 9 and cannot read
+flash, so esptool uploads its flasher stub (MEM_BEGIN/MEM_DATA/MEM_END); no code runs here, a
+program loaded and started is taken to be the stub, which greets with ``OHAI`` and answers with
+two status bytes, READ_FLASH and a raw MD5. Arming the S3's RTC watchdog resets the chip once
+its registers are locked. ``esp32c3``, ``esp32c2``, ``esp32c6`` and ``esp32h2`` the same way
+with their chip IDs, eFuse and watchdog addresses (the C6 and H2 without a watchdog reset, as
+esptool; the C2 with its chip revision and a 26 MHz crystal in its registers). ``esp32s2``'s ROM
+answers GET_SECURITY_INFO without a chip ID, and its magic value (0x7C6) tells it, as for the
+ESP32; its bootloader is at 0x1000 like the ESP32's, the others' at 0. ``esp32c5`` is a chip
+the driver does not take (a wrong chip). The second-stage bootloader boots only an app built
+for the chip (``esp_image_header_t.chip_id``).
+
+A pty has no RTS line: ``Simulator.pulse_en()`` (or SIGUSR1 to ``serve``) stands for the
+board's EN line pulled by RTS or its reset button: the chip restarts and boots.
+``Rfc2217Simulator`` (``serve --rfc2217``) serves the chip as an RFC 2217 port instead, whose
+DTR and RTS reach the board's auto-reset circuit (``board``): no stand-in is needed there.
 """
 
 from __future__ import annotations
@@ -52,7 +62,9 @@ import hashlib
 import json
 import operator
 import os
+import queue
 import select
+import socket
 import struct
 import sys
 import termios
@@ -66,10 +78,11 @@ from typing import Any
 from orchestrator_core.driver_api import write_atomically
 
 from mender_orchestrator_esp32 import idf, slip
+from mender_orchestrator_esp32.board import AutoResetBoard, ResetPlayingPortManager
 
 SYNC_PAYLOAD = b"\x07\x07\x12\x20" + b"\x55" * 32
 CHECKSUM_SEED = 0xEF
-BOOTLOADER_OFFSET = 0x1000
+ROM_BAUD = 115200  # the rate esptool syncs at
 
 OP_FLASH_BEGIN = 0x02
 OP_FLASH_DATA = 0x03
@@ -97,32 +110,82 @@ STATUS_FLASH_READ = 0x09
 CHIP_DETECT_MAGIC_REG = 0x4000_1000
 ESP32_EFUSE_BASE = 0x3FF5_A000
 ESP32_RTCCALICFG1 = 0x3FF5_F06C
+ESP32_UART_CLKDIV = 0x3FF4_0014
 WDT_FIRES_AFTER = 0.3  # seconds, at the latest: esptool locks the registers first
 WDT_ENABLE = 1 << 31
 
 
 @dataclass(frozen=True)
 class Model:
-    """What tells the later chips apart on the wire: the chip ID their ROM's
-    GET_SECURITY_INFO answers, where their eFuse block 0 keeps the MAC (two words: bytes
-    2..5, then 0..1), and their RTC watchdog's config and write-protect registers."""
+    """What tells the chips after the ESP32 apart on the wire and at boot.
 
-    chip_id: int
+    - ``chip_id``: what their ROM's GET_SECURITY_INFO answers (20 bytes); None for the
+      ESP32-S2, whose ROM answers the command in 12 bytes without one, so that esptool reads
+      the magic value (``magic``, at 0x40001000) instead, as for the ESP32.
+    - ``image_chip_id``: ``esp_image_header_t.chip_id`` of the images built for it, which its
+      second-stage bootloader requires.
+    - ``efuse_mac``: where eFuse keeps the MAC: two words, bytes 2..5 then 0..1 in the low half
+      (on the ESP32-C2 that second word also holds the chip revision, in bits 16..21).
+    - ``watchdog``: the RTC watchdog's config and write-protect registers, where esptool resets
+      the chip through it (None where esptool does not: the C6 and H2, whose USB-Serial/JTAG
+      port would vanish).
+    - ``bootloader_offset``: where the ROM looks for the second-stage bootloader.
+    - ``uart_clkdiv``: the UART clock divider register esptool reads to tell the crystal
+      (the ESP32-C2 comes with 26 MHz or 40 MHz ones), and ``crystal_mhz``.
+    """
+
+    name: str
+    chip_id: int | None
+    image_chip_id: int
+    magic: int
     efuse_mac: int
     watchdog: tuple[int, int] | None
+    bootloader_offset: int = 0x0
+    uart_clkdiv: int | None = None
+    crystal_mhz: int = 40
+    revision_in_mac_word: bool = False
 
 
-# the ESP32 itself is the ROM without GET_SECURITY_INFO (the magic value tells it); esp32c6
-# is a chip the driver does not take (a wrong chip)
+# the ESP32 itself is the ROM without GET_SECURITY_INFO (the magic value tells it); esp32c5 is
+# a chip the driver does not take (a wrong chip). Magic values the ROMs hold where esptool
+# never reads them (it asks GET_SECURITY_INFO first) are left 0.
 LATER_MODELS = {
-    "esp32s3": Model(9, 0x6000_7044, (0x6000_8098, 0x6000_80B0)),
-    "esp32c3": Model(5, 0x6000_8844, (0x6000_8090, 0x6000_80A8)),
-    "esp32c6": Model(13, 0x600B_0844, None),
-}
+    "esp32s2": Model("ESP32-S2", None, 2, 0x0000_07C6, 0x3F41_A044, (0x3F40_8094, 0x3F40_80AC),
+                     bootloader_offset=0x1000),
+    "esp32s3": Model("ESP32-S3", 9, 9, 0, 0x6000_7044, (0x6000_8098, 0x6000_80B0)),
+    "esp32c3": Model("ESP32-C3", 5, 5, 0, 0x6000_8844, (0x6000_8090, 0x6000_80A8)),
+    "esp32c2": Model("ESP32-C2", 12, 12, 0, 0x6000_8840, (0x6000_8084, 0x6000_809C),
+                     uart_clkdiv=0x6000_0014, crystal_mhz=26, revision_in_mac_word=True),
+    "esp32c6": Model("ESP32-C6", 13, 13, 0, 0x600B_0844, None),
+    "esp32h2": Model("ESP32-H2", 16, 16, 0, 0x600B_0844, None),
+    "esp32c5": Model("ESP32-C5", 23, 23, 0, 0x600B_4844, None, bootloader_offset=0x2000),
+}  # fmt: skip
 MODELS = ("esp32", *LATER_MODELS)
+ESP32_BOOTLOADER_OFFSET = 0x1000
+ESP32_MAGIC = 0x00F0_1D83
+# the ESP32-C2's chip revision v1.0 (ECO1): esptool's stub refuses revision 0
+C2_REVISION_V1_0 = 1 << 20
+
+
+def bootloader_offset(model: str) -> int:
+    later = LATER_MODELS.get(model)
+    return ESP32_BOOTLOADER_OFFSET if later is None else later.bootloader_offset
+
+
+def image_chip_id(model: str) -> int:
+    later = LATER_MODELS.get(model)
+    return 0 if later is None else later.image_chip_id
+
 
 ROM_BANNER = (
     b"ets Jun  8 2016 00:22:57\r\n\r\nrst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n"
+)
+
+
+# what the ROM prints when GPIO0 was low at reset (esptool reads it to check the boot mode)
+ROM_DOWNLOAD_BANNER = (
+    b"ets Jun  8 2016 00:22:57\r\n\r\nrst:0x1 (POWERON_RESET),boot:0x3 "
+    b"(DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))\r\nwaiting for download\r\n"
 )
 
 
@@ -176,7 +239,9 @@ class Device:
                 f"0x{chip.flash_size:x} (--flash-size)"
             )
         flash = bytearray(b"\xff" * chip.flash_size)
-        flash[BOOTLOADER_OFFSET : BOOTLOADER_OFFSET + 4] = bytes([idf.IMAGE_MAGIC, 3, 2, 0x20])
+        # the second-stage bootloader where this chip's ROM looks for it (its header only)
+        at = bootloader_offset(chip.model)
+        flash[at : at + 4] = bytes([idf.IMAGE_MAGIC, 3, 2, 0x20])
         raw_table = table.encode()
         flash[idf.PARTITION_TABLE_OFFSET : idf.PARTITION_TABLE_OFFSET + len(raw_table)] = raw_table
         if image is not None:
@@ -245,7 +310,11 @@ class Device:
     # ---------------------------------------------------------------- boot
 
     def boot_choice(self) -> str | None:
-        """What the second-stage bootloader starts, updating otadata as it does."""
+        """What the second-stage bootloader starts, updating otadata as it does; None where
+        the ROM finds no bootloader where this chip looks for one, or no slot holds an app
+        built for this chip."""
+        if self.read(bootloader_offset(self.chip.model), 1) != bytes([idf.IMAGE_MAGIC]):
+            return None
         try:
             table = idf.PartitionTable.decode(
                 self.read(idf.PARTITION_TABLE_OFFSET, idf.PARTITION_TABLE_SIZE)
@@ -267,7 +336,11 @@ class Device:
         chosen = idf.selected_partition(table, otadata)
         fallbacks = [chosen, *(p for p in [table.factory, *table.ota_slots] if p is not None)]
         for partition in fallbacks:
-            if idf.AppDescription.decode(self.read(partition.offset, 512)) is not None:
+            start = self.read(partition.offset, 512)
+            if idf.AppDescription.decode(start) is None:
+                continue
+            # ESP-IDF's bootloader refuses an image for another chip ("invalid chip ID")
+            if idf.image_chip_id(start) == image_chip_id(self.chip.model):
                 return partition.label
         return None
 
@@ -314,9 +387,13 @@ BAUD_RATES = _baud_table()
 class Rom:
     """The ESP32 ROM loader's command handling for one Device."""
 
-    def __init__(self, device: Device, send: Any) -> None:
+    def __init__(self, device: Device, send: Any, lines_reach_it: bool = False) -> None:
         self.device = device
         self.send = send  # callable(bytes): raw bytes to the host
+        # over a pty no DTR/RTS reaches the chip, so a SYNC while the app runs stands for the
+        # host's reset into the download mode; over RFC 2217 the lines do, and the app ignores
+        # a SYNC as it ignores any byte
+        self.sync_is_reset = not lines_reach_it
         self.attached = False
         self.begin: tuple[int, int, int, int] | None = None  # offset, blocks, block size, next seq
         self.registers: dict[int, int] = {}
@@ -356,21 +433,32 @@ class Rom:
     def register(self, address: int) -> int:
         chip = self.device.chip
         mac = bytes.fromhex(chip.mac)
+        later = LATER_MODELS.get(chip.model)
         if address == CHIP_DETECT_MAGIC_REG:
-            return 0x00F0_1D83 if chip.model == "esp32" else 0x0000_0009
+            return ESP32_MAGIC if later is None else later.magic
+        if later is not None:
+            return self._later_register(later, address, mac)
         if address == ESP32_EFUSE_BASE + 4:  # eFuse word 1: MAC bytes 2..5
             return int.from_bytes(mac[2:6], "big")
         if address == ESP32_EFUSE_BASE + 8:  # eFuse word 2: CRC8, MAC bytes 0..1
             return (0x5A << 16) | int.from_bytes(mac[:2], "big")
         if address == ESP32_EFUSE_BASE + 16:  # eFuse word 4: CK8M frequency (for the baud math)
             return 100
+        if address == ESP32_UART_CLKDIV:  # the divider for 115200 from its 40 MHz crystal
+            return 40_000_000 // ROM_BAUD
         if address == ESP32_RTCCALICFG1:  # 1024 << 7: with CK8M 100 the ROM computed 40 MHz
             return 1024 << 7
-        later = LATER_MODELS.get(chip.model)
-        if later is not None and address == later.efuse_mac:  # MAC bytes 2..5
+        return self.registers.get(address, 0)
+
+    def _later_register(self, later: Model, address: int, mac: bytes) -> int:
+        if address == later.efuse_mac:  # MAC bytes 2..5
             return int.from_bytes(mac[2:6], "big")
-        if later is not None and address == later.efuse_mac + 4:  # MAC bytes 0..1
-            return int.from_bytes(mac[:2], "big")
+        if address == later.efuse_mac + 4:  # MAC bytes 0..1
+            revision = C2_REVISION_V1_0 if later.revision_in_mac_word else 0
+            return revision | int.from_bytes(mac[:2], "big")
+        if address == later.uart_clkdiv:
+            # the ROM set its divider from the SYNC at 115200 (it detects the host's rate)
+            return later.crystal_mhz * 1_000_000 // ROM_BAUD
         return self.registers.get(address, 0)
 
     # ------------------------------------------------------------ commands
@@ -384,7 +472,7 @@ class Rom:
             self.reply(op, status=STATUS_INVALID_MESSAGE)
             return
         if self.device.state.mode != "download":
-            if op != OP_SYNC:
+            if op != OP_SYNC or not self.sync_is_reset:
                 return  # the application does not speak the loader's protocol
             # the host's DTR/RTS sequence put the chip back into the download mode
             self.device.state.mode = "download"
@@ -469,7 +557,12 @@ class Rom:
         if later is None:  # the ESP32 ROM has no such command
             self.reply(op, status=STATUS_INVALID_MESSAGE)
             return
-        self.reply(op, data=struct.pack("<IBBBBBBBBII", 0, 0, *([0] * 7), later.chip_id, 0))
+        # flags, flash_crypt_cnt, seven key purposes; then the chip ID and API version, which
+        # the ESP32-S2's ROM does not send
+        info = struct.pack("<IBBBBBBBB", 0, 0, *([0] * 7))
+        if later.chip_id is not None:
+            info += struct.pack("<II", later.chip_id, 0)
+        self.reply(op, data=info)
 
     def _flash_range_ok(self, op: int, offset: int, length: int) -> bool:
         if not self.attached:
@@ -597,6 +690,21 @@ class Rom:
 
     # ------------------------------------------------------------ resets
 
+    def enter_download_mode(self) -> None:
+        """EN released with GPIO0 low: the ROM starts its serial loader."""
+        state = self.device.state
+        if state.mode == "app":
+            state.loader_entries += 1
+        self.stub = False
+        self.attached = False
+        self.begin = None
+        self.ram = None
+        self.watchdog_at = None
+        state.mode = "download"
+        state.running = None
+        self.device.save_side()
+        self.send(ROM_DOWNLOAD_BANNER)
+
     def power_cycle(self) -> None:
         log = self.start_application()
         self.send(ROM_BANNER + log)
@@ -638,6 +746,7 @@ class Simulator:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, name=f"esp32-sim {path}", daemon=True)
         self._wire_free = 0.0
+        self._en_pulses: queue.SimpleQueue[threading.Event] = queue.SimpleQueue()
         self._side_mtime = 0
         self.bytes_in = 0  # on the line, from the host and to it (for benchmarks)
         self.bytes_out = 0
@@ -662,6 +771,15 @@ class Simulator:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def pulse_en(self, timeout: float = 5.0) -> None:
+        """The EN line pulled low and released (RTS through the auto-reset circuit, which a
+        pty cannot carry, or the reset button): the chip restarts and boots what otadata
+        selects. Done by the serving thread, between two commands."""
+        done = threading.Event()
+        self._en_pulses.put(done)
+        if not done.wait(timeout):
+            raise SimulatorError("the simulator did not take the EN pulse (is it serving?)")
+
     @property
     def address(self) -> str:
         return str(self.link) if self.link is not None else self.port
@@ -685,6 +803,9 @@ class Simulator:
     def _send(self, data: bytes) -> None:
         self.bytes_out += len(data)
         self._wire(len(data))
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             try:
@@ -709,29 +830,128 @@ class Simulator:
                 rom.device = self.device
             self._side_mtime = mtime
 
+    lines_reach_it = False  # DTR/RTS: a pty has none
+
     def _serve(self) -> None:
-        decoder = slip.Decoder()
+        self._decoder = slip.Decoder()
         self._refresh()
-        self._rom = Rom(self.device, self._send)
+        self._rom = Rom(self.device, self._send, lines_reach_it=self.lines_reach_it)
         while not self._stop.is_set():
-            ready, _, _ = select.select([self.master], [], [], 0.05)
-            if not ready:
-                self._rom.tick()
-                continue
-            try:
-                data = os.read(self.master, 65536)
-            except OSError as exc:
-                if exc.errno == errno.EIO:  # no host has the port open
-                    time.sleep(0.02)
-                    continue
-                raise
-            self.bytes_in += len(data)
-            self._wire(len(data))
-            for frame in decoder.feed(data):
+            while not self._en_pulses.empty():
+                done = self._en_pulses.get()
                 self._refresh()
-                self._rom.handle(frame)
-                # our own writes of PATH.json are not edits to take again
-                self._side_mtime = side_file(self.device.path).stat().st_mtime_ns
+                self._rom.power_cycle()
+                done.set()
+            data = self._receive()
+            if data:
+                self._take(data)
+            else:
+                self._rom.tick()
+
+    def _receive(self) -> bytes:
+        """What the host sent, waiting a little; b"" if nothing came."""
+        ready, _, _ = select.select([self.master], [], [], 0.05)
+        if not ready:
+            return b""
+        try:
+            return os.read(self.master, 65536)
+        except OSError as exc:
+            if exc.errno == errno.EIO:  # no host has the port open
+                time.sleep(0.02)
+                return b""
+            raise
+
+    def _take(self, data: bytes) -> None:
+        self.bytes_in += len(data)
+        self._wire(len(data))
+        for frame in self._decoder.feed(data):
+            self._refresh()
+            self._rom.handle(frame)
+            # our own writes of PATH.json are not edits to take again
+            self._side_mtime = side_file(self.device.path).stat().st_mtime_ns
+
+
+class Rfc2217Simulator(Simulator):
+    """Serves one Device as an RFC 2217 serial port on 127.0.0.1 (``address`` is esptool's
+    ``rfc2217://127.0.0.1:PORT``), one host at a time: the port's DTR and RTS reach the board's
+    auto-reset circuit (``board``), so esptool's resets into the download mode and
+    ``--after=hard-reset`` act on the chip as on a real board, and a SYNC while the app runs
+    is ignored, as the app ignores it."""
+
+    lines_reach_it = True
+
+    def __init__(self, path: Path, tcp_port: int = 0) -> None:  # the base's, without a pty
+        self.device = Device.load(path)
+        self.link = None
+        self.board = AutoResetBoard()
+        self._listener = socket.create_server(("127.0.0.1", tcp_port))
+        self.port = f"rfc2217://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._host: socket.socket | None = None
+        self._manager: ResetPlayingPortManager | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name=f"esp32-sim {path}", daemon=True)
+        self._wire_free = 0.0
+        self._en_pulses = queue.SimpleQueue()
+        self._side_mtime = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for sock in (self._host, self._listener):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def _baud(self) -> int | None:
+        return self.board.baudrate
+
+    def _write(self, data: bytes) -> None:
+        if self._host is None or self._manager is None:
+            return  # no host on the port: the bytes go nowhere, as on an unplugged cable
+        with contextlib.suppress(OSError):
+            self._host.sendall(b"".join(self._manager.escape(data)))
+
+    def _receive(self) -> bytes:
+        while not self.board.starts.empty():  # EN released: the chip starts, as GPIO0 says
+            if self.board.starts.get() == "download":
+                self._rom.enter_download_mode()
+            else:
+                self._rom.power_cycle()
+        waiting = [self._listener] if self._host is None else [self._host]
+        # short waits: a start comes from the board's thread, and its boot log is awaited
+        ready, _, _ = select.select(waiting, [], [], 0.01)
+        if not ready:
+            return b""
+        if self._host is None:
+            self._host, _ = self._listener.accept()
+            # each control-line change is a small write answered at once: no Nagle delay
+            self._host.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._manager = ResetPlayingPortManager(self.board, _Connection(self._host))
+            return b""
+        try:
+            raw = self._host.recv(65536)
+        except OSError:
+            raw = b""
+        if not raw:  # the host closed the port: the bridge drops DTR and RTS
+            self._host.close()
+            self._host = self._manager = None
+            self.board.set_lines(False, False)
+            return b""
+        assert self._manager is not None
+        return b"".join(self._manager.filter(raw))
+
+
+class _Connection:
+    """What pyserial's PortManager writes its Telnet answers to."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def write(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.sendall(data)
 
 
 # ------------------------------------------------------------------------ command line
@@ -763,6 +983,11 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="serve a device on a new pty until SIGTERM")
     serve.add_argument("path", type=Path)
     serve.add_argument("--link", type=Path, help="symbolic link to the pty to create")
+    serve.add_argument(
+        "--rfc2217", type=int, nargs="?", const=0, metavar="TCP_PORT",
+        help="serve an RFC 2217 port on 127.0.0.1 instead of a pty (its DTR/RTS reach the "
+        "board's auto-reset circuit); any free TCP port unless given",
+    )  # fmt: skip
     show = commands.add_parser("show", help="print the settings, state and otadata")
     show.add_argument("path", type=Path)
     args = parser.parse_args(argv)
@@ -770,7 +995,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "init":
             return _init(args)
         if args.command == "serve":
-            return _serve_forever(args.path, args.link)
+            return _serve_forever(args.path, args.link, args.rfc2217)
         return _show(args.path)
     except (SimulatorError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -784,19 +1009,27 @@ def _init(args: argparse.Namespace) -> int:
     if args.image is not None:
         image = args.image.read_bytes()
     elif args.version is not None:
-        image = idf.make_app_image(idf.AppDescription(args.version, args.project, "v5.3"), b"")
+        description = idf.AppDescription(args.version, args.project, "v5.3")
+        image = idf.make_app_image(description, b"", image_chip_id(args.model))
     chip = Chip(model=args.model, mac=args.mac.lower(), flash_size=args.flash_size)
     Device.create(args.path, chip, args.app_size, image)
     return 0
 
 
-def _serve_forever(path: Path, link: Path | None) -> int:
+def _serve_forever(path: Path, link: Path | None, rfc2217: int | None) -> int:
     import signal
 
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    with Simulator(path, link) as sim:
-        print(f"ready: ESP32 simulator on {sim.port}" + (f" ({link})" if link else ""), flush=True)
+    if rfc2217 is not None and link is not None:
+        raise SimulatorError("--link names a pty; an RFC 2217 port has none")
+    server = Simulator(path, link) if rfc2217 is None else Rfc2217Simulator(path, rfc2217)
+    with server as sim:
+        # the EN line, from a shell: kill -USR1 PID (a pty has no RTS)
+        signal.signal(signal.SIGUSR1, lambda *_: threading.Thread(target=sim.pulse_en).start())
+        later = LATER_MODELS.get(sim.device.chip.model)
+        name = "ESP32" if later is None else later.name
+        print(f"ready: {name} simulator on {sim.port}" + (f" ({link})" if link else ""), flush=True)
         try:
             stopped.wait()
         except KeyboardInterrupt:

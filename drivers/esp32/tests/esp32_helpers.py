@@ -10,7 +10,14 @@ from typing import Any
 from orchestrator_core.driver_api import write_atomically
 
 from mender_orchestrator_esp32 import idf
-from mender_orchestrator_esp32.simulator import Chip, Device, Simulator, side_file
+from mender_orchestrator_esp32.simulator import (
+    Chip,
+    Device,
+    Rfc2217Simulator,
+    Simulator,
+    image_chip_id,
+    side_file,
+)
 
 MAC = "240ac4a1b2c3"
 APP_SIZE = 0x10000
@@ -45,8 +52,22 @@ class Sim:
         self.link = link
         self.server: Simulator | None = None
 
-    def start(self) -> None:
-        self.server = Simulator(self.path, self.link).start()
+    def start(self, rfc2217: bool = False) -> None:
+        """Serve on a pty (at ``link``), or as an RFC 2217 port whose DTR/RTS reach the chip."""
+        self.server = Rfc2217Simulator(self.path) if rfc2217 else Simulator(self.path, self.link)
+        self.server.start()
+
+    @property
+    def port(self) -> str:
+        """What ``--port`` names: the pty's link, or the RFC 2217 URL."""
+        if isinstance(self.server, Rfc2217Simulator):
+            return self.server.address
+        return str(self.link)
+
+    def pulse_en(self) -> None:
+        """What an RTS pulse (--after=hard-reset) does on a board: a pty cannot carry it."""
+        assert self.server is not None
+        self.server.pulse_en()
 
     def stop(self) -> None:
         if self.server is not None:
@@ -94,9 +115,12 @@ class Sim:
 
 
 def create_sim(
-    directory: Path, version: str | None = "1.0.0", chip_id: int = 0, **chip: Any
+    directory: Path, version: str | None = "1.0.0", chip_id: int | None = None, **chip: Any
 ) -> Sim:
+    """A chip with an app of ``version`` in ota_0, built for it unless ``chip_id`` says."""
     path = directory / "esp32.bin"
+    if chip_id is None:
+        chip_id = image_chip_id(chip.get("model", "esp32"))
     image = None if version is None else make_image(version, seed=1, chip_id=chip_id)
     Device.create(path, fast_chip(**chip), APP_SIZE, image)
     return Sim(path, directory / "ttyESP0")
@@ -106,7 +130,7 @@ def component_args(sim: Sim, *extra: str, state_dir: bool = True) -> list[str]:
     """The test chip's arguments; ``extra`` adds to them or replaces one of the same name.
     Without ``state_dir`` the host record goes to the default, ``esp32/`` in the datastore."""
     args = {
-        "--port": str(sim.link),
+        "--port": sim.port,
         "--baud": str(BAUD),
         "--after": "soft-reset",
         "--flash-size": "192K",

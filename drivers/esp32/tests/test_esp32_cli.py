@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from esp32_helpers import MAC, Sim, component_args, make_image
+from esp32_helpers import MAC, Sim, component_args, create_sim, make_image
 
 from mender_orchestrator_esp32 import idf
 
@@ -132,6 +132,35 @@ def test_install_writes_the_inactive_slot_switches_otadata_and_commits(
     running = sim.state()
     assert system.version() == "2.0.0"
     assert sim.state() == running  # answered from the host record: no reset, no SYNC, no boot
+
+
+@needs_mender_artifact
+def test_an_esp32_s2_is_updated_through_the_stub_at_speed(tmp_path: Path) -> None:
+    """The S2 told by its magic value (its ROM's GET_SECURITY_INFO has no chip ID), flashed
+    through esptool's stub at 921600 baud on the modelled line, started by its RTC watchdog."""
+    s2 = create_sim(tmp_path, model="esp32s2", model_line_rate=True)
+    s2.start()
+    try:
+        system = System(tmp_path / "system", s2)
+        system.topology(component_args(s2, "--chip=esp32s2", "--after=watchdog-reset",
+                                       "--baud=921600", state_dir=False))  # fmt: skip
+        image = make_image("2.0.0", chip_id=2)
+        assert system.version() == "1.0.0"
+
+        result = system.run("install", str(system.manifest("2.0.0", image)))
+
+        assert result.returncode == 0, result.stderr
+        assert s2.slot_bytes("ota_1", len(image)) == image
+        assert booted_from(s2) == ("ota_1", "VALID")
+        assert s2.state()["mode"] == "app"  # the watchdog fired after the commit
+        result = system.run("install", str(system.manifest("3.0.0")))  # an ESP32 image
+        assert result.returncode != 0
+        assert "payload door-lock-3.0.0.bin is built for chip ID 0, not esp32s2's (2)" in (
+            result.stderr
+        )
+        assert booted_from(s2) == ("ota_1", "VALID")
+    finally:
+        s2.stop()
 
 
 @needs_mender_artifact

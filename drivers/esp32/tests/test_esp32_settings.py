@@ -39,7 +39,13 @@ def test_the_port_comes_from_the_device_map_by_instance(tmp_path: Path) -> None:
          "argument --device-map: expected an absolute path, got 'relative/map'"),
         (("--port=/dev/ttyUSB0", "--baud=fast"),
          "argument --baud: expected an integer (decimal or 0x-prefixed hex), got 'fast'"),
-        (("--port=/dev/ttyUSB0", "--chip=esp32c6"), "argument --chip: invalid choice: 'esp32c6'"),
+        (("--port=/dev/ttyUSB0", "--chip=esp32c5"), "argument --chip: invalid choice: 'esp32c5'"),
+        (("--port=/dev/ttyUSB0", "--chip=esp32c6", "--after=watchdog-reset"),
+         "argument --after=watchdog-reset does not start an app on --chip=esp32c6: use "
+         "hard-reset"),
+        (("--port=/dev/ttyUSB0", "--chip=esp32s2", "--after=soft-reset"),
+         "argument --after=soft-reset does not start an app on --chip=esp32s2: use hard-reset "
+         "or watchdog-reset"),
         (("--port=/dev/ttyUSB0", "--chip=esp32s3", "--after=soft-reset"),
          "argument --after=soft-reset does not start an app on --chip=esp32s3: use hard-reset "
          "or watchdog-reset"),

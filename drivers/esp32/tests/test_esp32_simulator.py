@@ -21,7 +21,8 @@ from orchestrator_core.errors import InterfaceError, InterfaceTimeout
 from orchestrator_core.testing.kit import ArtifactFactory, HooksFactory
 
 from mender_orchestrator_esp32 import idf, slip
-from mender_orchestrator_esp32.simulator import Device, Simulator, SimulatorError
+from mender_orchestrator_esp32.link import CHIP_NAMES
+from mender_orchestrator_esp32.simulator import Device, Simulator, SimulatorError, image_chip_id
 from mender_orchestrator_esp32.simulator import main as simulator_main
 
 
@@ -60,31 +61,61 @@ def test_the_rom_loader_as_esptool_sees_it(sim: Sim) -> None:
         esp._port.close()
 
 
+@pytest.mark.parametrize(
+    ("model", "after"),
+    [("esp32", "soft-reset"), ("esp32s2", "watchdog-reset"), ("esp32c2", "watchdog-reset"),
+     ("esp32c6", "hard-reset"), ("esp32h2", "hard-reset")],
+)  # fmt: skip
 def test_an_unconfirmed_app_is_rolled_back_by_the_next_boot(
-    sim: Sim, interface_hooks: HooksFactory, artifact_factory: ArtifactFactory
+    tmp_path: Path,
+    interface_hooks: HooksFactory,
+    artifact_factory: ArtifactFactory,
+    model: str,
+    after: str,
 ) -> None:
-    artifact = artifact_factory("2.0.0", payload_type="esp32", component_type="door_lock",
-                                files={"door-lock.bin": make_image("2.0.0")})  # fmt: skip
-    hooks = interface_hooks("esp32", component_args(sim), "door_lock")
-    for state in ("download", "artifact_install", "artifact_reboot"):
-        hooks.state(state, artifact)
-    otadata = sim.otadata()
-    assert (sim.state()["running"], otadata.entries[1].state_name) == ("ota_1", "PENDING_VERIFY")
+    sim = create_sim(tmp_path, model=model)
+    sim.start()
+    chip_id = image_chip_id(model)
 
-    hooks.state("artifact_reboot", artifact)  # a second boot with nobody confirming it
+    def boot() -> None:
+        if after == "hard-reset":  # the RTS pulse a pty cannot carry
+            sim.pulse_en()
 
-    assert sim.state()["running"] == "ota_0"
-    assert sim.otadata().entries[1].state_name == "ABORTED"
-    with pytest.raises(InterfaceError, match=(
-        r"the bootloader rolled back: otadata selects ota_0, not ota_1 "
-        r"\(seq 1 VALID, seq 2 ABORTED\)"
-    )):  # fmt: skip
-        hooks.state("artifact_verify_reboot", artifact)
-    for state in ("artifact_rollback", "artifact_rollback_reboot",
-                  "artifact_verify_rollback_reboot", "cleanup"):  # fmt: skip
-        hooks.state(state, artifact)
-    assert sim.otadata() == otadata.with_entry(1, idf.OtaData.decode(b"\xff" * 0x2000).entries[1])
-    assert sim.state()["running"] == "ota_0"
+    try:
+        image = make_image("2.0.0", chip_id=chip_id)
+        artifact = artifact_factory("2.0.0", payload_type="esp32", component_type="door_lock",
+                                    files={"door-lock.bin": image})  # fmt: skip
+        args = component_args(sim, f"--chip={model}", f"--after={after}")
+        hooks = interface_hooks("esp32", args, "door_lock")
+        for state in ("download", "artifact_install", "artifact_reboot"):
+            hooks.state(state, artifact)
+        boot()
+        otadata = sim.otadata()
+        assert (sim.state()["running"], otadata.entries[1].state_name) == (
+            "ota_1", "PENDING_VERIFY",
+        )  # fmt: skip
+
+        hooks.state("artifact_reboot", artifact)  # a second boot with nobody confirming it
+        boot()
+
+        assert sim.state()["running"] == "ota_0"
+        assert sim.otadata().entries[1].state_name == "ABORTED"
+        with pytest.raises(InterfaceError, match=(
+            r"the bootloader rolled back: otadata selects ota_0, not ota_1 "
+            r"\(seq 1 VALID, seq 2 ABORTED\)"
+        )):  # fmt: skip
+            hooks.state("artifact_verify_reboot", artifact)
+        for state in ("artifact_rollback", "artifact_rollback_reboot"):
+            hooks.state(state, artifact)
+        boot()
+        for state in ("artifact_verify_rollback_reboot", "cleanup"):
+            hooks.state(state, artifact)
+        blank = idf.OtaData.decode(b"\xff" * 0x2000).entries[1]
+        assert sim.otadata() == otadata.with_entry(1, blank)
+        boot()  # verifying left the loader (RTS on the C6 and H2)
+        assert (sim.state()["mode"], sim.state()["running"]) == ("app", "ota_0")
+    finally:
+        sim.stop()
 
 
 def test_a_reset_that_never_reaches_the_chip_is_named(
@@ -158,32 +189,59 @@ def test_a_long_write_stops_at_the_deadline_or_when_cancelled(
     assert sim.otadata().active() == 0  # otadata was never switched
 
 
-@pytest.mark.parametrize(("model", "chip_id"), [("esp32s3", 9), ("esp32c3", 5)])
-def test_a_later_chip_is_flashed_through_the_stub_and_reset_by_its_watchdog(
+# each chip after the ESP32, as the driver names it, its image chip ID, and how esptool starts
+# its app: the RTC watchdog, or (C6, H2) only RTS, which the test stands in for on the pty
+LATER_CHIPS = [
+    ("esp32s2", 2, "watchdog-reset"),
+    ("esp32s3", 9, "watchdog-reset"),
+    ("esp32c3", 5, "watchdog-reset"),
+    ("esp32c2", 12, "watchdog-reset"),
+    ("esp32c6", 13, "hard-reset"),
+    ("esp32h2", 16, "hard-reset"),
+]
+
+
+@pytest.mark.parametrize(("model", "chip_id", "after"), LATER_CHIPS)
+def test_a_later_chip_is_flashed_through_the_stub_and_its_app_started(
     tmp_path: Path,
     interface_hooks: HooksFactory,
     artifact_factory: ArtifactFactory,
     model: str,
     chip_id: int,
+    after: str,
 ) -> None:
-    later = create_sim(tmp_path, model=model, chip_id=chip_id)
+    later = create_sim(tmp_path, model=model)
     later.start()
+
+    def started_by_the_reset() -> None:
+        if after == "hard-reset":
+            # the RTS pulse never reaches a pty: the chip still waits in its loader
+            assert later.state()["mode"] == "download"
+            later.pulse_en()
+        assert later.state()["mode"] == "app"
+
     try:
         image = make_image("2.0.0", chip_id=chip_id)
         artifact = artifact_factory("2.0.0", payload_type="esp32", component_type="door_lock",
                                     files={"door-lock.bin": image})  # fmt: skip
-        args = component_args(later, f"--chip={model}", "--after=watchdog-reset")
+        args = component_args(later, f"--chip={model}", f"--after={after}")
         hooks = interface_hooks("esp32", args, "door_lock")
         assert hooks.query("identity") == "esp32-240ac4a1b2c3"  # its own eFuse MAC words
         assert hooks.version() == "1.0.0"
-        for state in ("download", "artifact_install", "artifact_reboot",
-                      "artifact_verify_reboot", "artifact_commit", "cleanup"):  # fmt: skip
+        for state in ("download", "artifact_install", "artifact_reboot"):
             hooks.state(state, artifact)
+        started_by_the_reset()
+        assert (later.state()["running"], later.otadata().entries[1].state_name) == (
+            "ota_1", "PENDING_VERIFY",
+        )  # fmt: skip
+        for state in ("artifact_verify_reboot", "artifact_commit"):
+            hooks.state(state, artifact)
+        started_by_the_reset()
+        hooks.state("cleanup", artifact)
         assert later.slot_bytes("ota_1", len(image)) == image
         assert (later.state()["running"], later.otadata().entries[1].state_name) == (
             "ota_1", "VALID",
         )  # fmt: skip
-        assert later.state()["mode"] == "app"  # the watchdog reset after the commit
         esp32_image = artifact_factory("3.0.0", payload_type="esp32", component_type="door_lock",
                                        files={"door-lock.bin": make_image("3.0.0")})  # fmt: skip
         hooks.state("download", esp32_image)
@@ -194,23 +252,118 @@ def test_a_later_chip_is_flashed_through_the_stub_and_reset_by_its_watchdog(
         later.stop()
 
 
-@pytest.mark.parametrize(("model", "name"), [("esp32c6", "ESP32-C6"), ("esp32s3", "ESP32-S3")])
+def test_over_rfc2217_the_resets_reach_the_chip_through_its_auto_reset_circuit(
+    tmp_path: Path, interface_hooks: HooksFactory, artifact_factory: ArtifactFactory
+) -> None:
+    """DTR/RTS carried to the board: esptool's reset into the download mode and
+    --after=hard-reset (the only one on a C6) start the chip as on a real board. About 35 s:
+    pyserial's RFC 2217 client waits 50 ms or more for each port setting it changes, which
+    esptool does around every command."""
+    model = "esp32c6"
+    chip = create_sim(tmp_path, model=model)
+    chip.start(rfc2217=True)
+    try:
+        image = make_image("2.0.0", chip_id=image_chip_id(model))
+        artifact = artifact_factory("2.0.0", payload_type="esp32", component_type="door_lock",
+                                    files={"door-lock.bin": image})  # fmt: skip
+        args = component_args(chip, f"--chip={model}", "--after=hard-reset")
+        hooks = interface_hooks("esp32", args, "door_lock", timeout_seconds=120)
+        for state in ("download", "artifact_install", "artifact_reboot"):
+            hooks.state(state, artifact)
+        # EN pulsed by RTS with GPIO0 high: the bootloader started the new app
+        assert (chip.state()["mode"], chip.state()["running"]) == ("app", "ota_1")
+        assert chip.otadata().entries[1].state_name == "PENDING_VERIFY"
+        entries = chip.state()["loader_entries"]
+        for state in ("artifact_verify_reboot", "artifact_commit", "cleanup"):
+            hooks.state(state, artifact)
+        assert chip.state()["loader_entries"] == entries + 1  # reset into the ROM by DTR/RTS
+        assert (chip.state()["mode"], chip.state()["running"]) == ("app", "ota_1")
+        assert chip.otadata().entries[1].state_name == "VALID"
+        assert chip.slot_bytes("ota_1", len(image)) == image
+    finally:
+        chip.stop()
+
+
+@pytest.mark.parametrize(
+    ("model", "name", "configured", "after"),
+    [
+        ("esp32c5", "ESP32-C5", "esp32c3", "watchdog-reset"),  # a chip the driver refuses
+        ("esp32s3", "ESP32-S3", "esp32c3", "watchdog-reset"),
+        ("esp32s2", "ESP32-S2", "esp32c3", "watchdog-reset"),  # told by its magic value
+        ("esp32c3", "ESP32-C3", "esp32s2", "watchdog-reset"),
+        ("esp32", "ESP32", "esp32s2", "watchdog-reset"),
+        ("esp32h2", "ESP32-H2", "esp32c6", "hard-reset"),
+    ],
+)
 def test_a_chip_other_than_the_one_configured_is_named(
-    tmp_path: Path, interface_hooks: HooksFactory, model: str, name: str
+    tmp_path: Path,
+    interface_hooks: HooksFactory,
+    model: str,
+    name: str,
+    configured: str,
+    after: str,
 ) -> None:
     other = create_sim(tmp_path, model=model)
+    flash = other.path.read_bytes()
     other.start()
     try:
-        args = component_args(other, "--chip=esp32c3", "--after=watchdog-reset")
+        args = component_args(other, f"--chip={configured}", f"--after={after}")
         hooks = interface_hooks("esp32", args, "door_lock")
         with pytest.raises(InterfaceError) as caught:
             hooks.query("identity")
+        wanted = CHIP_NAMES[configured]
         assert (
-            f"the chip on {other.link} is an {name}, not the ESP32-C3 this Component is "
-            f"configured for (--chip=esp32c3)"
+            f"the chip on {other.link} is an {name}, not the {wanted} this Component is "
+            f"configured for (--chip={configured})"
         ) in str(caught.value)
+        assert other.state()["syncs"] >= 1  # it answered, and nothing was written
+        assert other.path.read_bytes() == flash
     finally:
         other.stop()
+
+
+@pytest.mark.parametrize(
+    ("model", "name", "crystal"),
+    [("esp32", "ESP32", 40), ("esp32s2", "ESP32-S2", 40), ("esp32c2", "ESP32-C2", 26),
+     ("esp32c6", "ESP32-C6", 40), ("esp32h2", "ESP32-H2", 32)],
+)  # fmt: skip
+def test_each_chip_answers_esptool_as_its_rom_does(
+    tmp_path: Path, model: str, name: str, crystal: int
+) -> None:
+    chip = create_sim(tmp_path, model=model)
+    chip.start()
+    try:
+        esp = detect_chip(str(chip.link), 115200, "default-reset", connect_attempts=1)
+        try:
+            assert esp.CHIP_NAME == name
+            assert bytes(esp.read_mac()).hex() == "240ac4a1b2c3"
+            assert esp.get_crystal_freq() == crystal
+            if model == "esp32s2":  # GET_SECURITY_INFO in 12 bytes, without a chip ID
+                assert esp.get_security_info()["chip_id"] is None
+            if model == "esp32c2":  # v1.0: esptool's stub takes it (not revision 0)
+                assert esp.get_chip_revision() == 100
+                assert not getattr(esp, "stub_is_disabled", False)
+        finally:
+            esp._port.close()
+    finally:
+        chip.stop()
+
+
+@pytest.mark.parametrize(
+    ("model", "bootloader_at"),
+    [("esp32", 0x1000), ("esp32s2", 0x1000), ("esp32c6", 0x0), ("esp32h2", 0x0)],
+)
+def test_the_bootloader_is_where_the_rom_looks_and_boots_only_the_chips_apps(
+    tmp_path: Path, model: str, bootloader_at: int
+) -> None:
+    chip = create_sim(tmp_path, model=model)
+    flash = chip.device().read(0, 0x2000)
+    assert flash[bootloader_at] == idf.IMAGE_MAGIC
+    assert set(flash[:bootloader_at]) <= {0xFF}
+    assert chip.state()["running"] == "ota_0"
+    (tmp_path / "other").mkdir()
+    other = create_sim(tmp_path / "other", model=model, chip_id=5)
+    assert other.state()["running"] is None  # "invalid chip ID": no app for this chip
 
 
 def test_inventory_names_the_port_mac_partition_and_app(
