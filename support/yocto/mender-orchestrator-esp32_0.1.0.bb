@@ -13,4 +13,5 @@ RDEPENDS:${PN} = " \
     mender-orchestrator-py \
     python3-esptool \
     python3-cryptography \
+    python3-pyserial \
 "
