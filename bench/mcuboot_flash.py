@@ -168,7 +168,7 @@ def main() -> int:
             else:
                 limit = wire_bytes * 10 / options.baudrate
                 label = f"serial pty at {options.baudrate} baud"
-            print(f"{label:<34}{seconds:>8.3f}s{limit:>9.3f}s{seconds / limit:>7.1f}x"
+            print(f"{label:<34}{seconds:>8.4f}s{limit:>9.4f}s{seconds / limit:>7.1f}x"
                   f"{wire_bytes:>12}{wire['exchanges']:>10}{len(image) / wire_bytes:>8.0%}")
             rows.append({"link": name, "upload_seconds": seconds, "limit_seconds": limit,
                          "wire_bytes": wire_bytes, **wire})  # fmt: skip
