@@ -11,6 +11,7 @@ import base64
 import hashlib
 import io
 import json
+import lzma
 import os
 import subprocess
 import sys
@@ -571,6 +572,21 @@ def test_gzip_sections_are_members_of_a_mib_each(
     if kind == "random":
         # stored: 18 bytes of gzip header and trailer per member, 5 per block of < 64 KiB
         assert len(section(output, "data/0000.tar.gz")) <= tar_size + 3 * 18 + 43 * 5
+
+
+def test_xz_sections_need_little_memory_to_write_and_read(tmp_path: Path) -> None:
+    """The xz dictionary is 1 MiB (xz -6 has 8 MiB, and its compressor needs 94 MiB): a
+    decoder limited to 4 MiB reads the data section, one limited to 1 MiB is refused."""
+    files = [big_payload(tmp_path, "compressible")]
+    output = tmp_path / "xz.mender"
+    write_artifact(spec_for(files), output, compression="xz")
+    data = section(output, "data/0000.tar.xz")
+    expanded = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=4 << 20).decompress(data)
+    assert expanded[512:512 + files[0].stat().st_size] == files[0].read_bytes()
+    with pytest.raises(lzma.LZMAError, match="Memory usage limit"):
+        lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=1 << 20).decompress(data)
+    # compressed as xz -6 would (machine code repeated within 1 MiB shrinks to a sliver)
+    assert len(data) < files[0].stat().st_size // 20
 
 
 STREAM_TO_FILE = """#!/bin/sh
