@@ -61,11 +61,11 @@ def error() -> type[Exception]:
     return error_class
 
 
-def _incompressible(module: ModuleType, data: bytes | memoryview) -> bool:
+def incompressible(data: bytes | memoryview) -> bool:
     """Whether a fast trial on the start of ``data`` saves (almost) nothing: random bytes,
-    or data compressed already."""
+    or data compressed already (the gzip and the xz writer store such data as it is)."""
     sample = data[:SAMPLE]
-    return len(module.compress(sample, 1)) >= len(sample) * 0.98
+    return len(backend().compress(sample, 1)) >= len(sample) * 0.98
 
 
 def gzip_member(data: bytes | memoryview) -> bytes:
@@ -75,10 +75,9 @@ def gzip_member(data: bytes | memoryview) -> bytes:
     nothing and cost most (the standard library's zlib takes as long for random data at any
     level as for text at level 6, about 38 MiB/s; storing runs at the speed of crc32).
     """
-    module = backend()
-    if _incompressible(module, data):
+    if incompressible(data):
         return zlib.compress(data, 0, GZIP_WBITS)
-    member: bytes = module.compress(data, level(), GZIP_WBITS)
+    member: bytes = backend().compress(data, level(), GZIP_WBITS)
     return member
 
 

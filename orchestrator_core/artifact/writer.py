@@ -18,7 +18,6 @@ import base64
 import hashlib
 import io
 import json
-import lzma
 import os
 import re
 import tarfile
@@ -40,13 +39,10 @@ from orchestrator_core.artifact.header import MAX_JSON
 from orchestrator_core.artifact.layers import CHUNK
 from orchestrator_core.artifact.signature import not_a_key, read_key_file
 from orchestrator_core.artifact.tarstream import BLOCK
+from orchestrator_core.artifact.xz import XzWriter
 from orchestrator_core.errors import ArtifactError, ConfigError
 from orchestrator_core.filetree import entry_name_problem
 
-# xz -6 with a 1 MiB dictionary instead of 8 MiB: its compressor needs about 18 MiB instead of
-# 94 (peak RSS of a write stays under 64 MiB), its output is about 1% bigger on machine code
-# (as big as mender-artifact's), and a reader needs only 1 MiB for the window
-XZ_FILTERS = ({"id": lzma.FILTER_LZMA2, "preset": 6, "dict_size": 1 << 20},)
 # what each compression is called in section names; "lzma" is mender-artifact's name for xz
 SUFFIXES = {"none": "", "gzip": ".gz", "xz": ".xz", "zstd": ".zst"}
 COMPRESSION_NAMES = (*SUFFIXES, "lzma")
@@ -307,8 +303,7 @@ def _compressed(out: IO[bytes], suffix: str) -> Iterator[IO[bytes]]:
     if suffix == ".gz":
         writer = GzipMembersWriter(out)
     elif suffix == ".xz":
-        writer = lzma.LZMAFile(out, "wb", format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64,
-                               filters=XZ_FILTERS)
+        writer = XzWriter(out)
     elif suffix == ".zst":
         writer = zstandard.ZstdCompressor(level=3, write_checksum=True).stream_writer(
             out, closefd=False
