@@ -595,7 +595,7 @@ def test_xz_sections_need_little_memory_to_write_and_read(tmp_path: Path) -> Non
 
 
 def xz_streams(data: bytes) -> list[tuple[int, bytes]]:
-    """Each xz stream of ``data``: its check type (1 CRC32, 4 CRC64) and what it expands to."""
+    """Each xz stream of ``data``: its check type (0 none, 4 CRC64) and what it expands to."""
     streams = []
     while data:
         decoder = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
@@ -607,23 +607,24 @@ def xz_streams(data: bytes) -> list[tuple[int, bytes]]:
 
 def test_incompressible_mibs_are_stored_in_xz_streams_of_their_own(tmp_path: Path) -> None:
     """The MiB of random bytes inside machine code: it ends the compressed stream, is stored
-    in one of its own (uncompressed LZMA2, CRC32), and the rest is compressed again."""
+    in one of its own (uncompressed LZMA2, no check: the manifest's sha256 is the check), and
+    the rest is compressed again."""
     files = [big_payload(tmp_path, "mixed")]
     output = tmp_path / "mixed.mender"
     write_artifact(spec_for(files), output, compression="xz")
     streams = xz_streams(section(output, "data/0000.tar.xz"))
     tar_size = 512 + files[0].stat().st_size + 1024
     assert [(check, len(expanded)) for check, expanded in streams] == [
-        (lzma.CHECK_CRC64, 1 << 20), (lzma.CHECK_CRC32, 1 << 20),
+        (lzma.CHECK_CRC64, 1 << 20), (lzma.CHECK_NONE, 1 << 20),
         (lzma.CHECK_CRC64, tar_size - (2 << 20))]
     assert streams[1][1] == files[0].read_bytes()[(1 << 20) - 512:(2 << 20) - 512]
     random_file = big_payload(tmp_path, "random")
     write_artifact(spec_for([random_file]), output, compression="xz")
     stored = section(output, "data/0000.tar.xz")
-    # per stream: 12 + 12 bytes of header, block header 12, check 4, index and padding 16;
+    # per stream: 12 + 12 bytes of header and footer, block header 12, index and padding 16;
     # 3 bytes per LZMA2 chunk of 64 KiB
-    assert len(stored) <= tar_size + 3 * (12 + 12 + 12 + 4 + 16 + 1) + 3 * 16 * 3
-    assert [check for check, _ in xz_streams(stored)] == [lzma.CHECK_CRC32] * 3
+    assert len(stored) <= tar_size + 3 * (12 + 12 + 12 + 16 + 1) + 3 * 16 * 3
+    assert [check for check, _ in xz_streams(stored)] == [lzma.CHECK_NONE] * 3
 
 
 STREAM_TO_FILE = """#!/bin/sh
