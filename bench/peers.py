@@ -1,4 +1,5 @@
-"""Ours against the Go tools on the same files, in alternating rounds: median ratios ours/Go.
+"""Ours against the Go tools, RAUC and SWUpdate on the same payloads, in rotating rounds:
+median ratios ours/theirs.
 
 Jobs, for two payloads of SIZE MiB (random bytes; firmware-like machine code, payloads.py)
 and the compressions none, gzip and lzma (xz), every Artifact signed with an ECDSA P-256 key:
@@ -13,18 +14,27 @@ and the compressions none, gzip and lzma (xz), every Artifact signed with an ECD
            and ``exec`` driver (header and signature checked, ``Download`` streamed to the
            Interface) in a process of its own. The engine around it (journal, plan, the other
            states) is not in ours: bench/deployment_overhead.py measures that.
+           Beside them, the same payload installed into a file by RAUC 1.8 (a signed plain
+           bundle into a raw slot, through ``rauc service`` on a private system bus) and by
+           SWUpdate 2022.12 (``swupdate -i`` of a CMS-signed .swu, the image streamed to the
+           ``rawfile`` handler); none: an uncompressed squashfs / image, gzip: mksquashfs'
+           gzip / ``compressed = "zlib"``. Their minimal configuration, and what each needs
+           installed, is in peer_installers.py; each is left out, with the reason printed,
+           where it cannot run (--no-others leaves both out).
 lzma runs at --lzma-size-mib (default 32): both tools compress xz on one core at a few
 MiB/s, a 256 MiB round would take minutes.
 
 Every run is a process of its own, timed by wall clock and by the CPU time of its process
 tree (steadier than wall clock on a shared machine; a tool that uses two cores at once
 shows it in wall clock only); each input is read again (cat to
-/dev/null) right before it is timed, as this kernel evicts cold page cache within minutes; in
-odd rounds ours goes first, in even rounds the Go tool. Before the rounds it waits until the
+/dev/null) right before it is timed, as this kernel evicts cold page cache within minutes; the
+order of the contenders rotates every round. Before the rounds it waits until the
 1-minute load average is under --max-load (at most --max-wait seconds) and reports the load
-averages it ran under. RAUC and SWUpdate are left out (README "Benchmarks").
+averages it ran under. RAUC's install runs
+in its service, not in the ``rauc install`` client: its CPU time is read from /proc.
 
 Run: .venv/bin/python bench/peers.py [--size-mib 256] [--rounds 3] [--jobs verify write install]
+(RAUC and SWUpdate: apt-get install rauc squashfs-tools swupdate cpio)
 """
 
 from __future__ import annotations
@@ -43,7 +53,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import peer_installers
 from payloads import write_firmware_like, write_random
+from peer_installers import Rauc, Swupdate
 
 BIN = Path(sys.executable).parent
 OURS = str(BIN / "mender-orchestrator")
@@ -62,14 +74,20 @@ esac
 
 
 @dataclass
+class Contender:
+    argv: list[str]
+    inputs: list[Path]  # read again right before each timing
+    setup: Callable[[], None] = lambda: None
+    # CPU seconds so far of a process that does the work but is no child (rauc service)
+    outside_cpu: Callable[[], float] = lambda: 0.0
+    env: dict[str, str] | None = None
+    samples: list[tuple[float, float]] = field(default_factory=list)  # wall, CPU
+
+
+@dataclass
 class Job:
     name: str
-    inputs: list[Path]  # read again right before each timing
-    ours: list[str]
-    go: list[str]
-    go_setup: Callable[[], None] = lambda: None
-    samples: list[tuple[float, float]] = field(default_factory=list)  # wall: ours, Go
-    cpu: list[tuple[float, float]] = field(default_factory=list)  # CPU: ours, Go
+    contenders: dict[str, Contender]  # "ours" first, then Go, RAUC, SWUpdate where they run
 
 
 def cpu_of_children() -> float:
@@ -77,20 +95,20 @@ def cpu_of_children() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_timed(
-    argv: list[str], inputs: list[Path], setup: Callable[[], None]
-) -> tuple[float, float]:
+def run_timed(contender: Contender) -> tuple[float, float]:
     """Wall-clock and CPU seconds (user + system, of the whole process tree) of one run."""
-    setup()
-    for path in inputs:
+    contender.setup()
+    for path in contender.inputs:
         subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
-    cpu = cpu_of_children()
+    cpu = cpu_of_children() + contender.outside_cpu()
     started = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    done = subprocess.run(contender.argv, capture_output=True, text=True, check=False,
+                          env=contender.env)
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
-        raise SystemExit(f"{argv} failed ({done.returncode}):\n{done.stderr}{done.stdout}")
-    return elapsed, cpu_of_children() - cpu
+        raise SystemExit(f"{contender.argv} failed ({done.returncode}):\n"
+                         f"{done.stderr}{done.stdout}")
+    return elapsed, cpu_of_children() + contender.outside_cpu() - cpu
 
 
 def wait_for_quiet(max_load: float, max_wait: float) -> None:
@@ -183,7 +201,8 @@ def go_client_problem() -> str | None:
 # ------------------------------------------------------------------ the rounds
 
 
-def jobs_for(args: argparse.Namespace, root: Path, key: tuple[Path, Path]) -> list[Job]:
+def jobs_for(args: argparse.Namespace, root: Path, key: tuple[Path, Path],
+             others: Others) -> list[Job]:
     private, public = key
     jobs: list[Job] = []
     payloads: dict[tuple[str, int], Path] = {}
@@ -214,24 +233,110 @@ def jobs_for(args: argparse.Namespace, root: Path, key: tuple[Path, Path]) -> li
                             *write_arguments(payload, compression, private, artifact)],
                            check=True, capture_output=True)
             if "verify" in args.jobs:
-                jobs.append(Job(f"verify  {label}", [artifact],
-                                [OURS, "artifact", "inspect", "--verify-key", str(public),
-                                 str(artifact)],
-                                [GO, "validate", "-k", str(public), str(artifact)]))
+                jobs.append(Job(f"verify  {label}", {
+                    "ours": Contender([OURS, "artifact", "inspect", "--verify-key",
+                                       str(public), str(artifact)], [artifact]),
+                    "Go": Contender([GO, "validate", "-k", str(public), str(artifact)],
+                                    [artifact])}))
             if "write" in args.jobs:
                 ours_out, go_out = root / "ours-out.mender", root / "go-out.mender"
-                jobs.append(Job(f"write   {label}", [payload],
-                                [OURS, "artifact", "write",
-                                 *write_arguments(payload, compression, private, ours_out)],
-                                [GO, "write", "module-image",
-                                 *write_arguments(payload, compression, private, go_out)]))
-            if install and not client_problem and compression != "lzma":
-                client = GoClient(root / f"client-{kind}-{compression}", module, public)
-                jobs.append(Job(f"install {label}", [artifact],
-                                [sys.executable, __file__, "--install-child", str(artifact),
-                                 str(public), str(data_dir), str(work)],
-                                client.argv(artifact), go_setup=client.fresh))
+                jobs.append(Job(f"write   {label}", {
+                    "ours": Contender([OURS, "artifact", "write",
+                                       *write_arguments(payload, compression, private,
+                                                        ours_out)], [payload]),
+                    "Go": Contender([GO, "write", "module-image",
+                                     *write_arguments(payload, compression, private, go_out)],
+                                    [payload])}))
+            if install and compression != "lzma":
+                contenders = {"ours": Contender(
+                    [sys.executable, __file__, "--install-child", str(artifact), str(public),
+                     str(data_dir), str(work)], [artifact])}
+                if not client_problem:
+                    client = GoClient(root / f"client-{kind}-{compression}", module, public)
+                    contenders["Go"] = Contender(client.argv(artifact), [artifact],
+                                                 setup=client.fresh)
+                contenders.update(others.install(payload, kind, compression))
+                jobs.append(Job(f"install {label}", contenders))
     return jobs
+
+
+class Others:
+    """RAUC and SWUpdate installing the same payload, where they run (peer_installers.py)."""
+
+    def __init__(self, root: Path, wanted: bool) -> None:
+        self.root = root
+        self.rauc: Rauc | None = None
+        self.swupdate: Swupdate | None = None
+        if not wanted:
+            return
+        problems = peer_installers.problem()
+        for name, reason in problems.items():
+            print(f"{name} left out: {reason}")
+        if len(problems) == 2:
+            return
+        root.mkdir()
+        self.ca, self.cert, self.key = peer_installers.make_ca(root / "ca")
+        if "RAUC" not in problems:
+            self.rauc = Rauc(root / "rauc", self.ca)
+        if "SWUpdate" not in problems:
+            self.swupdate = Swupdate(root / "swupdate", self.ca)
+
+    def install(self, payload: Path, kind: str, compression: str) -> dict[str, Contender]:
+        contenders = {}
+        if self.rauc is not None:
+            bundle = self.rauc.bundle(payload, compression, self.ca, self.cert, self.key,
+                                      self.root / f"{kind}-{compression}.raucb")
+            contenders["RAUC"] = Contender(self.rauc.argv(bundle), [bundle],
+                                           outside_cpu=self.rauc.service_cpu,
+                                           env=self.rauc.env)
+        if self.swupdate is not None:
+            swu = self.swupdate.image(payload, compression, self.cert, self.key,
+                                      self.root / f"{kind}-{compression}.swu")
+            contenders["SWUpdate"] = Contender(self.swupdate.argv(swu), [swu])
+        return contenders
+
+    def close(self) -> None:
+        if self.rauc is not None:
+            self.rauc.close()
+
+
+def run_rounds(jobs: list[Job], rounds: int) -> list[float]:
+    """Every job's contenders in turn, the order rotated each round; the load averages."""
+    loads = [os.getloadavg()[0]]
+    for round_number in range(rounds):
+        for job in jobs:
+            names = list(job.contenders)
+            shift = round_number % len(names)
+            for name in names[shift:] + names[:shift]:
+                contender = job.contenders[name]
+                contender.samples.append(run_timed(contender))
+        loads.append(os.getloadavg()[0])
+    return loads
+
+
+def print_table(jobs: list[Job], which: int, title: str) -> None:
+    """Medians of ``which`` (0 wall clock, 1 CPU), and the median per-round ratios ours/X."""
+    names = ["ours", "Go", "RAUC", "SWUpdate"]
+    names = [name for name in names if any(name in job.contenders for job in jobs)]
+    header = f"{title:<36}" + "".join(f"{name:>9}" for name in names)
+    header += "".join(f"{'ours/' + name:>14}" for name in names[1:])
+    print(header)
+    for job in jobs:
+        ours = job.contenders["ours"].samples
+        line = f"{job.name:<36}"
+        for name in names:
+            samples = job.contenders[name].samples if name in job.contenders else []
+            line += (f"{statistics.median(s[which] for s in samples):>9.3f}" if samples
+                     else f"{'':>9}")
+        for name in names[1:]:
+            if name in job.contenders:
+                theirs = job.contenders[name].samples
+                pairs = zip(ours, theirs, strict=True)
+                ratio = statistics.median(o[which] / t[which] for o, t in pairs)
+                line += f"{ratio:>14.2f}"
+            else:
+                line += f"{'':>14}"
+        print(line)
 
 
 def main() -> None:
@@ -243,6 +348,8 @@ def main() -> None:
                         choices=["verify", "write", "install"])
     parser.add_argument("--compression", nargs="+", default=list(COMPRESSIONS),
                         choices=COMPRESSIONS)
+    parser.add_argument("--no-others", action="store_true",
+                        help="install: leave RAUC and SWUpdate out")
     parser.add_argument("--max-load", type=float, default=0.6)
     parser.add_argument("--max-wait", type=float, default=120)
     parser.add_argument("--dir", default="/var/tmp", help="where the scratch files go")
@@ -255,34 +362,18 @@ def main() -> None:
         raise SystemExit("needs Debian's mender-artifact (apt-get install mender-artifact)")
     with tempfile.TemporaryDirectory(prefix="peers-", dir=args.dir) as directory:
         root = Path(directory)
-        jobs = jobs_for(args, root, make_key(root))
-        wait_for_quiet(args.max_load, args.max_wait)
-        loads = [os.getloadavg()[0]]
-        for round_number in range(args.rounds):
-            for job in jobs:
-                ours_first = round_number % 2 == 0
-                timings = {}
-                for who in ("ours", "go") if ours_first else ("go", "ours"):
-                    argv = job.ours if who == "ours" else job.go
-                    setup = job.go_setup if who == "go" else (lambda: None)
-                    timings[who] = run_timed(argv, job.inputs, setup)
-                job.samples.append((timings["ours"][0], timings["go"][0]))
-                job.cpu.append((timings["ours"][1], timings["go"][1]))
-            loads.append(os.getloadavg()[0])
+        others = Others(root / "others", "install" in args.jobs and not args.no_others)
+        try:
+            jobs = jobs_for(args, root, make_key(root), others)
+            wait_for_quiet(args.max_load, args.max_wait)
+            loads = run_rounds(jobs, args.rounds)
+        finally:
+            others.close()
     print(f"{args.rounds} rounds; 1-minute load average {min(loads):.2f} to {max(loads):.2f} "
           f"(at the start and after each round); {os.cpu_count()} CPUs")
-    print("medians; each ratio is the median of the per-round ratios; CPU: user + system of "
-          "the process tree")
-    print(f"{'job':<36} {'ours (s)':>9} {'Go (s)':>8} {'ours/Go':>8} {'CPU ours':>9} "
-          f"{'CPU Go':>7} {'ours/Go':>8}")
-    for job in jobs:
-        columns = []
-        for samples in (job.samples, job.cpu):
-            columns += [statistics.median(s[0] for s in samples),
-                        statistics.median(s[1] for s in samples),
-                        statistics.median(s[0] / s[1] for s in samples)]
-        print(f"{job.name:<36} {columns[0]:>9.3f} {columns[1]:>8.3f} {columns[2]:>8.2f} "
-              f"{columns[3]:>9.3f} {columns[4]:>7.3f} {columns[5]:>8.2f}")
+    print("medians (s); each ratio is the median of the per-round ratios")
+    print_table(jobs, 0, "wall clock")
+    print_table(jobs, 1, "CPU (user + system, process tree)")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import io
 import json
+import lzma
 import os
 import subprocess
 import sys
@@ -510,20 +511,25 @@ def deflate_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
 
 
 def big_payload(tmp_path: Path, kind: str) -> Path:
-    """2.5 MiB: several gzip members, the last one partial. Compressible: machine code."""
+    """2.5 MiB: several gzip members, the last one partial. Compressible: machine code;
+    mixed: its second MiB random."""
     size = 5 << 19
     path = tmp_path / f"{kind}.bin"
+    code = Path(sys.executable).resolve().read_bytes()
+    compressible = (code * (size // len(code) + 1))[:size]
     if kind == "random":
         path.write_bytes(os.urandom(size))
+    elif kind == "mixed":  # code, a random MiB, code again (as in a firmware with a blob)
+        path.write_bytes(compressible[: 1 << 20] + os.urandom(1 << 20)
+                         + compressible[: size - (2 << 20)])
     else:
-        code = Path(sys.executable).resolve().read_bytes()
-        path.write_bytes((code * (size // len(code) + 1))[:size])
+        path.write_bytes(compressible)
     return path
 
 
 @pytest.mark.parametrize("compression,backend", [("none", "zlib"), ("gzip", "isal"),
                                                  ("gzip", "zlib"), ("lzma", "zlib")])
-@pytest.mark.parametrize("kind", ["random", "compressible"])
+@pytest.mark.parametrize("kind", ["random", "compressible", "mixed"])
 def test_several_mib_are_validated_by_mender_artifact_and_read_back(
     tmp_path: Path, keys: dict[str, tuple[Path, Path]], monkeypatch: pytest.MonkeyPatch,
     compression: str, backend: str, kind: str,
@@ -573,6 +579,54 @@ def test_gzip_sections_are_members_of_a_mib_each(
         assert len(section(output, "data/0000.tar.gz")) <= tar_size + 3 * 18 + 43 * 5
 
 
+def test_xz_sections_need_little_memory_to_write_and_read(tmp_path: Path) -> None:
+    """The xz dictionary is 1 MiB (xz -6 has 8 MiB, and its compressor needs 94 MiB): a
+    decoder limited to 4 MiB reads the data section, one limited to 1 MiB is refused."""
+    files = [big_payload(tmp_path, "compressible")]
+    output = tmp_path / "xz.mender"
+    write_artifact(spec_for(files), output, compression="xz")
+    data = section(output, "data/0000.tar.xz")
+    expanded = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=4 << 20).decompress(data)
+    assert expanded[512:512 + files[0].stat().st_size] == files[0].read_bytes()
+    with pytest.raises(lzma.LZMAError, match="Memory usage limit"):
+        lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=1 << 20).decompress(data)
+    # compressed as xz -6 would (machine code repeated within 1 MiB shrinks to a sliver)
+    assert len(data) < files[0].stat().st_size // 20
+
+
+def xz_streams(data: bytes) -> list[tuple[int, bytes]]:
+    """Each xz stream of ``data``: its check type (0 none, 4 CRC64) and what it expands to."""
+    streams = []
+    while data:
+        decoder = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        streams.append((data[7], decoder.decompress(data)))
+        assert decoder.eof
+        data = decoder.unused_data
+    return streams
+
+
+def test_incompressible_mibs_are_stored_in_xz_streams_of_their_own(tmp_path: Path) -> None:
+    """The MiB of random bytes inside machine code: it ends the compressed stream, is stored
+    in one of its own (uncompressed LZMA2, no check: the manifest's sha256 is the check), and
+    the rest is compressed again."""
+    files = [big_payload(tmp_path, "mixed")]
+    output = tmp_path / "mixed.mender"
+    write_artifact(spec_for(files), output, compression="xz")
+    streams = xz_streams(section(output, "data/0000.tar.xz"))
+    tar_size = 512 + files[0].stat().st_size + 1024
+    assert [(check, len(expanded)) for check, expanded in streams] == [
+        (lzma.CHECK_CRC64, 1 << 20), (lzma.CHECK_NONE, 1 << 20),
+        (lzma.CHECK_CRC64, tar_size - (2 << 20))]
+    assert streams[1][1] == files[0].read_bytes()[(1 << 20) - 512:(2 << 20) - 512]
+    random_file = big_payload(tmp_path, "random")
+    write_artifact(spec_for([random_file]), output, compression="xz")
+    stored = section(output, "data/0000.tar.xz")
+    # per stream: 12 + 12 bytes of header and footer, block header 12, index and padding 16;
+    # 3 bytes per LZMA2 chunk of 64 KiB
+    assert len(stored) <= tar_size + 3 * (12 + 12 + 12 + 16 + 1) + 3 * 16 * 3
+    assert [check for check, _ in xz_streams(stored)] == [lzma.CHECK_NONE] * 3
+
+
 STREAM_TO_FILE = """#!/bin/sh
 # an Update Module that writes each payload stream into TARGET, under the file's name
 case "$1" in
@@ -587,12 +641,14 @@ esac
 
 @pytest.mark.skipif(mender_client.unavailable() is not None,
                     reason=str(mender_client.unavailable()))
-@pytest.mark.parametrize("kind", ["random", "compressible"])
-def test_the_mender_client_installs_our_gzip_members(
-    tmp_path: Path, keys: dict[str, tuple[Path, Path]], deflate_backend: str, kind: str
+@pytest.mark.parametrize("kind", ["random", "compressible", "mixed"])
+@pytest.mark.parametrize("compression", ["gzip", "xz"])
+def test_the_mender_client_installs_our_gzip_members_and_xz_streams(
+    tmp_path: Path, keys: dict[str, tuple[Path, Path]], deflate_backend: str, kind: str,
+    compression: str,
 ) -> None:
-    """Debian's Mender client 3.4 streams a signed multi-member gzip data section through an
-    Update Module; every byte it writes is the payload's."""
+    """Debian's Mender client 3.4 streams a signed multi-member gzip, or multi-stream xz,
+    data section through an Update Module; every byte it writes is the payload's."""
     target = tmp_path / "installed"
     target.mkdir()
     module = tmp_path / "stream-to-file"
@@ -603,7 +659,7 @@ def test_the_mender_client_installs_our_gzip_members(
     output = tmp_path / "big.mender"
     write_artifact(ArtifactSpec("big-v1", "stream-to-file", ("rtos",), tuple(files),
                                 {key: value}, clears_provides=(clears,)),
-                   output, compression="gzip", signer=Signer.load(keys["ecdsa"][0]))
+                   output, compression=compression, signer=Signer.load(keys["ecdsa"][0]))
     client = mender_client.MenderClient.create(tmp_path / "client", device_type="rtos",
                                                modules=[module], env=os.environ,
                                                verify_key=keys["ecdsa"][1])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import struct
 import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,6 +24,9 @@ GZIP_WBITS = 16 + zlib.MAX_WBITS
 CHUNK = 1 << 20  # input bytes per gzip member the writer makes
 # each member in flight holds its MiB and its output: this bounds memory on a big build host
 MAX_WORKERS = 4
+# gzip header as zlib writes it at level 0: deflate, no flags, mtime 0, "fastest", Unix
+_STORED_MEMBER_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\x03"
+_MAX_STORED_BLOCK = 0xFFFF  # bytes in one stored deflate block (its length is 16 bits)
 SAMPLE = 32 << 10  # of a chunk, tried at level 1 to tell whether it compresses at all
 # ISA-L's level 3 is 2 to 4 times as slow as its level 2 for about 1% smaller output; zlib's
 # level 6 is what gzip and Go's writer use by default
@@ -61,11 +65,11 @@ def error() -> type[Exception]:
     return error_class
 
 
-def _incompressible(module: ModuleType, data: bytes | memoryview) -> bool:
+def incompressible(data: bytes | memoryview) -> bool:
     """Whether a fast trial on the start of ``data`` saves (almost) nothing: random bytes,
-    or data compressed already."""
+    or data compressed already (the gzip and the xz writer store such data as it is)."""
     sample = data[:SAMPLE]
-    return len(module.compress(sample, 1)) >= len(sample) * 0.98
+    return len(backend().compress(sample, 1)) >= len(sample) * 0.98
 
 
 def gzip_member(data: bytes | memoryview) -> bytes:
@@ -75,11 +79,25 @@ def gzip_member(data: bytes | memoryview) -> bytes:
     nothing and cost most (the standard library's zlib takes as long for random data at any
     level as for text at level 6, about 38 MiB/s; storing runs at the speed of crc32).
     """
-    module = backend()
-    if _incompressible(module, data):
-        return zlib.compress(data, 0, GZIP_WBITS)
-    member: bytes = module.compress(data, level(), GZIP_WBITS)
+    if incompressible(data):
+        return stored_member(data)
+    member: bytes = backend().compress(data, level(), GZIP_WBITS)
     return member
+
+
+def stored_member(data: bytes | memoryview) -> bytes:
+    """``data`` as a gzip member of stored deflate blocks (what ``zlib.compress(data, 0, 31)``
+    gives, in blocks of 64 KiB - 1 instead of 64 KiB - 5), built here from views of ``data``
+    (one copy, in the join) with the CRC32 of the backend (ISA-L's is about 6 times as fast
+    as zlib's): 1.3 ms instead of 5.3 per MiB."""
+    view = memoryview(data)
+    pieces: list[bytes | memoryview] = [_STORED_MEMBER_HEADER]
+    for offset in range(0, max(len(view), 1), _MAX_STORED_BLOCK):
+        block = view[offset : offset + _MAX_STORED_BLOCK]
+        final = offset + _MAX_STORED_BLOCK >= len(view)
+        pieces += [struct.pack("<BHH", final, len(block), len(block) ^ 0xFFFF), block]
+    pieces.append(struct.pack("<II", backend().crc32(view), len(view) & 0xFFFFFFFF))
+    return b"".join(pieces)
 
 
 class GzipMembersWriter:

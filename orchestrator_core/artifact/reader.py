@@ -84,12 +84,15 @@ class PayloadFileReader(Layer):
         self._verified = False
 
     def readinto(self, buffer: WriteableBuffer, /) -> int:
+        return self._read_into(buffer, lent=False)
+
+    def _read_into(self, buffer: WriteableBuffer, *, lent: bool) -> int:
         if self._left == 0:
             self._verify()
             return 0
         view = as_bytes_view(buffer)[: self._left]
         count = self._tar.readinto(view)
-        self._hash.update(view[:count])
+        self._hash.update(view[:count], lent=lent)
         self._left -= count
         if self._left == 0:
             self._verify()
@@ -101,10 +104,13 @@ class PayloadFileReader(Layer):
     def finish(self) -> None:
         """Read (and so verify) whatever the consumer left unread."""
         # a whole payload may be left (``artifact inspect`` reads nothing itself): read it in
-        # chunks, as a consumer would, so a compressed section is hashed on the other thread
-        scratch = bytearray(min(self._left, CHUNK) or 1)
-        while self.readinto(scratch):
-            pass
+        # chunks, as a consumer would, so a compressed section is hashed on the other thread;
+        # two buffers in turn, so that thread hashes one while the other fills, with no copy
+        size = min(self._left, CHUNK) or 1
+        scratch = (bytearray(size), bytearray(size))
+        turn = 0
+        while self._read_into(scratch[turn], lent=True):
+            turn ^= 1
 
     def _verify(self) -> None:
         if self._verified:

@@ -18,7 +18,6 @@ import base64
 import hashlib
 import io
 import json
-import lzma
 import os
 import re
 import tarfile
@@ -40,6 +39,7 @@ from orchestrator_core.artifact.header import MAX_JSON
 from orchestrator_core.artifact.layers import CHUNK
 from orchestrator_core.artifact.signature import not_a_key, read_key_file
 from orchestrator_core.artifact.tarstream import BLOCK
+from orchestrator_core.artifact.xz import XzWriter
 from orchestrator_core.errors import ArtifactError, ConfigError
 from orchestrator_core.filetree import entry_name_problem
 
@@ -303,7 +303,7 @@ def _compressed(out: IO[bytes], suffix: str) -> Iterator[IO[bytes]]:
     if suffix == ".gz":
         writer = GzipMembersWriter(out)
     elif suffix == ".xz":
-        writer = lzma.LZMAFile(out, "wb", format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC64)
+        writer = XzWriter(out)
     elif suffix == ".zst":
         writer = zstandard.ZstdCompressor(level=3, write_checksum=True).stream_writer(
             out, closefd=False
