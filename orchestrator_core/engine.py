@@ -348,9 +348,15 @@ class Deployment:
             self._progress.step_started(step.group, step.name, pending)
             try:
                 results = drivers.in_parallel(lambda k: self._run_member(seq, step, k), pending)
-                outcome.update(zip(pending, results, strict=True))
-            finally:
-                self.journal.flush()  # the barrier: every end is durable before what follows
+            except BaseException:
+                self.journal.flush()  # how the members that did end, ended
+                raise
+            outcome.update(zip(pending, results, strict=True))
+            # Each member's end is recorded with ``soon``, and made durable by the journal's
+            # next write (before anything it starts: the next step's entry, the reboot's,
+            # the deployment's end), or by ``_finished``'s flush before the files it changes:
+            # one fsync per step, not two. A crash before that write loses the ends, as a
+            # crash a moment earlier would: the step counts as interrupted, hence failed.
             self._progress.step_finished()
         return outcome
 
@@ -537,6 +543,9 @@ class Deployment:
     # ---- the end
 
     def _finished(self, progress: Progress, options: RunOptions) -> RunResult:
+        # the last step's ends are durable before what depends on them: the Manifest store and
+        # the record of what each Component runs
+        self.journal.flush()
         if progress.failure is None:
             manifest_store.record(self.config.manifest_store, self.row.manifest)
             status, code = "succeeded", EXIT_OK

@@ -223,30 +223,60 @@ class Journal:
             self._db.close()
 
     def _write(self, sql: str, args: tuple[Any, ...]) -> int:
-        with self._lock, self._guard("written"):
-            cursor = self._db.execute(sql, args)
-            self._wrote()
-            return cursor.lastrowid or 0
+        with self._lock:
+            return self._transaction([(sql, args)])
 
     def _wrote(self) -> None:
         self._writes += 1
         if self._crash_after is not None and self._writes >= self._crash_after:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def _transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
-        """Several rows in one commit (one fsync); the caller holds ``_lock``."""
-        with self._guard("written"):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for sql, args in statements:
-                    self._db.execute(sql, args)
-                self._db.execute("COMMIT")
-            except BaseException:
-                # SQLite may have rolled back already (a full disk, an I/O error)
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+    def _transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> int:
+        """The events still waiting in ``_pending``, then ``statements``, in one commit (one
+        fsync); the caller holds ``_lock``. Returns the last row id inserted.
+
+        Pending events always go first, in the commit of the next write: so the journal on
+        disk is at every moment a prefix of the rows in the order they were recorded, the
+        journal a crash a moment earlier would have left. A write that starts something (a
+        step entered, before its Interface calls) thus also makes durable how the step before
+        it ended, in the same fsync.
+        """
+        with self._pending_lock:
+            rows, self._pending = self._pending, []
+            last = self._submitted
+            timer, self._flush_timer = self._flush_timer, None
+        if timer is not None:
+            timer.cancel()
+        if not rows and not statements:
+            return 0
+        try:
+            with self._guard("written"):
+                if not rows and len(statements) == 1:  # one row: its own commit
+                    cursor = self._db.execute(*statements[0])
+                else:
+                    cursor = self._in_one_commit(
+                        [(self._INSERT_EVENT, row) for row in rows] + statements
+                    )
+        except BaseException:
+            with self._pending_lock:
+                self._pending[:0] = rows
+            raise
+        self._committed = last
         self._wrote()
+        return cursor.lastrowid or 0
+
+    def _in_one_commit(self, statements: list[tuple[str, tuple[Any, ...]]]) -> sqlite3.Cursor:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, args in statements:
+                cursor = self._db.execute(sql, args)
+            self._db.execute("COMMIT")
+        except BaseException:
+            # SQLite may have rolled back already (a full disk, an I/O error)
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        return cursor
 
     # ---- deployments
 
@@ -392,20 +422,7 @@ class Journal:
     def _commit_pending(self) -> None:
         """Commit the events waiting in ``_pending``, in one transaction; the caller holds
         ``_lock``."""
-        with self._pending_lock:
-            rows, self._pending = self._pending, []
-            last = self._submitted
-            timer, self._flush_timer = self._flush_timer, None
-        if timer is not None:
-            timer.cancel()
-        if rows:
-            try:
-                self._transaction([(self._INSERT_EVENT, r) for r in rows])
-            except JournalError:
-                with self._pending_lock:
-                    self._pending[:0] = rows
-                raise
-        self._committed = last
+        self._transaction([])
 
     def events(self, deployment: int) -> list[EventRow]:
         with self._lock, self._guard("read"):
