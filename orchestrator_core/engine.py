@@ -622,15 +622,19 @@ def _announce_plan(plan: Plan) -> None:
             log.info("%s: left untouched, %s", planned.key, planned.skip_reason)
 
 
-def refuse_in_progress(config: Config) -> None:
-    """Raise ``Busy`` if the journal holds a deployment in progress; creates no journal."""
-    if not config.journal_path.exists():
-        return
-    journal = Journal(config.journal_path)
-    try:
+def refuse_in_progress(config: Config, journal: Journal | None = None) -> None:
+    """Raise ``Busy`` if the journal holds a deployment in progress: ``journal`` when the
+    caller has it open already, else the file, if there is one (none is created)."""
+    if journal is None:
+        if not config.journal_path.exists():
+            return
+        opened = Journal(config.journal_path)
+        try:
+            current = opened.in_progress()
+        finally:
+            opened.close()
+    else:
         current = journal.in_progress()
-    finally:
-        journal.close()
     if current is not None:
         raise Busy(
             f"deployment {current.id} of {current.manifest_name} is still in progress; "
@@ -645,9 +649,11 @@ def install(
     of any Interface while another command calls them or a deployment is in progress."""
     with exclusive(config):
         check_before_journal(config)
-        refuse_in_progress(config)
+        # opened once: this deployment makes the journal anyway, and closing the only
+        # connection of a WAL journal checkpoints it (fsyncs) for nothing
         journal = Journal(config.journal_path)
         try:
+            refuse_in_progress(config, journal)
             with guarded(config, journal, options.command) as guard:
                 plan = planned()
                 _announce_plan(plan)
