@@ -39,8 +39,10 @@ MAX_TEXT_CHARS = 1 << 20  # a bigger file is parsed every time rather than copie
 
 _directory: Path | None = None
 _may_create = False
-# parses not stored yet, by the id of the result handed to the caller
-_pending: dict[int, tuple[str, Any]] = {}
+# parses not stored yet, by the id of the result handed to the caller: that result, its text
+# and a copy of it (the result is held, so its id cannot pass to another object meanwhile)
+_pending: dict[int, tuple[dict[str, Any], str, Any]] = {}
+_parser_key: list[Any] | None = None
 
 
 def use(directory: Path | None, *, may_create: bool = False) -> None:
@@ -74,8 +76,14 @@ def _parser_identity() -> list[int] | None:
 
 
 def _key() -> list[Any] | None:
-    identity = _parser_identity()
-    return None if identity is None else [FORMAT, *identity]
+    """What an entry must have been stored under to be used; looked up once per process."""
+    global _parser_key
+    if _parser_key is None:
+        identity = _parser_identity()
+        if identity is None:
+            return None
+        _parser_key = [FORMAT, *identity]
+    return _parser_key
 
 
 def _entries(key: list[Any]) -> list[list[Any]]:
@@ -130,7 +138,7 @@ def remember(text: str, result: dict[str, Any]) -> None:
     try:
         if exactly_json(result):
             # a copy, taken now: the caller may change ``result``
-            _pending[id(result)] = (text, json.loads(json.dumps(result)))
+            _pending[id(result)] = (result, text, json.loads(json.dumps(result)))
     except (ValueError, RecursionError):  # nested deeper than Python's stack
         pass
 
@@ -138,7 +146,11 @@ def remember(text: str, result: dict[str, Any]) -> None:
 def keep(*results: dict[str, Any]) -> None:
     """Store the parses ``remember`` noted for ``results`` (the objects it was given);
     best effort."""
-    found = [_pending.pop(id(result)) for result in results if id(result) in _pending]
+    found = [
+        (text, copy)
+        for held, text, copy in (_pending.pop(id(r), (None, "", None)) for r in results)
+        if held is not None
+    ]
     if not found or _directory is None:
         return
     key = _key()
