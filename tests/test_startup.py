@@ -136,7 +136,9 @@ def test_install_of_an_unsigned_artifact_loads_no_cryptography(
     assert not loaded(names, {"cryptography", "stevedore", "requests", "importlib.metadata",
                               "orchestrator_core.artifact.writer",
                               # no zstd section; one Component and a 4 KiB payload: one thread
-                              "zstandard", "concurrent.futures"})
+                              "zstandard", "concurrent.futures",
+                              # files written atomically without it; no ArtifactsCache entry
+                              "tempfile"})
 
 
 def test_runs_after_a_deployment_load_no_yaml_for_files_parsed_before(
