@@ -44,9 +44,13 @@ class Session:
 
     def __init__(self, options: Options) -> None:
         from orchestrator_core import log as log_module
+        from orchestrator_core import parse_cache
 
         log_module.setup(options.log_level or "info")
         self.config = options.locations.load_config()
+        parse_cache.use(
+            self.config.datastore_dir, may_create=self.config.journal_path.exists()
+        )
         if options.log_level is None:
             log_module.setup(self.config.log_level)
         for warning in self.config.warnings:

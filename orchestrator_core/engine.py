@@ -348,9 +348,15 @@ class Deployment:
             self._progress.step_started(step.group, step.name, pending)
             try:
                 results = drivers.in_parallel(lambda k: self._run_member(seq, step, k), pending)
-                outcome.update(zip(pending, results, strict=True))
-            finally:
-                self.journal.flush()  # the barrier: every end is durable before what follows
+            except BaseException:
+                self.journal.flush()  # how the members that did end, ended
+                raise
+            outcome.update(zip(pending, results, strict=True))
+            # Each member's end is recorded with ``soon``, and made durable by the journal's
+            # next write (before anything it starts: the next step's entry, the reboot's,
+            # the deployment's end), or by ``_finished``'s flush before the files it changes:
+            # one fsync per step, not two. A crash before that write loses the ends, as a
+            # crash a moment earlier would: the step counts as interrupted, hence failed.
             self._progress.step_finished()
         return outcome
 
@@ -537,6 +543,9 @@ class Deployment:
     # ---- the end
 
     def _finished(self, progress: Progress, options: RunOptions) -> RunResult:
+        # the last step's ends are durable before what depends on them: the Manifest store and
+        # the record of what each Component runs
+        self.journal.flush()
         if progress.failure is None:
             manifest_store.record(self.config.manifest_store, self.row.manifest)
             status, code = "succeeded", EXIT_OK
@@ -613,15 +622,19 @@ def _announce_plan(plan: Plan) -> None:
             log.info("%s: left untouched, %s", planned.key, planned.skip_reason)
 
 
-def refuse_in_progress(config: Config) -> None:
-    """Raise ``Busy`` if the journal holds a deployment in progress; creates no journal."""
-    if not config.journal_path.exists():
-        return
-    journal = Journal(config.journal_path)
-    try:
+def refuse_in_progress(config: Config, journal: Journal | None = None) -> None:
+    """Raise ``Busy`` if the journal holds a deployment in progress: ``journal`` when the
+    caller has it open already, else the file, if there is one (none is created)."""
+    if journal is None:
+        if not config.journal_path.exists():
+            return
+        opened = Journal(config.journal_path)
+        try:
+            current = opened.in_progress()
+        finally:
+            opened.close()
+    else:
         current = journal.in_progress()
-    finally:
-        journal.close()
     if current is not None:
         raise Busy(
             f"deployment {current.id} of {current.manifest_name} is still in progress; "
@@ -636,9 +649,11 @@ def install(
     of any Interface while another command calls them or a deployment is in progress."""
     with exclusive(config):
         check_before_journal(config)
-        refuse_in_progress(config)
+        # opened once: this deployment makes the journal anyway, and closing the only
+        # connection of a WAL journal checkpoints it (fsyncs) for nothing
         journal = Journal(config.journal_path)
         try:
+            refuse_in_progress(config, journal)
             with guarded(config, journal, options.command) as guard:
                 plan = planned()
                 _announce_plan(plan)

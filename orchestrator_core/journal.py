@@ -187,7 +187,12 @@ class Journal:
         self._pending_lock = threading.Lock()
         self._submitted = 0
         self._committed = 0
-        self._flush_timer: threading.Timer | None = None
+        # rows recorded ``soon`` are committed by FLUSH_DELAY_SECONDS after the first of them
+        # at the latest, by one thread per journal (a timer thread per row cost ~0.2 ms each)
+        self._flush_due: float | None = None  # time.monotonic() deadline; None: nothing due
+        self._flush_wake = threading.Condition(self._pending_lock)
+        self._flusher: threading.Thread | None = None
+        self._closing = False
 
     @staticmethod
     def _open(path: Path) -> sqlite3.Connection:
@@ -217,36 +222,67 @@ class Journal:
         return sqlite_errors(self.path, doing)
 
     def close(self) -> None:
+        with self._pending_lock:
+            self._closing = True
+            self._flush_wake.notify()
         try:
             self.flush()
         finally:
             self._db.close()
 
     def _write(self, sql: str, args: tuple[Any, ...]) -> int:
-        with self._lock, self._guard("written"):
-            cursor = self._db.execute(sql, args)
-            self._wrote()
-            return cursor.lastrowid or 0
+        with self._lock:
+            return self._transaction([(sql, args)])
 
     def _wrote(self) -> None:
         self._writes += 1
         if self._crash_after is not None and self._writes >= self._crash_after:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def _transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
-        """Several rows in one commit (one fsync); the caller holds ``_lock``."""
-        with self._guard("written"):
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for sql, args in statements:
-                    self._db.execute(sql, args)
-                self._db.execute("COMMIT")
-            except BaseException:
-                # SQLite may have rolled back already (a full disk, an I/O error)
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+    def _transaction(self, statements: list[tuple[str, tuple[Any, ...]]]) -> int:
+        """The events still waiting in ``_pending``, then ``statements``, in one commit (one
+        fsync); the caller holds ``_lock``. Returns the last row id inserted.
+
+        Pending events always go first, in the commit of the next write: so the journal on
+        disk is at every moment a prefix of the rows in the order they were recorded, the
+        journal a crash a moment earlier would have left. A write that starts something (a
+        step entered, before its Interface calls) thus also makes durable how the step before
+        it ended, in the same fsync.
+        """
+        with self._pending_lock:
+            rows, self._pending = self._pending, []
+            last = self._submitted
+            self._flush_due = None  # what was due goes now
+        if not rows and not statements:
+            return 0
+        try:
+            with self._guard("written"):
+                if not rows and len(statements) == 1:  # one row: its own commit
+                    cursor = self._db.execute(*statements[0])
+                else:
+                    cursor = self._in_one_commit(
+                        [(self._INSERT_EVENT, row) for row in rows] + statements
+                    )
+        except BaseException:
+            with self._pending_lock:
+                self._pending[:0] = rows
+            raise
+        self._committed = last
         self._wrote()
+        return cursor.lastrowid or 0
+
+    def _in_one_commit(self, statements: list[tuple[str, tuple[Any, ...]]]) -> sqlite3.Cursor:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, args in statements:
+                cursor = self._db.execute(sql, args)
+            self._db.execute("COMMIT")
+        except BaseException:
+            # SQLite may have rolled back already (a full disk, an I/O error)
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+        return cursor
 
     # ---- deployments
 
@@ -359,19 +395,25 @@ class Journal:
 
         With ``soon``, committed within ``FLUSH_DELAY_SECONDS`` or by the next ``flush``
         instead: for the end of one Component's state inside a step, so the caller goes on to
-        the next Component at once rather than wait for an fsync; the step's barrier flushes
-        before anything depends on the row. A crash before the commit leaves the state entered
-        and unfinished, which counts as failed, as a crash a moment earlier would.
+        the next Component at once rather than wait for an fsync; the journal's next write
+        carries it, in the same commit, before anything depends on the row (``_transaction``).
+        A crash before the commit leaves the state entered and unfinished, which counts as
+        failed, as a crash a moment earlier would.
         """
         row = (deployment, seq, component, kind, ok, value, message, time.time())
         with self._pending_lock:
             self._pending.append(row)
             self._submitted += 1
             ticket = self._submitted
-            if soon and self._flush_timer is None:
-                self._flush_timer = threading.Timer(FLUSH_DELAY_SECONDS, self._flush_later)
-                self._flush_timer.daemon = True
-                self._flush_timer.start()
+            if soon and self._flush_due is None:
+                self._flush_due = time.monotonic() + FLUSH_DELAY_SECONDS
+                if self._flusher is None:
+                    self._flusher = threading.Thread(
+                        target=self._flush_when_due, name="journal-flush", daemon=True
+                    )
+                    self._flusher.start()
+                else:
+                    self._flush_wake.notify()
         if soon:
             return
         with self._lock:
@@ -383,29 +425,30 @@ class Journal:
         with self._lock:
             self._commit_pending()
 
-    def _flush_later(self) -> None:
-        try:
-            self.flush()
-        except JournalError:
-            pass  # the rows stay pending: the step's barrier commits them or reports why not
+    def _flush_when_due(self) -> None:
+        """The flusher thread: commits what was recorded ``soon`` once it is due, unless a
+        write carried it before; ends when the journal closes."""
+        with self._pending_lock:
+            while not self._closing:
+                due = self._flush_due
+                wait = None if due is None else due - time.monotonic()
+                if wait is None or wait > 0:
+                    self._flush_wake.wait(wait)
+                    continue
+                self._pending_lock.release()  # flush takes _lock, then this one
+                try:
+                    self.flush()
+                except JournalError:
+                    # the rows stay pending: the next write commits them or reports why not
+                    with self._pending_lock:
+                        self._flush_due = None
+                finally:
+                    self._pending_lock.acquire()
 
     def _commit_pending(self) -> None:
         """Commit the events waiting in ``_pending``, in one transaction; the caller holds
         ``_lock``."""
-        with self._pending_lock:
-            rows, self._pending = self._pending, []
-            last = self._submitted
-            timer, self._flush_timer = self._flush_timer, None
-        if timer is not None:
-            timer.cancel()
-        if rows:
-            try:
-                self._transaction([(self._INSERT_EVENT, r) for r in rows])
-            except JournalError:
-                with self._pending_lock:
-                    self._pending[:0] = rows
-                raise
-        self._committed = last
+        self._transaction([])
 
     def events(self, deployment: int) -> list[EventRow]:
         with self._lock, self._guard("read"):

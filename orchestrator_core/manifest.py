@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from orchestrator_core import parse_cache
 from orchestrator_core.errors import ValidationErrors
 from orchestrator_core.topology import Topology
 from orchestrator_core.yamlfile import excerpt, excerpt_text, load_mapping, type_name
@@ -118,6 +119,7 @@ def load_manifest(path: Path) -> Manifest:
                 entries[str(component_type)] = parsed
     if problems:
         raise ValidationErrors(problems)
+    parse_cache.keep(data)
     return Manifest(path, str(name), tuple(compatible), entries)
 
 

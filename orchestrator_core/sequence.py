@@ -11,7 +11,6 @@ stopped. Every decision the deployment makes therefore lives here, in one readab
 from __future__ import annotations
 
 from collections.abc import Collection, Generator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 INSTALL, COMMIT, ROLLBACK, CLEANUP = "install", "commit", "rollback", "cleanup"
@@ -40,19 +39,35 @@ class Result(NamedTuple):
 Outcome = Mapping[str, Result]
 
 
-@dataclass
 class Progress:
     """What the deployment has concluded so far; read by the engine when it stops, and by
-    ``recovery_steps`` when the journal stops matching the steps."""
+    ``recovery_steps`` when the journal stops matching the steps. A plain class: a dataclass
+    costs ~0.4 ms of every command's start-up to build."""
 
-    failure: str | None = None
-    phase: str = INSTALL
-    inconsistent: dict[str, str] = field(default_factory=dict)  # key -> why
-    entered: dict[int, tuple[str, ...]] = field(default_factory=dict)  # group -> its keys
-    installing: list[str] = field(default_factory=list)  # ArtifactInstall entered
-    can_roll_back: dict[str, bool] = field(default_factory=dict)
-    reboot_need: dict[str, str] = field(default_factory=dict)
-    rebooted: set[str] = field(default_factory=set)  # the system rebooted for these (install)
+    def __init__(
+        self,
+        failure: str | None = None,
+        phase: str = INSTALL,
+        *,
+        inconsistent: dict[str, str] | None = None,
+        entered: dict[int, tuple[str, ...]] | None = None,
+        installing: list[str] | None = None,
+        can_roll_back: dict[str, bool] | None = None,
+        reboot_need: dict[str, str] | None = None,
+        rebooted: set[str] | None = None,
+    ) -> None:
+        self.failure = failure
+        self.phase = phase
+        # key -> why
+        self.inconsistent: dict[str, str] = {} if inconsistent is None else inconsistent
+        # group -> its keys
+        self.entered: dict[int, tuple[str, ...]] = {} if entered is None else entered
+        # ArtifactInstall entered
+        self.installing: list[str] = [] if installing is None else installing
+        self.can_roll_back: dict[str, bool] = {} if can_roll_back is None else can_roll_back
+        self.reboot_need: dict[str, str] = {} if reboot_need is None else reboot_need
+        # the system rebooted for these (install)
+        self.rebooted: set[str] = set() if rebooted is None else rebooted
 
 
 def _failures(outcome: Outcome) -> list[str]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import tempfile
 import threading
 from pathlib import Path
 from typing import Protocol
@@ -66,6 +65,8 @@ class SharedPayloads:
             if copy.is_dir():
                 return copy
             atomic.make_private_dir(self._shared)
+            import tempfile  # here: a Download that streams never stores a copy (~1 ms)
+
             partial = Path(tempfile.mkdtemp(prefix=".payload-", dir=self._shared))
             try:
                 for path in feed.save_to(partial):  # verified, each file synced

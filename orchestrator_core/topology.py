@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from orchestrator_core import parse_cache
 from orchestrator_core.context import Component
 from orchestrator_core.errors import ConfigError, ValidationErrors
 from orchestrator_core.yamlfile import excerpt, load_mapping, type_name
@@ -106,6 +107,7 @@ def load_topology(topology_file: Path, components_file: Path | None) -> Topology
         )
 
     components: tuple[Component, ...] = ()
+    split: dict[str, Any] = {}
     if components_file is not None:
         if "components" in data:
             problems.append(
@@ -133,4 +135,5 @@ def load_topology(topology_file: Path, components_file: Path | None) -> Topology
         raise ValidationErrors(problems)
     if not isinstance(system_type, str):  # for the type checker: problems caught it above
         raise ConfigError(f"{topology_file}: invalid system_type")
+    parse_cache.keep(data, split)
     return Topology(topology_file, system_type, components, components_file)

@@ -315,7 +315,8 @@ components:
     interface: rtos-interface
     interface_args: ["1"]
 """
-JOURNAL_WRITES_OF_A_V2_DEPLOYMENT = 31  # deployment, boot, 14 steps entered, 14 finished, end
+JOURNAL_WRITES_OF_A_V2_DEPLOYMENT = 18  # deployment, boot, 14 steps entered (each with the ends
+# of the step before), the last ends, the end
 
 
 @pytest.fixture(scope="session")

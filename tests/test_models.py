@@ -248,13 +248,13 @@ def test_the_nesting_limit_is_ours_not_the_parsers(monkeypatch: pytest.MonkeyPat
     # builds anything
     import yaml
 
-    from orchestrator_core import yamlfile
+    from orchestrator_core import yaml_loader
 
-    monkeypatch.setattr(yamlfile, "_SafeLoader", yaml.SafeLoader)
+    monkeypatch.setattr(yaml_loader, "_SafeLoader", yaml.SafeLoader)
     deepest = "[" * 999 + "]" * 999  # and the mapping around it: 1000 levels
-    yamlfile._refuse_anchors(f"a: {deepest}\n")
+    yaml_loader._refuse_anchors(f"a: {deepest}\n")
     with pytest.raises(yaml.MarkedYAMLError, match="exceeded maximum nesting depth") as raised:
-        yamlfile._refuse_anchors(f"a: [{deepest}]\n")
+        yaml_loader._refuse_anchors(f"a: [{deepest}]\n")
     assert raised.value.problem_mark is not None
     assert raised.value.problem_mark.column == 1002
 

@@ -134,7 +134,33 @@ def test_install_of_an_unsigned_artifact_loads_no_cryptography(
     names, _ = imported(["install", str(manifest)], system.env)
     assert system.version("a", "1") == "unit-v2"
     assert not loaded(names, {"cryptography", "stevedore", "requests", "importlib.metadata",
-                              "orchestrator_core.artifact.writer"})
+                              "orchestrator_core.artifact.writer",
+                              # no zstd section; one Component and a 4 KiB payload: one thread
+                              "zstandard", "concurrent.futures",
+                              # files written atomically without it; no ArtifactsCache entry
+                              "tempfile"})
+
+
+def test_runs_after_a_deployment_load_no_yaml_for_files_parsed_before(
+    unit: tuple[System, Path], tmp_path: Path,
+) -> None:
+    system, _ = unit
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(MANIFEST)
+    names, _ = imported(["install", str(manifest)], system.env)
+    assert "yaml" in names  # the first run parses
+    assert system.version("a", "1") == "unit-v2"
+    # the journal now exists: the next run keeps what it parses in the datastore
+    assert system.run("show-inventory").returncode == 0
+    names, stdout = imported(["show-inventory"], system.env)
+    assert "a.a-1.rootfs-image.unit.version=unit-v2" in stdout
+    assert not loaded(names, {"yaml", "orchestrator_core.yaml_loader"})
+    names, _ = imported(["install", str(manifest)], system.env)  # the same Manifest again
+    assert not loaded(names, {"yaml", "orchestrator_core.yaml_loader"})
+    # a Topology changed by a single byte is parsed anew
+    system.write_topology(TOPOLOGY + "# edited\n")
+    names, stdout = imported(["show-inventory"], system.env)
+    assert "yaml" in names and "a.a-1.rootfs-image.unit.version=unit-v2" in stdout
 
 
 # Runs the console script's main() in a fresh interpreter and reports, once the command has

@@ -21,7 +21,6 @@ import io
 import logging
 import os
 import stat
-import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -131,6 +130,8 @@ class _Fill(io.RawIOBase):
         entry = cache.path / entry_file_name(name)
         self._entry = entry
         self._temporary: io.BufferedWriter | None = None
+        import tempfile  # here: only a deployment with the cache enabled writes an entry
+
         try:
             fd, path = tempfile.mkstemp(
                 prefix=f".{entry.name}.", suffix=PARTIAL_SUFFIX, dir=cache.path

@@ -6,7 +6,8 @@ when it is installed: at its level 2 it compresses machine code about 12 times a
 standard library's zlib at level 6 (output about 10% bigger), and inflates about 1.4 times as
 fast. Without it, the standard library's ``zlib``: same format, same API, slower.
 
-Both are imported on first use: most commands never touch a gzip section.
+Both are imported on first use: most commands never touch a gzip section. The thread pool
+(``concurrent.futures``) too: only the writer uses one.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import os
 import struct
 import zlib
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from types import ModuleType
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 GZIP_WBITS = 16 + zlib.MAX_WBITS
 CHUNK = 1 << 20  # input bytes per gzip member the writer makes
@@ -112,6 +115,10 @@ class GzipMembersWriter:
     def __init__(self, out: IO[bytes]) -> None:
         self._out = out
         self._buffer = bytearray()
+        # imported here: only the writer makes a pool, and reading an Artifact is the fixed
+        # cost of every install
+        from concurrent.futures import ThreadPoolExecutor
+
         workers = min(MAX_WORKERS, os.cpu_count() or 1)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gzip")
         self._in_flight: deque[Future[bytes]] = deque()

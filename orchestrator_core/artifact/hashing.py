@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 # below this, handing a chunk to the other thread costs more than hashing it here
 ASIDE_MIN = 64 << 10
@@ -25,6 +28,10 @@ def _hash_thread() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
+            # imported here: an uncompressed payload is hashed in line, and the import is
+            # ~1.5 ms of the fixed cost of every install
+            from concurrent.futures import ThreadPoolExecutor
+
             _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="artifact-sha256")
         return _pool
 

@@ -24,8 +24,6 @@ import lzma
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, BinaryIO, NoReturn, Protocol, cast
 
-import zstandard
-
 from orchestrator_core.artifact import deflate
 from orchestrator_core.errors import ArtifactError
 
@@ -274,6 +272,11 @@ class _ZstdLayer(Layer):
     def __init__(self, inner: Readable, what: str, fail: Fail) -> None:
         super().__init__()
         self._what, self._fail = what, fail
+        # imported here: few Artifacts have a zstd section, and importing it is ~4 ms of
+        # every install's fixed cost
+        import zstandard
+
+        self._zstd_error: type[Exception] = zstandard.ZstdError
         decompressor = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW)
         self._reader = decompressor.stream_reader(
             cast("IO[bytes]", inner), read_size=CHUNK, read_across_frames=True, closefd=False
@@ -282,7 +285,7 @@ class _ZstdLayer(Layer):
     def readinto(self, buffer: WriteableBuffer, /) -> int:
         try:
             return int(self._reader.readinto(buffer))
-        except zstandard.ZstdError as exc:
+        except self._zstd_error as exc:
             self._fail(f"{self._what} is not valid zstd data, or needs too much memory ({exc})")
 
 
