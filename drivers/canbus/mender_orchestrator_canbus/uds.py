@@ -51,6 +51,10 @@ T = TypeVar("T")
 ACTIVE_SESSION_DID = 0xF186  # ISO 14229-1 activeDiagnosticSessionDataIdentifier
 Code = Response.Code  # negative response codes (ISO 14229-1 annex A)
 _BUSY_PAUSE = 0.05  # seconds between repeats of a request the ECU answered NRC 0x21 (busy)
+# udsoncan's name for the request timeout, which is set to the time left before the deadline:
+# when it fires, the deadline cut the wait short, even if our clock reads a moment before it
+# (the transport counts the wait from the request's last frame, sent before udsoncan waits)
+_OVERALL_TIMEOUT = "Global request timeout"
 # NRCs an ECU keeps to itself for a functional request (ISO 14229-1): the same request sent
 # to it physically, for want of a functional id, is not an error when it answers one of these
 _NOT_FOR_THIS_ECU = frozenset({0x11, 0x12, 0x31, 0x7E, 0x7F})
@@ -235,7 +239,7 @@ class UdsSession:
                 code,
             ) from None
         except (TimeoutException, Unfinished) as exc:
-            if time.monotonic() >= self.deadline:
+            if time.monotonic() >= self.deadline or _OVERALL_TIMEOUT in str(exc):
                 raise InterfaceTimeout(
                     f"{self.who}: the Interface timeout expired during {what}"
                 ) from None
