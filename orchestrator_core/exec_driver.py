@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from orchestrator_core import filetree, processes
+from orchestrator_core import filetree, processes, spawns
 from orchestrator_core.context import Component, InterfaceContext, RebootNeed
 from orchestrator_core.errors import (
     ArtifactError,
@@ -89,15 +89,16 @@ class _Child:
         if self.record is not None:
             env = {**os.environb, TOKEN_VARIABLE.encode(): self.record[1].encode()}
         try:
-            self.popen = subprocess.Popen(
-                argv,
-                cwd=cwd,
-                env=env,
-                stdin=_devnull(),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
+            with spawns.starting():
+                self.popen = subprocess.Popen(
+                    argv,
+                    cwd=cwd,
+                    env=env,
+                    stdin=_devnull(),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,
+                )
         except OSError:  # nothing started (an interruption keeps the record: maybe it did)
             processes.forget(self.record)
             raise

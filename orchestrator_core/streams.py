@@ -35,7 +35,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from orchestrator_core import filetree
+from orchestrator_core import filetree, spawns
 from orchestrator_core.context import PayloadFeed, PayloadFile
 from orchestrator_core.errors import ArtifactError, InterfaceError, OrchestratorError
 
@@ -283,7 +283,10 @@ class StreamServer:
                 self._current = current
                 self._waiting_for = f"the Interface to open {current}"
                 fd = opened = self._open(self.work_dir / current, probe=self.stream_next)
+                # stream-next was open (announcing, probing) until now: see spawns
+                stream_next_closed = spawns.mark()
                 self._copy(fd, stream, current)
+                spawns.wait_for_starts_before(stream_next_closed, self._check)
                 os.close(fd)
                 opened = None
                 self._current = None

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from systems import FIXTURES
 
-from orchestrator_core import drivers
+from orchestrator_core import drivers, spawns, streams
 from orchestrator_core.artifact import ArtifactPayload, read_header
 from orchestrator_core.context import ArtifactInfo, Component, InterfaceContext
 from orchestrator_core.errors import ArtifactError, InterfaceError, InterfaceTimeout
@@ -245,6 +245,53 @@ def test_the_reader_loop_shown_in_the_docs(env: Path) -> None:
     download(env, DirFeed(files))
     for name, path in files:
         assert (env / "staged" / name).read_bytes() == path.read_bytes()
+
+
+def test_a_child_forked_while_stream_next_was_open_does_not_end_the_streams(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another thread's child holds a copy of the announcement's pipe end until it execs:
+    the Interface's next open of stream-next must not meet that copy (and read an end)."""
+    write = streams.StreamServer._write
+    slow_starts: list[threading.Thread] = []
+
+    def write_and_fork(self: streams.StreamServer, fd: int, data: object, what: str,
+                       offset: int = 0) -> None:
+        if what == "stream-next" and not slow_starts:
+            start = spawns.starting()
+            start.__enter__()
+            pid = os.fork()  # as another Component's Interface start would, mid-announcement
+            if pid == 0:
+                time.sleep(1.0)  # a start slow to exec on a loaded machine
+                os._exit(0)
+
+            def finish() -> None:
+                os.waitpid(pid, 0)
+                start.__exit__(None, None, None)
+
+            slow_starts.append(threading.Thread(target=finish))
+            slow_starts[0].start()
+        write(self, fd, data, what, offset)  # type: ignore[arg-type]
+
+    open_fifo = streams.StreamServer._open
+
+    def open_once_the_child_is_gone(
+        self: streams.StreamServer, path: Path, probe: Path | None = None
+    ) -> int:
+        # the copy closing while the Interface waits in its read is what ends the streams early
+        if path == self.stream_next:
+            slow_starts[0].join()
+        return open_fifo(self, path, probe)
+
+    monkeypatch.setattr(streams.StreamServer, "_write", write_and_fork)
+    monkeypatch.setattr(streams.StreamServer, "_open", open_once_the_child_is_gone)
+    behave(env, "Download", 'while read -r stream <stream-next && [ -n "$stream" ]; do\n'
+           '  cat "$stream" >"$DIR/$(basename "$stream")"\ndone\n')
+    files = payload(env, {"first.bin": 10, "second.bin": 10})
+    download(env, DirFeed(files))
+    slow_starts[0].join()
+    for name, path in files:
+        assert (env / name).read_bytes() == path.read_bytes()
 
 
 def test_parallel_components_stream_side_by_side(env: Path) -> None:
