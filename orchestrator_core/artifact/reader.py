@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
-from orchestrator_core.artifact.hashing import Sha256
+from orchestrator_core.artifact.hashing import IN_FLIGHT, Sha256
 from orchestrator_core.artifact.header import (
     MAX_TRAILER,
     ArtifactHeader,
@@ -105,12 +105,12 @@ class PayloadFileReader(Layer):
         """Read (and so verify) whatever the consumer left unread."""
         # a whole payload may be left (``artifact inspect`` reads nothing itself): read it in
         # chunks, as a consumer would, so a compressed section is hashed on the other thread;
-        # two buffers in turn, so that thread hashes one while the other fills, with no copy
+        # buffers in turn, so that thread hashes some while another fills, with no copy
         size = min(self._left, CHUNK) or 1
-        scratch = (bytearray(size), bytearray(size))
+        scratch = [bytearray(size) for _ in range(IN_FLIGHT + 1)]
         turn = 0
         while self._read_into(scratch[turn], lent=True):
-            turn ^= 1
+            turn = (turn + 1) % len(scratch)
 
     def _verify(self) -> None:
         if self._verified:

@@ -8,14 +8,17 @@ split between two feeds. A corrupt member is reported whichever library inflates
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
+import time
+import types
 import zlib
 from collections.abc import Iterator
 
 import pytest
 
-from orchestrator_core.artifact import deflate
+from orchestrator_core.artifact import deflate, hashing
 from orchestrator_core.artifact.layers import FEED
 from orchestrator_core.artifact.reader import ArtifactReader
 from orchestrator_core.errors import ArtifactError
@@ -104,12 +107,12 @@ def test_a_bad_payload_checksum_is_caught_when_hashing_on_the_other_thread(backe
 
 
 @pytest.mark.parametrize("tamper_at", [None, (5 << 20) // 2])
-def test_a_payload_left_unread_is_hashed_from_two_buffers_in_turn(
+def test_a_payload_left_unread_is_hashed_from_buffers_in_turn(
     backend: str, tamper_at: int | None
 ) -> None:
-    """``finish`` lends its two buffers to the hashing thread uncopied: over five MiB (each
-    buffer filled again twice) the digest must still be that of the bytes, and a flipped
-    byte in the middle must still be caught."""
+    """``finish`` lends its buffers to the hashing thread uncopied: over five MiB (each
+    buffer filled again) the digest must still be that of the bytes, and a flipped byte in
+    the middle must still be caught."""
     files = {"firmware.bin": os.urandom(5 << 20), "notes.txt": b"notes\n"}
     parts = ab.build(files, compression=".gz")
     if tamper_at is not None:
@@ -123,6 +126,39 @@ def test_a_payload_left_unread_is_hashed_from_two_buffers_in_turn(
     else:
         with pytest.raises(ArtifactError, match=r"firmware\.bin does not match the manifest"):
             list(reader.payload_files())
+
+
+def test_a_lent_buffer_is_hashed_before_the_caller_may_fill_it_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The caller turning ``IN_FLIGHT + 1`` buffers refills each as soon as its contract
+    allows; with a hash thread slower than the refills, the digest must still be that of
+    what was handed over, chunk by chunk."""
+    hashed: list[bytes] = []
+
+    class SlowSha256:
+        def __init__(self) -> None:
+            self._inner = hashlib.sha256()
+
+        def update(self, data: memoryview) -> None:
+            time.sleep(0.005)
+            hashed.append(bytes(data))
+            self._inner.update(data)
+
+        def hexdigest(self) -> str:
+            return self._inner.hexdigest()
+
+    monkeypatch.setattr(hashing, "hashlib", types.SimpleNamespace(sha256=SlowSha256))
+    digest = hashing.Sha256(aside=True)
+    buffers = [bytearray(hashing.ASIDE_MIN) for _ in range(hashing.IN_FLIGHT + 1)]
+    given = []
+    for turn in range(12):
+        buffer = buffers[turn % len(buffers)]
+        buffer[:] = os.urandom(len(buffer))  # refilled: its previous chunk must be hashed
+        given.append(bytes(buffer))
+        digest.update(memoryview(buffer), lent=True)
+    assert digest.hexdigest() == hashlib.sha256(b"".join(given)).hexdigest()
+    assert hashed == given
 
 
 @pytest.mark.parametrize("size", [0, 1, 65535, 65536, 3 * 65535 + 7, 1 << 20])
