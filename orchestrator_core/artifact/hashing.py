@@ -41,7 +41,9 @@ def _hash_thread() -> ThreadPoolExecutor:
 
 
 class Sha256:
-    """``hashlib.sha256``, hashing on the other thread when ``aside`` is true."""
+    """``hashlib.sha256``, hashing on the other thread when ``aside`` is true or the chunk
+    is lent: a lent chunk costs no copy, so even reading an uncompressed file then overlaps
+    hashing it (a 256 MiB inspect 148 -> 136 ms; streaming, which copies, gained nothing)."""
 
     def __init__(self, *, aside: bool) -> None:
         self._hash = hashlib.sha256()
@@ -52,7 +54,7 @@ class Sha256:
         """Hash ``data``. ``lent``: the caller leaves ``data`` untouched until its
         ``IN_FLIGHT``-th call after this one (it turns ``IN_FLIGHT + 1`` buffers), so the
         other thread reads it uncopied."""
-        if not self._aside or len(data) < ASIDE_MIN:
+        if not (self._aside or lent) or len(data) < ASIDE_MIN:
             self._wait(0)
             self._hash.update(data)
             return
