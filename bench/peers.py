@@ -28,7 +28,8 @@ Every run is a process of its own, timed by wall clock and by the CPU time of it
 tree (steadier than wall clock on a shared machine; a tool that uses two cores at once
 shows it in wall clock only); each input is read again (cat to
 /dev/null) right before it is timed, as this kernel evicts cold page cache within minutes; the
-order of the contenders rotates every round. Before the rounds it waits until the
+order of the contenders rotates every round; the disk is synced before each timing.
+Before the rounds it waits until the
 1-minute load average is under --max-load (at most --max-wait seconds) and reports the load
 averages it ran under. RAUC's install runs
 in its service, not in the ``rauc install`` client: its CPU time is read from /proc.
@@ -100,6 +101,10 @@ def run_timed(contender: Contender) -> tuple[float, float]:
     contender.setup()
     for path in contender.inputs:
         subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
+    # what the last run wrote goes to disk now: written back during this run, it made the
+    # overwrite of the same target wait on the disk (install times varied 2x from round to
+    # round, whoever came second paying for the other)
+    os.sync()
     cpu = cpu_of_children() + contender.outside_cpu()
     started = time.perf_counter()
     done = subprocess.run(contender.argv, capture_output=True, text=True, check=False,
@@ -310,6 +315,9 @@ def run_rounds(jobs: list[Job], rounds: int) -> list[float]:
             for name in names[shift:] + names[:shift]:
                 contender = job.contenders[name]
                 contender.samples.append(run_timed(contender))
+                if os.environ.get("PEERS_VERBOSE"):
+                    print(f"  round {round_number + 1} {job.name} {name}: "
+                          f"{contender.samples[-1][0]:.3f} s", flush=True)
         loads.append(os.getloadavg()[0])
     return loads
 
