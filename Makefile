@@ -52,3 +52,13 @@ deb: $(STAMP)
 .PHONY: test-lowest
 test-lowest: $(STAMP)
 	$(BIN)/python support/lowest_versions.py
+
+# the packages as users get them (pip install, the Debian package): no editable-install import
+# hooks, which cost every start of the development venv about 9 ms; for the benchmarks, e.g.
+# `.venv/release/bin/python bench/cli_startup.py`
+.PHONY: release-venv
+release-venv: $(STAMP)
+	$(PYTHON) -m venv $(VENV)/release
+	$(VENV)/release/bin/pip install --quiet --upgrade pip
+	$(VENV)/release/bin/pip install --quiet . drivers/canbus drivers/i2c drivers/mcuboot \
+		drivers/esp32
