@@ -47,14 +47,14 @@ class Sha256:
 
     def __init__(self, *, aside: bool) -> None:
         self._hash = hashlib.sha256()
-        self._aside = aside
+        self.aside = aside
         self._in_flight: deque[Future[None]] = deque()
 
     def update(self, data: memoryview, *, lent: bool = False) -> None:
         """Hash ``data``. ``lent``: the caller leaves ``data`` untouched until its
         ``IN_FLIGHT``-th call after this one (it turns ``IN_FLIGHT + 1`` buffers), so the
         other thread reads it uncopied."""
-        if not (self._aside or lent) or len(data) < ASIDE_MIN:
+        if not (self.aside or lent) or len(data) < ASIDE_MIN:
             self._wait(0)
             self._hash.update(data)
             return

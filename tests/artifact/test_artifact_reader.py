@@ -15,8 +15,11 @@ from orchestrator_core.artifact import (
     ArtifactHeader,
     ArtifactPayload,
     SignatureState,
+    hashing,
     read_header,
+    reader,
 )
+from orchestrator_core.artifact.reader import ArtifactReader
 from orchestrator_core.errors import ArtifactError, ConfigError
 
 from . import artifact_builder as ab
@@ -320,3 +323,30 @@ def test_reads_from_a_pipe_like_stream_with_short_reads() -> None:
 
     header = read_header(Trickle(), source_name="pipe")  # type: ignore[arg-type]
     assert header.name == "system-core-v1"
+
+
+@pytest.mark.parametrize("size_mib", [1, 9])
+@pytest.mark.parametrize("tampered", [False, True])
+def test_an_uncompressed_payload_left_unread_is_verified_whether_hashed_in_line_or_beside(
+    size_mib: int, tampered: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Below ``LEND_MIN`` it is hashed as it is read (no hash thread is started), from it on
+    the hash thread reads the lent buffers: either way the digest is the file's and a
+    flipped byte is caught."""
+    assert (size_mib << 20 >= reader.LEND_MIN) == (size_mib == 9)
+    monkeypatch.setattr(hashing, "_pool", None)
+    content = bytearray(size_mib << 20)
+    files = {"firmware.bin": bytes(content), "notes.txt": b"notes\n"}
+    parts = ab.build(files, compression="")
+    if tampered:
+        content[len(content) // 2] ^= 1
+        parts.replace("data/0000.tar", ab.tar({**files, "firmware.bin": bytes(content)}.items()))
+    artifact = ArtifactReader(io.BytesIO(parts.assemble()), source_name="t.mender",
+                              verify_keys=())
+    artifact.read_header()
+    if not tampered:
+        assert [payload.name for payload in artifact.payload_files()] == list(files)
+    else:
+        with pytest.raises(ArtifactError, match=r"firmware\.bin does not match the manifest"):
+            list(artifact.payload_files())
+    assert (hashing._pool is not None) == (size_mib == 9)
