@@ -38,6 +38,12 @@ DRAIN_CHUNK = 1 << 16
 # Beyond these a compressed section is refused rather than given the memory it asks for:
 # xz -9 needs 64 MiB, zstd's default levels 8 MiB and its --long mode 128 MiB.
 XZ_MEMORY_LIMIT = 256 << 20
+# Output asked of liblzma per call. Each call returns a new bytes object: at 1 MiB, the heap
+# went back to the kernel after most calls and was faulted in again (51,000 page faults instead
+# of 20,000 for a 64 MiB payload from mender-artifact, 16% of `artifact inspect`'s time); under
+# glibc's 128 KiB mmap threshold the memory is reused. gzip is left as it is: there, smaller
+# pieces saved the faults but cost more in calls.
+XZ_PIECE = 64 << 10
 ZSTD_MAX_WINDOW = 1 << 27
 
 COMPRESSION_SUFFIXES = ("", ".gz", ".xz", ".zst")  # of header.tar... and data/0000.tar...
@@ -257,7 +263,7 @@ class _XzLayer(_InputLayer):
                     self._fail(f"{self._what} {what}: its xz stream does not end properly")
             self._started = True
             try:
-                out = self._decompressor.decompress(data, len(view))
+                out = self._decompressor.decompress(data, min(len(view), XZ_PIECE))
             except lzma.LZMAError as exc:
                 self._fail(f"{self._what} is not valid xz data, or needs too much memory ({exc})")
             if out:

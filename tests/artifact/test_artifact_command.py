@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +138,35 @@ def test_inspect_as_a_real_process(made: dict[str, Made]) -> None:
     assert done.returncode == 0, done.stderr
     assert "    Type: empty payload\n    Provides:\n" in done.stdout
     assert done.stdout.endswith("    Files: none\n")
+
+
+def _page_faults_of_inspect(path: Path) -> int:
+    """Minor page faults of ``artifact inspect PATH`` run as a process of its own."""
+    child = subprocess.Popen(
+        [sys.executable, str(SHIM), "inspect", str(path)], stdout=subprocess.DEVNULL
+    )
+    _, status, usage = os.wait4(child.pid, 0)
+    assert status == 0
+    return usage.ru_minflt
+
+
+def test_an_xz_payload_is_read_without_refaulting_the_heap(tmp_path: Path) -> None:
+    """liblzma's output comes as a new bytes object per call: in pieces of 1 MiB, glibc gave
+    the heap back after most of them, and each MiB read cost its pages faulted in again.
+    mender-artifact's xz has a 64 MiB dictionary, whose pages fault in once; beyond those and
+    what a tiny Artifact costs, reading 64 MiB stays under a quarter of its pages."""
+    payload = tmp_path / "zeros.bin"
+    payload.write_bytes(bytes(64 << 20))
+    made = {}
+    for name, source in (("large", payload), ("tiny", tmp_path / "tiny.bin")):
+        if name == "tiny":
+            source.write_bytes(b"tiny\n")
+        made[name] = tmp_path / f"{name}.mender"
+        subprocess.run(
+            ["mender-artifact", "write", "module-image", "-T", "zeros", "-t", "dev",
+             "-n", name, "-f", str(source), "--compression", "lzma", "-o", str(made[name])],
+            check=True, capture_output=True, timeout=120,
+        )
+    pages = (64 << 20) // os.sysconf("SC_PAGE_SIZE")
+    extra = _page_faults_of_inspect(made["large"]) - _page_faults_of_inspect(made["tiny"])
+    assert extra - pages < pages // 4, f"{extra} page faults for {pages} pages read"
