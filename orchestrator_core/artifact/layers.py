@@ -246,7 +246,21 @@ class _XzLayer(_InputLayer):
         return lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=XZ_MEMORY_LIMIT)
 
     def readinto(self, buffer: WriteableBuffer, /) -> int:
+        # Filled a piece at a time; the source is read again only while nothing has been
+        # filled (as in _GzipLayer).
         view = as_bytes_view(buffer)
+        filled = 0
+        while filled < len(view):
+            if filled and (self._decompressor.needs_input or self._decompressor.eof):
+                break
+            count = self._piece(view[filled : filled + XZ_PIECE])
+            if not count:
+                break
+            filled += count
+        return filled
+
+    def _piece(self, view: memoryview) -> int:
+        """Some bytes into ``view`` (not empty); 0 at the end of the last stream."""
         while True:
             data: bytes | memoryview = b""
             if self._decompressor.eof:
@@ -263,7 +277,7 @@ class _XzLayer(_InputLayer):
                     self._fail(f"{self._what} {what}: its xz stream does not end properly")
             self._started = True
             try:
-                out = self._decompressor.decompress(data, min(len(view), XZ_PIECE))
+                out = self._decompressor.decompress(data, len(view))
             except lzma.LZMAError as exc:
                 self._fail(f"{self._what} is not valid xz data, or needs too much memory ({exc})")
             if out:
