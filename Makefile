@@ -53,12 +53,13 @@ deb: $(STAMP)
 test-lowest: $(STAMP)
 	$(BIN)/python support/lowest_versions.py
 
-# the packages as users get them (pip install, the Debian package): no editable-install import
-# hooks, which cost every start of the development venv about 9 ms; for the benchmarks, e.g.
-# `.venv/release/bin/python bench/cli_startup.py`
+# the packages as users get them from pip, with the `fast` extra (ISA-L for gzip): no
+# editable-install import hooks, which cost every start of the development venv about 9 ms;
+# for the benchmarks, e.g. `.venv/release/bin/python bench/cli_startup.py`. Without the extra
+# (as the Debian package is), gzip goes through the standard library's zlib.
 .PHONY: release-venv
 release-venv: $(STAMP)
 	$(PYTHON) -m venv $(VENV)/release
 	$(VENV)/release/bin/pip install --quiet --upgrade pip
-	$(VENV)/release/bin/pip install --quiet . drivers/canbus drivers/i2c drivers/mcuboot \
+	$(VENV)/release/bin/pip install --quiet '.[fast]' drivers/canbus drivers/i2c drivers/mcuboot \
 		drivers/esp32
