@@ -147,6 +147,8 @@ def drain(layer: Readable, limit: int) -> int | None:
 class _InputLayer(Layer):
     """A decompressor's side of the compressed bytes: read into one reused buffer."""
 
+    _piece_size = CHUNK  # at most this many bytes come from one call of ``_piece``
+
     def __init__(self, inner: Readable, input_size: int = CHUNK) -> None:
         super().__init__()
         self._inner = inner
@@ -156,6 +158,29 @@ class _InputLayer(Layer):
         """The next compressed bytes (a view valid until the next call); empty at the end."""
         count = self._inner.readinto(self._input) or 0
         return memoryview(self._input)[:count]
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        # One call fills the buffer from several pieces, so the layers above (and the hash
+        # thread) take about as many calls per MiB as without compression; the source is read
+        # again only while nothing has been filled.
+        view = as_bytes_view(buffer)
+        filled = 0
+        while filled < len(view):
+            if filled and not self._in_hand():
+                break
+            count = self._piece(view[filled : filled + self._piece_size])
+            if not count:
+                break
+            filled += count
+        return filled
+
+    def _in_hand(self) -> bool:
+        """Whether more output can come without reading the source."""
+        raise NotImplementedError
+
+    def _piece(self, view: memoryview) -> int:
+        """Some bytes into ``view`` (not empty); 0 at the end of the last stream."""
+        raise NotImplementedError
 
 
 class _GzipLayer(_InputLayer):
@@ -195,24 +220,10 @@ class _GzipLayer(_InputLayer):
         self._pending = rest
         return True
 
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
-        # One call may inflate several feeds (a stored block gives at most 64 KiB each), so
-        # the layers above take about as many calls per MiB as without compression; the
-        # source is read again only while nothing has been filled.
-        view = as_bytes_view(buffer)
-        filled = 0
-        while filled < len(view):
-            in_hand = self._pending or self._rest or self._decompressor.unused_data
-            if filled and not in_hand:
-                break
-            count = self._inflate(view[filled:])
-            if not count:
-                break
-            filled += count
-        return filled
+    def _in_hand(self) -> bool:
+        return bool(self._pending or self._rest or self._decompressor.unused_data)
 
-    def _inflate(self, view: memoryview) -> int:
-        """Some bytes into ``view`` (not empty); 0 at the end of the stream."""
+    def _piece(self, view: memoryview) -> int:
         while True:
             if self._decompressor.eof and not self._next_member():
                 return 0
@@ -245,22 +256,12 @@ class _XzLayer(_InputLayer):
     def _new() -> lzma.LZMADecompressor:
         return lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=XZ_MEMORY_LIMIT)
 
-    def readinto(self, buffer: WriteableBuffer, /) -> int:
-        # Filled a piece at a time; the source is read again only while nothing has been
-        # filled (as in _GzipLayer).
-        view = as_bytes_view(buffer)
-        filled = 0
-        while filled < len(view):
-            if filled and (self._decompressor.needs_input or self._decompressor.eof):
-                break
-            count = self._piece(view[filled : filled + XZ_PIECE])
-            if not count:
-                break
-            filled += count
-        return filled
+    _piece_size = XZ_PIECE
+
+    def _in_hand(self) -> bool:
+        return not (self._decompressor.needs_input or self._decompressor.eof)
 
     def _piece(self, view: memoryview) -> int:
-        """Some bytes into ``view`` (not empty); 0 at the end of the last stream."""
         while True:
             data: bytes | memoryview = b""
             if self._decompressor.eof:

@@ -155,12 +155,10 @@ def test_an_xz_payload_is_read_without_refaulting_the_heap(tmp_path: Path) -> No
     the heap back after most of them, and each MiB read cost its pages faulted in again.
     mender-artifact's xz has a 64 MiB dictionary, whose pages fault in once; beyond those and
     what a tiny Artifact costs, reading 64 MiB stays under a quarter of its pages."""
-    payload = tmp_path / "zeros.bin"
-    payload.write_bytes(bytes(64 << 20))
     made = {}
-    for name, source in (("large", payload), ("tiny", tmp_path / "tiny.bin")):
-        if name == "tiny":
-            source.write_bytes(b"tiny\n")
+    for name, content in (("large", bytes(64 << 20)), ("tiny", b"tiny\n")):
+        source = tmp_path / f"{name}.bin"
+        source.write_bytes(content)
         made[name] = tmp_path / f"{name}.mender"
         subprocess.run(
             ["mender-artifact", "write", "module-image", "-T", "zeros", "-t", "dev",
