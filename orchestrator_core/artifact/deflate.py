@@ -20,6 +20,8 @@ from collections import deque
 from types import ModuleType
 from typing import IO, TYPE_CHECKING
 
+from orchestrator_core.artifact import hashing
+
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
@@ -44,6 +46,7 @@ def _isal() -> ModuleType | None:
         from isal import isal_zlib
     except ImportError:
         return None
+    hashing.start_thread_while_clean()  # before any ISA-L call: see there why
     return isal_zlib
 
 

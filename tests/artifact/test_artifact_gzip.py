@@ -11,10 +11,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import subprocess
+import sys
 import time
 import types
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -182,3 +185,42 @@ def test_stored_members_are_gzip_of_blocks_of_64_kib_less_one(backend: str, size
 
 def chunks(data: bytes) -> list[bytes]:
     return [data[offset : offset + (1 << 20)] for offset in range(0, len(data), 1 << 20)]
+
+
+SPY_ON_ISAL = """
+import sys, threading
+from isal import isal_zlib
+threads_at_first_call = []
+
+def spied(function):
+    def call(*args, **kwargs):
+        if not threads_at_first_call:
+            threads_at_first_call.append(sorted(t.name for t in threading.enumerate()))
+        return function(*args, **kwargs)
+    return call
+
+for name in ("compress", "compressobj", "crc32", "decompress", "decompressobj"):
+    setattr(isal_zlib, name, spied(getattr(isal_zlib, name)))
+
+from orchestrator_core.artifact.reader import ArtifactReader
+with open(sys.argv[1], "rb") as stream:
+    reader = ArtifactReader(stream, source_name=sys.argv[1], verify_keys=())
+    reader.read_header()
+    print([len(payload.read()) for payload in reader.payload_files()])
+print(threads_at_first_call[0])
+"""
+
+
+def test_the_hash_thread_is_started_before_isal_first_runs(tmp_path: Path) -> None:
+    """ISA-L leaves the vector registers' upper halves in use, and a new thread starts with a
+    copy of its creator's: a hash thread started after that hashed a third slower. So in a
+    fresh process, the thread exists by the time ISA-L is first called (the header)."""
+    pytest.importorskip("isal")
+    artifact = tmp_path / "gzip.mender"
+    artifact.write_bytes(ab.build({"firmware.bin": os.urandom(3 << 20)}, compression=".gz")
+                         .assemble())
+    result = subprocess.run([sys.executable, "-c", SPY_ON_ISAL, str(artifact)],
+                            capture_output=True, text=True, check=True)
+    sizes, threads = result.stdout.splitlines()
+    assert sizes == str([3 << 20])
+    assert "artifact-sha256_0" in threads
