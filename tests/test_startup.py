@@ -135,7 +135,7 @@ def test_install_of_an_unsigned_artifact_loads_no_cryptography(
     assert system.version("a", "1") == "unit-v2"
     assert not loaded(names, {"cryptography", "stevedore", "requests", "importlib.metadata",
                               "orchestrator_core.artifact.writer",
-                              # no zstd section; one Component and a 4 KiB payload: one thread
+                              # no zstd section; one Component: no pool of threads
                               "zstandard", "concurrent.futures",
                               # files written atomically without it; no ArtifactsCache entry
                               "tempfile"})

@@ -15,29 +15,66 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import deque
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from queue import SimpleQueue
 
 # below this, handing a chunk to the other thread costs more than hashing it here
 ASIDE_MIN = 64 << 10
 IN_FLIGHT = 2  # chunks handed to the hash thread and not hashed yet, at most
-
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
+THREAD_NAME = "artifact-sha256"
 
 
-def _hash_thread() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            # imported here: an uncompressed payload is hashed in line, and the import is
-            # ~1.5 ms of the fixed cost of every install
-            from concurrent.futures import ThreadPoolExecutor
+class _Chunk:
+    """A chunk handed to the hash thread; ``wait`` returns once it is hashed (or re-raises
+    what hashing it raised)."""
 
-            _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="artifact-sha256")
-        return _pool
+    __slots__ = ("_data", "_done", "_error", "_update")
+
+    def __init__(
+        self, update: Callable[[bytes | memoryview], None], data: bytes | memoryview
+    ) -> None:
+        self._update = update
+        self._data = data
+        self._done = threading.Lock()
+        self._done.acquire()
+        self._error: BaseException | None = None
+
+    def hash(self) -> None:
+        try:
+            self._update(self._data)
+        except BaseException as exc:  # handed to the waiter, who raises it
+            self._error = exc
+        finally:
+            self._done.release()
+
+    def wait(self) -> None:
+        self._done.acquire()
+        if self._error is not None:
+            raise self._error
+
+
+# A thread and a queue, not concurrent.futures: importing that costs about 6 ms of every
+# install of a compressed Artifact, and one worker needs none of it.
+_chunks: SimpleQueue[_Chunk] | None = None
+_start_lock = threading.Lock()
+
+
+def _hash_thread() -> SimpleQueue[_Chunk]:
+    """The queue of the one hash thread, started on first use. A daemon: it holds nothing
+    that needs finishing, as every digest waits for its own chunks."""
+    global _chunks
+    with _start_lock:
+        if _chunks is None:
+            chunks: SimpleQueue[_Chunk] = SimpleQueue()
+            threading.Thread(target=_hash_chunks, args=(chunks,), name=THREAD_NAME,
+                             daemon=True).start()
+            _chunks = chunks
+        return _chunks
+
+
+def _hash_chunks(chunks: SimpleQueue[_Chunk]) -> None:
+    while True:
+        chunks.get().hash()
 
 
 def start_thread_while_clean() -> None:
@@ -50,11 +87,7 @@ def start_thread_while_clean() -> None:
     whole verify. A thread started before that keeps registers of its own, and the hash
     thread never runs ISA-L itself.
     """
-    _hash_thread().submit(_nothing).result()
-
-
-def _nothing() -> None:
-    pass
+    _hash_thread()
 
 
 class Sha256:
@@ -65,7 +98,7 @@ class Sha256:
     def __init__(self, *, aside: bool) -> None:
         self._hash = hashlib.sha256()
         self.aside = aside
-        self._in_flight: deque[Future[None]] = deque()
+        self._in_flight: deque[_Chunk] = deque()
 
     def update(self, data: memoryview, *, lent: bool = False) -> None:
         """Hash ``data``. ``lent``: the caller leaves ``data`` untouched until its
@@ -77,7 +110,9 @@ class Sha256:
             return
         chunk = data if lent else bytes(data)
         self._wait(IN_FLIGHT - 1)  # the one thread hashes the chunks in the order given
-        self._in_flight.append(_hash_thread().submit(self._hash.update, chunk))
+        handed = _Chunk(self._hash.update, chunk)
+        self._in_flight.append(handed)
+        _hash_thread().put(handed)
 
     def hexdigest(self) -> str:
         self._wait(0)
@@ -86,4 +121,4 @@ class Sha256:
     def _wait(self, left: int) -> None:
         """Until at most ``left`` chunks are still to be hashed."""
         while len(self._in_flight) > left:
-            self._in_flight.popleft().result()
+            self._in_flight.popleft().wait()

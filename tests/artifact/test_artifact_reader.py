@@ -334,7 +334,7 @@ def test_an_uncompressed_payload_left_unread_is_verified_whether_hashed_in_line_
     the hash thread reads the lent buffers: either way the digest is the file's and a
     flipped byte is caught."""
     assert (size_mib << 20 >= reader.LEND_MIN) == (size_mib == 9)
-    monkeypatch.setattr(hashing, "_pool", None)
+    monkeypatch.setattr(hashing, "_chunks", None)
     content = bytearray(size_mib << 20)
     files = {"firmware.bin": bytes(content), "notes.txt": b"notes\n"}
     parts = ab.build(files, compression="")
@@ -349,4 +349,4 @@ def test_an_uncompressed_payload_left_unread_is_verified_whether_hashed_in_line_
     else:
         with pytest.raises(ArtifactError, match=r"firmware\.bin does not match the manifest"):
             list(artifact.payload_files())
-    assert (hashing._pool is not None) == (size_mib == 9)
+    assert (hashing._chunks is not None) == (size_mib == 9)
