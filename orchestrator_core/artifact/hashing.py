@@ -13,6 +13,7 @@ between finishing a chunk and being handed the next (a 256 MiB random gzip inspe
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -75,6 +76,17 @@ def _hash_thread() -> SimpleQueue[_Chunk]:
 def _hash_chunks(chunks: SimpleQueue[_Chunk]) -> None:
     while True:
         chunks.get().hash()
+
+
+def _forget_thread() -> None:
+    """In a child made by ``fork``, which has none of its parent's threads: its first chunk
+    starts a hash thread of its own instead of waiting on a queue nobody reads."""
+    global _chunks, _start_lock
+    _chunks = None
+    _start_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_thread)
 
 
 def start_thread_while_clean() -> None:

@@ -224,3 +224,28 @@ def test_the_hash_thread_is_started_before_isal_first_runs(tmp_path: Path) -> No
     sizes, threads = result.stdout.splitlines()
     assert sizes == str([3 << 20])
     assert "artifact-sha256" in threads
+
+
+def test_a_child_made_by_fork_hashes_on_a_thread_of_its_own() -> None:
+    """The parent's hash thread does not exist in a forked child: a chunk handed aside there
+    must still be hashed, not wait forever on a queue nobody reads."""
+    chunk = os.urandom(hashing.ASIDE_MIN)
+    parent = hashing.Sha256(aside=True)
+    parent.update(memoryview(chunk))
+    assert parent.hexdigest() == hashlib.sha256(chunk).hexdigest()
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if the digest is right
+        try:
+            child = hashing.Sha256(aside=True)
+            child.update(memoryview(chunk))
+            os._exit(0 if child.hexdigest() == hashlib.sha256(chunk).hexdigest() else 1)
+        finally:
+            os._exit(2)
+    deadline = time.monotonic() + 10
+    while (waited := os.waitpid(pid, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if waited == (0, 0):
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child never finished its digest")
+    assert os.waitstatus_to_exitcode(waited[1]) == 0
