@@ -20,8 +20,11 @@ Every figure is the median of ``--runs`` rounds, each round measuring a figure a
 references one right after the other. The Systems live under ``--dir`` (default: the
 temporary directory); the File API trees are real files there, so the filesystem shows in
 the result: the "tree floor" column is the time to create and remove that many entries in
-the same directory, measured in the same run. The package's bytecode is compiled first, as
-pip does when it installs it.
+the same directory, measured in the same run. On ext4 without a journal, the inode allocator
+skips inodes freed in the last few seconds, and checks each candidate's inode table to find
+them, so after a run has removed thousands of entries, a `mkdir` there can take a fraction of
+a millisecond. In such a case ``--dir /dev/shm`` shows the orchestrator without that cost. The
+package's bytecode is compiled first, as pip does when it installs it.
 
 Run: .venv/bin/python bench/deployment_overhead.py [--sizes 1 10 100 500] [--runs 5]
      [--dir DIR] [--slow-ms 100] [--one-group-only] [--payload-mib 8]
