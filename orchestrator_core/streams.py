@@ -5,15 +5,20 @@ get one line ``streams/<name>`` (or ``streams/<name> <size>`` for ``DownloadWith
 read that pipe to its end, read ``stream-next`` again, and so on; an empty read of
 ``stream-next`` means there are no more streams.
 
-Until the Interface opens ``stream-next``, the caller's own wait for the Interface process
-polls for it (``StreamServer.tick``); from then on a writer thread serves the tree. Nothing
-waits on the Interface without a bound: FIFOs are opened with ``O_NONBLOCK`` (retried while
-the Interface lives and the deadline is ahead) and written with non-blocking writes and
-``poll``.
-So an Interface that never opens a pipe, reads them out of order, or stops reading halfway
-cannot keep us past its own exit or ``InterfaceTimeoutSeconds``. Bytes go from the payload
-reader, which verifies checksums as they pass, into the pipe a bounded chunk at a time; a
-reader thread per stream keeps a couple of chunks verified ahead of the pipe.
+A writer thread serves the tree. It opens each FIFO with a blocking ``open``, which returns
+the moment the Interface opens the other end: a retry loop would add its pause to every
+stream, and on two cores its wake-ups slowed the Interface's own start. Nothing waits on the
+Interface without a bound: once the Interface has exited or been killed (at
+``InterfaceTimeoutSeconds``), ``join`` opens the FIFO the writer waits on itself, which ends
+that wait, and pipes are written with non-blocking writes and ``poll``. While the writer
+waits for a stream, the caller's wait for the Interface process (``StreamServer.tick``)
+checks whether the Interface went back to ``stream-next`` instead. So an Interface that never
+opens a pipe, reads them out of order, or stops reading halfway cannot keep us past its own
+exit or ``InterfaceTimeoutSeconds``.
+
+Bytes go from the payload reader, which verifies checksums as they pass, into the pipe a
+bounded chunk at a time; a reader thread per stream keeps a couple of chunks verified ahead of
+the pipe, from the moment the stream is announced.
 
 Whether the payload was consumed is decided by the Interface: if it exits without ever
 opening ``stream-next``, the feed is left untouched and the engine stores the files tree.
@@ -30,7 +35,7 @@ import queue
 import select
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -43,8 +48,9 @@ CHUNK = 1 << 20  # bytes taken from the payload reader at a time
 AHEAD = 2  # chunks read and verified ahead of the pipe (memory: CHUNK * (AHEAD + 2))
 PIPE_SIZE = 1 << 20  # asked of the kernel for stream pipes: fewer wake-ups per MiB
 _POLL_SECONDS = 0.1  # how often a blocked writer re-checks the Interface and the deadline
-_FIRST_OPEN_RETRY = 0.001  # pause after the first failed attempt to open a FIFO, then doubled
-_OPEN_RETRY_MAX = 0.01  # longest pause between two attempts to open a FIFO
+# how long an Interface may run before a writer thread waits for it to open stream-next: one
+# that exits sooner (most take files/, or nothing) costs no thread
+_FIRST_OPEN_GRACE = 0.001
 _NEXT_FROM_SOURCE = "the next payload file from the Artifact's source"
 _JOIN_GRACE_SECONDS = 1.0  # how long past the deadline a join waits for a thread to stop
 
@@ -86,54 +92,58 @@ def _file_chunks(payload_file: PayloadFile) -> Iterator[Chunk]:
         yield buffer[:count]
 
 
-def _ahead(
-    chunks: Iterator[Chunk], check: Callable[[], None] = lambda: None
-) -> Generator[Chunk, None, None]:
-    """``chunks``, produced up to ``AHEAD`` chunks in advance by a thread of its own.
+class _ReadAhead:
+    """``chunks``, produced up to ``AHEAD`` chunks in advance by a thread started at once.
 
     Reading and verifying the next chunk (the checksum is most of the work) then overlaps
-    writing this one into the pipe. Close it when done: that stops the producer. ``check``
-    is called while waiting for a chunk, to give up (by raising) when waiting is pointless.
+    writing this one into the pipe, and the first chunks are ready by the time the Interface
+    opens the stream. Close it when done: that stops the producer. ``check`` is called while
+    waiting for a chunk, to give up (by raising) when waiting is pointless.
     """
-    handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=AHEAD)
-    stop = threading.Event()
 
-    def hand(kind: str, item: Any) -> bool:
-        while not stop.is_set():
+    def __init__(self, chunks: Iterator[Chunk], check: Callable[[], None]) -> None:
+        self._chunks = chunks
+        self._check = check
+        self._handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=AHEAD)
+        self._stop = threading.Event()
+        self._producer = threading.Thread(target=self._produce, name="stream-reader", daemon=True)
+        self._producer.start()
+
+    def _hand(self, kind: str, item: Any) -> bool:
+        while not self._stop.is_set():
             try:
-                handoff.put((kind, item), timeout=_POLL_SECONDS)
+                self._handoff.put((kind, item), timeout=_POLL_SECONDS)
                 return True
             except queue.Full:
                 continue
         return False
 
-    def produce() -> None:
+    def _produce(self) -> None:
         try:
-            for chunk in chunks:
-                if not hand("chunk", chunk):
+            for chunk in self._chunks:
+                if not self._hand("chunk", chunk):
                     return
-            hand("end", None)
+            self._hand("end", None)
         except BaseException as exc:  # handed to the consumer, who raises it
-            hand("error", exc)
+            self._hand("error", exc)
 
-    producer = threading.Thread(target=produce, name="stream-reader", daemon=True)
-    producer.start()
-    try:
+    def __iter__(self) -> Iterator[Chunk]:
         while True:
             try:
-                kind, item = handoff.get(timeout=_POLL_SECONDS)
+                kind, item = self._handoff.get(timeout=_POLL_SECONDS)
             except queue.Empty:  # a slow source: the Interface or the deadline may be gone
-                check()
+                self._check()
                 continue
             if kind == "end":
                 return
             if kind == "error":
                 raise item
             yield item
-    finally:
-        stop.set()
+
+    def close(self) -> None:
+        self._stop.set()
         # a producer stuck in a read of a hung source is left behind (a daemon), not waited for
-        producer.join(_JOIN_GRACE_SECONDS)
+        self._producer.join(_JOIN_GRACE_SECONDS)
 
 
 def whole_artifact_stream(feed: PayloadFeed, artifact_name: str) -> Iterator[Stream]:
@@ -165,7 +175,7 @@ class StreamServer:
         self.streams_dir = work_dir / filetree.STREAMS
         self._streams = streams
         self._writer: threading.Thread | None = None
-        self._next_try = _FIRST_OPEN_RETRY
+        self._tried_first_open = False
         self._running: Callable[[], bool] = lambda: False
         self._abort: Callable[[], None] = lambda: None
         self._deadline = 0.0
@@ -176,6 +186,12 @@ class StreamServer:
         self._waiting_for = f"the Interface to open {filetree.STREAM_NEXT}"
         self._reopened_stream_next = False
         self._current: str | None = None  # the stream announced and not yet fully written
+        # between the writer and the thread waiting for the Interface (tick, join):
+        self._lock = threading.Lock()
+        self._stopping = False  # the Interface is gone: whoever opens a FIFO now is us
+        self._opening: Path | None = None  # the FIFO the writer waits in ``open`` for
+        self._releaser: int | None = None  # our reading end of it, which ends that wait
+        self._probe_found_no_reader = False
 
     def __enter__(self) -> StreamServer:
         try:
@@ -207,31 +223,35 @@ class StreamServer:
         self._running, self._abort, self._deadline = running, abort, deadline
 
     def tick(self) -> float | None:
-        """Call while waiting for the Interface: once it opens ``stream-next``, a writer
-        thread takes over and this returns ``None``; until then it returns how long to wait
-        before calling again.
+        """Call while waiting for the Interface; returns how long to wait before calling
+        again, or ``None`` when no more calls are needed.
 
-        Many Interfaces never read the streams (they take ``files/``), so no thread is started
-        for them: with hundreds of Components downloading at once, starting one each cost more
-        than their Interface calls.
+        The writer thread is started once the Interface opens ``stream-next``, or has run for
+        ``_FIRST_OPEN_GRACE`` without exiting. Many Interfaces never read the streams (they
+        take ``files/``): a quick one then costs no thread, which matters with hundreds of
+        Components downloading at once. Later calls look for an Interface that reads
+        ``stream-next`` again where it should read the announced stream.
         """
-        if self._writer is not None or self.failure is not None:
+        if self.failure is not None:
             return None
-        try:
-            fd = self._try_open(self.stream_next)
-        except OSError as exc:
-            self._fail(InterfaceError(f"{filetree.STREAM_NEXT} cannot be opened: {exc}"))
+        if self._writer is None:
+            try:
+                fd = self._try_open(self.stream_next)
+            except OSError as exc:
+                self._fail(InterfaceError(f"{filetree.STREAM_NEXT} cannot be opened: {exc}"))
+                return None
+            if fd is None and not self._tried_first_open:
+                self._tried_first_open = True
+                return _FIRST_OPEN_GRACE
+            self._writer = threading.Thread(
+                target=self._serve, args=(fd,), name="stream-writer", daemon=True
+            )
+            self._writer.start()
+            return _POLL_SECONDS
+        if not self._writer.is_alive():
             return None
-        if fd is None:
-            pause = self._next_try
-            self._next_try = min(pause * 2, _OPEN_RETRY_MAX)
-            return pause
-        self.started = True
-        self._writer = threading.Thread(
-            target=self._serve, args=(fd,), name="stream-writer", daemon=True
-        )
-        self._writer.start()
-        return None
+        self._probe_stream_next()
+        return _POLL_SECONDS
 
     def join(self) -> None:
         """Wait for the writer thread, until the Interface deadline (and a grace) at most.
@@ -241,8 +261,12 @@ class StreamServer:
         """
         if self._writer is None:
             return
+        self._release_writer()
         remaining = max(0.0, self._deadline - time.monotonic())
         self._writer.join(remaining + _JOIN_GRACE_SECONDS)
+        if self._releaser is not None:
+            os.close(self._releaser)
+            self._releaser = None
         if self._writer.is_alive():
             # the process is reaped next: the writer, if it ever wakes, must not signal it
             self._running, self._abort = (lambda: False), (lambda: None)
@@ -251,6 +275,36 @@ class StreamServer:
                     f"streaming the payload did not end by the deadline: it was "
                     f"{self.position()}"
                 )
+
+    def _release_writer(self) -> None:
+        """The Interface is gone: a writer waiting for it to open a FIFO must stop waiting.
+
+        Our own reading end completes that ``open``; it stays open until the writer is joined,
+        so an ``open`` the writer is only about to make returns at once too.
+        """
+        with self._lock:
+            self._stopping = True
+            if self._opening is not None and self._releaser is None:
+                with contextlib.suppress(OSError):  # removed, or never made: nothing waits
+                    self._releaser = os.open(
+                        self._opening, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+                    )
+
+    def _probe_stream_next(self) -> None:
+        """While the writer waits for the Interface to open the announced stream, notice the
+        Interface reading ``stream-next`` again instead: opening it briefly gives that reader
+        an end of file, so it stops waiting, and tells us it was out of order."""
+        with self._lock:  # the writer's next step waits for our copy of stream-next to close
+            if self._stopping or self._opening in (None, self.stream_next):
+                return
+            try:
+                os.close(os.open(self.stream_next, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+            except OSError as exc:
+                if exc.errno == errno.ENXIO:
+                    self._probe_found_no_reader = True
+                return
+            # a reader still there from the announcement is fine; a new one is not
+            self._reopened_stream_next |= self._probe_found_no_reader
 
     def position(self) -> str:
         """Where streaming stood, for an error message."""
@@ -268,10 +322,11 @@ class StreamServer:
 
     # ------------------------------------------------------------------ the writer thread
 
-    def _serve(self, stream_next: int) -> None:
-        fd = stream_next
-        opened: int | None = fd  # closed on the way out if streaming stops early
+    def _serve(self, stream_next: int | None) -> None:
+        opened: int | None = stream_next  # closed on the way out if streaming stops early
         try:
+            fd = opened = stream_next if stream_next is not None else self._open(self.stream_next)
+            self.started = True
             self._waiting_for = _NEXT_FROM_SOURCE
             for stream in self._streams:
                 current = f"{filetree.STREAMS}/{filetree.check_entry_name(stream.name)}"
@@ -282,10 +337,11 @@ class StreamServer:
                 opened = None
                 self._current = current
                 self._waiting_for = f"the Interface to open {current}"
-                fd = opened = self._open(self.work_dir / current, probe=self.stream_next)
-                # stream-next was open (announcing, probing) until now: see spawns
-                stream_next_closed = spawns.mark()
-                self._copy(fd, stream, current)
+                with contextlib.closing(_ReadAhead(stream.chunks(), self._check)) as chunks:
+                    fd = opened = self._open(self.work_dir / current)
+                    # stream-next was open (announcing, probing) until now: see spawns
+                    stream_next_closed = spawns.mark()
+                    self._copy(fd, chunks, stream, current)
                 spawns.wait_for_starts_before(stream_next_closed, self._check)
                 os.close(fd)
                 opened = None
@@ -315,32 +371,21 @@ class StreamServer:
         if not self._running() or time.monotonic() >= self._deadline:
             raise _Gone
 
-    def _open(self, path: Path, probe: Path | None = None) -> int:
-        """Open a FIFO for writing once the Interface opens it for reading.
-
-        With ``probe`` (``stream-next`` while a stream is pending), also notice the
-        Interface reading ``stream-next`` again instead: opening it briefly gives that
-        reader an end of file, so it stops waiting, and tells us it was out of order.
-        """
-        pause = _FIRST_OPEN_RETRY
-        probe_found_no_reader = False
-        while True:
-            fd = self._try_open(path)
-            if fd is not None:
-                return fd
-            if probe is not None:
-                try:
-                    os.close(os.open(probe, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC))
-                except OSError as exc:
-                    if exc.errno != errno.ENXIO:
-                        raise
-                    probe_found_no_reader = True
-                else:
-                    # a reader still there from the announcement is fine; a new one is not
-                    self._reopened_stream_next |= probe_found_no_reader
-            self._check()
-            time.sleep(pause)
-            pause = min(pause * 2, _OPEN_RETRY_MAX)
+    def _open(self, path: Path) -> int:
+        """Open a FIFO for writing: returns when the Interface opens it for reading, or
+        raises ``_Gone`` when ``join`` ended the wait because the Interface is gone."""
+        with self._lock:
+            if self._stopping:
+                raise _Gone
+            self._opening = path
+            self._probe_found_no_reader = False
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        with self._lock:
+            self._opening = None
+            if self._stopping:  # opened by our own releaser, or too late to serve
+                os.close(fd)
+                raise _Gone
+        return fd
 
     @staticmethod
     def _try_open(path: Path) -> int | None:
@@ -352,7 +397,7 @@ class StreamServer:
                 raise
             return None
 
-    def _copy(self, fd: int, stream: Stream, what: str) -> None:
+    def _copy(self, fd: int, chunks: _ReadAhead, stream: Stream, what: str) -> None:
         try:
             fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         except OSError:
@@ -360,16 +405,13 @@ class StreamServer:
         written = 0
         of_size = "" if stream.size is None else f" of {stream.size}"
         self._waiting_for = f"more of {what} from the Artifact's source (0{of_size} bytes written)"
-        with contextlib.closing(_ahead(stream.chunks(), self._check)) as chunks:
-            for data in chunks:
-                self._waiting_for = (
-                    f"the Interface to read {what} ({written}{of_size} bytes written)"
-                )
-                self._write(fd, data, what, written)
-                written += len(data)
-                self._waiting_for = (
-                    f"more of {what} from the Artifact's source ({written}{of_size} bytes written)"
-                )
+        for data in chunks:
+            self._waiting_for = f"the Interface to read {what} ({written}{of_size} bytes written)"
+            self._write(fd, data, what, written)
+            written += len(data)
+            self._waiting_for = (
+                f"more of {what} from the Artifact's source ({written}{of_size} bytes written)"
+            )
         if stream.size is not None and written != stream.size:
             raise ArtifactError(
                 f"payload file {stream.name} has {written} bytes but its header says {stream.size}"

@@ -160,6 +160,38 @@ def test_every_payload_file_is_streamed_in_order(env: Path) -> None:
     assert feed.consumed
 
 
+def test_each_fifo_is_opened_when_the_interface_opens_it_not_retried(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry loop adds its pause to every stream (and, on two cores, its wake-ups slow the
+    Interface); the writer waits in ``open`` instead, so each FIFO it serves is opened once
+    per use. The Interface sleeps before each open, so a retry loop would have retried."""
+    work = env / "work"
+    opens: list[tuple[str, bool]] = []
+    real_open = os.open
+
+    def recording_open(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        if isinstance(path, (str, Path)) and Path(path).parent in (work, work / "streams"):
+            if flags & os.O_WRONLY:
+                opens.append((Path(path).relative_to(work).as_posix(), bool(flags & os.O_NONBLOCK)))
+        return real_open(path, flags, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "open", recording_open)
+    behave(env, "Download", 'sleep 0.2\nwhile read -r stream <stream-next && [ -n "$stream" ]; do\n'
+           '  sleep 0.2; cat "$stream" >"$DIR/$(basename "$stream")"; sleep 0.2\ndone\n')
+    files = payload(env, {"a.bin": 1000, "b.bin": 2000})
+    download(env, DirFeed(files), timeout=30)
+    for name, path in files:
+        assert (env / name).read_bytes() == path.read_bytes()
+    # only stream-next is ever opened without blocking: the caller's two tries before the
+    # writer starts (a quick Interface that exits costs no thread), and the out-of-order probes
+    blocking = [name for name, nonblocking in opens if not nonblocking]
+    assert blocking == ["stream-next", "streams/a.bin", "stream-next", "streams/b.bin",
+                        "stream-next"]
+    polled = [name for name, nonblocking in opens if nonblocking]
+    assert not [name for name in polled if name.startswith("streams/")]
+
+
 @pytest.mark.parametrize("leftover", [["stream-next"], ["streams"], ["stream-next", "streams"]])
 def test_a_streams_tree_left_by_an_interrupted_download_is_replaced(
     env: Path, leftover: list[str]
@@ -212,8 +244,14 @@ def test_no_payload_files_ends_the_streams_at_once(env: Path) -> None:
     assert (env / "seen").read_text() == "[]\n"
 
 
-def test_an_interface_that_does_not_read_leaves_the_payload_unconsumed(env: Path) -> None:
-    behave(env, "Download", 'ls -A > "$DIR/ls"; stat -c %F stream-next > "$DIR/kind"; exit 0')
+# quick, or slow enough that a writer thread waits for stream-next and is released at the exit
+@pytest.mark.parametrize("first", ["", "sleep 0.3; "])
+def test_an_interface_that_does_not_read_leaves_the_payload_unconsumed(
+    env: Path, first: str
+) -> None:
+    behave(
+        env, "Download", first + 'ls -A > "$DIR/ls"; stat -c %F stream-next > "$DIR/kind"; exit 0'
+    )
     feed = DirFeed(payload(env, {"image.bin": 10}))
     download(env, feed)
     assert not feed.consumed
@@ -275,13 +313,11 @@ def test_a_child_forked_while_stream_next_was_open_does_not_end_the_streams(
 
     open_fifo = streams.StreamServer._open
 
-    def open_once_the_child_is_gone(
-        self: streams.StreamServer, path: Path, probe: Path | None = None
-    ) -> int:
+    def open_once_the_child_is_gone(self: streams.StreamServer, path: Path) -> int:
         # the copy closing while the Interface waits in its read is what ends the streams early
-        if path == self.stream_next:
+        if path == self.stream_next and slow_starts:
             slow_starts[0].join()
-        return open_fifo(self, path, probe)
+        return open_fifo(self, path)
 
     monkeypatch.setattr(streams.StreamServer, "_write", write_and_fork)
     monkeypatch.setattr(streams.StreamServer, "_open", open_once_the_child_is_gone)
