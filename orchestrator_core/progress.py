@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from orchestrator_core import log as log_module
@@ -29,15 +28,18 @@ MAX_ROWS = 12  # Components listed in the live view; the rest are counted
 REDRAW_SECONDS = 1.0  # the running times tick at this pace
 
 
-@dataclass
 class _Row:
-    """One Component in the running step, as the live view shows it."""
+    """One Component in the running step, as the live view shows it. A plain class: as a
+    dataclass, building it took a third of a millisecond of every deployment's start-up."""
 
-    started: float | None = None
-    ended: float | None = None
-    failed: bool = False
-    feed: Any = None  # the payload it streams during Download
-    progress: str = ""  # "12.0/40.0 MiB written": set through ``report``
+    __slots__ = ("ended", "failed", "feed", "progress", "started")
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.ended: float | None = None
+        self.failed = False
+        self.feed: Any = None  # the payload it streams during Download
+        self.progress = ""  # "12.0/40.0 MiB written": set through ``report``
 
     def text(self, now: float) -> str:
         if self.started is None:

@@ -8,7 +8,7 @@ manifest) and ``data/0000/<file name>``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from orchestrator_core.artifact.layers import COMPRESSION_SUFFIXES, Fail
 from orchestrator_core.filetree import entry_name_problem
@@ -17,10 +17,9 @@ _LINE = re.compile(r"([0-9a-fA-F]{64})[ \t]+\*?(\S+)")
 DATA_PREFIX = "data/0000/"
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(NamedTuple):
     what: str  # "manifest" or "manifest-augment", for messages
-    entries: dict[str, str] = field(default_factory=dict)  # path -> lower-case sha256 hex
+    entries: dict[str, str]  # path -> lower-case sha256 hex
 
     @property
     def data_files(self) -> dict[str, str]:

@@ -12,9 +12,8 @@ import binascii
 import enum
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from orchestrator_core.artifact.layers import Fail
 from orchestrator_core.errors import ConfigError
@@ -33,8 +32,7 @@ class SignatureState(enum.Enum):
     VERIFIED = "signed and verified correctly"
 
 
-@dataclass(frozen=True)
-class SignatureStatus:
+class SignatureStatus(NamedTuple):
     state: SignatureState
     key: Path | None = None  # the key that verified it
 

@@ -15,8 +15,7 @@ decompressor and hash layers above copy nothing.
 from __future__ import annotations
 
 import tarfile
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from orchestrator_core.artifact.layers import Fail, Layer, Readable, as_bytes_view, read_exactly
 
@@ -51,8 +50,7 @@ def ascii_number(text: str) -> int | None:
     return int(text)
 
 
-@dataclass(frozen=True)
-class TarMember:
+class TarMember(NamedTuple):
     name: str
     size: int
 
