@@ -78,14 +78,19 @@ def payload_streams(feed: PayloadFeed, *, with_sizes: bool) -> Iterator[Stream]:
 def _file_chunks(payload_file: PayloadFile) -> Iterator[Chunk]:
     # A reader that also has readinto (io.RawIOBase, as the Artifact reader is) fills reused
     # buffers: read() would allocate and copy every chunk, which halves throughput. There
-    # are enough buffers for the chunks in flight: one filling, AHEAD queued, one writing.
+    # are enough buffers for the chunks in flight: one filling, AHEAD queued, one writing;
+    # each is made when first needed (zeroing a MiB costs a page fault per page), so a small
+    # payload does not pay for all of them.
     readinto = getattr(payload_file, "readinto", None)
     if readinto is None:
         while data := payload_file.read(CHUNK):
             yield data
         return
-    buffers = [memoryview(bytearray(CHUNK)) for _ in range(AHEAD + 2)]
-    for buffer in itertools.cycle(buffers):
+    buffers: list[memoryview] = []
+    for turn in itertools.count():
+        if turn < AHEAD + 2:
+            buffers.append(memoryview(bytearray(CHUNK)))
+        buffer = buffers[turn % (AHEAD + 2)]
         count = readinto(buffer)
         if not count:
             return
