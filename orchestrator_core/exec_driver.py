@@ -36,7 +36,6 @@ from orchestrator_core.errors import (
     InterfaceTimeout,
 )
 from orchestrator_core.hookspecs import hookimpl
-from orchestrator_core.processes import TOKEN_VARIABLE
 
 if TYPE_CHECKING:
     from orchestrator_core.streams import StreamServer
@@ -83,11 +82,7 @@ class _Child:
     def __init__(self, argv: list[str], cwd: Path, what: str) -> None:
         # recorded before the fork, so that a later run finds it even if we die right after
         self.record = processes.before_start(what)
-        # os.environb as it is: os.environ would decode and re-encode every variable, a
-        # large part of a call's cost when hundreds of Components are called
-        env = None
-        if self.record is not None:
-            env = {**os.environb, TOKEN_VARIABLE.encode(): self.record[1].encode()}
+        env = None if self.record is None else processes.child_environment(self.record[1])
         try:
             with spawns.starting():
                 self.popen = subprocess.Popen(

@@ -213,7 +213,8 @@ class StreamServer:
 
     def __exit__(self, *exc: object) -> None:
         self.join()
-        filetree.remove_streams(self.work_dir)
+        # an Interface that never opened stream-next leaves the payload to files/
+        filetree.remove_streams(self.work_dir, files_next=not self.started)
 
     # ------------------------------------------------------------------ driving
 

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import shutil
+import stat
 import subprocess
 import threading
 import time
@@ -250,13 +251,49 @@ def test_an_interface_that_does_not_read_leaves_the_payload_unconsumed(
     env: Path, first: str
 ) -> None:
     behave(
-        env, "Download", first + 'ls -A > "$DIR/ls"; stat -c %F stream-next > "$DIR/kind"; exit 0'
+        env,
+        "Download",
+        first + 'ls -A > "$DIR/ls"; stat -c %F stream-next > "$DIR/kind"; '
+        'stat -c %i streams > "$DIR/inode"; exit 0',
     )
     feed = DirFeed(payload(env, {"image.bin": 10}))
     download(env, feed)
     assert not feed.consumed
     assert (env / "ls").read_text().split() == ["stream-next", "streams"]
     assert (env / "kind").read_text() == "fifo\n"
+    # the empty streams/ became files/, where the engine stores the payload: no new inode
+    files = env / "work" / "files"
+    assert os.stat(files).st_ino == int((env / "inode").read_text())
+    assert os.listdir(files) == []
+    assert stat.S_IMODE(os.stat(files).st_mode) == 0o700
+
+
+def test_an_interface_that_streams_leaves_no_files_directory(env: Path) -> None:
+    files = payload(env, {"image.bin": 1000})
+    download(env, DirFeed(files))
+    assert received(env, "image.bin") == files[0][1].read_bytes()
+    assert sorted(os.listdir(env / "work")) == []
+
+
+@pytest.mark.parametrize("stale", ["files", "streams"])
+def test_streams_is_removed_not_renamed_when_it_or_files_is_not_empty(
+    env: Path, stale: str
+) -> None:
+    """What is in streams/ was not put there by us; a files/ already holding files is not
+    replaced: in both cases streams/ goes as before."""
+    if stale == "files":
+        (env / "work" / "files").mkdir()
+        (env / "work" / "files" / "old.bin").write_bytes(b"old")
+        behave(env, "Download", "exit 0")
+    else:
+        behave(env, "Download", "echo junk > streams/junk; exit 0")
+    feed = DirFeed(payload(env, {"image.bin": 10}))
+    download(env, feed)
+    assert not feed.consumed
+    if stale == "files":
+        assert os.listdir(env / "work" / "files") == ["old.bin"]
+    else:
+        assert not (env / "work" / "files").exists()
 
 
 def test_streaming_memory_is_bounded(env: Path) -> None:
@@ -558,12 +595,13 @@ def test_a_corrupted_real_artifact_fails_download(env: Path) -> None:
 def test_a_real_artifact_the_interface_stops_reading(env: Path) -> None:
     behave(env, "Download", 'line="$(cat stream-next)"; head -c 1000 "$line" >/dev/null; sleep 300')
     artifact = write_artifact(env, payload(env, {"firmware.bin": 8 << 20}))
-    threads = threading.active_count()
     started = time.monotonic()
     with real_feed(artifact) as feed, pytest.raises(InterfaceError, match="stopped reading"):
         download(env, feed, timeout=30)
     assert time.monotonic() - started < 5
-    assert threading.active_count() == threads, "the writer and reader threads have ended"
+    # (the reader's hash thread, started on first use, stays for the process)
+    streaming = [t.name for t in threading.enumerate() if t.name.startswith("stream-")]
+    assert streaming == [], "the writer and reader threads have ended"
 
 
 def test_an_upstream_artifact_that_is_not_read_is_stored_by_the_feed(env: Path) -> None:
