@@ -83,6 +83,10 @@ class _Child:
         # recorded before the fork, so that a later run finds it even if we die right after
         self.record = processes.before_start(what)
         env = None if self.record is None else processes.child_environment(self.record[1])
+        # Our own pipes, read with os.read: the file objects Popen would wrap them in cost
+        # six system calls (each a hand-over of the interpreter lock among the threads of a
+        # large group) and more Python than reading needs.
+        stdout, stderr = os.pipe(), os.pipe()  # (read end, write end) each
         try:
             with spawns.starting():
                 self.popen = subprocess.Popen(
@@ -90,13 +94,20 @@ class _Child:
                     cwd=cwd,
                     env=env,
                     stdin=_devnull(),
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
+                    stdout=stdout[1],
+                    stderr=stderr[1],
                     start_new_session=True,
                 )
-        except OSError:  # nothing started (an interruption keeps the record: maybe it did)
-            processes.forget(self.record)
+        except BaseException as exc:
+            os.close(stdout[0])
+            os.close(stderr[0])
+            if isinstance(exc, OSError):  # nothing started (after an interruption, maybe it did)
+                processes.forget(self.record)
             raise
+        finally:  # the child has its copies now (Popen returns once it has exec'd)
+            os.close(stdout[1])
+            os.close(stderr[1])
+        self.stdout, self.stderr = stdout[0], stderr[0]  # our reading ends
         self.killed = False  # we ended it while it was still running
         self._kill_lock = threading.Lock()
         try:
@@ -115,9 +126,8 @@ class _Child:
         """End a child that will never be pumped: kill its group, reap it, drop its record."""
         self._signal_group(signal.SIGKILL)
         self.popen.wait()
-        for pipe in (self.popen.stdout, self.popen.stderr):
-            if pipe is not None:
-                pipe.close()
+        os.close(self.stdout)
+        os.close(self.stderr)
         processes.untrack(self, self.record)
 
     @property
@@ -151,9 +161,8 @@ class _Child:
         status = self.popen.wait()
         processes.untrack(self, self.record)
         os.close(self.pidfd)
-        for pipe in (self.popen.stdout, self.popen.stderr):
-            if pipe is not None:
-                pipe.close()
+        os.close(self.stdout)
+        os.close(self.stderr)
         return status
 
 
@@ -172,8 +181,7 @@ def _pump(
     system calls setting up epoll than waiting. ``tick`` (``StreamServer.tick``) is called
     between waits, which it bounds, until it returns ``None``.
     """
-    assert child.popen.stdout is not None and child.popen.stderr is not None
-    handlers = {child.popen.stdout.fileno(): on_stdout, child.popen.stderr.fileno(): on_stderr}
+    handlers = {child.stdout: on_stdout, child.stderr: on_stderr}
     poller = select.poll()
     for fd in (*handlers, child.pidfd):
         poller.register(fd, select.POLLIN)
