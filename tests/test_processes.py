@@ -7,12 +7,18 @@ runs.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
+from orchestrator_core import processes
+from orchestrator_core.context import Component, InterfaceContext
+from orchestrator_core.exec_driver import ExecDriver
 from orchestrator_core.journal import Journal
 from orchestrator_core.processes import TOKEN_VARIABLE, ProcessTable, start_time, stop_leftovers
 
@@ -80,3 +86,39 @@ def test_a_recycled_pid_and_a_living_owner_are_left_alone(tmp_path: Path) -> Non
         for process in (unrelated, ours):
             process.kill()
             process.wait()
+
+
+def test_a_recorded_call_gets_the_environment_of_the_run_start_and_its_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The row written before the fork and the token the Interface inherits are the same
+    call's; the rest of its environment is the orchestrator's as the run started."""
+    path = tmp_path / "journal.sqlite"
+    Journal(path).close()
+    interface = tmp_path / "dump-environment"
+    interface.write_text(f'#!/bin/sh\nenv > "{tmp_path}/env.$1"\n')
+    interface.chmod(0o755)
+    driver = ExecDriver(Component("unit", "dump-environment"), interface)
+    ctx = InterfaceContext(
+        component=driver.component, log=logging.getLogger("test"), timeout_seconds=10,
+        component_id="u1", work_dir=tmp_path,
+    )  # fmt: skip
+    monkeypatch.setenv("SET_BEFORE_THE_RUN", "yes")
+    table = ProcessTable(path, 7)
+    with processes.interruptible(table):
+        monkeypatch.setenv("SET_DURING_THE_RUN", "yes")
+        driver.artifact_install(ctx)
+        tokens = [row[3] for row in table.leftovers(own=True)]
+    seen = dict(
+        line.split("=", 1) for line in (tmp_path / "env.ArtifactInstall").read_text().splitlines()
+        if "=" in line
+    )  # fmt: skip
+    assert seen["SET_BEFORE_THE_RUN"] == "yes"
+    assert "SET_DURING_THE_RUN" not in seen
+    token = seen[TOKEN_VARIABLE]
+    assert token.startswith(f"{os.getpid()}.")
+    assert tokens == []  # the call ended: its row went with its group
+    # outside a run nothing is recorded, and the Interface inherits the environment as it is
+    driver.artifact_commit(ctx)
+    seen_after = (tmp_path / "env.ArtifactCommit").read_text()
+    assert TOKEN_VARIABLE not in seen_after and "SET_DURING_THE_RUN=yes" in seen_after
