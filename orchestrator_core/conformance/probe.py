@@ -72,6 +72,8 @@ def _snapshot(directory: Path) -> dict[str, tuple[int, int, int]]:
             dirs[:] = [d for d in dirs if d not in (filetree.TMP, *_ORCHESTRATOR_OWNED)]
             files = [f for f in files if f not in _ORCHESTRATOR_OWNED]
         for name in (*dirs, *files):
+            if relative == "." and name == filetree.FILES:
+                continue  # made by the orchestrator (the streams/ of Download); its entries count
             path = os.path.normpath(os.path.join(relative, name))
             info = os.lstat(os.path.join(root, name))
             kind = info.st_mode & 0o170000
