@@ -15,10 +15,12 @@ Topology's ``interface_args[0]``.
 from __future__ import annotations
 
 import atexit
+import fcntl
 import math
 import os
 import select
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -590,6 +592,8 @@ class ExecDriver:
         self._state("ArtifactFailure", ctx)
 
 
+QUERY_DIRECTORY_PREFIX = "mender-orchestrator-"
+ABANDONED_AFTER_SECONDS = 60.0  # a query directory younger than this is never swept
 _query_dir: Path | None = None
 _query_dir_lock = threading.Lock()
 
@@ -597,25 +601,37 @@ _query_dir_lock = threading.Lock()
 def _query_directory() -> Path:
     """One private directory holding ``version`` for every query asked outside a deployment
     by this process (queries change nothing), removed when the process exits: a directory
-    per call costs more than the call itself when hundreds of Components are asked."""
+    per call costs more than the call itself when hundreds of Components are asked.
+
+    A process killed with SIGKILL (the Mender client's module timeout, the OOM killer) cannot
+    remove it. So the process holds a ``flock`` on it, which the kernel lets go however the
+    process ends, and ``remove_abandoned_query_directories`` removes those nobody holds."""
     global _query_dir
     with _query_dir_lock:
         if _query_dir is None:
             directory = _new_temporary_directory()
+            held = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:  # a new directory: nobody else holds it
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # no locks on this file system: nor can a sweep lock it to remove it
+                os.close(held)
             filetree.write_version(directory)
             atexit.register(_remove_query_directory, directory)
-            _query_dir = directory
+            _query_dir = directory  # ``held`` stays open, with its lock, until the exit
         return _query_dir
+
+
+def _temporary_bases() -> list[str]:
+    return [base for base in (os.environ.get("TMPDIR"), "/tmp") if base]
 
 
 def _new_temporary_directory() -> Path:
     """``tempfile.mkdtemp(prefix="mender-orchestrator-")``, 0700, in ``$TMPDIR`` or
     ``/tmp``, without importing tempfile and shutil (with random, bz2 and lzma): about 3 ms
     of each ``show-inventory`` poll, which needs nothing else from them."""
-    bases = [base for base in (os.environ.get("TMPDIR"), "/tmp") if base]
-    for base in bases:
+    for base in _temporary_bases():
         for _ in range(100):  # a name taken: another random one
-            path = Path(base, f"mender-orchestrator-{os.urandom(6).hex()}")
+            path = Path(base, f"{QUERY_DIRECTORY_PREFIX}{os.urandom(6).hex()}")
             try:
                 os.mkdir(path, 0o700)
             except FileExistsError:
@@ -626,6 +642,49 @@ def _new_temporary_directory() -> Path:
     import tempfile  # what it does when neither will do: its longer list of places
 
     return Path(tempfile.mkdtemp(prefix="mender-orchestrator-"))
+
+
+def remove_abandoned_query_directories() -> list[Path]:
+    """Remove the query directories of processes that ended without removing theirs: ours
+    (same user), a minute old at least (a directory is locked right after it is made), and
+    locked by nobody. Returns what was removed."""
+    removed = []
+    for base in _temporary_bases():
+        try:
+            entries = list(os.scandir(base))
+        except OSError:
+            continue
+        for entry in entries:
+            if not entry.name.startswith(QUERY_DIRECTORY_PREFIX) or not _abandoned(entry):
+                continue
+            try:
+                held = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                               | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # its process still runs
+                os.close(held)
+                continue
+            try:
+                _remove_query_directory(Path(entry.path))
+            finally:
+                os.close(held)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _abandoned(entry: os.DirEntry[str]) -> bool:
+    try:
+        info = entry.stat(follow_symlinks=False)
+    except OSError:
+        return False
+    return (
+        stat.S_ISDIR(info.st_mode)
+        and info.st_uid == os.geteuid()
+        and time.time() - info.st_mtime > ABANDONED_AFTER_SECONDS
+    )
 
 
 def _remove_query_directory(directory: Path) -> None:

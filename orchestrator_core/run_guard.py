@@ -1,6 +1,7 @@
 """Around every run that touches a deployment (``install``, ``resume``, ``rollback``), under
-the lock: first stop what an earlier, dead orchestrator left running; then, if a stop signal
-arrives, wind the run down so that nothing of it is left running when the lock is released.
+the lock: first stop what an earlier, dead orchestrator left running (and remove the query
+directories that killed orchestrators left behind); then, if a stop signal arrives, wind the
+run down so that nothing of it is left running when the lock is released.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 
 from orchestrator_core import drivers, processes
 from orchestrator_core.config import Config
+from orchestrator_core.exec_driver import remove_abandoned_query_directories
 from orchestrator_core.journal import Journal
 from orchestrator_core.processes import Interrupted, InterruptedRun, ProcessTable
 
@@ -43,6 +45,8 @@ def guarded(config: Config, journal: Journal, command: str) -> Iterator[Guard]:
     with processes.interruptible(table):
         try:
             processes.stop_leftovers(table)
+            for directory in remove_abandoned_query_directories():
+                log.info("removed %s, left by an orchestrator that was killed", directory)
             yield guard
         except Interrupted as stop:
             raise _wound_down(journal, guard, stop) from None

@@ -8,9 +8,11 @@ assert the exact protocol sequence SPEC 7 prescribes.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -330,6 +332,23 @@ def on_v1(tmp_path_factory: pytest.TempPathFactory, artifacts: Path) -> System:
                        "InterfaceTimeoutSeconds": 30})
     assert made.run("install", manifest("v1")).returncode == 0
     return made
+
+
+def test_an_install_removes_query_directories_killed_runs_left(core: System) -> None:
+    """A query run killed with SIGKILL leaves its directory; the next deployment removes it
+    (ours, old enough, locked by nobody) and says so."""
+    temporary = core.root / "tmp"
+    temporary.mkdir()
+    left = temporary / "mender-orchestrator-0123456789ab"
+    left.mkdir(mode=0o700)
+    (left / "version").write_text("1\n")
+    old = time.time() - 3600
+    os.utime(left, (old, old))
+    done = core.run("--log-level", "info", "install", manifest("v1"),
+                    env={"TMPDIR": str(temporary)})
+    assert done.returncode == 0, done.stderr
+    assert not left.exists()
+    assert f"removed {left}, left by an orchestrator that was killed" in done.stderr
 
 
 @pytest.mark.parametrize("crash_after", range(1, JOURNAL_WRITES_OF_A_V2_DEPLOYMENT + 2))

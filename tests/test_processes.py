@@ -122,3 +122,55 @@ def test_a_recorded_call_gets_the_environment_of_the_run_start_and_its_token(
     driver.artifact_commit(ctx)
     seen_after = (tmp_path / "env.ArtifactCommit").read_text()
     assert TOKEN_VARIABLE not in seen_after and "SET_DURING_THE_RUN=yes" in seen_after
+
+
+QUERY_CHILD = """
+import sys, time
+from orchestrator_core.exec_driver import _query_directory
+print(_query_directory(), flush=True)
+time.sleep(60)
+"""
+
+
+def query_child(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
+    """A process that made its query directory (under ``tmp_path``) and holds it."""
+    child = subprocess.Popen([sys.executable, "-c", QUERY_CHILD], stdout=subprocess.PIPE,
+                             text=True, env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert child.stdout is not None
+    return child, Path(child.stdout.readline().strip())
+
+
+def test_query_directories_of_killed_processes_are_removed_and_no_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator_core.exec_driver import (
+        ABANDONED_AFTER_SECONDS,
+        remove_abandoned_query_directories,
+    )
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    living, kept = query_child(tmp_path)
+    killed, abandoned = query_child(tmp_path)
+    young_child, young = query_child(tmp_path)
+    for child in (killed, young_child):
+        child.kill()  # SIGKILL: no atexit, the directory stays
+        child.wait()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("not ours to remove")
+    link = tmp_path / "mender-orchestrator-link"
+    link.symlink_to(outside)
+    old = time.time() - ABANDONED_AFTER_SECONDS - 10
+    for path in (kept, abandoned, link):
+        os.utime(path, (old, old), follow_symlinks=False)
+    try:
+        assert (abandoned / "version").read_text() == "1\n"
+        removed = remove_abandoned_query_directories()
+        assert abandoned in removed and not abandoned.exists()
+        assert (kept / "version").exists(), "its process still runs: it holds the lock"
+        assert (young / "version").exists(), "made less than a minute ago"
+        assert link.is_symlink() and (outside / "keep").exists()
+        assert [p for p in removed if p.parent == tmp_path] == [abandoned]
+    finally:
+        living.kill()
+        living.wait()
