@@ -641,7 +641,7 @@ def _new_temporary_directory() -> Path:
             return path
     import tempfile  # what it does when neither will do: its longer list of places
 
-    return Path(tempfile.mkdtemp(prefix="mender-orchestrator-"))
+    return Path(tempfile.mkdtemp(prefix=QUERY_DIRECTORY_PREFIX))
 
 
 def remove_abandoned_query_directories() -> list[Path]:
