@@ -191,6 +191,11 @@ class Rauc:
             self.close()
             raise
 
+    def empty_slot(self) -> None:
+        """A new, empty slot file before each install (see ``fresh_target`` in peers.py)."""
+        self.target.unlink(missing_ok=True)
+        self.target.touch()
+
     def _wait_for(self, ready: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + 10
         while not ready():
