@@ -80,8 +80,11 @@ def _file_chunks(payload_file: PayloadFile) -> Iterator[Chunk]:
     # buffers: read() would allocate and copy every chunk, which halves throughput. There
     # are enough buffers for the chunks in flight: one filling, AHEAD queued, one writing;
     # each is made when first needed (zeroing a MiB costs a page fault per page), so a small
-    # payload does not pay for all of them.
-    readinto = getattr(payload_file, "readinto", None)
+    # payload does not pay for all of them. They are also enough to lend each chunk to the
+    # Artifact reader's hash thread (``readinto_lent``), which needs IN_FLIGHT + 1.
+    readinto = getattr(payload_file, "readinto_lent", None) or getattr(
+        payload_file, "readinto", None
+    )
     if readinto is None:
         while data := payload_file.read(CHUNK):
             yield data

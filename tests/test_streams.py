@@ -26,7 +26,7 @@ import pytest
 from systems import FIXTURES
 
 from orchestrator_core import drivers, spawns, streams
-from orchestrator_core.artifact import ArtifactPayload, read_header
+from orchestrator_core.artifact import ArtifactPayload, hashing, read_header
 from orchestrator_core.context import ArtifactInfo, Component, InterfaceContext
 from orchestrator_core.errors import ArtifactError, InterfaceError, InterfaceTimeout
 
@@ -560,6 +560,29 @@ def test_a_real_artifact_streams_file_by_file(env: Path, compression: str) -> No
     ]
     for name, path in files:
         assert received(env, name) == path.read_bytes()
+
+
+@needs_mender_artifact
+@pytest.mark.parametrize("compression", ["gzip", "none"])
+def test_chunks_lent_to_a_lagging_hash_thread_are_not_refilled_before_it_hashed_them(
+    env: Path, compression: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream's buffers go to the reader's hash thread uncopied (``readinto_lent``): with
+    that thread made slow, a buffer refilled before it was hashed would be hashed with the
+    wrong bytes, and Download would fail the checksum of a good file."""
+    assert streams.AHEAD + 2 >= hashing.IN_FLIGHT + 1  # the buffers the lending needs
+    real_hash = hashing._Chunk.hash
+
+    def lagging(chunk: hashing._Chunk) -> None:
+        time.sleep(0.005)
+        real_hash(chunk)
+
+    monkeypatch.setattr(hashing._Chunk, "hash", lagging)
+    files = payload(env, {"firmware.bin": 12 << 20})
+    artifact = write_artifact(env, files, compression)
+    with real_feed(artifact) as feed:
+        download(env, feed)
+    assert received(env, "firmware.bin") == files[0][1].read_bytes()
 
 
 @needs_mender_artifact
