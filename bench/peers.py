@@ -103,10 +103,9 @@ def cpu_of_children() -> float:
 
 def fresh_target(target: Path) -> None:
     """Every install writes a target that does not exist yet. Overwriting the file the last
-    install wrote cost whoever came next up to 1.6x, and more after the Go client than after
-    ours (the pipe fed ``cat`` in other chunks, so the old file's pages were freed and taken
-    again another way): with two payloads in rotating rounds, that made ours follow the Go
-    client in three of every four pairs and Go follow ours in one."""
+    install wrote cost whoever came next up to 1.6x, more after a run of the Go client than
+    after one of ours, and with two payloads in rotating rounds, three of every four runs of
+    ours came right after a Go run, one of every four Go runs did."""
     target.unlink(missing_ok=True)
 
 
