@@ -211,7 +211,6 @@ class Deployment:
 
     def run(self, options: RunOptions) -> RunResult:
         startup.resume_collection()  # a deployment may run for hours: start-up is over
-        filetree.make_work_root(self.config.work_root)
         progress = Progress()
         retries = self._retries()  # frozen in the plan at install time
         steps = deployment_steps(self.plan.groups, retries, progress)

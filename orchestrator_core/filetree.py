@@ -102,42 +102,6 @@ def write_version(directory: Path) -> None:
     _write(directory / "version", f"{PROTOCOL_VERSION}\n".encode())
 
 
-# ext4's "top of a directory hierarchy" flag (chattr +T), from <linux/fs.h>
-_FS_IOC_GETFLAGS = 0x80086601
-_FS_IOC_SETFLAGS = 0x40086602
-_FS_TOPDIR_FL = 0x00020000
-
-
-def make_work_root(work_root: Path) -> None:
-    """Create ``work_root`` (0700) and mark it the top of a directory hierarchy.
-
-    With the mark, ext4 gives each deployment's directory a block group of its own (Orlov),
-    and the Components' directories follow it there. Without it they would share the group of
-    everything else in the datastore's parent, and on ext4 without a journal every new inode
-    in a group is found only after skipping each inode freed there in the last minute (or six):
-    after a large deployment's removal, or anything else's, each ``mkdir`` of the next one
-    rescans them. Where the flag is unknown (other file systems) this is just the directory.
-    """
-    import array
-    import fcntl
-
-    atomic.make_private_dir(work_root)
-    try:
-        fd = os.open(work_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        flags = array.array("i", [0])
-        fcntl.ioctl(fd, _FS_IOC_GETFLAGS, flags, True)
-        if not flags[0] & _FS_TOPDIR_FL:
-            flags[0] |= _FS_TOPDIR_FL
-            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, flags, True)
-    except OSError:  # not supported here: the allocator's default placement
-        pass
-    finally:
-        os.close(fd)
-
-
 def _new_private_dir(path: Path) -> bool:
     """Create ``path`` 0700 (and its parents); ``False`` if it existed (then made 0700)."""
     try:

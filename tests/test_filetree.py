@@ -7,7 +7,6 @@ import logging
 import os
 import shutil
 import stat
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -88,53 +87,6 @@ def test_directories_are_private_whatever_the_umask(tmp_path: Path) -> None:
     for directory in (work, work / "tmp", work / "header", filetree.files_dir(work)):
         assert mode(directory) == 0o700, directory
     assert mode(work / "version") & 0o077 == 0
-
-
-def directory_flags(path: Path) -> int | None:
-    """The inode flags ``lsattr`` shows, or ``None`` where the file system has none."""
-    import array
-    import fcntl
-
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        flags = array.array("i", [0])
-        fcntl.ioctl(fd, 0x80086601, flags, True)  # FS_IOC_GETFLAGS
-        return flags[0]
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-def test_the_work_root_is_private_and_the_top_of_a_directory_hierarchy(tmp_path: Path) -> None:
-    """ext4 then gives each deployment a block group of its own (chattr +T): a root made
-    before this, without the flag, gets it at the next deployment."""
-    if directory_flags(tmp_path) is None:
-        pytest.skip(f"{tmp_path}: no inode flags on this file system")
-    work = tmp_path / "datastore" / "work"
-    filetree.make_work_root(work)
-    assert mode(work) == 0o700 and mode(work.parent) == 0o700
-    assert directory_flags(work) & 0x00020000  # type: ignore[operator]  # FS_TOPDIR_FL
-
-    older = tmp_path / "older"
-    older.mkdir(mode=0o755)
-    (older / "7").mkdir()
-    assert not directory_flags(older) & 0x00020000  # type: ignore[operator]
-    filetree.make_work_root(older)
-    assert directory_flags(older) & 0x00020000  # type: ignore[operator]
-    assert mode(older) == 0o700 and (older / "7").is_dir()
-
-
-def test_a_work_root_where_inode_flags_are_unknown_is_just_a_directory() -> None:
-    shm = Path("/dev/shm")
-    if not shm.is_dir():
-        pytest.skip("no /dev/shm here")
-    root = Path(tempfile.mkdtemp(dir=shm))
-    try:
-        filetree.make_work_root(root / "work")
-        assert mode(root / "work") == 0o700
-    finally:
-        shutil.rmtree(root)
 
 
 def test_preparing_again_keeps_files_and_tmp_and_drops_a_stale_streams_tree(tmp_path: Path) -> None:
