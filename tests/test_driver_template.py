@@ -41,6 +41,15 @@ def run(
     )  # fmt: skip
 
 
+def cookiecutter(output: Path, scratch: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """``cookiecutter --no-input`` of the template into ``output``. cookiecutter (2.7) renders
+    each hook into a file of ``$TMPDIR`` and never removes it: ``scratch`` takes it, so the
+    tests leave nothing in the machine's temporary directory."""
+    scratch.mkdir(exist_ok=True)
+    return run([BIN / "cookiecutter", "--no-input", TEMPLATE, "--output-dir", output, *options],
+               env={**os.environ, "TMPDIR": str(scratch)})  # fmt: skip
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment without anything that could leak the development environment in."""
     leaking = ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP")
@@ -73,7 +82,7 @@ def build_requirements(*projects: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     root = tmp_path_factory.mktemp("template")
-    generated = run([BIN / "cookiecutter", "--no-input", TEMPLATE, "--output-dir", root])
+    generated = cookiecutter(root, tmp_path_factory.mktemp("scratch"))
     assert generated.returncode == 0, generated.stderr
     package = root / GENERATED
     assert package.is_dir(), sorted(p.name for p in root.iterdir())
@@ -223,11 +232,12 @@ def test_check_interface_passes_on_the_generated_driver(system: System) -> None:
 
 
 def test_generator_refuses_a_bad_driver_name(tmp_path: Path) -> None:
-    result = run([BIN / "cookiecutter", "--no-input", TEMPLATE, "--output-dir", tmp_path,
-                  "driver_name=Seat Heater"])  # fmt: skip
+    output = tmp_path / "output"
+    output.mkdir()
+    result = cookiecutter(output, tmp_path / "scratch", "driver_name=Seat Heater")
     assert result.returncode != 0
     assert "driver_name 'Seat Heater': use lowercase letters" in result.stderr + result.stdout
-    assert not any(tmp_path.iterdir())
+    assert not any(output.iterdir())
 
 
 # --------------------------------------------------------------------------- the test kit
