@@ -11,6 +11,10 @@ ArtifactCommit, Cleanup). Targets: at N=100 the one-group deployment within 1.3x
 floor, and linear in N up to 1000 (the fit printed at the end: a fixed cost plus a cost per
 Component, and each size's distance from it); one group of N about as long as one Component.
 
+It also prints where the CPU of each one-group deployment went: the Interfaces' share (the
+same calls run by hand) and the orchestrator's, per Interface call. On a machine of two cores
+the wall clock cannot go under half of their sum, whatever the orchestrator overlaps.
+
 The second target is about Interfaces that take time (flashing an ECU, not a no-op): a no-op
 call costs the machine about as much as spawning it, so 100 of them cannot overlap on two
 cores. So the run ends with Interfaces that sleep ``--slow-ms`` in every call: one Component
@@ -36,6 +40,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -164,15 +169,42 @@ def deployment_time(
         return time.perf_counter() - start
 
 
-def rounds(runs: int, measures: dict[str, Callable[[], float]]) -> dict[str, list[float]]:
+def children_cpu() -> float:
+    """User + system CPU seconds of every child process reaped so far (with theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def rounds(
+    runs: int, measures: dict[str, Callable[[], float]], cpu: dict[str, list[float]] | None = None
+) -> dict[str, list[float]]:
     """Each measure once per round, one after the other, for ``runs`` rounds: a figure and
     its reference are then taken within seconds of each other, which matters on a machine
-    whose speed drifts (a shared VM)."""
+    whose speed drifts (a shared VM). ``cpu``, when given, gets the CPU time of the child
+    processes of each measure (the orchestrator and its Interfaces; the Interfaces alone)."""
     taken: dict[str, list[float]] = {name: [] for name in measures}
     for _ in range(runs):
         for name, measure in measures.items():
+            before = children_cpu()
             taken[name].append(measure())
+            if cpu is not None:
+                cpu.setdefault(name, []).append(children_cpu() - before)
     return taken
+
+
+def print_cpu(n: int, cpu: dict[str, list[float]]) -> None:
+    """Where the CPU of the one-group deployment went: a no-op Interface costs the machine
+    about as much as the orchestrator's work around the call, and two cores bound the wall
+    clock from below at (both) / 2."""
+    median = statistics.median
+    total, interfaces = median(cpu["one"]), median(cpu["by_hand"])
+    ours = total - interfaces
+    calls = n * CALLS_PER_COMPONENT
+    cores = os.cpu_count() or 1
+    print(f"  CPU of the one-group deployment of {n}: {total:.2f} s, of which the Interfaces "
+          f"(as run by hand) {interfaces:.2f} s and the orchestrator {ours:.2f} s "
+          f"({ours / calls * 1000:.2f} ms per Interface call, start-up included); on {cores} "
+          f"cores the wall clock cannot go under {total / cores:.2f} s")
 
 
 def print_fit(one_group: dict[int, float]) -> None:
@@ -214,6 +246,7 @@ def main() -> None:
           f"{'one group':>10} {'ratio':>6} {'overhead':>9} {'groups':>7} {'N groups':>9} "
           f"{'ratio':>6}")
     one_group: dict[int, float] = {}
+    cpu_by_size: dict[int, dict[str, list[float]]] = {}
     for n in args.sizes:
         calls = n * CALLS_PER_COMPONENT
         groups = min(n, 100)
@@ -226,7 +259,9 @@ def main() -> None:
         if not args.one_group_only:
             measures["many"] = partial(deployment_time, n, groups, args.dir, NOOP,
                                        args.payload_mib)
-        taken = rounds(args.runs, measures)
+        cpu: dict[str, list[float]] = {}
+        taken = rounds(args.runs, measures, cpu)
+        cpu_by_size[n] = cpu
         floors = taken["floor"]
         one_ratio = median(one / floor for one, floor in zip(taken["one"], floors, strict=True))
         one_group[n] = median(taken["one"])
@@ -242,6 +277,9 @@ def main() -> None:
           "Components in the same directory; ratio: deployment / spawn floor; overhead: "
           "(deployment - spawn floor) / spawn floor")
 
+    print("CPU (medians):")
+    for n, cpu in cpu_by_size.items():
+        print_cpu(n, cpu)
     print_fit(one_group)
     if args.slow_ms <= 0:
         return

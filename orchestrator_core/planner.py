@@ -216,6 +216,7 @@ def make_plan(config: Config, topology: Topology, manifest: Manifest) -> Plan:
     """Validate, ask every Component, read every Artifact header; raise listing all problems."""
     from orchestrator_core import preflight
     from orchestrator_core.artifact import check_compatible, is_installed
+    from orchestrator_core.artifact.sources import names_remembered
 
     problems = preflight.problems(config) + check_against_topology(manifest, topology)
     if problems:
@@ -224,14 +225,22 @@ def make_plan(config: Config, topology: Topology, manifest: Manifest) -> Plan:
     problems = [r.message for r in results if isinstance(r, Failed)]
 
     headers: dict[str, tuple[Any, dict[str, Any]]] = {}
-    for component_type in topology.component_types:
-        entry = manifest.component_types[component_type]
-        try:
-            headers[component_type] = _read_artifact(
-                config, entry.artifact_name, entry.artifact_path
-            )
-        except OrchestratorError as exc:
-            problems.append(f"component_type {component_type}: {exc.message}")
+    # component types that name the same Artifact share one read of its header
+    outcomes: dict[tuple[str | None, str | None], Any] = {}
+    with names_remembered():
+        for component_type in topology.component_types:
+            entry = manifest.component_types[component_type]
+            wanted = (entry.artifact_name, entry.artifact_path)
+            if wanted not in outcomes:
+                try:
+                    outcomes[wanted] = _read_artifact(config, *wanted)
+                except OrchestratorError as exc:
+                    outcomes[wanted] = exc
+            outcome = outcomes[wanted]
+            if isinstance(outcome, OrchestratorError):
+                problems.append(f"component_type {component_type}: {outcome.message}")
+            else:
+                headers[component_type] = outcome
 
     planned: list[PlannedComponent] = []
     loaded: dict[str, ComponentDriver] = {}

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, cast
 from urllib.parse import quote
@@ -36,13 +37,60 @@ def open_file(path: Path) -> BinaryIO:
         raise ArtifactError(f"Artifact {path}: cannot open it ({exc.strerror or exc})") from exc
 
 
+class _Pass:
+    """What a directory source learnt during one pass of lookups (a plan's): each directory's
+    ``.mender`` files, and the artifact_name inside each file (or why it has none)."""
+
+    def __init__(self) -> None:
+        self.listings: dict[Path, list[Path]] = {}
+        self.names: dict[Path, str | ArtifactError] = {}
+
+
+# Set while a plan looks up the Artifacts of all its component types: in a directory of files
+# not named after their Artifacts, each lookup would otherwise list the directory and read
+# the headers of the files before its own again, N*N/2 header reads for N component types.
+# Kept for one pass only: later the directory may have changed.
+_pass: _Pass | None = None
+
+
+@contextmanager
+def names_remembered() -> Iterator[None]:
+    """List each directory, and read each Artifact file's name, at most once while the
+    block runs."""
+    global _pass
+    _pass = _Pass()
+    try:
+        yield
+    finally:
+        _pass = None
+
+
+def _listing(directory: Path) -> list[Path]:
+    """The ``.mender`` files of ``directory``, sorted."""
+    known = _pass.listings.get(directory) if _pass is not None else None
+    if known is None:
+        known = sorted(p for p in directory.glob("*.mender") if p.is_file())
+        if _pass is not None:
+            _pass.listings[directory] = known
+    return known
+
+
 def _name_of(path: Path) -> str:
     """The artifact_name inside ``path``."""
-    try:
-        with open(path, "rb") as stream:
-            return read_header(stream, source_name=str(path)).name
-    except OSError as exc:
-        raise ArtifactError(f"Artifact {path}: cannot read it ({exc.strerror or exc})") from exc
+    known = _pass.names.get(path) if _pass is not None else None
+    if known is None:
+        try:
+            with open(path, "rb") as stream:
+                known = read_header(stream, source_name=str(path)).name
+        except OSError as exc:
+            known = ArtifactError(f"Artifact {path}: cannot read it ({exc.strerror or exc})")
+        except ArtifactError as exc:
+            known = exc
+        if _pass is not None:
+            _pass.names[path] = known
+    if isinstance(known, ArtifactError):
+        raise ArtifactError(known.message)
+    return known
 
 
 def open_from_directory(directory: Path, name: str) -> Opened | None:
@@ -52,7 +100,7 @@ def open_from_directory(directory: Path, name: str) -> Opened | None:
         raise ArtifactError(f"artifact source directory {directory} does not exist")
     plain = "/" not in name and name not in (".", "..") and "\0" not in name
     named = [p for p in (directory / f"{name}.mender", directory / name) if plain and p.is_file()]
-    others = sorted(p for p in directory.glob("*.mender") if p not in named and p.is_file())
+    others = [p for p in _listing(directory) if p not in named]
     unreadable: list[str] = []
     for path in named + others:
         try:
