@@ -23,6 +23,7 @@ flash. Interfaces only read these files; where links are not supported, they are
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -36,6 +37,7 @@ FILES = "files"
 TMP = "tmp"
 HEADER = "header"
 REMOVERS = 16  # threads removing Component directories at the end of a deployment
+_publishing = threading.Lock()  # one thread at a time writes a shared copy
 
 
 def _create(path: Path, data: bytes) -> bool:
@@ -69,10 +71,16 @@ def _link_or_create(path: Path, data: bytes, shared: Path) -> None:
         os.link(source, path)
         return
     except FileNotFoundError:
-        _publish(source, data)
+        pass
     except OSError:  # no hard links here (or too many to one file): a copy of its own
         _create(path, data)
         return
+    # The Components of a group are prepared side by side: without the lock, all those that
+    # started before the first copy had its name would each write one (and allocate, then
+    # free, an inode for it), most of the cost this sharing is there to save.
+    with _publishing:
+        if not os.path.lexists(source):
+            _publish(source, data)
     try:
         os.link(source, path)
     except OSError:

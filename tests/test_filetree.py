@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
 import stat
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -141,6 +145,33 @@ def test_components_of_a_deployment_share_one_copy_of_each_content(tmp_path: Pat
 
     assert filetree.remove_all(deployment.parent) == []
     assert not deployment.exists() and not shared.exists()
+
+
+def test_components_prepared_side_by_side_write_each_shared_copy_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment = tmp_path / "work" / "7"
+    shared = filetree.shared_copies(deployment)
+    published: list[str] = []
+    publish = filetree._publish
+
+    def slow_publish(source: Path, data: bytes) -> None:
+        published.append(source.name)
+        time.sleep(0.05)  # long enough for every other Component to find the copy missing
+        publish(source, data)
+
+    monkeypatch.setattr(filetree, "_publish", slow_publish)
+    together = threading.Barrier(8)
+
+    def prepare_one(index: int) -> Path:
+        together.wait()
+        return prepare(deployment / "rtos" / str(index), shared=shared)
+
+    with ThreadPoolExecutor(8) as pool:
+        works = list(pool.map(prepare_one, range(8)))
+    assert sorted(published) == sorted(path.name for path in shared.iterdir())
+    version = shared / hashlib.sha256(b"1\n").hexdigest()
+    assert {(work / "version").stat().st_ino for work in works} == {version.stat().st_ino}
 
 
 def test_refreshing_a_shared_file_does_not_change_the_other_components(tmp_path: Path) -> None:
