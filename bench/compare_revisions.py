@@ -3,12 +3,13 @@
 Each revision is checked out in a temporary git worktree and imported from there (the
 worktree comes first on PYTHONPATH; the venv's other packages are shared). Every round
 measures the spawn floor, then revision A, then revision B, on fresh copies of the same
-System of N no-op Components in one group (as in ``deployment_overhead.py``); medians are
+System of N no-op Components in one group, or spread over ``--groups`` order groups (as in
+``deployment_overhead.py``); medians are
 printed, the ratios being medians of each round's ratio. On a machine whose speed drifts,
 this is the way to tell whether a change made a deployment faster.
 
 Run: .venv/bin/python bench/compare_revisions.py REV_A REV_B [--components 100] [--rounds 8]
-     [--dir DIR]
+     [--groups 1] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from deployment_overhead import CALLS_PER_COMPONENT, make_system, spawn_floor
 REPO = Path(__file__).resolve().parents[1]
 
 
-def deployment_time(source: Path, components: int, base: Path) -> float:
+def deployment_time(source: Path, components: int, groups: int, base: Path) -> float:
     with tempfile.TemporaryDirectory(dir=base) as tmp:
-        env, manifest = make_system(Path(tmp), components, 1)
+        env, manifest = make_system(Path(tmp), components, groups)
         env["PYTHONPATH"] = str(source)
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "orchestrator_core", "--log-level", "error",
@@ -43,6 +44,9 @@ def main() -> None:
     parser.add_argument("revisions", nargs=2, metavar="REV")
     parser.add_argument("--components", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--groups", type=int, default=1,
+                        help="order groups the Components are spread over, each a component "
+                             "type of its own (at most 100)")
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as checkouts:
@@ -66,14 +70,16 @@ def main() -> None:
             for _ in range(args.rounds):
                 floors.append(spawn_floor(args.components * CALLS_PER_COMPONENT))
                 for index, source in enumerate(sources):
-                    times[index].append(deployment_time(source, args.components, args.dir))
+                    times[index].append(
+                        deployment_time(source, args.components, args.groups, args.dir))
         finally:
             for source in sources:
                 subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
                                 str(source)], check=False)
             shutil.rmtree(checkouts, ignore_errors=True)
     median = statistics.median
-    print(f"{args.components} Components in one group under {args.dir}, {args.rounds} rounds; "
+    spread = "one group" if args.groups == 1 else f"{args.groups} groups"
+    print(f"{args.components} Components in {spread} under {args.dir}, {args.rounds} rounds; "
           f"spawn floor {median(floors):.3f}s")
     for revision, taken in zip(args.revisions, times, strict=True):
         ratio = median(t / f for t, f in zip(taken, floors, strict=True))
