@@ -4,18 +4,28 @@
 commands): it is how scripts and packages probe an installation, so it should cost little
 more than starting Python. Every other command line goes to ``orchestrator_core.cli``, with
 the garbage collector paused while it starts (``startup.py``).
+
+Once the command has ended, the process leaves without the interpreter's teardown, which
+frees every module and object one by one: about 5 ms of every install and every
+``show-inventory`` poll, for memory the kernel takes back anyway. Everything a normal exit
+does that has an effect outside the process still happens first: the ``atexit`` functions
+(logging's flush, the removal of private directories, ``weakref.finalize`` callbacks) and the
+flush of stdout and stderr. When a thread the interpreter would wait for still runs (one not
+a daemon), or the exit status is not a number, the interpreter exits the usual way instead.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 from orchestrator_core import __version__
 
 PROG = "mender-orchestrator"
 
 
-def main() -> None:
+def run() -> None:
+    """The command line, for a program that goes on afterwards (exits by ``SystemExit``)."""
     if sys.argv[1:] == ["--version"]:
         try:
             sys.stdout.write(f"{PROG}, version {__version__}\n")
@@ -30,3 +40,31 @@ def main() -> None:
     from orchestrator_core.cli import main as run_command_line
 
     run_command_line()
+
+
+def main() -> NoReturn:
+    try:
+        run()
+    except SystemExit as leaving:
+        _exit(leaving.code)
+    _exit(0)
+
+
+def _exit(status: object) -> NoReturn:
+    import atexit
+    import os
+    import threading
+
+    if status is None:
+        status = 0
+    waited_for = [t for t in threading.enumerate()
+                  if not t.daemon and t is not threading.main_thread()]
+    if not isinstance(status, int) or waited_for:
+        raise SystemExit(status)
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed or broken stream: let the interpreter report it
+        raise SystemExit(status) from None
+    os._exit(status)

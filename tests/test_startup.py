@@ -9,6 +9,7 @@ these tests do not depend on the machine's speed.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import subprocess
 import sys
 import tomllib
@@ -163,14 +164,15 @@ def test_runs_after_a_deployment_load_no_yaml_for_files_parsed_before(
     assert "yaml" in names and "a.a-1.rootfs-image.unit.version=unit-v2" in stdout
 
 
-# Runs the console script's main() in a fresh interpreter and reports, once the command has
-# ended, whether the cyclic garbage collector is on and how many objects it froze.
+# Runs the console script's command line (launcher.run, which main runs before its exit) in a
+# fresh interpreter and reports, once the command has ended, whether the cyclic garbage
+# collector is on and how many objects it froze.
 COLLECTOR_PROBE = """
 import gc, sys
 from orchestrator_core import launcher
 sys.argv = ["mender-orchestrator", *sys.argv[1:]]
 try:
-    launcher.main()
+    launcher.run()
 except SystemExit as exc:
     assert not exc.code, exc.code
 print("collector", gc.isenabled(), gc.get_freeze_count() > 0, file=sys.stderr)
@@ -198,6 +200,57 @@ def test_the_collector_is_paused_by_start_up_and_resumed_by_a_deployment(
     # so do the lazily loaded command groups (an Artifact of gigabytes)
     assert collector_after(["artifact", "inspect", str(artifact)],
                            system.env) == "collector True True"
+
+
+# a sitecustomize module that tells, on stderr, what the interpreter did at exit: the atexit
+# functions ran, and the teardown that frees every module (and with them this global) ran
+EXIT_PROBE = """
+import atexit, sys
+atexit.register(lambda: sys.stderr.write("atexit functions ran\\n"))
+class _Teardown:
+    def __del__(self):
+        sys.stderr.write("teardown ran\\n")
+_probe = _Teardown()
+"""
+
+
+@pytest.mark.parametrize(("args", "status", "stdout"), [
+    (["--version"], 0, f"mender-orchestrator, version {orchestrator_core.__version__}\n"),
+    (["show-provides"], 0, "a.a-1.device_type=a\na.a-1.rootfs-image.unit.version=factory\n"),
+    (["install", "/nonexistent/manifest.yaml"], 2, ""),
+])
+def test_the_console_script_leaves_without_the_interpreters_teardown(
+    unit: tuple[System, Path], tmp_path: Path, args: list[str], status: int, stdout: str,
+) -> None:
+    system, _ = unit
+    (tmp_path / "sitecustomize.py").write_text(EXIT_PROBE)
+    env = {**system.env, "PYTHONPATH": os.pathsep.join(
+        [str(tmp_path), *filter(None, [system.env.get("PYTHONPATH")])])}
+    result = subprocess.run([*CLI, *args], env=env, capture_output=True, text=True,
+                            check=False, timeout=60)
+    # the exit status and every byte of output are there, the atexit functions ran (they
+    # remove the queries' private directories), and the modules were not freed one by one
+    assert (result.returncode, result.stdout) == (status, stdout), result.stderr
+    assert result.stderr.endswith("atexit functions ran\n")
+    assert "teardown ran" not in result.stderr
+    # the same probe sees the teardown of an interpreter that exits the usual way
+    plain = subprocess.run([sys.executable, "-c", "pass"], env=env, capture_output=True,
+                           text=True, check=True, timeout=60)
+    assert plain.stderr == "atexit functions ran\nteardown ran\n"
+
+
+def test_a_thread_still_running_gets_the_interpreters_usual_exit(tmp_path: Path) -> None:
+    (tmp_path / "sitecustomize.py").write_text(EXIT_PROBE)
+    leaving = ("import threading, time\n"
+               "from orchestrator_core import launcher\n"
+               "threading.Thread(target=lambda: (time.sleep(0.3), print('thread ended'))).start()\n"
+               "launcher._exit(3)\n")
+    result = subprocess.run([sys.executable, "-c", leaving], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(tmp_path)}, check=False,
+                            timeout=60)
+    # waited for the thread, then the whole exit, teardown included
+    assert (result.returncode, result.stdout) == (3, "thread ended\n"), result.stderr
+    assert result.stderr == "atexit functions ran\nteardown ran\n"
 
 
 def test_resuming_the_collector_leaves_an_embedding_programs_setting() -> None:
