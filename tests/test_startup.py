@@ -97,6 +97,8 @@ def test_version_loads_no_command_line() -> None:
     assert stdout == f"mender-orchestrator, version {orchestrator_core.__version__}\n"
     assert not loaded(names, {"click", "yaml", "pluggy", "orchestrator_core.cli",
                               "orchestrator_core.config", *DEPLOYMENT_ONLY})
+    # nor typing (9 ms) or threading: the exit checks threads only where they can exist
+    assert not loaded(names, {"typing", "threading"})
 
 
 def test_version_after_other_options_is_clicks_and_the_same(unit: tuple[System, Path]) -> None:
