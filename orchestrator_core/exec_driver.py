@@ -55,10 +55,6 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------- the process
 
 
-# Interfaces started at the same moment, at most: a hundred threads forking at once fight over
-# the interpreter lock and the CPUs and all finish later; the calls themselves still run side
-# by side, only the start of each one (fork and exec, a millisecond) waits its turn.
-_STARTING = threading.BoundedSemaphore(os.cpu_count() or 2)
 _devnull_fd: int | None = None
 _devnull_lock = threading.Lock()
 
@@ -393,8 +389,7 @@ class ExecDriver:
         argv += self.args
         ctx.log.debug("%s: running %s", who, argv)
         try:
-            with _STARTING:
-                child = _Child(argv, directory, who)
+            child = _Child(argv, directory, who)
         except OSError as exc:
             raise InterfaceError(
                 f"{ctx.name}: the Interface {self.executable} could not be started for "
