@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from orchestrator_core import processes
 from orchestrator_core.context import Component, InterfaceContext
+from orchestrator_core.errors import OrchestratorError
 from orchestrator_core.exec_driver import ExecDriver
 from orchestrator_core.journal import Journal
 from orchestrator_core.processes import TOKEN_VARIABLE, ProcessTable, start_time, stop_leftovers
@@ -37,12 +40,11 @@ def insert(path: Path, owner: tuple[int, int], pgid: int | None, start: int | No
            token: str) -> None:
     journal = Journal(path)  # creates the schema, the process table with it
     journal.close()
-    table = ProcessTable(path, None)
-    table._write(
-        "INSERT INTO process (deployment, owner_pid, owner_start, pgid, start, token, what, at) "
-        "VALUES (NULL, ?, ?, ?, ?, ?, 'test call', 0)", (*owner, pgid, start, token),
-    )  # fmt: skip
-    table.close()
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute(
+            "INSERT INTO process (deployment, owner_pid, owner_start, pgid, start, token, what, "
+            "at) VALUES (NULL, ?, ?, ?, ?, ?, 'test call', 0)", (*owner, pgid, start, token),
+        )  # fmt: skip
 
 
 def gone_within(process: subprocess.Popen[bytes], seconds: float) -> bool:
@@ -174,3 +176,68 @@ def test_query_directories_of_killed_processes_are_removed_and_no_other(
     finally:
         living.kill()
         living.wait()
+
+
+def rows(path: Path) -> dict[int, tuple[int | None, str, int | None]]:
+    """The process table as another connection sees it: id -> (pgid, what, deployment)."""
+    with closing(sqlite3.connect(path)) as db:
+        return {row: (pgid, what, deployment) for row, pgid, what, deployment
+                in db.execute("SELECT id, pgid, what, deployment FROM process")}
+
+
+def test_rows_are_committed_ahead_of_the_calls_and_completed_by_the_writer(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "journal.sqlite"
+    Journal(path).close()
+    table = ProcessTable(path, 5)
+    transactions: list[str] = []
+    table._db.set_trace_callback(
+        lambda sql: transactions.append(sql) if sql.startswith("BEGIN") else None)
+    taken = [table.starting(f"call {n}") for n in range(12)]
+    # each row is in the journal, for any other connection, once starting() returns: before
+    # the fork; 12 calls took two commits (4 rows, then 8)
+    assert set(rows(path)) == {row for row, _ in taken}
+    assert len(transactions) == 2
+    assert len({token for _, token in taken}) == 12
+    assert all(token.startswith(f"{os.getpid()}.") for _, token in taken)
+    first, second = taken[0][0], taken[1][0]
+    table.started(first, 4242, 99)
+    table.started(second, 4343, 99)
+    table.ended(second)
+    # leftovers(own) waits for the writer: the first is complete, the second gone, and the
+    # rows taken but never started are this run's too
+    own = {row[0]: (row[1], row[4], row[5]) for row in table.leftovers(own=True)}
+    assert own[first] == (4242, "call 0", 5)
+    assert second not in own and second not in rows(path)
+    table.close()
+    # closing removed the reserved rows no call took, and only those
+    assert set(rows(path)) == {row for row, _ in taken} - {second}
+    assert rows(path)[first] == (4242, "call 0", 5)
+
+
+def test_reserved_rows_beyond_the_calls_are_removed_at_close(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    Journal(path).close()
+    table = ProcessTable(path, None)
+    row, _ = table.starting("the only call")
+    assert len(rows(path)) == 4  # reserved ahead
+    table.started(row, 4242, 99)
+    table.ended(row)
+    table.close()
+    assert rows(path) == {}
+
+
+def test_a_record_the_writer_could_not_commit_stops_the_next_start(tmp_path: Path) -> None:
+    path = tmp_path / "journal.sqlite"
+    Journal(path).close()
+    table = ProcessTable(path, None)
+    row, _ = table.starting("a call")
+    with closing(sqlite3.connect(path)) as db:  # the record can no longer be completed
+        db.execute("ALTER TABLE process RENAME TO gone")
+    table.started(row, 4242, 99)
+    with pytest.raises(OrchestratorError, match="process"):
+        table.leftovers(own=True)
+    with pytest.raises(OrchestratorError, match="process"):
+        table.starting("the next call")
+    table.close()
