@@ -125,8 +125,8 @@ def test_components_of_a_deployment_share_one_copy_of_each_content(tmp_path: Pat
     assert shared == tmp_path / "work" / "7.shared"
     first = prepare(deployment / "rtos" / "1", shared=shared)
     second = prepare(deployment / "rtos" / "2", shared=shared)
-    other = prepare(deployment / "rtos" / "3", shared=shared,
-                    provides={"artifact_name": "rtos-v0", "rootfs-image.rtos-interface.version": "x"})
+    other = prepare(deployment / "rtos" / "3", shared=shared, provides={
+        "artifact_name": "rtos-v0", "rootfs-image.rtos-interface.version": "x"})
     alone = prepare(tmp_path / "alone")
     for name in FILES:
         assert (first / name).read_bytes() == (alone / name).read_bytes(), name
@@ -254,3 +254,31 @@ def test_an_interface_installs_from_the_header_it_is_given(
     assert driver.provides(ctx()) == {"rootfs-image.rtos-interface.version": "rtos-v2"}
     driver.run_state("artifact_rollback", ctx(work_dir=work))
     assert driver.provides(ctx()) == {"rootfs-image.rtos-interface.version": "v1"}
+
+
+@pytest.mark.parametrize("slow_after", [None, 0.0])
+def test_remove_all_goes_to_threads_once_a_removal_is_slow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slow_after: float | None
+) -> None:
+    for index in range(6):
+        work = prepare(tmp_path / "work" / "3" / "rtos" / f"c{index}")
+        (filetree.files_dir(work) / "x").write_bytes(b"x")
+    if slow_after is not None:  # every removal counts as slow: the first one, then threads
+        monkeypatch.setattr(filetree, "SLOW_REMOVAL_SECONDS", slow_after)
+    removed_by: dict[str, int] = {}
+    rmtree = shutil.rmtree
+
+    def recording(path: str | Path, *args: object, **kwargs: object) -> None:
+        removed_by[Path(path).name] = threading.get_ident()
+        rmtree(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(shutil, "rmtree", recording)
+    assert filetree.remove_all(tmp_path / "work") == []
+    assert list((tmp_path / "work").iterdir()) == []
+    here = threading.get_ident()
+    in_threads = {name for name, thread in removed_by.items() if thread != here}
+    if slow_after is None:  # quick removals: no thread at all
+        assert in_threads == set()
+    else:  # the first one (whichever the directory listed first) here, the rest in threads
+        assert len(in_threads) == 5 and in_threads < {f"c{index}" for index in range(6)}
+    assert {f"c{index}" for index in range(6)} | {"3"} <= set(removed_by)
