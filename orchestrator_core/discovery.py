@@ -35,10 +35,14 @@ class Failed(NamedTuple):
 
 
 def _ask(
-    component: Component, data_dir: Path, timeout: float, with_inventory: bool
+    component: Component,
+    data_dir: Path,
+    timeout: float,
+    with_inventory: bool,
+    shared: drivers.ExecutableManagers,
 ) -> Discovered | Failed:
     try:
-        driver = drivers.load(component, data_dir)
+        driver = drivers.load(component, data_dir, shared)
         log = component_logger(component.label)
         component_id = driver.identity(driver.context(log=log, timeout_seconds=timeout))
         named = f"{component.component_type}/{component_id} (interface {component.interface})"
@@ -65,8 +69,9 @@ def discover(
     with_inventory: bool = False,
 ) -> list[Discovered | Failed]:
     """Results in Topology order; Components sharing a type and an ID are both failed."""
+    shared = drivers.ExecutableManagers()
     results = drivers.in_parallel(
-        lambda c: _ask(c, data_dir, timeout_seconds, with_inventory), components
+        lambda c: _ask(c, data_dir, timeout_seconds, with_inventory, shared), components
     )
     seen: dict[tuple[str, str], Component] = {}
     for index, result in enumerate(results):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Generator, Mapping
 from pathlib import Path
@@ -149,7 +150,9 @@ class Deployment:
         self.directory = deployment_dir(config.work_root, row.id)  # the File API trees
         self._drivers: dict[str, ComponentDriver] = {}
         self._preloaded = dict(preloaded or {})
+        self._managers = drivers.ExecutableManagers()
         self._progress = ProgressObserver()
+        self._observing = threading.Lock()  # Components that share a plugin manager
         self._prepared: set[str] = set()  # File API dirs made by this process
         self._cache = _open_cache(config)
         self._installed = InstalledArtifacts(config.datastore_dir / "installed")
@@ -437,9 +440,11 @@ class Deployment:
         driver = self._drivers.get(planned.key)
         if driver is None:
             driver = self._preloaded.pop(planned.key, None) or drivers.load(
-                planned.component, self.config.data_dir
+                planned.component, self.config.data_dir, self._managers
             )
-            driver.pm.register(self._progress, name="progress")
+            with self._observing:
+                if not driver.pm.is_registered(self._progress):
+                    driver.pm.register(self._progress, name="progress")
             self._drivers[planned.key] = driver
         return driver
 

@@ -358,16 +358,19 @@ def _key_values(data: bytes) -> list[tuple[str, str]]:
 
 
 class ExecDriver:
-    """Implements every hook of the Interface protocol by running one executable."""
+    """Implements every hook of the Interface protocol by running one executable.
+
+    Each call runs ``<executable> <state> <directory> <component_type> <args>...`` for the
+    Component of its context: one driver serves every Component of its executable. ``args``
+    are the Component's ``interface_args`` unless given (the ``exec`` entry point keeps the
+    executable in the first of them, so it gives the rest).
+    """
 
     kills_at_deadline = True  # so the engine does not watch its calls from another thread
 
-    def __init__(
-        self, component: Component, executable: Path, args: Sequence[str] | None = None
-    ) -> None:
-        self.component = component
+    def __init__(self, executable: Path, args: Sequence[str] | None = None) -> None:
         self.executable = executable
-        self.args = tuple(component.interface_args if args is None else args)
+        self.args = None if args is None else tuple(args)
         # the name the Interface reports itself under: rootfs-image.<interface_name>.version
         self.interface_name = executable.name
 
@@ -385,8 +388,9 @@ class ExecDriver:
         who = f"{ctx.name} {state}"
         # outside a deployment (queries), a private directory holding only ``version``
         directory = ctx.work_dir if ctx.work_dir is not None else _query_directory()
-        argv = [str(self.executable), state, str(directory), self.component.component_type]
-        argv += self.args
+        component = ctx.component
+        argv = [str(self.executable), state, str(directory), component.component_type]
+        argv += component.interface_args if self.args is None else self.args
         ctx.log.debug("%s: running %s", who, argv)
         try:
             child = _Child(argv, directory, who)
@@ -706,4 +710,4 @@ def from_topology(component: Component) -> ExecDriver:
             f"{component.label}: interface_args[0] {executable} is not an executable file "
             f"(interface 'exec' runs it as the Interface)"
         )
-    return ExecDriver(component, executable, args[1:])
+    return ExecDriver(executable, args[1:])

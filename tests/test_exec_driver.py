@@ -458,6 +458,31 @@ def test_from_topology_runs_the_executable_given_in_interface_args(env: Path) ->
     assert calls(env)[0][4:] == ["rtos", "c7", "--address=0x48"]
 
 
+def test_the_components_of_one_executable_share_its_driver_each_call_with_its_own_args(
+    env: Path,
+) -> None:
+    shared = drivers.ExecutableManagers()
+    components = [
+        Component("rtos", INTERFACE, ("c1", "--bus=1")),
+        Component("dsp", INTERFACE, ("c2",), position=1),
+        Component("mcu", INTERFACE, (), position=2),
+    ]
+    loaded = [drivers.load(c, env / "data", shared) for c in components]
+    assert len({id(d.pm) for d in loaded}) == 1
+    assert [d.component for d in loaded] == components
+    logger = logging.getLogger("test.exec_driver")
+    ids = [d.identity(d.context(log=logger, timeout_seconds=20)) for d in loaded]
+    assert ids == ["c1", "c2", "mcu"]
+    assert [call[4:] for call in calls(env)] == [
+        ["rtos", "c1", "--bus=1"],
+        ["dsp", "c2"],
+        ["mcu"],
+    ]
+    # without a shared set (a single query, a test), each load has a manager of its own
+    alone = drivers.load(components[0], env / "data")
+    assert alone.pm is not loaded[0].pm
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

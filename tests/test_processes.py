@@ -100,10 +100,10 @@ def test_a_recorded_call_gets_the_environment_of_the_run_start_and_its_token(
     interface = tmp_path / "dump-environment"
     interface.write_text(f'#!/bin/sh\nenv > "{tmp_path}/env.$1"\n')
     interface.chmod(0o755)
-    driver = ExecDriver(Component("unit", "dump-environment"), interface)
+    driver = ExecDriver(interface)
     ctx = InterfaceContext(
-        component=driver.component, log=logging.getLogger("test"), timeout_seconds=10,
-        component_id="u1", work_dir=tmp_path,
+        component=Component("unit", "dump-environment"), log=logging.getLogger("test"),
+        timeout_seconds=10, component_id="u1", work_dir=tmp_path,
     )  # fmt: skip
     monkeypatch.setenv("SET_BEFORE_THE_RUN", "yes")
     table = ProcessTable(path, 7)
