@@ -310,6 +310,8 @@ class ComponentDriver:
         self._watched = resolution.kind == "driver" and not getattr(
             plugin, "kills_at_deadline", False
         )
+        # its Download serves the payload through a streams tree (filetree.make_streams)
+        self.takes_streams_ahead = bool(getattr(plugin, "takes_streams_ahead", False))
         # it rolls back by reinstalling what ran before: the engine keeps that for it
         self.keeps_previous_artifact = resolution.kind == "driver" and bool(
             getattr(plugin, "keeps_previous_artifact", False)

@@ -50,6 +50,7 @@ from orchestrator_core.sequence import (
 )
 from orchestrator_core.shared_payload import SharedPayloads
 
+TREE_MAKERS = 2  # threads making a step's File API directories (see _prepare_work_dirs)
 log = logging.getLogger("mender_orchestrator.engine")
 
 EXIT_OK = 0
@@ -349,6 +350,7 @@ class Deployment:
         if pending:
             self.journal.step_entered(self.id, seq, _row(step), pending)
             self._progress.step_started(step.group, step.name, pending)
+            self._prepare_work_dirs(step, pending)
             try:
                 results = drivers.in_parallel(lambda k: self._run_member(seq, step, k), pending)
             except BaseException:
@@ -499,6 +501,39 @@ class Deployment:
 
         return self._progress.sink(key, record)
 
+    def _prepare_work_dirs(self, step: Step, keys: list[str]) -> None:
+        """The File API directories of a step's members not made yet, and the streams trees
+        of a Download, made before the step fans out by ``TREE_MAKERS`` threads.
+
+        Made by the members' threads side by side, every system call of each hands the
+        interpreter lock to another thread: 100 directories cost three times the CPU that way
+        (64 ms against 20 in ``/tmp``). Where allocating an inode is slow (ext4 soon after a
+        large removal: 100 directories took 180 ms of CPU in one thread), two threads made
+        them in 126 ms rather than 180; on tmpfs, in the same 15 ms as one; four were slower
+        (two cores). What cannot be made here is left to the member's call, which makes it
+        again and reports why it failed."""
+        download = step.name == "Download"
+        todo = [key for key in keys if download or key not in self._prepared]
+        if len(todo) < 2 * TREE_MAKERS:
+            self._make_trees(todo, download)
+            return
+        drivers.in_parallel(
+            lambda part: self._make_trees(part, download),
+            [todo[start::TREE_MAKERS] for start in range(TREE_MAKERS)],
+        )
+
+    def _make_trees(self, keys: list[str], download: bool) -> None:
+        for key in keys:
+            planned = self.plan.component(key)
+            directory = work_dir(self.directory, planned)
+            try:
+                if key not in self._prepared:
+                    self._prepare_work_dir(directory, planned)
+                if download and self._driver(planned).takes_streams_ahead:
+                    filetree.make_streams(directory, ahead=True)
+            except Exception:  # the member's own attempt makes it again and reports why
+                continue
+
     def _prepare_work_dir(self, directory: Path, planned: PlannedComponent) -> None:
         if planned.key in self._prepared:
             # made by this process, but something may have deleted it since: without it
@@ -544,6 +579,8 @@ class Deployment:
                     self._payloads.store(given, artifact["digest"], files)
             finally:
                 ctx.payload = None
+                if ctx.work_dir is not None and filetree.take_streams(ctx.work_dir):
+                    filetree.remove_streams(ctx.work_dir)  # made ahead, never used: it failed
 
     # ---- the end
 

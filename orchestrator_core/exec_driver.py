@@ -367,6 +367,7 @@ class ExecDriver:
     """
 
     kills_at_deadline = True  # so the engine does not watch its calls from another thread
+    takes_streams_ahead = True  # its Download uses a streams tree the engine made before
 
     def __init__(self, executable: Path, args: Sequence[str] | None = None) -> None:
         self.executable = executable

@@ -42,6 +42,8 @@ REMOVERS = 16  # threads removing Component directories, once removing them turn
 # one after another they take 0.06 to 0.4 ms each where the disk keeps up)
 SLOW_REMOVAL_SECONDS = 0.002
 _publishing = threading.Lock()  # one thread at a time writes a shared copy
+# directories whose streams tree was made ahead of their Download and not taken by it yet
+_streams_ahead: set[Path] = set()
 
 
 def _create(path: Path, data: bytes) -> bool:
@@ -211,6 +213,35 @@ def check_entry_name(name: str) -> str:
 def files_dir(work_dir: Path) -> Path:
     """``files/``, created private, where payload files are stored for non-streaming Interfaces."""
     return atomic.make_private_dir(work_dir / FILES)
+
+
+def make_streams(work_dir: Path, *, ahead: bool = False) -> None:
+    """``streams/`` and the ``stream-next`` pipe, for a Download; ``ahead``: made before the
+    Download starts, for it to take (``take_streams``): the engine makes them before the
+    Download step fans out (``Deployment._prepare_work_dirs`` says why)."""
+    try:
+        _make_streams(work_dir)
+    except FileExistsError:  # left by a Download that was interrupted
+        remove_streams(work_dir)
+        _make_streams(work_dir)
+    if ahead:
+        _streams_ahead.add(work_dir)
+
+
+def _make_streams(work_dir: Path) -> None:
+    streams = work_dir / STREAMS
+    os.mkdir(streams, 0o700)
+    os.chmod(streams, 0o700)  # the umask may have taken bits away
+    os.mkfifo(work_dir / STREAM_NEXT, 0o600)
+
+
+def take_streams(work_dir: Path) -> bool:
+    """Whether the streams tree of ``work_dir`` was made ahead and not taken yet; taken now."""
+    try:
+        _streams_ahead.remove(work_dir)  # one operation on a set: atomic between threads
+    except KeyError:
+        return False
+    return True
 
 
 def remove_streams(work_dir: Path, *, files_next: bool = False) -> None:

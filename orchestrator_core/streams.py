@@ -202,17 +202,9 @@ class StreamServer:
         self._probe_found_no_reader = False
 
     def __enter__(self) -> StreamServer:
-        try:
-            self._make_tree()
-        except FileExistsError:  # left by a Download that was interrupted
-            filetree.remove_streams(self.work_dir)
-            self._make_tree()
+        if not filetree.take_streams(self.work_dir):  # the engine makes most ahead
+            filetree.make_streams(self.work_dir)
         return self
-
-    def _make_tree(self) -> None:
-        os.mkdir(self.streams_dir, 0o700)
-        os.chmod(self.streams_dir, 0o700)  # the umask may have taken bits away
-        os.mkfifo(self.stream_next, 0o600)
 
     def __exit__(self, *exc: object) -> None:
         self.join()

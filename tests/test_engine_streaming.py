@@ -98,6 +98,53 @@ def test_whole_artifact_as_one_stream(board: tuple[System, Path], two_file_artif
         hashlib.sha256(original).digest()
 
 
+def test_the_streams_tree_exists_for_the_download_only_even_when_it_fails_before_streaming(
+    board: tuple[System, Path],
+) -> None:
+    """The engine makes streams/ and stream-next before the Download step fans out: a
+    Download that fails before it streams must not leave them to the states after it."""
+    system, manifest = board
+    listing = 'ls -A | sort | tr "\\n" " " > "$DIR/ls.$STATE"; '
+    behave(system, "NeedsUnpackedArtifact", listing + "echo Yes")
+    behave(system, "ProvidePayloadFileSizes", listing + "exit 3")
+    behave(system, "Cleanup", listing + "exit 0")
+    result = install(system, manifest)
+    assert result.returncode == 1, result.stderr
+    assert "ProvidePayloadFileSizes" in result.stderr
+    calls = [line.split("\t")[1] for line in (system.root / "calls.log").read_text().splitlines()]
+    assert calls[-3:] == ["NeedsUnpackedArtifact", "ProvidePayloadFileSizes", "Cleanup"]
+    seen = (system.root / "ls.Cleanup").read_text().split()
+    assert "stream-next" not in seen and "streams" not in seen, seen
+    assert {"header", "tmp", "version"} <= set(seen)
+
+
+def test_every_member_of_a_large_group_finds_its_whole_tree_made_before_its_download(
+    system: System, two_file_artifact: Path, tmp_path: Path
+) -> None:
+    """Five Components: the engine makes their directories on two threads before the fan-out."""
+    system.add_interface("fw", RECORDER)
+    system.write_topology(
+        "api_version: mender/v1\nkind: topology\nsystem_type: s\ncomponents:\n"
+        + "".join(f"  - {{component_type: board, interface: fw, interface_args: [b{i}]}}\n"
+                  for i in range(5)))
+    system.write_config({"ArtifactSources": [{"Type": "directory",
+                                              "Path": str(two_file_artifact)}]})
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text("api_version: mender/v1\nkind: manifest\nname: m\n"
+                        "system_types_compatible: [s]\ncomponent_types:\n"
+                        "  board: {artifact_name: fw-v2, update_strategy: {order: 1}}\n")
+    behave(system, "NeedsUnpackedArtifact",
+           'find . | sort | tr "\\n" " " > "$DIR/tree.$KEY"; cat header/artifact_name '
+           '> "$DIR/name.$KEY"; echo Yes')
+    result = install(system, manifest)
+    assert result.returncode == 0, result.stderr
+    for i in range(5):
+        tree = set((system.root / f"tree.b{i}").read_text().split())
+        assert {"./version", "./tmp", "./header/type-info", "./stream-next", "./streams"} <= tree
+        assert (system.root / f"name.b{i}").read_text() == "fw-v2"
+        assert (system.root / "received" / f"b{i}" / "app.bin").read_bytes() == FILES["app.bin"]
+
+
 def test_not_streamed_then_stored_in_files(board: tuple[System, Path]) -> None:
     system, manifest = board
     behave(system, "Download", "exit 0")

@@ -282,3 +282,18 @@ def test_remove_all_goes_to_threads_once_a_removal_is_slow(
     else:  # the first one (whichever the directory listed first) here, the rest in threads
         assert len(in_threads) == 5 and in_threads < {f"c{index}" for index in range(6)}
     assert {f"c{index}" for index in range(6)} | {"3"} <= set(removed_by)
+
+
+def test_a_streams_tree_made_ahead_is_taken_once_and_replaces_a_leftover(tmp_path: Path) -> None:
+    # a Download interrupted while streaming left a pipe of its own in streams/
+    (tmp_path / filetree.STREAMS).mkdir()
+    os.mkfifo(tmp_path / filetree.STREAMS / "boot.img")
+    os.mkfifo(tmp_path / filetree.STREAM_NEXT)
+    filetree.make_streams(tmp_path, ahead=True)
+    assert os.listdir(tmp_path / filetree.STREAMS) == []
+    assert stat.S_ISFIFO(os.lstat(tmp_path / filetree.STREAM_NEXT).st_mode)
+    assert stat.S_IMODE(os.lstat(tmp_path / filetree.STREAMS).st_mode) == 0o700
+    assert filetree.take_streams(tmp_path)
+    assert not filetree.take_streams(tmp_path)  # the next Download (a retry) makes its own
+    filetree.make_streams(tmp_path)  # not ahead: nothing to take
+    assert not filetree.take_streams(tmp_path)
