@@ -31,18 +31,27 @@ def two_file_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-@pytest.fixture
-def board(system: System, two_file_artifact: Path, tmp_path: Path) -> tuple[System, Path]:
+def boards(system: System, artifacts: Path, tmp_path: Path, keys: list[str] | None = None
+           ) -> Path:
+    """A System of ``board`` Components on the recorder, one per key (its interface_arg; one
+    without arguments when no keys are given), taking fw-v2 from ``artifacts``; the Manifest."""
     system.add_interface("fw", RECORDER)
+    components = ("".join(f"  - {{component_type: board, interface: fw, interface_args: [{key}]}}\n"
+                          for key in keys) if keys is not None
+                  else "  - component_type: board\n    interface: fw\n")
     system.write_topology("api_version: mender/v1\nkind: topology\nsystem_type: s\n"
-                          "components:\n  - component_type: board\n    interface: fw\n")
-    system.write_config({"ArtifactSources": [{"Type": "directory",
-                                              "Path": str(two_file_artifact)}]})
+                          "components:\n" + components)
+    system.write_config({"ArtifactSources": [{"Type": "directory", "Path": str(artifacts)}]})
     manifest = tmp_path / "m.yaml"
     manifest.write_text("api_version: mender/v1\nkind: manifest\nname: m\n"
                         "system_types_compatible: [s]\ncomponent_types:\n"
                         "  board: {artifact_name: fw-v2, update_strategy: {order: 1}}\n")
-    return system, manifest
+    return manifest
+
+
+@pytest.fixture
+def board(system: System, two_file_artifact: Path, tmp_path: Path) -> tuple[System, Path]:
+    return system, boards(system, two_file_artifact, tmp_path)
 
 
 def behave(system: System, state: str, snippet: str) -> None:
@@ -122,17 +131,7 @@ def test_every_member_of_a_large_group_finds_its_whole_tree_made_before_its_down
     system: System, two_file_artifact: Path, tmp_path: Path
 ) -> None:
     """Five Components: the engine makes their directories on two threads before the fan-out."""
-    system.add_interface("fw", RECORDER)
-    system.write_topology(
-        "api_version: mender/v1\nkind: topology\nsystem_type: s\ncomponents:\n"
-        + "".join(f"  - {{component_type: board, interface: fw, interface_args: [b{i}]}}\n"
-                  for i in range(5)))
-    system.write_config({"ArtifactSources": [{"Type": "directory",
-                                              "Path": str(two_file_artifact)}]})
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text("api_version: mender/v1\nkind: manifest\nname: m\n"
-                        "system_types_compatible: [s]\ncomponent_types:\n"
-                        "  board: {artifact_name: fw-v2, update_strategy: {order: 1}}\n")
+    manifest = boards(system, two_file_artifact, tmp_path, [f"b{i}" for i in range(5)])
     behave(system, "NeedsUnpackedArtifact",
            'find . | sort | tr "\\n" " " > "$DIR/tree.$KEY"; cat header/artifact_name '
            '> "$DIR/name.$KEY"; echo Yes')
@@ -226,17 +225,7 @@ def test_components_taking_files_share_one_verified_read_only_copy(
 ) -> None:
     """Three Components of one group leave the payload to files/: each finds both files, with
     the right bytes, as hard links to one read-only copy (one read of the Artifact, not three)."""
-    system.add_interface("fw", RECORDER)
-    system.write_topology(
-        "api_version: mender/v1\nkind: topology\nsystem_type: s\ncomponents:\n"
-        + "".join(f"  - component_type: board\n    interface: fw\n    interface_args: [b{i}]\n"
-                  for i in range(3)))
-    system.write_config({"ArtifactSources": [{"Type": "directory",
-                                              "Path": str(two_file_artifact)}]})
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text("api_version: mender/v1\nkind: manifest\nname: m\n"
-                        "system_types_compatible: [s]\ncomponent_types:\n"
-                        "  board: {artifact_name: fw-v2, update_strategy: {order: 1}}\n")
+    manifest = boards(system, two_file_artifact, tmp_path, ["b0", "b1", "b2"])
     behave(system, "Download", "exit 0")
     behave(system, "ArtifactInstall",
            'mkdir -p "$DIR/got/$KEY" "$DIR/version" && cp files/* "$DIR/got/$KEY/" && '
@@ -266,17 +255,8 @@ def test_a_corrupted_payload_fails_the_download_of_every_component_taking_files(
     data = bytearray((two_file_artifact / "fw-v2.mender").read_bytes())
     data[data.rfind(b"application")] ^= 0xFF
     (corrupted / "fw-v2.mender").write_bytes(bytes(data))
-    system.add_interface("fw", RECORDER)
-    system.write_topology(
-        "api_version: mender/v1\nkind: topology\nsystem_type: s\ncomponents:\n"
-        + "".join(f"  - component_type: board\n    interface: fw\n    interface_args: [b{i}]\n"
-                  for i in range(2)))
     # the header is intact: planning passes, each Download finds the payload file broken
-    system.write_config({"ArtifactSources": [{"Type": "directory", "Path": str(corrupted)}]})
-    manifest = tmp_path / "m.yaml"
-    manifest.write_text("api_version: mender/v1\nkind: manifest\nname: m\n"
-                        "system_types_compatible: [s]\ncomponent_types:\n"
-                        "  board: {artifact_name: fw-v2, update_strategy: {order: 1}}\n")
+    manifest = boards(system, corrupted, tmp_path, ["b0", "b1"])
     behave(system, "Download", "exit 0")
     result = install(system, manifest)
     assert result.returncode == 1, result.stderr
