@@ -356,6 +356,9 @@ class Deployment:
             except BaseException:
                 self.journal.flush()  # how the members that did end, ended
                 raise
+            finally:
+                if step.name == "Download":
+                    self._drop_streams_ahead(pending)
             outcome.update(zip(pending, results, strict=True))
             # Each member's end is recorded with ``soon``, and made durable by the journal's
             # next write (before anything it starts: the next step's entry, the reboot's,
@@ -534,6 +537,14 @@ class Deployment:
             except Exception:  # the member's own attempt makes it again and reports why
                 continue
 
+    def _drop_streams_ahead(self, keys: list[str]) -> None:
+        """The streams trees made ahead that no Download took (its member failed before it
+        streamed, or never got that far): gone before any later state."""
+        for key in keys:
+            directory = work_dir(self.directory, self.plan.component(key))
+            if filetree.take_streams(directory):
+                filetree.remove_streams(directory)
+
     def _prepare_work_dir(self, directory: Path, planned: PlannedComponent) -> None:
         if planned.key in self._prepared:
             # made by this process, but something may have deleted it since: without it
@@ -579,8 +590,6 @@ class Deployment:
                     self._payloads.store(given, artifact["digest"], files)
             finally:
                 ctx.payload = None
-                if ctx.work_dir is not None and filetree.take_streams(ctx.work_dir):
-                    filetree.remove_streams(ctx.work_dir)  # made ahead, never used: it failed
 
     # ---- the end
 
