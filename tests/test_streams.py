@@ -572,8 +572,11 @@ def test_chunks_lent_to_a_lagging_hash_thread_are_not_refilled_before_it_hashed_
     wrong bytes, and Download would fail the checksum of a good file."""
     assert streams.AHEAD + 2 >= hashing.IN_FLIGHT + 1  # the buffers the lending needs
     real_hash = hashing._Chunk.hash
+    handed = 0
 
     def lagging(chunk: hashing._Chunk) -> None:
+        nonlocal handed
+        handed += 1
         time.sleep(0.005)
         real_hash(chunk)
 
@@ -583,6 +586,7 @@ def test_chunks_lent_to_a_lagging_hash_thread_are_not_refilled_before_it_hashed_
     with real_feed(artifact) as feed:
         download(env, feed)
     assert received(env, "firmware.bin") == files[0][1].read_bytes()
+    assert handed >= 10  # about a chunk per MiB went to the hash thread
 
 
 @needs_mender_artifact

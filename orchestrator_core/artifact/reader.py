@@ -63,9 +63,6 @@ def _suffix(name: str, base: str) -> str | None:
     return suffix if suffix in COMPRESSION_SUFFIXES else None
 
 
-LEND_MIN = 8 * CHUNK  # an uncompressed payload from this size is hashed beside its reading
-
-
 class PayloadFileReader(Layer):
     """One payload file as it streams past (``orchestrator_core.context.PayloadFile``).
 
@@ -115,10 +112,10 @@ class PayloadFileReader(Layer):
         """Read (and so verify) whatever the consumer left unread."""
         # a whole payload may be left (``artifact inspect`` reads nothing itself): read it in
         # chunks, as a consumer would, so a compressed section is hashed on the other thread;
-        # buffers in turn, so that thread hashes some while another fills, with no copy
+        # buffers in turn, so that thread hashes some while another fills, with no copy (an
+        # uncompressed one is hashed in line: Sha256 says why)
         size = min(self._left, CHUNK) or 1
-        # a few MiB read and hashed in line cost less than starting the hash thread
-        lend = self._hash.aside or self._left >= LEND_MIN
+        lend = self._hash.aside
         scratch = [bytearray(size) for _ in range(IN_FLIGHT + 1 if lend else 1)]
         turn = 0
         while self._read_into(scratch[turn], lent=lend):
