@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 Fail = Callable[[str], NoReturn]
 
 CHUNK = 1 << 20
-FEED = 64 << 10  # compressed bytes given to a gzip decompressor at a time (see _GzipLayer)
+FEED = 64 << 10  # compressed bytes given to a decompressor at a time (see _GzipLayer, _XzLayer)
 DRAIN_CHUNK = 1 << 16
 # Beyond these a compressed section is refused rather than given the memory it asks for:
 # xz -9 needs 64 MiB, zstd's default levels 8 MiB and its --long mode 128 MiB.
@@ -44,6 +44,7 @@ XZ_MEMORY_LIMIT = 256 << 20
 # glibc's 128 KiB mmap threshold the memory is reused. gzip is left as it is: there, smaller
 # pieces saved the faults but cost more in calls.
 XZ_PIECE = 64 << 10
+XZ_MAGIC = b"\xfd7zXZ\x00"
 ZSTD_MAX_WINDOW = 1 << 27
 
 COMPRESSION_SUFFIXES = ("", ".gz", ".xz", ".zst")  # of header.tar... and data/0000.tar...
@@ -153,11 +154,16 @@ class _InputLayer(Layer):
         super().__init__()
         self._inner = inner
         self._input = bytearray(input_size)
+        self._rest = memoryview(b"")  # the part of the input buffer not yet fed
 
-    def _read_input(self) -> memoryview:
-        """The next compressed bytes (a view valid until the next call); empty at the end."""
-        count = self._inner.readinto(self._input) or 0
-        return memoryview(self._input)[:count]
+    def _feed(self) -> memoryview:
+        """The next compressed bytes, at most ``FEED`` of them (a view valid until the input
+        buffer is read into again); empty at the end."""
+        if not self._rest:
+            count = self._inner.readinto(self._input) or 0
+            self._rest = memoryview(self._input)[:count]
+        feed, self._rest = self._rest[:FEED], self._rest[FEED:]
+        return feed
 
     def readinto(self, buffer: WriteableBuffer, /) -> int:
         # One call fills the buffer from several pieces, so the layers above (and the hash
@@ -197,15 +203,8 @@ class _GzipLayer(_InputLayer):
         self._zlib = deflate.backend()
         self._error = deflate.error()
         self._decompressor = self._zlib.decompressobj(deflate.GZIP_WBITS)
-        self._rest = memoryview(b"")  # the part of the input buffer not yet fed
         self._pending: bytes | memoryview = b""  # fed, not yet consumed
         self._started = False
-
-    def _feed(self) -> memoryview:
-        if not self._rest:
-            self._rest = self._read_input()
-        feed, self._rest = self._rest[:FEED], self._rest[FEED:]
-        return feed
 
     def _next_member(self) -> bool:
         """Start the member that follows the one just ended; ``False`` at the end of input."""
@@ -244,7 +243,15 @@ class _GzipLayer(_InputLayer):
 
 
 class _XzLayer(_InputLayer):
-    """xz (what ``mender-artifact --compression lzma`` writes)."""
+    """xz (what ``mender-artifact --compression lzma`` writes), several streams one after the
+    other as ``xz`` itself reads them.
+
+    Like gzip, the input is handed over ``FEED`` bytes at a time: what liblzma has not
+    consumed when an output piece is full, ``LZMADecompressor`` copies into a buffer of its
+    own, and with a whole chunk that was most of every chunk, in a buffer freed and allocated
+    again above glibc's mmap threshold (a 1 GiB random xz verify: 1.12 s and 118,000 page
+    faults, now 0.68 to 0.81 s; docs/artifact.md).
+    """
 
     def __init__(self, inner: Readable, what: str, fail: Fail, input_size: int = CHUNK) -> None:
         super().__init__(inner, input_size)
@@ -259,20 +266,17 @@ class _XzLayer(_InputLayer):
     _piece_size = XZ_PIECE
 
     def _in_hand(self) -> bool:
-        return not (self._decompressor.needs_input or self._decompressor.eof)
+        return bool(self._rest) or not (self._decompressor.needs_input or self._decompressor.eof)
 
     def _piece(self, view: memoryview) -> int:
         while True:
             data: bytes | memoryview = b""
             if self._decompressor.eof:
-                data = self._decompressor.unused_data or bytes(self._read_input())
+                data = self._next_stream()
                 if not data:
                     return 0
-                if not data.startswith(b"\xfd7zXZ\x00"):
-                    self._fail(f"{self._what} has data after the end of its xz stream")
-                self._decompressor = self._new()
             elif self._decompressor.needs_input:
-                data = self._read_input()
+                data = self._feed()
                 if not data:
                     what = "is truncated" if self._started else "is empty"
                     self._fail(f"{self._what} {what}: its xz stream does not end properly")
@@ -284,6 +288,17 @@ class _XzLayer(_InputLayer):
             if out:
                 view[: len(out)] = out
                 return len(out)
+
+    def _next_stream(self) -> bytes:
+        """The first bytes of the stream that follows the one just ended, with a new
+        decompressor for it; empty at the end of the input."""
+        rest = self._decompressor.unused_data
+        while len(rest) < len(XZ_MAGIC) and (more := self._feed()):
+            rest += more
+        if rest and not rest.startswith(XZ_MAGIC):
+            self._fail(f"{self._what} has data after the end of its xz stream")
+        self._decompressor = self._new()
+        return rest
 
 
 class _ZstdLayer(Layer):
