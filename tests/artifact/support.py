@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -10,6 +11,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from systems import FIXTURES as FIXTURES  # the artifact tests take it from here
+
+from orchestrator_core.artifact.reader import ArtifactReader
 
 MENDER_ARTIFACT = shutil.which("mender-artifact")
 TOOL = MENDER_ARTIFACT or "mender-artifact"
@@ -20,6 +23,20 @@ def run(argv: list[str], cwd: Path | None = None) -> str:
     if done.returncode != 0:
         raise AssertionError(f"{argv} failed ({done.returncode}): {done.stderr}{done.stdout}")
     return done.stdout
+
+
+def read_payload(artifact: bytes, buffer_size: int) -> dict[str, bytes]:
+    """Every payload file of ``artifact``, read through ``buffer_size``-byte buffers."""
+    reader = ArtifactReader(io.BytesIO(artifact), source_name="test.mender", verify_keys=())
+    reader.read_header()
+    files = {}
+    buffer = bytearray(buffer_size)
+    for payload in reader.payload_files():
+        parts = []
+        while count := payload.readinto(buffer):
+            parts.append(bytes(buffer[:count]))
+        files[payload.name] = b"".join(parts)
+    return files
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from orchestrator_core.artifact.reader import ArtifactReader
 from orchestrator_core.errors import ArtifactError
 
 from . import artifact_builder as ab
+from .support import read_payload
 
 
 @pytest.fixture(params=["isal", "zlib"])
@@ -42,19 +43,6 @@ def stored_member(data: bytes) -> bytes:
     """A gzip member holding ``data`` uncompressed: its size is ``len(data) + 23`` below 64 KiB
     (10 bytes of gzip header, 5 of stored-block header, 8 of trailer)."""
     return zlib.compress(data, 0, deflate.GZIP_WBITS)
-
-
-def read_payload(artifact: bytes, buffer_size: int) -> dict[str, bytes]:
-    reader = ArtifactReader(io.BytesIO(artifact), source_name="test.mender", verify_keys=())
-    reader.read_header()
-    files = {}
-    buffer = bytearray(buffer_size)
-    for payload in reader.payload_files():
-        parts = []
-        while count := payload.readinto(buffer):
-            parts.append(bytes(buffer[:count]))
-        files[payload.name] = b"".join(parts)
-    return files
 
 
 @pytest.mark.parametrize("first_member", [FEED - 1, FEED, FEED - 20, FEED + 7])

@@ -8,17 +8,16 @@ stream's magic split between two feeds; what follows the last stream must be ano
 
 from __future__ import annotations
 
-import io
 import lzma
 import os
 
 import pytest
 
 from orchestrator_core.artifact.layers import FEED
-from orchestrator_core.artifact.reader import ArtifactReader
 from orchestrator_core.errors import ArtifactError
 
 from . import artifact_builder as ab
+from .support import read_payload
 
 FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 0}]
 
@@ -31,19 +30,6 @@ def xz_stream_of_size(data: bytes, size: int) -> tuple[bytes, int]:
         if len(stream) == size:
             return stream, length
     raise AssertionError(f"no xz stream of {size} bytes")
-
-
-def read_payload(artifact: bytes, buffer_size: int) -> dict[str, bytes]:
-    reader = ArtifactReader(io.BytesIO(artifact), source_name="test.mender", verify_keys=())
-    reader.read_header()
-    files = {}
-    buffer = bytearray(buffer_size)
-    for payload in reader.payload_files():
-        parts = []
-        while count := payload.readinto(buffer):
-            parts.append(bytes(buffer[:count]))
-        files[payload.name] = b"".join(parts)
-    return files
 
 
 def with_data_section(files: dict[str, bytes], section: bytes) -> bytes:
